@@ -1,0 +1,1 @@
+"""The project store and the annotation formats. Imports neither torch nor gradio."""

@@ -1,0 +1,38 @@
+"""Errors raised by the project store and the format readers.
+
+Every error carries a message written for a person: it names the file, image or class at fault
+and says what to do. The CLI prints ``str(err)`` on one line and exits with code 2; the app shows
+it in the page.
+"""
+
+
+class AnnotationError(Exception):
+    """Base class for every error the store or a format reports to a user."""
+
+
+class ImageError(AnnotationError):
+    """An image file cannot be read: missing, empty, truncated, not an image, or too large."""
+
+
+class LabelMapError(AnnotationError):
+    """A scribble or mask map does not fit its image or the project's classes."""
+
+
+class DuplicateImageError(AnnotationError):
+    """The same image content is already in the project."""
+
+
+class StaleWriteError(AnnotationError):
+    """A save was based on an older version than the one now stored (another writer saved first)."""
+
+
+class NotFoundError(AnnotationError):
+    """An image, class or mask the caller named does not exist."""
+
+
+class ClassInUseError(AnnotationError):
+    """A class still has annotations; deleting it needs ``force=True``."""
+
+
+class ProjectError(AnnotationError):
+    """The project folder or database is missing, unreadable or of a newer schema."""

@@ -1,0 +1,122 @@
+"""Read-only access to a dataset in the folder layout (see ../shared/datasets/README.md).
+
+::
+
+    <dataset>/
+      meta.json                  {"name", "classes": [...], "ignore_index": 255, ...}
+      images/<id>.png|.jpg       RGB or grayscale
+      masks/<id>.png             uint8 class index, 255 = ignore
+      scribbles/<set>/<id>.png   uint8 class index, 255 = not scribbled
+      splits/<split>.txt         one <id> a line
+
+This is the reader that benchmarks and the project import share. It never writes.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import AnnotationError
+from .imageio import IMAGE_EXTENSIONS, read_image, read_label_map
+
+
+@dataclass
+class FolderDataset:
+    root: Path
+    name: str
+    classes: list[str]
+    ignore_index: int = 255
+    image_paths: dict[str, Path] = field(default_factory=dict)
+    meta: dict = field(default_factory=dict)
+
+    @classmethod
+    def open(cls, root: str | Path) -> "FolderDataset":
+        """Open a folder dataset. Raises :class:`AnnotationError` naming what is missing."""
+        root = Path(root)
+        meta_path = root / "meta.json"
+        if not root.is_dir():
+            raise AnnotationError(f"{root}: no such folder.")
+        if not meta_path.is_file():
+            raise AnnotationError(f"{root}: not a folder dataset (no meta.json).")
+        try:
+            meta = json.loads(meta_path.read_text())
+        except (OSError, ValueError) as e:
+            raise AnnotationError(f"{meta_path}: cannot read meta.json ({e}).") from None
+        classes = meta.get("classes")
+        if not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes):
+            raise AnnotationError(f"{meta_path}: 'classes' must be a non-empty list of names.")
+        if len(classes) > 255:
+            raise AnnotationError(f"{meta_path}: at most 255 classes are supported, found {len(classes)}.")
+        images = {}
+        img_dir = root / "images"
+        if img_dir.is_dir():
+            for p in sorted(img_dir.iterdir()):
+                if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith("."):
+                    images.setdefault(p.stem, p)
+        return cls(root=root, name=str(meta.get("name", root.name)), classes=list(classes),
+                   ignore_index=int(meta.get("ignore_index", 255)), image_paths=images, meta=meta)
+
+    @property
+    def ids(self) -> list[str]:
+        return list(self.image_paths)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def image(self, image_id: str) -> np.ndarray:
+        """``(H, W)`` or ``(H, W, 3)`` uint8."""
+        return read_image(self.image_paths[image_id])
+
+    def mask_path(self, image_id: str) -> Path:
+        return self.root / "masks" / f"{image_id}.png"
+
+    def has_mask(self, image_id: str) -> bool:
+        return self.mask_path(image_id).is_file()
+
+    def mask(self, image_id: str) -> np.ndarray:
+        """``(H, W)`` uint8 class index, 255 = ignore."""
+        return read_label_map(self.mask_path(image_id))
+
+    def scribble_sets(self) -> list[str]:
+        d = self.root / "scribbles"
+        return sorted(p.name for p in d.iterdir() if p.is_dir()) if d.is_dir() else []
+
+    def scribble_path(self, set_name: str, image_id: str) -> Path:
+        return self.root / "scribbles" / set_name / f"{image_id}.png"
+
+    def scribbles(self, set_name: str, image_id: str) -> np.ndarray | None:
+        """``(H, W)`` uint8 class index, 255 = not scribbled; ``None`` if the image has none."""
+        p = self.scribble_path(set_name, image_id)
+        return read_label_map(p) if p.is_file() else None
+
+    def splits(self) -> list[str]:
+        d = self.root / "splits"
+        return sorted(p.stem for p in d.glob("*.txt")) if d.is_dir() else []
+
+    def split(self, name: str | None) -> list[str]:
+        """Ids of a split (``None`` = every image), in file order, keeping only ids with an image."""
+        if name is None:
+            return self.ids
+        p = self.root / "splits" / f"{name}.txt"
+        if not p.is_file():
+            known = ", ".join(self.splits()) or "none"
+            raise AnnotationError(f"{self.name}: no split named '{name}' (known splits: {known}).")
+        ids = [ln.strip() for ln in p.read_text().splitlines() if ln.strip()]
+        return [i for i in ids if i in self.image_paths]
+
+    def splits_of(self, names: str | None) -> list[str]:
+        """Ids of one split or several joined with '+' or ','; ``None`` = every image."""
+        if names is None:
+            return self.ids
+        out: list[str] = []
+        seen = set()
+        for n in names.replace(",", "+").split("+"):
+            for i in self.split(n.strip()):
+                if i not in seen:
+                    seen.add(i)
+                    out.append(i)
+        return out

@@ -1,0 +1,196 @@
+"""Reading and writing images and label maps, safely.
+
+Images come back as ``(H, W) uint8`` (grayscale) or ``(H, W, 3) uint8`` (RGB) for display and for
+the segmenter. EXIF orientation is applied, alpha is dropped (composited on nothing: just removed),
+16-bit images are scaled to 8 bit for display by their own min/max (the stored original is never
+changed). Label maps are ``(H, W) uint8`` PNG index maps: class index, 255 = none / ignore.
+
+All writes go through :func:`atomic_write_bytes`: temp file in the same folder, fsync, rename,
+fsync of the folder, so a crash leaves either the old file or the new one, never half of one.
+"""
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+from .errors import ImageError, LabelMapError
+
+#: Images with more pixels than this are refused (decompression-bomb guard). 8K x 8K.
+MAX_PIXELS = 8192 * 8192
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+IGNORE = 255
+
+# We do our own check; keep PIL's warning-level check from turning into a crash at 2x.
+Image.MAX_IMAGE_PIXELS = None
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+
+def _check_pixels(size: tuple[int, int], name: str, max_pixels: int) -> None:
+    w, h = size
+    if w <= 0 or h <= 0:
+        raise ImageError(f"{name}: the image has no pixels ({w}x{h}).")
+    if w * h > max_pixels:
+        raise ImageError(
+            f"{name}: {w}x{h} = {w * h:,} pixels is over the limit of {max_pixels:,} pixels; "
+            "downscale or tile the image before importing it."
+        )
+
+
+def _to_uint8(arr: np.ndarray) -> np.ndarray:
+    if arr.dtype == np.uint8:
+        return arr
+    a = arr.astype(np.float64)
+    lo, hi = float(np.nanmin(a)), float(np.nanmax(a))
+    if hi <= lo:
+        return np.zeros(a.shape, np.uint8)
+    return np.clip((a - lo) * (255.0 / (hi - lo)) + 0.5, 0, 255).astype(np.uint8)
+
+
+def decode_image(data: bytes, name: str = "image", max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Decode image bytes to ``(H, W)`` or ``(H, W, 3)`` uint8. Raises :class:`ImageError`."""
+    if len(data) == 0:
+        raise ImageError(f"{name}: the file is empty (0 bytes).")
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            _check_pixels(im.size, name, max_pixels)
+            im.load()
+            im = ImageOps.exif_transpose(im)
+            mode = im.mode
+            if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+                arr = _to_uint8(np.asarray(im))
+            elif mode in ("L", "1"):
+                arr = np.asarray(im.convert("L"))
+            elif mode == "LA":
+                arr = np.asarray(im.convert("L"))
+            elif mode == "P":
+                arr = np.asarray(im.convert("RGB"))
+            else:
+                arr = np.asarray(im.convert("RGB"))
+    except ImageError:
+        raise
+    except UnidentifiedImageError:
+        raise ImageError(f"{name}: not an image file that can be read (PNG, JPEG, TIFF, BMP).") from None
+    except (OSError, SyntaxError, ValueError) as e:
+        raise ImageError(f"{name}: the image is damaged or truncated ({e}).") from None
+    if arr.ndim == 3 and arr.shape[2] == 3 and arr.dtype != np.uint8:
+        arr = _to_uint8(arr)
+    return np.ascontiguousarray(arr)
+
+
+def read_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Read an image file as ``(H, W)`` or ``(H, W, 3)`` uint8. Raises :class:`ImageError`."""
+    p = Path(path)
+    try:
+        data = p.read_bytes()
+    except FileNotFoundError:
+        raise ImageError(f"{p.name}: file not found ({p}).") from None
+    except OSError as e:
+        raise ImageError(f"{p.name}: cannot read the file ({e.strerror}).") from None
+    return decode_image(data, p.name, max_pixels)
+
+
+def image_size(path: str | os.PathLike) -> tuple[int, int]:
+    """``(height, width)`` of an image file after EXIF orientation, without decoding pixels."""
+    with Image.open(path) as im:
+        w, h = im.size
+        try:
+            orient = im.getexif().get(0x0112, 1)
+        except Exception:
+            orient = 1
+    return (w, h) if orient in (5, 6, 7, 8) else (h, w)
+
+
+def read_label_map(path: str | os.PathLike) -> np.ndarray:
+    """Read a PNG index map as ``(H, W) uint8``. Palette PNGs give their indices, not colours."""
+    p = Path(path)
+    try:
+        with Image.open(p) as im:
+            if im.mode in ("P", "L"):
+                arr = np.asarray(im)
+            elif im.mode in ("I;16", "I"):
+                arr = np.asarray(im)
+                if arr.max(initial=0) > 255:
+                    raise LabelMapError(f"{p.name}: label values above 255 cannot be stored.")
+                arr = arr.astype(np.uint8)
+            elif im.mode in ("RGB", "RGBA"):
+                a = np.asarray(im.convert("RGB"))
+                if not (np.array_equal(a[..., 0], a[..., 1]) and np.array_equal(a[..., 0], a[..., 2])):
+                    raise LabelMapError(
+                        f"{p.name}: a colour image, not an index map; import it with a colour mapping."
+                    )
+                arr = a[..., 0]
+            else:
+                arr = np.asarray(im.convert("L"))
+    except LabelMapError:
+        raise
+    except FileNotFoundError:
+        raise LabelMapError(f"{p.name}: file not found ({p}).") from None
+    except (OSError, SyntaxError, ValueError, UnidentifiedImageError) as e:
+        raise LabelMapError(f"{p.name}: not a readable PNG label map ({e}).") from None
+    return np.ascontiguousarray(arr, dtype=np.uint8)
+
+
+def encode_label_png(label: np.ndarray, palette: list[tuple[int, int, int]] | None = None) -> bytes:
+    """Encode a ``(H, W) uint8`` index map as PNG bytes (mode L, or P with ``palette``)."""
+    label = np.asarray(label)
+    if label.ndim != 2 or label.dtype != np.uint8:
+        raise LabelMapError(f"a label map must be a (H, W) uint8 array, got {label.shape} {label.dtype}.")
+    im = Image.fromarray(label, mode="L")
+    if palette is not None:
+        im = im.convert("P")
+        flat = [0] * 768
+        for i, c in enumerate(palette[:256]):
+            flat[3 * i : 3 * i + 3] = list(c)
+        im.putpalette(flat)
+        im.frombytes(label.tobytes())
+    buf = io.BytesIO()
+    im.save(buf, format="PNG", compress_level=1)
+    return buf.getvalue()
+
+
+def encode_image_png(image: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(np.asarray(image)).save(buf, format="PNG", compress_level=1)
+    return buf.getvalue()
+
+
+def fsync_dir(path: str | os.PathLike) -> None:
+    try:
+        fd = os.open(str(path), os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically: temp file in the same folder, fsync, rename, fsync dir."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=str(p.parent))
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, p)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    fsync_dir(p.parent)
+
+
+def write_label_png(path: str | os.PathLike, label: np.ndarray, palette=None) -> None:
+    atomic_write_bytes(path, encode_label_png(label, palette))

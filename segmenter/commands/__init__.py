@@ -1,0 +1,1 @@
+"""One module per ``python -m segmenter`` sub-command; each exposes ``register(subparsers)``."""
