@@ -1,0 +1,807 @@
+"""The project store: a folder with ``project.db`` (SQLite, WAL) and files.
+
+::
+
+    PROJECT/
+      project.db              images, classes, scribble versions, tags, masks with provenance
+      images/<id>_<name>      the original files, byte for byte
+      scribbles/<id>/<layer>-<version>.png     uint8 index maps, 255 = none
+      masks/<id>/<kind>-<n>.png                uint8 index maps, 255 = ignore
+      masks/<id>/<kind>-<n>.conf.png           confidence, uint8 0..255 = 0..1 (optional)
+      models/                 checkpoints (safetensors + JSON), written by the segmenter
+      exports/                export output
+
+Writes are atomic: every file is written to a temp file, fsynced and renamed under a name never
+used before, and only then is the row committed in one transaction. A crash at any moment leaves
+the database consistent and every acknowledged save readable (an orphaned file at worst).
+Scribbles are versioned per image and layer: every save is a new version, undo/redo move the
+head. A save names the version it was based on (``expected_version``); if another writer saved
+in between, the save is refused with :class:`StaleWriteError` and nothing is lost.
+
+Label maps: ``(H, W) uint8``, class index, 255 = none / ignore.
+"""
+from __future__ import annotations
+
+import colorsys
+import hashlib
+import os
+import re
+import shutil
+import sqlite3
+import threading
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+
+from . import imageio
+from .errors import (
+    AnnotationError,
+    ClassInUseError,
+    DuplicateImageError,
+    ImageError,
+    LabelMapError,
+    NotFoundError,
+    ProjectError,
+    StaleWriteError,
+)
+from .schema import MASK_KINDS, TAG_STATES, migrate
+
+IGNORE = 255
+DB_NAME = "project.db"
+DEFAULT_LAYER = "default"
+STATUS_ORDER = ("final", "imported", "predicted", "pseudo", "scribbled", "tagged", "untouched")
+_NAME_OK = re.compile(r"[^A-Za-z0-9._ -]+")
+
+# Colours for the first classes (background dark grey, then well-separated hues).
+_BASE_COLORS = [
+    (64, 64, 64), (230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180),
+    (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212), (0, 128, 128), (220, 190, 255),
+    (170, 110, 40), (255, 250, 200), (128, 0, 0), (170, 255, 195), (128, 128, 0), (255, 215, 180),
+]
+
+
+def default_color(idx: int) -> tuple[int, int, int]:
+    if idx < len(_BASE_COLORS):
+        return _BASE_COLORS[idx]
+    h = (idx * 0.618033988749895) % 1.0
+    r, g, b = colorsys.hsv_to_rgb(h, 0.75, 0.95)
+    return int(r * 255), int(g * 255), int(b * 255)
+
+
+def parse_color(color) -> tuple[int, int, int]:
+    """``"#rrggbb"``, ``"rrggbb"`` or an (r, g, b) sequence -> (r, g, b) ints 0..255."""
+    if isinstance(color, str):
+        s = color.strip()
+        m = re.fullmatch(r"#?([0-9a-fA-F]{6})", s)
+        if m:
+            v = m.group(1)
+            return int(v[0:2], 16), int(v[2:4], 16), int(v[4:6], 16)
+        m = re.fullmatch(r"rgba?\(\s*([\d.]+)\s*,\s*([\d.]+)\s*,\s*([\d.]+)\s*(?:,\s*[\d.]+\s*)?\)", s)
+        if m:
+            return tuple(int(round(float(m.group(i)))) for i in (1, 2, 3))  # type: ignore[return-value]
+        raise AnnotationError(f"'{color}' is not a colour; use #rrggbb.")
+    try:
+        r, g, b = (int(c) for c in color)
+    except (TypeError, ValueError):
+        raise AnnotationError(f"'{color}' is not a colour; use #rrggbb.") from None
+    if not all(0 <= c <= 255 for c in (r, g, b)):
+        raise AnnotationError(f"colour {color} has a component outside 0..255.")
+    return r, g, b
+
+
+def color_hex(rgb: Sequence[int]) -> str:
+    return "#%02x%02x%02x" % tuple(rgb)
+
+
+def sanitize_name(name: str, fallback: str = "image") -> str:
+    """A file name safe on every OS: no path separators, no '..', no control characters."""
+    base = os.path.basename(str(name).replace("\\", "/"))
+    base = _NAME_OK.sub("_", base).strip(" .")
+    base = re.sub(r"\.{2,}", ".", base)
+    return base[:120] or fallback
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+@dataclass(frozen=True)
+class ClassInfo:
+    idx: int
+    name: str
+    color: tuple[int, int, int]
+
+    @property
+    def hex(self) -> str:
+        return color_hex(self.color)
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    id: int
+    name: str
+    orig_name: str
+    file: str
+    sha256: str
+    width: int
+    height: int
+    channels: int
+    added: str
+
+    @property
+    def stem(self) -> str:
+        return os.path.splitext(self.name)[0]
+
+
+@dataclass(frozen=True)
+class MaskInfo:
+    id: int
+    image_id: int
+    kind: str
+    source: str
+    model_version: str | None
+    uncertainty: float | None
+    created: str
+    file: str
+    conf_file: str | None
+
+
+@dataclass
+class ImportSummary:
+    """What an import did: added images, files skipped with the reason, duplicates found."""
+
+    added: list[ImageInfo] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    duplicates: list[tuple[str, str]] = field(default_factory=list)
+    masks: int = 0
+    scribbles: int = 0
+    seconds: float = 0.0
+
+    def lines(self) -> list[str]:
+        out = [f"added {len(self.added)} image(s), {self.masks} mask(s), {self.scribbles} scribble map(s) "
+               f"in {self.seconds:.1f} s"]
+        for name, existing in self.duplicates:
+            out.append(f"duplicate: {name} has the same content as {existing}; not added again")
+        for name, why in self.skipped:
+            out.append(f"skipped: {name}: {why}")
+        return out
+
+
+class Project:
+    """A project folder. Thread-safe: each thread gets its own SQLite connection."""
+
+    def __init__(self, root: str | os.PathLike, *, _create: bool = False):
+        self.root = Path(root).resolve()
+        self.db_path = self.root / DB_NAME
+        if not _create and not self.db_path.is_file():
+            raise ProjectError(f"{self.root}: not a project (no {DB_NAME}); create it with 'init'.")
+        self._local = threading.local()
+        self._conns: list[sqlite3.Connection] = []
+        self._conns_lock = threading.Lock()
+        conn = self._conn()
+        try:
+            migrate(conn)
+        except sqlite3.DatabaseError as e:
+            raise ProjectError(f"{self.db_path}: the database cannot be read ({e}).") from None
+        for d in ("images", "scribbles", "masks", "models", "exports"):
+            (self.root / d).mkdir(exist_ok=True)
+
+    # ----------------------------------------------------------------- opening
+    @classmethod
+    def create(cls, root: str | os.PathLike, classes: Sequence[str] | None = None) -> "Project":
+        """Create a new project folder. ``classes`` defaults to ``["background", "object"]``."""
+        root = Path(root)
+        if (root / DB_NAME).exists():
+            raise ProjectError(f"{root}: a project already exists here.")
+        if root.exists() and not root.is_dir():
+            raise ProjectError(f"{root}: exists and is not a folder.")
+        root.mkdir(parents=True, exist_ok=True)
+        p = cls(root, _create=True)
+        for name in classes if classes is not None else ("background", "object"):
+            p.add_class(name)
+        return p
+
+    @classmethod
+    def open(cls, root: str | os.PathLike) -> "Project":
+        return cls(root)
+
+    @classmethod
+    def open_or_create(cls, root: str | os.PathLike, classes: Sequence[str] | None = None) -> "Project":
+        return cls(root) if (Path(root) / DB_NAME).is_file() else cls.create(root, classes)
+
+    @property
+    def models_dir(self) -> Path:
+        return self.root / "models"
+
+    @property
+    def exports_dir(self) -> Path:
+        return self.root / "exports"
+
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(str(self.db_path), timeout=30.0, isolation_level=None,
+                                   check_same_thread=False)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            conn.execute("PRAGMA busy_timeout=30000")
+            self._local.conn = conn
+            self._local.depth = 0
+            with self._conns_lock:
+                self._conns.append(conn)
+        return conn
+
+    def close(self) -> None:
+        with self._conns_lock:
+            for c in self._conns:
+                try:
+                    c.close()
+                except sqlite3.Error:
+                    pass
+            self._conns.clear()
+        self._local = threading.local()
+
+    def __enter__(self) -> "Project":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction (``BEGIN IMMEDIATE``); nested calls join the outer one."""
+        conn = self._conn()
+        if self._local.depth:
+            self._local.depth += 1
+            try:
+                yield conn
+            finally:
+                self._local.depth -= 1
+            return
+        conn.execute("BEGIN IMMEDIATE")
+        self._local.depth = 1
+        try:
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        finally:
+            self._local.depth = 0
+
+    def _q(self, sql: str, args: tuple = ()) -> list[sqlite3.Row]:
+        return self._conn().execute(sql, args).fetchall()
+
+    def _write_file(self, rel: str, data: bytes) -> None:
+        imageio.atomic_write_bytes(self.root / rel, data)
+
+    # ----------------------------------------------------------------- classes
+    def classes(self) -> list[ClassInfo]:
+        return [ClassInfo(r["idx"], r["name"], parse_color(r["color"]))
+                for r in self._q("SELECT idx, name, color FROM classes ORDER BY idx")]
+
+    @property
+    def num_classes(self) -> int:
+        return self._q("SELECT COUNT(*) FROM classes")[0][0]
+
+    @property
+    def class_names(self) -> list[str]:
+        return [c.name for c in self.classes()]
+
+    def class_info(self, key: int | str) -> ClassInfo:
+        """A class by index or by name (case-insensitive)."""
+        for c in self.classes():
+            if c.idx == key or (isinstance(key, str) and c.name.lower() == key.strip().lower()):
+                return c
+        if isinstance(key, str) and key.strip().isdigit():
+            return self.class_info(int(key))
+        names = ", ".join(f"{c.idx}:{c.name}" for c in self.classes()) or "none"
+        raise NotFoundError(f"no class '{key}' in this project (classes: {names}).")
+
+    def _check_class_name(self, name: str) -> str:
+        name = str(name).strip()
+        if not name:
+            raise AnnotationError("a class name cannot be empty.")
+        if len(name) > 64:
+            raise AnnotationError(f"class name '{name[:20]}…' is longer than 64 characters.")
+        if any(c.name.lower() == name.lower() for c in self.classes()):
+            raise AnnotationError(f"a class named '{name}' already exists.")
+        return name
+
+    def add_class(self, name: str, color=None) -> ClassInfo:
+        with self.transaction() as conn:
+            name = self._check_class_name(name)
+            idx = conn.execute("SELECT COALESCE(MAX(idx) + 1, 0) FROM classes").fetchone()[0]
+            if idx >= 255:
+                raise AnnotationError("a project holds at most 255 classes (255 means 'none').")
+            rgb = parse_color(color) if color is not None else default_color(idx)
+            conn.execute("INSERT INTO classes (idx, name, color) VALUES (?, ?, ?)", (idx, name, color_hex(rgb)))
+        return ClassInfo(idx, name, rgb)
+
+    def rename_class(self, key: int | str, new_name: str) -> ClassInfo:
+        with self.transaction() as conn:
+            c = self.class_info(key)
+            if new_name.strip().lower() != c.name.lower():
+                new_name = self._check_class_name(new_name)
+            else:
+                new_name = new_name.strip()
+            conn.execute("UPDATE classes SET name = ? WHERE idx = ?", (new_name, c.idx))
+        return ClassInfo(c.idx, new_name, c.color)
+
+    def recolor_class(self, key: int | str, color) -> ClassInfo:
+        rgb = parse_color(color)
+        with self.transaction() as conn:
+            c = self.class_info(key)
+            conn.execute("UPDATE classes SET color = ? WHERE idx = ?", (color_hex(rgb), c.idx))
+        return ClassInfo(c.idx, c.name, rgb)
+
+    def class_usage(self, idx: int) -> dict[str, int]:
+        """How many scribble maps, masks and tags use class ``idx`` (current versions only)."""
+        n_scr = n_mask = 0
+        for r in self._q("SELECT v.file FROM scribble_heads h JOIN scribble_versions v ON v.image_id = h.image_id "
+                         "AND v.layer = h.layer AND v.version = h.version"):
+            if (imageio.read_label_map(self.root / r["file"]) == idx).any():
+                n_scr += 1
+        for r in self._q("SELECT file FROM masks WHERE is_current = 1"):
+            if (imageio.read_label_map(self.root / r["file"]) == idx).any():
+                n_mask += 1
+        n_tags = self._q("SELECT COUNT(*) FROM tags WHERE class_idx = ?", (idx,))[0][0]
+        return {"scribbles": n_scr, "masks": n_mask, "tags": n_tags}
+
+    def delete_class(self, key: int | str, force: bool = False) -> str:
+        """Delete a class. With annotations using it, needs ``force=True``.
+
+        Its pixels become 255 (none / ignore) in the current scribbles (as a new version) and
+        masks, classes above it move down by one, and its tags go. Returns a summary.
+        """
+        c = self.class_info(key)
+        usage = self.class_usage(c.idx)
+        summary = (f"class '{c.name}' is used by {usage['scribbles']} scribble map(s), {usage['masks']} mask(s) "
+                   f"and {usage['tags']} tag(s)")
+        if any(usage.values()) and not force:
+            raise ClassInUseError(f"{summary}; delete it with force to erase those pixels and tags.")
+        lut = np.arange(256, dtype=np.uint8)
+        lut[c.idx] = IGNORE
+        lut[c.idx + 1 : 255] = np.arange(c.idx, 254, dtype=np.uint8)
+        with self.transaction() as conn:
+            for r in conn.execute("SELECT h.image_id, h.layer, h.version, v.file FROM scribble_heads h "
+                                  "JOIN scribble_versions v ON v.image_id = h.image_id AND v.layer = h.layer "
+                                  "AND v.version = h.version").fetchall():
+                old = imageio.read_label_map(self.root / r["file"])
+                if old.max(initial=0) >= c.idx and (old != IGNORE).any():
+                    new = lut[old]
+                    if not np.array_equal(new, old):
+                        self._save_scribbles_locked(conn, r["image_id"], new, r["layer"], None, "delete_class")
+            for r in conn.execute("SELECT id, image_id, kind, file FROM masks").fetchall():
+                old = imageio.read_label_map(self.root / r["file"])
+                new = lut[old]
+                if not np.array_equal(new, old):
+                    rel = f"masks/{r['image_id']}/{r['kind']}-{uuid.uuid4().hex[:12]}.png"
+                    self._write_file(rel, imageio.encode_label_png(new))
+                    conn.execute("UPDATE masks SET file = ? WHERE id = ?", (rel, r["id"]))
+            conn.execute("DELETE FROM tags WHERE class_idx = ?", (c.idx,))
+            conn.execute("DELETE FROM classes WHERE idx = ?", (c.idx,))
+            n = conn.execute("SELECT COALESCE(MAX(idx), -1) FROM classes").fetchone()[0]
+            for i in range(c.idx + 1, n + 1):
+                conn.execute("UPDATE classes SET idx = ? WHERE idx = ?", (i - 1, i))
+        return f"deleted: {summary}"
+
+    def set_classes(self, names: Sequence[str]) -> None:
+        """Make the class list exactly ``names`` (only on a project with no annotations yet)."""
+        current = self.class_names
+        if current == list(names):
+            return
+        n_ann = self._q("SELECT (SELECT COUNT(*) FROM scribble_versions) + (SELECT COUNT(*) FROM masks) + "
+                        "(SELECT COUNT(*) FROM tags)")[0][0]
+        if n_ann:
+            raise AnnotationError(
+                f"the project's classes ({', '.join(current)}) differ from ({', '.join(names)}) and it already "
+                "has annotations; import into a new project or edit the classes first.")
+        with self.transaction() as conn:
+            conn.execute("DELETE FROM classes")
+            for n in names:
+                self.add_class(n)
+
+    # ----------------------------------------------------------------- images
+    def _row_to_image(self, r: sqlite3.Row) -> ImageInfo:
+        return ImageInfo(r["id"], r["name"], r["orig_name"], r["file"], r["sha256"], r["width"], r["height"],
+                         r["channels"], r["added"])
+
+    def images(self, status: str | None = None, image_set: str | None = None) -> list[ImageInfo]:
+        """Images in insertion order, optionally only those of a status or an image set."""
+        if image_set is not None:
+            rows = self._q("SELECT i.* FROM images i JOIN image_sets s ON s.image_id = i.id "
+                           "WHERE s.set_name = ? ORDER BY i.id", (image_set,))
+        else:
+            rows = self._q("SELECT * FROM images ORDER BY id")
+        out = [self._row_to_image(r) for r in rows]
+        if status is not None:
+            if status not in STATUS_ORDER:
+                raise AnnotationError(f"unknown status '{status}' (known: {', '.join(STATUS_ORDER)}).")
+            st = self.statuses()
+            out = [i for i in out if st.get(i.id) == status]
+        return out
+
+    def image_ids(self) -> list[int]:
+        return [r[0] for r in self._q("SELECT id FROM images ORDER BY id")]
+
+    def image_info(self, image_id: int) -> ImageInfo:
+        rows = self._q("SELECT * FROM images WHERE id = ?", (int(image_id),))
+        if not rows:
+            raise NotFoundError(f"no image with id {image_id} in this project.")
+        return self._row_to_image(rows[0])
+
+    def image_by_name(self, name: str) -> ImageInfo:
+        rows = self._q("SELECT * FROM images WHERE name = ?", (name,))
+        if not rows:
+            stem = os.path.splitext(os.path.basename(name))[0]
+            rows = [r for r in self._q("SELECT * FROM images") if os.path.splitext(r["name"])[0] == stem]
+        if not rows:
+            raise NotFoundError(f"no image named '{name}' in this project.")
+        return self._row_to_image(rows[0])
+
+    def image_path(self, image_id: int) -> Path:
+        return self.root / self.image_info(image_id).file
+
+    def load_image(self, image_id: int) -> np.ndarray:
+        """The image for display and segmentation: ``(H, W)`` or ``(H, W, 3)`` uint8."""
+        return imageio.read_image(self.image_path(image_id))
+
+    def _unique_name(self, conn: sqlite3.Connection, name: str) -> str:
+        stem, ext = os.path.splitext(name)
+        stems = {os.path.splitext(r[0])[0] for r in conn.execute("SELECT name FROM images")}
+        if stem not in stems:
+            return name
+        k = 2
+        while f"{stem}_{k}" in stems:
+            k += 1
+        return f"{stem}_{k}{ext}"
+
+    def add_image(self, source: str | os.PathLike | bytes, name: str | None = None,
+                  max_pixels: int = imageio.MAX_PIXELS) -> ImageInfo:
+        """Copy an image into the project. Raises :class:`ImageError` or :class:`DuplicateImageError`."""
+        if isinstance(source, (bytes, bytearray)):
+            data = bytes(source)
+            name = name or "image.png"
+        else:
+            path = Path(source)
+            name = name or path.name
+            try:
+                data = path.read_bytes()
+            except OSError as e:
+                raise ImageError(f"{path.name}: cannot read the file ({e.strerror or e}).") from None
+        name = sanitize_name(name)
+        arr = imageio.decode_image(data, name, max_pixels)  # validates; raises ImageError
+        h, w = arr.shape[:2]
+        ch = 1 if arr.ndim == 2 else arr.shape[2]
+        digest = hashlib.sha256(data).hexdigest()
+        ext = os.path.splitext(name)[1].lower()
+        if ext not in imageio.IMAGE_EXTENSIONS:
+            ext = ".png"
+        with self.transaction() as conn:
+            dup = conn.execute("SELECT name FROM images WHERE sha256 = ?", (digest,)).fetchone()
+            if dup:
+                raise DuplicateImageError(f"{name}: the same image is already in the project as {dup[0]}.")
+            final_name = self._unique_name(conn, name)
+            rel = f"images/{uuid.uuid4().hex[:10]}_{sanitize_name(final_name)}"
+            if os.path.splitext(rel)[1].lower() != ext:
+                rel += ext
+            self._write_file(rel, data)
+            cur = conn.execute(
+                "INSERT INTO images (name, orig_name, file, sha256, width, height, channels, added) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (final_name, name, rel, digest, w, h, ch, _now()))
+            image_id = cur.lastrowid
+            row = conn.execute("SELECT * FROM images WHERE id = ?", (image_id,)).fetchone()
+        return self._row_to_image(row)
+
+    def import_images(self, paths: Iterable[str | os.PathLike]) -> ImportSummary:
+        """Add many image files; a bad file is skipped with its reason, never aborting the import."""
+        import time
+
+        t0 = time.perf_counter()
+        s = ImportSummary()
+        for p in paths:
+            p = Path(p)
+            try:
+                s.added.append(self.add_image(p))
+            except DuplicateImageError as e:
+                existing = str(e).rsplit(" as ", 1)[-1].rstrip(".")
+                s.duplicates.append((p.name, existing))
+            except AnnotationError as e:
+                s.skipped.append((p.name, str(e).split(": ", 1)[-1]))
+        s.seconds = time.perf_counter() - t0
+        return s
+
+    def delete_image(self, image_id: int) -> None:
+        info = self.image_info(image_id)
+        with self.transaction() as conn:
+            conn.execute("DELETE FROM images WHERE id = ?", (info.id,))
+
+    # ----------------------------------------------------------------- image sets
+    def image_sets(self) -> list[str]:
+        return [r[0] for r in self._q("SELECT DISTINCT set_name FROM image_sets ORDER BY set_name")]
+
+    def image_set(self, name: str) -> list[int]:
+        if name not in self.image_sets():
+            known = ", ".join(self.image_sets()) or "none"
+            raise NotFoundError(f"no image set named '{name}' (known: {known}).")
+        return [r[0] for r in self._q("SELECT image_id FROM image_sets WHERE set_name = ? ORDER BY image_id",
+                                      (name,))]
+
+    def add_to_set(self, name: str, image_ids: Iterable[int]) -> None:
+        name = str(name).strip()
+        if not name:
+            raise AnnotationError("an image set needs a name.")
+        with self.transaction() as conn:
+            conn.executemany("INSERT OR IGNORE INTO image_sets (set_name, image_id) VALUES (?, ?)",
+                             [(name, int(i)) for i in image_ids])
+
+    # ----------------------------------------------------------------- label maps
+    def check_label_map(self, image_id: int, label: np.ndarray, what: str = "scribble map") -> np.ndarray:
+        """Validate a label map against the image size and the classes; return it as uint8."""
+        info = self.image_info(image_id)
+        arr = np.asarray(label)
+        if arr.ndim != 2:
+            raise LabelMapError(f"{info.name}: a {what} must be a 2-D index map, got shape {arr.shape}.")
+        if arr.shape != (info.height, info.width):
+            raise LabelMapError(
+                f"{info.name}: the {what} is {arr.shape[1]}x{arr.shape[0]} but the image is "
+                f"{info.width}x{info.height}.")
+        if arr.dtype != np.uint8:
+            if not np.issubdtype(arr.dtype, np.integer) or arr.min(initial=0) < 0 or arr.max(initial=0) > 255:
+                raise LabelMapError(f"{info.name}: a {what} must hold class indices 0..254 or 255 (none).")
+            arr = arr.astype(np.uint8)
+        n = self.num_classes
+        vals = np.unique(arr)
+        bad = [int(v) for v in vals if v != IGNORE and v >= n]
+        if bad:
+            raise LabelMapError(
+                f"{info.name}: the {what} uses class index {bad[0]} but the project has {n} classes "
+                f"(0..{n - 1}); 255 means none.")
+        return np.ascontiguousarray(arr)
+
+    # ----------------------------------------------------------------- scribbles
+    def scribble_version(self, image_id: int, layer: str = DEFAULT_LAYER) -> int:
+        r = self._q("SELECT version FROM scribble_heads WHERE image_id = ? AND layer = ?", (int(image_id), layer))
+        return r[0][0] if r else 0
+
+    def scribble_layers(self, image_id: int | None = None) -> list[str]:
+        if image_id is None:
+            rows = self._q("SELECT DISTINCT layer FROM scribble_heads ORDER BY layer")
+        else:
+            rows = self._q("SELECT layer FROM scribble_heads WHERE image_id = ? ORDER BY layer", (int(image_id),))
+        return [r[0] for r in rows]
+
+    def scribbles(self, image_id: int, layer: str = DEFAULT_LAYER, version: int | None = None) -> np.ndarray | None:
+        """Current (or a given version's) scribbles: ``(H, W) uint8``, 255 = none; ``None`` if never drawn."""
+        v = self.scribble_version(image_id, layer) if version is None else int(version)
+        if v == 0:
+            return None
+        r = self._q("SELECT file FROM scribble_versions WHERE image_id = ? AND layer = ? AND version = ?",
+                    (int(image_id), layer, v))
+        if not r:
+            raise NotFoundError(f"image {image_id} has no scribble version {v} in layer '{layer}'.")
+        return imageio.read_label_map(self.root / r[0][0])
+
+    def save_scribbles(self, image_id: int, scribbles: np.ndarray, *, layer: str = DEFAULT_LAYER,
+                       expected_version: int | None = None, author: str | None = None) -> int:
+        """Save a new version of an image's scribbles; returns the new version number.
+
+        ``expected_version``: the version this edit started from. If the stored head differs
+        (another writer saved meanwhile, or an undo happened), :class:`StaleWriteError` is raised
+        and nothing is written. ``None`` skips the check (last writer wins).
+        """
+        arr = self.check_label_map(image_id, scribbles)
+        layer = str(layer).strip() or DEFAULT_LAYER
+        with self.transaction() as conn:
+            return self._save_scribbles_locked(conn, int(image_id), arr, layer, expected_version, author)
+
+    def _save_scribbles_locked(self, conn, image_id: int, arr: np.ndarray, layer: str,
+                               expected_version: int | None, author: str | None) -> int:
+        head = conn.execute("SELECT version, latest FROM scribble_heads WHERE image_id = ? AND layer = ?",
+                            (image_id, layer)).fetchone()
+        current = head["version"] if head else 0
+        if expected_version is not None and int(expected_version) != current:
+            raise StaleWriteError(
+                f"image {image_id}: these scribbles were drawn on version {expected_version}, but version "
+                f"{current} was saved since (another window or user); reload the image to see it, then redo "
+                "the strokes.")
+        latest = head["latest"] if head else 0
+        new_v = latest + 1
+        rel = f"scribbles/{image_id}/{sanitize_name(layer, 'layer')}-{new_v}-{uuid.uuid4().hex[:8]}.png"
+        self._write_file(rel, imageio.encode_label_png(arr))
+        conn.execute("INSERT INTO scribble_versions (image_id, layer, version, file, author, created, n_pixels) "
+                     "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                     (image_id, layer, new_v, rel, author, _now(), int((arr != IGNORE).sum())))
+        conn.execute("INSERT INTO scribble_heads (image_id, layer, version, latest) VALUES (?, ?, ?, ?) "
+                     "ON CONFLICT(image_id, layer) DO UPDATE SET version = excluded.version, "
+                     "latest = excluded.latest", (image_id, layer, new_v, new_v))
+        return new_v
+
+    def _versions(self, conn, image_id: int, layer: str) -> list[int]:
+        return [r[0] for r in conn.execute("SELECT version FROM scribble_versions WHERE image_id = ? AND layer = ? "
+                                           "ORDER BY version", (image_id, layer))]
+
+    def undo_scribbles(self, image_id: int, layer: str = DEFAULT_LAYER) -> int:
+        """Move the head back one version (0 = no scribbles); returns the new head. Redo undoes it."""
+        with self.transaction() as conn:
+            cur = self.scribble_version(image_id, layer)
+            if cur == 0:
+                raise AnnotationError(f"image {image_id}: nothing to undo.")
+            prev = max([v for v in self._versions(conn, int(image_id), layer) if v < cur], default=0)
+            conn.execute("UPDATE scribble_heads SET version = ? WHERE image_id = ? AND layer = ?",
+                         (prev, int(image_id), layer))
+        return prev
+
+    def redo_scribbles(self, image_id: int, layer: str = DEFAULT_LAYER) -> int:
+        """Move the head forward one version, if an undo left one; returns the new head."""
+        with self.transaction() as conn:
+            row = conn.execute("SELECT version, latest FROM scribble_heads WHERE image_id = ? AND layer = ?",
+                               (int(image_id), layer)).fetchone()
+            if row is None or row["version"] >= row["latest"]:
+                raise AnnotationError(f"image {image_id}: nothing to redo.")
+            nxt = min(v for v in self._versions(conn, int(image_id), layer) if v > row["version"])
+            conn.execute("UPDATE scribble_heads SET version = ? WHERE image_id = ? AND layer = ?",
+                         (nxt, int(image_id), layer))
+        return nxt
+
+    # ----------------------------------------------------------------- tags
+    def set_tag(self, image_id: int, class_idx: int, state: str) -> None:
+        """Set an image-level tag: ``present``, ``absent`` or ``unknown`` (removes it)."""
+        if state not in TAG_STATES:
+            raise AnnotationError(f"tag state must be one of {', '.join(TAG_STATES)}, not '{state}'.")
+        self.image_info(image_id)
+        c = self.class_info(int(class_idx))
+        with self.transaction() as conn:
+            if state == "unknown":
+                conn.execute("DELETE FROM tags WHERE image_id = ? AND class_idx = ?", (int(image_id), c.idx))
+            else:
+                conn.execute("INSERT INTO tags (image_id, class_idx, state) VALUES (?, ?, ?) "
+                             "ON CONFLICT(image_id, class_idx) DO UPDATE SET state = excluded.state",
+                             (int(image_id), c.idx, state))
+
+    def tags(self, image_id: int) -> dict[int, str]:
+        """``{class_idx: "present" | "absent"}``; classes not listed are unknown."""
+        return {r[0]: r[1] for r in self._q("SELECT class_idx, state FROM tags WHERE image_id = ? ORDER BY class_idx",
+                                            (int(image_id),))}
+
+    def all_tags(self) -> dict[int, dict[int, str]]:
+        out: dict[int, dict[int, str]] = {}
+        for r in self._q("SELECT image_id, class_idx, state FROM tags"):
+            out.setdefault(r[0], {})[r[1]] = r[2]
+        return out
+
+    # ----------------------------------------------------------------- masks
+    def _row_to_mask(self, r: sqlite3.Row) -> MaskInfo:
+        return MaskInfo(r["id"], r["image_id"], r["kind"], r["source"], r["model_version"], r["uncertainty"],
+                        r["created"], r["file"], r["conf_file"])
+
+    def save_mask(self, image_id: int, mask: np.ndarray, kind: str, *, source: str,
+                  model_version: str | None = None, confidence: np.ndarray | None = None,
+                  uncertainty: float | None = None) -> MaskInfo:
+        """Store a mask of ``kind`` as the current one of that kind, with its provenance.
+
+        ``mask``: (H, W) uint8 class index, 255 = ignore. ``confidence``: (H, W) float in [0, 1],
+        stored at 8-bit precision. ``uncertainty``: one number per image (higher = less sure).
+        """
+        if kind not in MASK_KINDS:
+            raise AnnotationError(f"unknown mask kind '{kind}' (known: {', '.join(MASK_KINDS)}).")
+        arr = self.check_label_map(image_id, mask, what=f"{kind} mask")
+        conf_rel = None
+        token = uuid.uuid4().hex[:12]
+        rel = f"masks/{int(image_id)}/{kind}-{token}.png"
+        if confidence is not None:
+            conf = np.asarray(confidence, dtype=np.float32)
+            if conf.shape != arr.shape:
+                raise LabelMapError(f"image {image_id}: the confidence map is {conf.shape}, the mask {arr.shape}.")
+            conf8 = np.clip(np.nan_to_num(conf) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+            conf_rel = f"masks/{int(image_id)}/{kind}-{token}.conf.png"
+        with self.transaction() as conn:
+            self._write_file(rel, imageio.encode_label_png(arr))
+            if conf_rel:
+                self._write_file(conf_rel, imageio.encode_label_png(conf8))
+            conn.execute("UPDATE masks SET is_current = 0 WHERE image_id = ? AND kind = ?", (int(image_id), kind))
+            cur = conn.execute(
+                "INSERT INTO masks (image_id, kind, file, conf_file, source, model_version, uncertainty, created, "
+                "is_current) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1)",
+                (int(image_id), kind, rel, conf_rel, str(source), model_version,
+                 None if uncertainty is None else float(uncertainty), _now()))
+            row = conn.execute("SELECT * FROM masks WHERE id = ?", (cur.lastrowid,)).fetchone()
+        return self._row_to_mask(row)
+
+    def mask_info(self, image_id: int, kind: str) -> MaskInfo | None:
+        r = self._q("SELECT * FROM masks WHERE image_id = ? AND kind = ? AND is_current = 1 ORDER BY id DESC LIMIT 1",
+                    (int(image_id), kind))
+        return self._row_to_mask(r[0]) if r else None
+
+    def mask_history(self, image_id: int, kind: str | None = None) -> list[MaskInfo]:
+        sql = "SELECT * FROM masks WHERE image_id = ?" + (" AND kind = ?" if kind else "") + " ORDER BY id"
+        return [self._row_to_mask(r) for r in self._q(sql, (int(image_id), kind) if kind else (int(image_id),))]
+
+    def mask(self, image_id: int, kind: str) -> np.ndarray | None:
+        """The current mask of ``kind``: (H, W) uint8, 255 = ignore; ``None`` if there is none."""
+        info = self.mask_info(image_id, kind)
+        return imageio.read_label_map(self.root / info.file) if info else None
+
+    def confidence(self, image_id: int, kind: str) -> np.ndarray | None:
+        """The confidence map saved with the current mask of ``kind``: (H, W) float32 in [0, 1]."""
+        info = self.mask_info(image_id, kind)
+        if not info or not info.conf_file:
+            return None
+        return imageio.read_label_map(self.root / info.conf_file).astype(np.float32) / 255.0
+
+    def best_mask(self, image_id: int, kinds: Sequence[str] = ("final", "imported", "predicted", "pseudo")):
+        """``(mask, MaskInfo)`` of the first kind in ``kinds`` that the image has, else ``None``."""
+        for k in kinds:
+            info = self.mask_info(image_id, k)
+            if info:
+                return imageio.read_label_map(self.root / info.file), info
+        return None
+
+    def clear_mask(self, image_id: int, kind: str) -> None:
+        """Make no mask of ``kind`` current (the files and history stay)."""
+        with self.transaction() as conn:
+            conn.execute("UPDATE masks SET is_current = 0 WHERE image_id = ? AND kind = ?", (int(image_id), kind))
+
+    # ----------------------------------------------------------------- status
+    def statuses(self) -> dict[int, str]:
+        """``{image_id: status}``, status the most advanced of STATUS_ORDER the image has reached."""
+        st = {i: "untouched" for i in self.image_ids()}
+        rank = {s: k for k, s in enumerate(STATUS_ORDER)}
+
+        def bump(i, s):
+            if i in st and rank[s] < rank[st[i]]:
+                st[i] = s
+
+        for r in self._q("SELECT DISTINCT image_id FROM tags"):
+            bump(r[0], "tagged")
+        for r in self._q("SELECT h.image_id FROM scribble_heads h JOIN scribble_versions v ON v.image_id = h.image_id "
+                         "AND v.layer = h.layer AND v.version = h.version WHERE v.n_pixels > 0"):
+            bump(r[0], "scribbled")
+        for r in self._q("SELECT DISTINCT image_id, kind FROM masks WHERE is_current = 1"):
+            bump(r[0], r[1])
+        return st
+
+    def status(self, image_id: int) -> str:
+        self.image_info(image_id)
+        return self.statuses()[int(image_id)]
+
+    def counts(self) -> dict:
+        """Counts for ``status``: images, per status, per mask kind, scribbles, tags, and per class."""
+        st = self.statuses()
+        by_status = {s: 0 for s in STATUS_ORDER}
+        for s in st.values():
+            by_status[s] += 1
+        masks = {k: self._q("SELECT COUNT(*) FROM masks WHERE kind = ? AND is_current = 1", (k,))[0][0]
+                 for k in MASK_KINDS}
+        scribbled = self._q("SELECT COUNT(DISTINCT h.image_id) FROM scribble_heads h JOIN scribble_versions v ON "
+                            "v.image_id = h.image_id AND v.layer = h.layer AND v.version = h.version "
+                            "WHERE v.n_pixels > 0")[0][0]
+        per_class = {}
+        for c in self.classes():
+            present = self._q("SELECT COUNT(*) FROM tags WHERE class_idx = ? AND state = 'present'", (c.idx,))[0][0]
+            absent = self._q("SELECT COUNT(*) FROM tags WHERE class_idx = ? AND state = 'absent'", (c.idx,))[0][0]
+            per_class[c.name] = {"tagged_present": present, "tagged_absent": absent}
+        return {"images": len(st), "status": by_status, "masks": masks, "scribbled_images": scribbled,
+                "tagged_images": self._q("SELECT COUNT(DISTINCT image_id) FROM tags")[0][0],
+                "image_sets": {s: len(self.image_set(s)) for s in self.image_sets()},
+                "classes": per_class}
+
+    def integrity_check(self) -> str:
+        return self._q("PRAGMA integrity_check")[0][0]
+
+    def copy_to(self, dest: str | os.PathLike) -> "Project":
+        """A consistent copy of the whole project (SQLite backup API + files)."""
+        dest = Path(dest)
+        shutil.copytree(self.root, dest, ignore=shutil.ignore_patterns(DB_NAME + "*"))
+        out = sqlite3.connect(str(dest / DB_NAME))
+        self._conn().backup(out)
+        out.close()
+        return Project.open(dest)
