@@ -162,13 +162,17 @@ class ImportSummary:
     scribbles: int = 0
     seconds: float = 0.0
 
-    def lines(self) -> list[str]:
+    def lines(self, limit: int = 20) -> list[str]:
         out = [f"added {len(self.added)} image(s), {self.masks} mask(s), {self.scribbles} scribble map(s) "
                f"in {self.seconds:.1f} s"]
-        for name, existing in self.duplicates:
+        for name, existing in self.duplicates[:limit]:
             out.append(f"duplicate: {name} has the same content as {existing}; not added again")
-        for name, why in self.skipped:
+        if len(self.duplicates) > limit:
+            out.append(f"... and {len(self.duplicates) - limit} more duplicate(s)")
+        for name, why in self.skipped[:limit]:
             out.append(f"skipped: {name}: {why}")
+        if len(self.skipped) > limit:
+            out.append(f"... and {len(self.skipped) - limit} more skipped file(s)")
         return out
 
 

@@ -1,0 +1,156 @@
+"""Export and import formats, selectable by name from one registry.
+
+``list_formats()`` names them; ``get_format(name)`` returns one or raises with the known names.
+Each format is a :class:`Format` with ``export(project, out_dir, options)`` and, where it can,
+``import_into(project, path, options)``. Exports are written to a temporary folder beside the
+destination and renamed into place at the end (:func:`atomic_output_dir`), so a failure leaves
+nothing half-written.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import zipfile
+from abc import ABC, abstractmethod
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+from ..errors import AnnotationError
+
+MASK_CHOICES = ("final", "best")
+#: "best available": the first of these kinds an image has.
+BEST_ORDER = ("final", "imported", "predicted", "pseudo")
+
+
+@dataclass
+class ExportOptions:
+    """``masks``: ``final`` (only final masks) or ``best`` (final > imported > predicted > pseudo).
+    ``image_ids``: restrict to these images (``None`` = all)."""
+
+    masks: str = "best"
+    image_ids: list[int] | None = None
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.masks not in MASK_CHOICES:
+            raise AnnotationError(f"--masks must be one of {', '.join(MASK_CHOICES)}, not '{self.masks}'.")
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        return ("final",) if self.masks == "final" else BEST_ORDER
+
+
+@dataclass
+class ExportResult:
+    path: Path
+    images: int = 0
+    masks: int = 0
+    scribbles: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        return [f"exported {self.images} image(s), {self.masks} mask(s), {self.scribbles} scribble map(s) "
+                f"to {self.path}"] + self.notes
+
+
+class Format(ABC):
+    name: str = ""
+    description: str = ""
+    can_import: bool = False
+
+    @abstractmethod
+    def export(self, project, out_dir: Path, options: ExportOptions) -> ExportResult:
+        """Write the project into ``out_dir`` (an empty temporary folder)."""
+
+    def import_into(self, project, path: Path, options: dict | None = None):
+        raise AnnotationError(f"format '{self.name}' can be exported but not imported.")
+
+
+_REGISTRY: dict[str, Format] = {}
+
+
+def register_format(cls):
+    inst = cls()
+    _REGISTRY[inst.name] = inst
+    return cls
+
+
+def _load_builtin() -> None:
+    from . import folder  # noqa: F401  (registers itself)
+    import importlib
+    import pkgutil
+
+    for info in pkgutil.iter_modules(__path__):
+        if not info.name.startswith("_"):
+            importlib.import_module(f"{__name__}.{info.name}")
+
+
+def list_formats() -> list[str]:
+    _load_builtin()
+    return sorted(_REGISTRY)
+
+
+def get_format(name: str) -> Format:
+    _load_builtin()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise AnnotationError(f"unknown format '{name}' (known: {', '.join(sorted(_REGISTRY))}).") from None
+
+
+@contextmanager
+def atomic_output_dir(dest: Path) -> Iterator[Path]:
+    """Yield an empty temp folder; on success it replaces ``dest`` (which must not hold other data)."""
+    dest = Path(dest)
+    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+        raise AnnotationError(f"{dest}: already exists and is not empty; choose a new output folder.")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=str(dest.parent)))
+    try:
+        yield tmp
+        if dest.exists():
+            dest.rmdir()
+        os.replace(tmp, dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def export_project(project, format_name: str, out: str | os.PathLike, masks: str = "best",
+                   image_ids: list[int] | None = None, **extra) -> ExportResult:
+    """Export to a folder, or to a zip when ``out`` ends with ``.zip``. Atomic either way."""
+    fmt = get_format(format_name)
+    options = ExportOptions(masks=masks, image_ids=image_ids, extra=extra)
+    out = Path(out)
+    if out.suffix.lower() == ".zip":
+        if out.exists():
+            raise AnnotationError(f"{out}: already exists; choose a new file name.")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=str(out.parent), prefix=".export.") as td:
+            res = fmt.export(project, Path(td), options)
+            tmp_zip = Path(td) / "out.zip.tmp"
+            with zipfile.ZipFile(tmp_zip, "w", zipfile.ZIP_DEFLATED) as zf:
+                for f in sorted(Path(td).rglob("*")):
+                    if f.is_file() and f != tmp_zip:
+                        zf.write(f, f.relative_to(td).as_posix())
+            os.replace(tmp_zip, out)
+        res.path = out
+        return res
+    with atomic_output_dir(out) as tmp:
+        res = fmt.export(project, tmp, options)
+    res.path = out
+    return res
+
+
+def import_dataset(project, format_name: str, path: str | os.PathLike, **options):
+    fmt = get_format(format_name)
+    p = Path(path)
+    if not p.exists():
+        raise AnnotationError(f"{p}: no such file or folder.")
+    if not fmt.can_import:
+        importable = ", ".join(n for n in list_formats() if _REGISTRY[n].can_import)
+        raise AnnotationError(f"format '{fmt.name}' can be exported but not imported (importable: {importable}).")
+    return fmt.import_into(project, p, options)

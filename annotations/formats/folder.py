@@ -1,0 +1,81 @@
+"""The folder-dataset layout of ../shared/datasets/README.md, both ways.
+
+Export writes ``meta.json``, ``images/<stem>.<ext>`` (the original bytes), ``masks/<stem>.png``
+(the chosen mask per image), ``scribbles/<layer>/<stem>.png`` (the current version of every
+scribble layer), ``splits/<set>.txt`` (image sets) and ``manifest.json`` (kind and provenance of
+each exported mask). Import is :func:`annotations.importer.import_folder_dataset`.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from .. import imageio
+from ..store import sanitize_name
+from . import ExportOptions, ExportResult, Format, register_format
+
+
+def mask_for_export(project, image_id: int, options: ExportOptions):
+    """``(mask, MaskInfo)`` chosen by ``options.masks``, or ``None``."""
+    return project.best_mask(image_id, options.kinds)
+
+
+def manifest_entry(info) -> dict:
+    return {"kind": info.kind, "source": info.source, "model_version": info.model_version,
+            "created": info.created, "uncertainty": info.uncertainty}
+
+
+@register_format
+class FolderFormat(Format):
+    name = "folder"
+    description = "folder dataset: meta.json, images/, masks/, scribbles/<set>/, splits/"
+    can_import = True
+
+    def export(self, project, out_dir: Path, options: ExportOptions) -> ExportResult:
+        res = ExportResult(out_dir)
+        images = project.images()
+        if options.image_ids is not None:
+            keep = set(options.image_ids)
+            images = [i for i in images if i.id in keep]
+        classes = project.classes()
+        meta = {"name": project.root.name, "classes": [c.name for c in classes],
+                "colors": [c.hex for c in classes], "ignore_index": 255,
+                "source": "exported by weakseg", "masks": options.masks}
+        (out_dir / "images").mkdir()
+        (out_dir / "masks").mkdir()
+        manifest = {}
+        layers = project.scribble_layers()
+        for info in images:
+            stem = sanitize_name(info.stem)
+            ext = Path(info.file).suffix.lower() or ".png"
+            shutil.copyfile(project.root / info.file, out_dir / "images" / f"{stem}{ext}")
+            res.images += 1
+            got = mask_for_export(project, info.id, options)
+            if got is not None:
+                mask, minfo = got
+                (out_dir / "masks" / f"{stem}.png").write_bytes(imageio.encode_label_png(mask))
+                manifest[stem] = manifest_entry(minfo)
+                res.masks += 1
+            for layer in layers:
+                scr = project.scribbles(info.id, layer)
+                if scr is not None:
+                    d = out_dir / "scribbles" / sanitize_name(layer, "layer")
+                    d.mkdir(parents=True, exist_ok=True)
+                    (d / f"{stem}.png").write_bytes(imageio.encode_label_png(scr))
+                    res.scribbles += 1
+        exported = {i.id: sanitize_name(i.stem) for i in images}
+        sets = project.image_sets()
+        if sets:
+            (out_dir / "splits").mkdir()
+            for s in sets:
+                ids = [exported[i] for i in project.image_set(s) if i in exported]
+                (out_dir / "splits" / f"{sanitize_name(s, 'split')}.txt").write_text("".join(f"{i}\n" for i in ids))
+        (out_dir / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")
+        (out_dir / "manifest.json").write_text(json.dumps({"masks": manifest}, indent=1) + "\n")
+        return res
+
+    def import_into(self, project, path: Path, options: dict | None = None):
+        from ..importer import import_folder_dataset
+
+        return import_folder_dataset(project, path)

@@ -1,0 +1,103 @@
+"""Importing into a project: a plain folder of images, or a dataset in the folder layout.
+
+:func:`import_path` detects which: a folder with ``meta.json`` is a folder dataset (classes from
+meta.json, masks as kind ``imported``, every scribble set as a scribble layer of that name, splits
+as image sets); anything else is a folder (searched recursively) or a single image file. A bad
+file is listed in the summary with the reason and skipped; it never aborts the import.
+"""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import imageio
+from .errors import AnnotationError, DuplicateImageError
+from .folder import FolderDataset
+from .store import ImportSummary, Project
+
+
+def find_images(folder: str | os.PathLike) -> list[Path]:
+    """Image files under ``folder`` (recursive, sorted, hidden files skipped)."""
+    root = Path(folder)
+    out = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for f in sorted(filenames):
+            if not f.startswith(".") and os.path.splitext(f)[1].lower() in imageio.IMAGE_EXTENSIONS:
+                out.append(Path(dirpath) / f)
+    return out
+
+
+def is_folder_dataset(path: str | os.PathLike) -> bool:
+    return (Path(path) / "meta.json").is_file()
+
+
+def import_path(project: Project, path: str | os.PathLike) -> ImportSummary:
+    """Import a folder dataset, a folder of images or one image file (detected)."""
+    p = Path(path)
+    if not p.exists():
+        raise AnnotationError(f"{p}: no such file or folder.")
+    if p.is_dir() and is_folder_dataset(p):
+        return import_folder_dataset(project, p)
+    if p.is_dir():
+        files = find_images(p)
+        if not files:
+            raise AnnotationError(f"{p}: no image files found (looked for {', '.join(imageio.IMAGE_EXTENSIONS)}).")
+        return project.import_images(files)
+    return project.import_images([p])
+
+
+def import_folder_dataset(project: Project, root: str | os.PathLike) -> ImportSummary:
+    """Import a dataset in the folder layout; see the module docstring."""
+    t0 = time.perf_counter()
+    ds = FolderDataset.open(root)
+    if project.class_names != ds.classes:
+        project.set_classes(ds.classes)
+    summary = ImportSummary()
+    sets = ds.scribble_sets()
+    id_map: dict[str, int] = {}
+    for sid, path in ds.image_paths.items():
+        try:
+            info = project.add_image(path)
+        except DuplicateImageError as e:
+            existing = str(e).rsplit(" as ", 1)[-1].rstrip(".")
+            summary.duplicates.append((path.name, existing))
+            continue
+        except AnnotationError as e:
+            summary.skipped.append((path.name, str(e).split(": ", 1)[-1]))
+            continue
+        summary.added.append(info)
+        id_map[sid] = info.id
+        # Labels of this image: one failure skips that label only, with its reason.
+        if ds.has_mask(sid):
+            try:
+                project.save_mask(info.id, _as_label(ds.mask(sid), ds), "imported", source=f"import:{ds.name}")
+                summary.masks += 1
+            except AnnotationError as e:
+                summary.skipped.append((f"masks/{sid}.png", str(e).split(": ", 1)[-1]))
+        for s in sets:
+            sp = ds.scribble_path(s, sid)
+            if sp.is_file():
+                try:
+                    project.save_scribbles(info.id, _as_label(imageio.read_label_map(sp), ds), layer=s,
+                                           author=f"import:{ds.name}")
+                    summary.scribbles += 1
+                except AnnotationError as e:
+                    summary.skipped.append((f"scribbles/{s}/{sid}.png", str(e).split(": ", 1)[-1]))
+    for split in ds.splits():
+        ids = [id_map[i] for i in ds.split(split) if i in id_map]
+        if ids:
+            project.add_to_set(split, ids)
+    summary.seconds = time.perf_counter() - t0
+    return summary
+
+
+def _as_label(arr: np.ndarray, ds: FolderDataset) -> np.ndarray:
+    """Map the dataset's ignore value to 255 (the store's 'none')."""
+    if ds.ignore_index != 255:
+        arr = arr.copy()
+        arr[arr == ds.ignore_index] = 255
+    return arr

@@ -1,0 +1,168 @@
+"""Project commands: ``init``, ``import``, ``status``, ``classes``, ``export``."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+
+def _open(path: str):
+    from annotations.store import Project
+
+    return Project.open(path)
+
+
+def cmd_init(args) -> int:
+    from annotations.store import Project
+
+    classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
+    p = Project.create(args.project, classes)
+    print(f"created project {p.root} with classes: {', '.join(p.class_names)}")
+    return 0
+
+
+def cmd_import(args) -> int:
+    from annotations.errors import AnnotationError
+    from annotations.importer import import_path
+    from annotations.store import Project
+
+    if args.create:
+        p = Project.open_or_create(args.project)
+    else:
+        p = _open(args.project)
+    if args.format in (None, "auto"):
+        summary = import_path(p, args.path)
+    else:
+        from annotations.formats import import_dataset
+
+        summary = import_dataset(p, args.format, args.path, **_parse_options(args.option))
+    for line in summary.lines():
+        print(line)
+    if not summary.added and summary.skipped and not summary.duplicates:
+        raise AnnotationError(f"nothing was imported from {args.path}: every file was skipped (listed above).")
+    return 0
+
+
+def _parse_options(items):
+    from annotations.errors import AnnotationError
+
+    out = {}
+    for it in items or []:
+        if "=" not in it:
+            raise AnnotationError(f"--option '{it}' must look like KEY=VALUE.")
+        k, v = it.split("=", 1)
+        out[k.strip()] = v.strip()
+    return out
+
+
+def cmd_status(args) -> int:
+    p = _open(args.project)
+    c = p.counts()
+    if args.json:
+        print(json.dumps(c, indent=1))
+        return 0
+    print(f"project {p.root}")
+    print(f"images: {c['images']}  scribbled: {c['scribbled_images']}  tagged: {c['tagged_images']}")
+    print("status: " + ", ".join(f"{k} {v}" for k, v in c["status"].items()))
+    print("masks:  " + ", ".join(f"{k} {v}" for k, v in c["masks"].items()))
+    if c["image_sets"]:
+        print("sets:   " + ", ".join(f"{k} {v}" for k, v in c["image_sets"].items()))
+    print("classes:")
+    for ci in p.classes():
+        t = c["classes"][ci.name]
+        print(f"  {ci.idx:3d} {ci.name:<20s} {ci.hex}  tagged present {t['tagged_present']}, "
+              f"absent {t['tagged_absent']}")
+    return 0
+
+
+def cmd_classes(args) -> int:
+    p = _open(args.project)
+    if args.action == "add":
+        c = p.add_class(args.name, args.color)
+        print(f"added class {c.idx}: {c.name} {c.hex}")
+    elif args.action == "rename":
+        c = p.rename_class(_key(args.cls), args.new_name)
+        print(f"class {c.idx} is now {c.name}")
+    elif args.action == "recolor":
+        c = p.recolor_class(_key(args.cls), args.color)
+        print(f"class {c.idx} {c.name} is now {c.hex}")
+    elif args.action == "delete":
+        print(p.delete_class(_key(args.cls), force=args.force))
+    else:
+        for c in p.classes():
+            print(f"{c.idx:3d} {c.name:<20s} {c.hex}")
+    return 0
+
+
+def _key(s: str):
+    return int(s) if s.strip().isdigit() else s
+
+
+def cmd_export(args) -> int:
+    from annotations.formats import export_project
+
+    p = _open(args.project)
+    out = args.out or str(p.exports_dir / f"{args.format}-{_stamp()}")
+    res = export_project(p, args.format, out, masks=args.masks, **_parse_options(args.option))
+    for line in res.lines():
+        print(line)
+    return 0
+
+
+def _stamp() -> str:
+    from datetime import datetime
+
+    return datetime.now().strftime("%Y%m%d-%H%M%S")
+
+
+def register(sub) -> None:
+    p = sub.add_parser("init", help="create a project folder",
+                       description="Create a new project folder with a class list.")
+    p.add_argument("project", help="the project folder to create")
+    p.add_argument("--classes", help="comma-separated class names (default: background,object)")
+    p.set_defaults(func=cmd_init)
+
+    p = sub.add_parser("import", help="import images or a dataset into a project",
+                       description="Import a folder of images, one image, a folder dataset (detected by its "
+                                   "meta.json), or with --format another layout (see 'export --help').")
+    p.add_argument("project")
+    p.add_argument("path", help="a folder of images, an image file, or a dataset")
+    p.add_argument("--format", default=None, help="format name (default: detect folder dataset / images)")
+    p.add_argument("--create", action="store_true", help="create the project if it does not exist")
+    p.add_argument("--option", action="append", metavar="KEY=VALUE", help="format option (repeatable)")
+    p.set_defaults(func=cmd_import)
+
+    p = sub.add_parser("status", help="counts per status, mask kind and class")
+    p.add_argument("project")
+    p.add_argument("--json", action="store_true", help="print the counts as JSON")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("classes", help="list, add, rename, recolour or delete classes")
+    p.add_argument("project")
+    csub = p.add_subparsers(dest="action", metavar="ACTION")
+    csub.add_parser("list", help="list the classes")
+    a = csub.add_parser("add", help="add a class")
+    a.add_argument("name")
+    a.add_argument("--color", help="#rrggbb (default: picked)")
+    a = csub.add_parser("rename", help="rename a class")
+    a.add_argument("cls", help="class index or name")
+    a.add_argument("new_name")
+    a = csub.add_parser("recolor", help="change a class colour")
+    a.add_argument("cls", help="class index or name")
+    a.add_argument("color", help="#rrggbb")
+    a = csub.add_parser("delete", help="delete a class (with annotations: needs --force)")
+    a.add_argument("cls", help="class index or name")
+    a.add_argument("--force", action="store_true", help="also erase its pixels and tags")
+    p.set_defaults(func=cmd_classes)
+
+    from annotations.formats import MASK_CHOICES
+
+    p = sub.add_parser("export", help="export masks, images and weak labels",
+                       description="Export the project in a format (python -m segmenter export P --format folder).")
+    p.add_argument("project")
+    p.add_argument("--format", required=True, help="format name, e.g. folder, coco, voc, yolo, png")
+    p.add_argument("--masks", choices=MASK_CHOICES, default="best",
+                   help="final: only final masks; best: final > imported > predicted > pseudo (default)")
+    p.add_argument("--out", help="output folder, or a .zip file (default: PROJECT/exports/<format>-<time>)")
+    p.add_argument("--option", action="append", metavar="KEY=VALUE", help="format option (repeatable)")
+    p.set_defaults(func=cmd_export)
