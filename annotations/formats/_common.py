@@ -1,0 +1,632 @@
+"""Shared machinery of the formats: errors, options, export selection, manifest, safe imports.
+
+Export side: :func:`export_items` picks the images and their masks (``ExportOptions.masks``),
+with sanitised, unique stems; :func:`write_manifest` records the kind and provenance of every
+exported mask (and the image sets); :func:`write_labels` writes ``labels.json``.
+
+Import side: a format parses its files into :class:`ImportItem` objects and calls
+:func:`apply_import`, which validates *everything* first (class names, image matches, duplicate
+names, mask sizes and values) and only then writes, inside one project transaction, so a failed
+import leaves the project unchanged.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+import shutil
+import tempfile
+import time
+import zipfile
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+
+from .. import imageio
+from ..errors import AnnotationError, DuplicateImageError, ImageError, LabelMapError
+from ..schema import MASK_KINDS, TAG_STATES
+from ..store import ImportSummary, color_hex, parse_color, sanitize_name
+from . import ExportOptions
+
+IGNORE = 255
+#: Written into every export: kind and provenance of each mask, image sets.
+MANIFEST = "manifest.json"
+#: Written into every export: ``[{"index", "name", "color"}]`` for every class.
+LABELS = "labels.json"
+
+
+# ----------------------------------------------------------------------------- errors
+class FormatError(AnnotationError):
+    """A dataset file is malformed or does not fit the project; the message names the file."""
+
+
+class DuplicateNameError(FormatError):
+    """Two files of a dataset map to the same image name."""
+
+
+class UnknownClassError(FormatError):
+    """A dataset names a class / category the project does not have."""
+
+
+class SizeMismatchError(FormatError, LabelMapError):
+    """A mask's size differs from its image's."""
+
+
+# ----------------------------------------------------------------------------- options
+def check_options(fmt_name: str, options: dict, known: dict[str, str]) -> dict:
+    """Refuse unknown option keys, naming the known ones with their help."""
+    bad = sorted(set(options) - set(known))
+    if bad:
+        listing = "; ".join(f"{k}: {v}" for k, v in known.items()) or "none"
+        raise FormatError(f"format '{fmt_name}' has no option '{bad[0]}' (options: {listing}).")
+    return options
+
+
+def opt_bool(options: dict, key: str, default: bool) -> bool:
+    v = options.get(key, default)
+    if isinstance(v, bool):
+        return v
+    s = str(v).strip().lower()
+    if s in ("1", "true", "yes", "on", "y"):
+        return True
+    if s in ("0", "false", "no", "off", "n"):
+        return False
+    raise FormatError(f"option {key}={v}: use true or false.")
+
+
+def opt_choice(options: dict, key: str, choices: tuple[str, ...], default: str) -> str:
+    v = str(options.get(key, default)).strip().lower()
+    if v not in choices:
+        raise FormatError(f"option {key}={v}: must be one of {', '.join(choices)}.")
+    return v
+
+
+def opt_int(options: dict, key: str, default: int, lo: int, hi: int) -> int:
+    v = options.get(key, default)
+    try:
+        n = int(v)
+    except (TypeError, ValueError):
+        raise FormatError(f"option {key}={v}: must be a whole number.") from None
+    if not lo <= n <= hi:
+        raise FormatError(f"option {key}={v}: must be between {lo} and {hi}.")
+    return n
+
+
+COMMON_EXPORT_OPTIONS = {"images": "copy (default) or none: also write the image files"}
+COMMON_IMPORT_OPTIONS = {
+    "kind": f"mask kind to store ({', '.join(MASK_KINDS)}; default imported), or 'manifest' to restore "
+            "the kinds recorded in manifest.json",
+    "add_classes": "true: add classes the project lacks instead of failing (default false)",
+}
+
+
+# ----------------------------------------------------------------------------- export side
+@dataclass
+class ExportItem:
+    """One image to export: its info, a unique safe stem, and its chosen mask (or None)."""
+
+    info: object
+    stem: str
+    mask: np.ndarray | None = None
+    mask_info: object | None = None
+
+    @property
+    def ext(self) -> str:
+        return Path(self.info.file).suffix.lower() or ".png"
+
+    @property
+    def file_name(self) -> str:
+        return f"{self.stem}{self.ext}"
+
+
+def selected_images(project, options: ExportOptions) -> list:
+    images = project.images()
+    if options.image_ids is not None:
+        keep = set(int(i) for i in options.image_ids)
+        images = [i for i in images if i.id in keep]
+    return images
+
+
+def unique_stems(images) -> list[str]:
+    """Sanitised stems; two images mapping to the same file name is a :class:`DuplicateNameError`."""
+    seen: dict[str, str] = {}
+    out = []
+    for info in images:
+        stem = sanitize_name(info.stem)
+        key = stem.lower()
+        if key in seen:
+            raise DuplicateNameError(
+                f"images '{seen[key]}' and '{info.name}' would both be written as '{stem}' (names differ only "
+                "in case or in characters that are not allowed in file names); rename one of them.")
+        seen[key] = info.name
+        out.append(stem)
+    return out
+
+
+def export_items(project, options: ExportOptions, with_masks: bool = True) -> Iterator[ExportItem]:
+    """Yield :class:`ExportItem` for every selected image, its mask read once (if ``with_masks``)."""
+    images = selected_images(project, options)
+    for info, stem in zip(images, unique_stems(images)):
+        item = ExportItem(info, stem)
+        if with_masks:
+            got = project.best_mask(info.id, options.kinds)
+            if got is not None:
+                item.mask, item.mask_info = got
+        yield item
+
+
+def copy_image(project, item: ExportItem, dest_dir: Path, options: ExportOptions) -> str | None:
+    """Copy the original image bytes to ``dest_dir/<stem><ext>`` unless option images=none."""
+    if opt_choice(options.extra, "images", ("copy", "none"), "copy") == "none":
+        return None
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(project.root / item.info.file, dest_dir / item.file_name)
+    return item.file_name
+
+
+def manifest_entry(info) -> dict:
+    return {"kind": info.kind, "source": info.source, "model_version": info.model_version,
+            "created": info.created, "uncertainty": info.uncertainty}
+
+
+def classes_json(project) -> list[dict]:
+    return [{"index": c.idx, "name": c.name, "color": c.hex} for c in project.classes()]
+
+
+def write_json(path: Path, obj) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def write_labels(project, out_dir: Path) -> None:
+    write_json(out_dir / LABELS, classes_json(project))
+
+
+def write_manifest(project, out_dir: Path, fmt: str, options: ExportOptions, items: list[ExportItem],
+                   **extra) -> None:
+    """``manifest.json``: format, mask choice, classes, image sets, and per mask its provenance."""
+    stems = {it.info.id: it.stem for it in items}
+    sets = {}
+    for s in project.image_sets():
+        members = [stems[i] for i in project.image_set(s) if i in stems]
+        if members:
+            sets[s] = members
+    masks = {it.stem: manifest_entry(it.mask_info) for it in items if it.mask_info is not None}
+    write_json(out_dir / MANIFEST, {"format": fmt, "masks_option": options.masks, "classes": classes_json(project),
+                                    "image_sets": sets, "masks": masks, **extra})
+
+
+# ----------------------------------------------------------------------------- import side
+@contextmanager
+def dataset_root(path: Path) -> Iterator[Path]:
+    """A folder to read: ``path`` itself, or a ``.zip`` extracted to a temp folder (names checked)."""
+    path = Path(path)
+    if path.is_file() and path.suffix.lower() == ".zip":
+        with tempfile.TemporaryDirectory(prefix=".import.") as td:
+            try:
+                with zipfile.ZipFile(path) as zf:
+                    for n in zf.namelist():
+                        parts = Path(n).parts
+                        if n.startswith(("/", "\\")) or ".." in parts or ":" in n:
+                            raise FormatError(f"{path.name}: unsafe path '{n}' in the zip; refusing to extract.")
+                    zf.extractall(td)
+            except zipfile.BadZipFile as e:
+                raise FormatError(f"{path.name}: not a readable zip file ({e}).") from None
+            root = Path(td)
+            kids = [k for k in root.iterdir() if not k.name.startswith(".")]
+            yield kids[0] if len(kids) == 1 and kids[0].is_dir() else root
+    else:
+        yield path
+
+
+def read_json(path: Path):
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FormatError(f"{path.name}: file not found ({path}).") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise FormatError(f"{path.name}: not valid JSON ({e}).") from None
+
+
+def read_labels(path: Path) -> tuple[list[str], list | None] | None:
+    """Class names and colours from ``labels.json`` (``[{"index", "name", "color"}]``), or None."""
+    if not path.is_file():
+        return None
+    data = read_json(path)
+    try:
+        rows = sorted(data, key=lambda r: int(r["index"]))
+        names = [str(r["name"]) for r in rows]
+        colors = [r.get("color") for r in rows]
+    except (TypeError, KeyError, ValueError):
+        raise FormatError(f"{path.name}: expected a list of {{\"index\", \"name\", \"color\"}}.") from None
+    if [int(r["index"]) for r in rows] != list(range(len(rows))):
+        raise FormatError(f"{path.name}: class indices must run 0, 1, 2, ... without gaps.")
+    return names, colors
+
+
+def read_manifest(root: Path) -> dict:
+    p = Path(root) / MANIFEST
+    return read_json(p) if p.is_file() else {}
+
+
+@dataclass
+class ImportItem:
+    """One image of a dataset being imported.
+
+    ``name``: the image's file name in the dataset (matched to project images by name, then stem,
+    then content). ``image_path``: the file to add when the project lacks it (None: must match).
+    ``mask``: (H, W) uint8 label map in the *dataset's* class indices (255 = ignore), or a
+    zero-argument loader of one, or None. ``scribbles``: ``{layer: map or loader}``.
+    ``tags``: ``{dataset class index: "present" | "absent"}``. ``where``: the file to name in errors.
+    """
+
+    name: str
+    image_path: Path | None = None
+    mask: np.ndarray | Callable[[], np.ndarray] | None = None
+    size: tuple[int, int] | None = None
+    scribbles: dict = field(default_factory=dict)
+    tags: dict = field(default_factory=dict)
+    where: str = ""
+    kind: str | None = None
+
+    @property
+    def stem(self) -> str:
+        return os.path.splitext(os.path.basename(self.name))[0]
+
+
+@dataclass
+class ClassPlan:
+    lut: np.ndarray  # uint8[256]: dataset index -> project index (255 -> 255)
+    set_names: list[str] | None = None  # replace the project's classes (no annotations yet)
+    add: list[str] = field(default_factory=list)
+    colors: dict[str, tuple[int, int, int]] = field(default_factory=dict)
+
+
+def _has_annotations(project) -> bool:
+    """The same test as ``Project.set_classes``: any scribble version, mask or tag."""
+    return bool(project._q("SELECT (SELECT COUNT(*) FROM scribble_versions) + (SELECT COUNT(*) FROM masks) + "
+                           "(SELECT COUNT(*) FROM tags)")[0][0])
+
+
+def plan_classes(project, names: list[str], colors: list | None, options: dict, where: str) -> ClassPlan:
+    """Map the dataset's class names to project indices (see :func:`apply_import`)."""
+    if len(names) > 255:
+        raise FormatError(f"{where}: {len(names)} classes; a project holds at most 255.")
+    low = [n.strip().lower() for n in names]
+    if len(set(low)) != len(low):
+        dup = next(n for n in names if low.count(n.strip().lower()) > 1)
+        raise DuplicateNameError(f"{where}: the class name '{dup}' appears twice.")
+    col = {}
+    for n, c in zip(names, colors or [None] * len(names)):
+        if c is not None:
+            try:
+                col[n] = parse_color(c)
+            except AnnotationError:
+                raise FormatError(f"{where}: class '{n}' has colour '{c}', not #rrggbb.") from None
+    lut = np.full(256, IGNORE, np.uint8)
+    if not _has_annotations(project):
+        lut[: len(names)] = np.arange(len(names), dtype=np.uint8)
+        return ClassPlan(lut, set_names=list(names), colors=col)
+    proj = {c.name.lower(): c.idx for c in project.classes()}
+    unknown = [n for n in names if n.strip().lower() not in proj]
+    if unknown and not opt_bool(options, "add_classes", False):
+        raise UnknownClassError(
+            f"{where}: class(es) {', '.join(repr(u) for u in unknown)} are not in this project (classes: "
+            f"{', '.join(project.class_names)}); add them first, or import with --option add_classes=true.")
+    if project.num_classes + len(unknown) > 255:
+        raise FormatError(f"{where}: adding {len(unknown)} classes would exceed 255 classes.")
+    nxt = project.num_classes
+    for k, n in enumerate(names):
+        key = n.strip().lower()
+        if key in proj:
+            lut[k] = proj[key]
+        else:
+            lut[k] = nxt
+            nxt += 1
+    return ClassPlan(lut, add=unknown, colors=col)
+
+
+def _load(x):
+    return x() if callable(x) else x
+
+
+def _file_sha(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def apply_import(project, items: list[ImportItem], class_names: list[str], *, source: str,
+                 options: dict, colors: list | None = None, image_sets: dict[str, list[str]] | None = None,
+                 where: str = "dataset") -> ImportSummary:
+    """Validate every item, then write them all in one transaction.
+
+    Classes: a project without annotations takes the dataset's classes (names, order, colours);
+    otherwise names are matched case-insensitively and an unknown one is an
+    :class:`UnknownClassError` (or is added with option ``add_classes``). Images: matched to the
+    project by name, then stem, then content; images the project lacks are added from
+    ``image_path``. Masks are stored as kind ``options["kind"]`` (default ``imported``).
+    ``image_sets``: ``{set: [image names or stems]}``.
+    """
+    t0 = time.perf_counter()
+    kind_opt = str(options.get("kind", "imported")).strip().lower()
+    if kind_opt not in MASK_KINDS + ("manifest",):
+        raise FormatError(f"option kind={kind_opt}: must be one of {', '.join(MASK_KINDS + ('manifest',))}.")
+    plan = plan_classes(project, class_names, colors, options, where)
+    n_cls = len(class_names)
+
+    # Duplicate names inside the dataset.
+    seen: dict[str, str] = {}
+    for it in items:
+        key = sanitize_name(it.stem).lower()
+        if key in seen:
+            raise DuplicateNameError(f"{where}: '{seen[key]}' and '{it.where or it.name}' are the same image name "
+                                     f"'{it.stem}'; rename one of them.")
+        seen[key] = it.where or it.name
+
+    # Match images: name, stem, then content.
+    existing = project.images()
+    by_name = {i.name: i for i in existing}
+    by_stem: dict[str, object] = {}
+    for i in existing:
+        by_stem.setdefault(i.stem, i)
+        by_stem.setdefault(sanitize_name(i.stem), i)
+    by_sha = {i.sha256: i for i in existing}
+    targets: list = []  # ImageInfo, or ("new", path, sha) placeholders
+    new_by_sha: dict[str, int] = {}
+    summary = ImportSummary()
+    for k, it in enumerate(items):
+        base = os.path.basename(it.name)
+        info = by_name.get(base) or by_name.get(sanitize_name(base)) or by_stem.get(it.stem) \
+            or by_stem.get(sanitize_name(it.stem))
+        if info is None and it.image_path is not None:
+            if not Path(it.image_path).is_file():
+                raise FormatError(f"{where}: image file {it.image_path.name} (for {it.where or it.name}) is missing.")
+            sha = _file_sha(it.image_path)
+            info = by_sha.get(sha)
+            if info is None:
+                if sha in new_by_sha:
+                    targets.append(("same", new_by_sha[sha]))
+                    summary.duplicates.append((it.image_path.name, items[new_by_sha[sha]].name))
+                    continue
+                try:
+                    h, w = imageio.image_size(it.image_path)
+                except Exception as e:  # PIL raises many kinds
+                    raise ImageError(f"{it.image_path.name}: not an image file that can be read ({e}).") from None
+                new_by_sha[sha] = k
+                targets.append(("new", it.image_path, (h, w)))
+                continue
+            summary.duplicates.append((it.image_path.name, info.name))
+        if info is None:
+            raise FormatError(f"{where}: {it.where or it.name}: no image named '{it.name}' in the project, and the "
+                              "dataset does not hold the image file; import the images first.")
+        targets.append(info)
+
+    def size_of(k: int) -> tuple[int, int]:
+        t = targets[k]
+        if isinstance(t, tuple):
+            return size_of(t[1]) if t[0] == "same" else t[2]
+        return (t.height, t.width)
+
+    manifest_kinds = {}
+    if kind_opt == "manifest":
+        manifest_kinds = {s: m.get("kind") for s, m in (options.get("_manifest") or {}).get("masks", {}).items()}
+
+    # Validate labels: shape, values; convert to project indices.
+    masks: dict[int, np.ndarray] = {}
+    scribbles: dict[int, dict[str, np.ndarray]] = {}
+    kinds: dict[int, str] = {}
+
+    def convert(arr, k: int, what: str) -> np.ndarray:
+        arr = np.asarray(arr)
+        if arr.ndim != 2:
+            raise FormatError(f"{what}: expected a 2-D index map, got shape {arr.shape}.")
+        if arr.shape != size_of(k):
+            h, w = size_of(k)
+            raise SizeMismatchError(f"{what}: the mask is {arr.shape[1]}x{arr.shape[0]} but its image "
+                                    f"'{items[k].name}' is {w}x{h}.")
+        arr = arr.astype(np.uint8, copy=False)
+        vals = np.nonzero(np.bincount(arr.ravel(), minlength=256))[0]
+        bad = [int(v) for v in vals if v != IGNORE and v >= n_cls]
+        if bad:
+            raise FormatError(f"{what}: uses class index {bad[0]} but the dataset has {n_cls} classes "
+                              f"(0..{n_cls - 1}); 255 means ignore.")
+        return plan.lut[arr]
+
+    for k, it in enumerate(items):
+        if it.mask is not None:
+            masks[k] = convert(_load(it.mask), k, it.where or it.name)
+            kind = it.kind or (manifest_kinds.get(it.stem) if kind_opt == "manifest" else kind_opt) or "imported"
+            if kind not in MASK_KINDS:
+                raise FormatError(f"{where}: mask kind '{kind}' for {it.name} is not one of {', '.join(MASK_KINDS)}.")
+            kinds[k] = kind
+        for layer, scr in it.scribbles.items():
+            scribbles.setdefault(k, {})[layer] = convert(_load(scr), k, f"{it.name} (scribbles '{layer}')")
+        for ci, state in it.tags.items():
+            if state not in TAG_STATES:
+                raise FormatError(f"{where}: tag state '{state}' for {it.name} is not one of {', '.join(TAG_STATES)}.")
+            if not 0 <= int(ci) < n_cls:
+                raise FormatError(f"{where}: tag for {it.name} names class index {ci}, outside 0..{n_cls - 1}.")
+
+    # Write, all or nothing.
+    ids: dict[int, int] = {}
+    with project.transaction():
+        if plan.set_names is not None:
+            project.set_classes(plan.set_names)
+        for n in plan.add:
+            project.add_class(n, plan.colors.get(n))
+        for name, rgb in plan.colors.items():
+            c = project.class_info(name)
+            if plan.set_names is not None and c.color != rgb:
+                project.recolor_class(c.idx, rgb)
+        for k, it in enumerate(items):
+            t = targets[k]
+            if isinstance(t, tuple) and t[0] == "new":
+                try:
+                    info = project.add_image(t[1], name=sanitize_name(os.path.basename(it.name)))
+                except DuplicateImageError:  # pragma: no cover - matched by content above
+                    raise
+                summary.added.append(info)
+                ids[k] = info.id
+            elif isinstance(t, tuple):
+                ids[k] = ids[t[1]]
+            else:
+                ids[k] = t.id
+        for k, m in masks.items():
+            project.save_mask(ids[k], m, kinds[k], source=source)
+            summary.masks += 1
+        for k, layers in scribbles.items():
+            for layer, s in layers.items():
+                project.save_scribbles(ids[k], s, layer=layer, author=source)
+                summary.scribbles += 1
+        for k, it in enumerate(items):
+            for ci, state in it.tags.items():
+                project.set_tag(ids[k], int(plan.lut[int(ci)]), state)
+        if image_sets:
+            stem_to_id = {}
+            for k, it in enumerate(items):
+                stem_to_id[it.stem] = ids[k]
+                stem_to_id[os.path.basename(it.name)] = ids[k]
+            for s, members in image_sets.items():
+                got = [stem_to_id[m] for m in members if m in stem_to_id]
+                if got:
+                    project.add_to_set(s, got)
+    summary.seconds = time.perf_counter() - t0
+    return summary
+
+
+def read_label_png(path: Path, where: str | None = None) -> np.ndarray:
+    """A PNG index map (palette PNGs give indices); errors name ``where`` (default the file name)."""
+    try:
+        return imageio.read_label_map(path)
+    except LabelMapError as e:
+        if where:
+            raise FormatError(f"{where}: {str(e).split(': ', 1)[-1]}") from None
+        raise
+
+
+def find_image_files(folder: Path) -> dict[str, Path]:
+    """``{stem: path}`` of the image files directly in ``folder``; two files of one stem is an error."""
+    out: dict[str, Path] = {}
+    if not folder.is_dir():
+        return out
+    for p in sorted(folder.iterdir()):
+        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in imageio.IMAGE_EXTENSIONS:
+            if p.stem in out:
+                raise DuplicateNameError(f"{folder.name}/: '{out[p.stem].name}' and '{p.name}' have the same name "
+                                         "stem; keep one of them.")
+            out[p.stem] = p
+    return out
+
+
+def tags_csv(rows: list[tuple[str, str, str]]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["image", "class", "state"])
+    w.writerows(rows)
+    return buf.getvalue()
+
+
+def rgb_hex(c) -> str:
+    return color_hex(parse_color(c))
+
+
+# ----------------------------------------------------------------------------- shared layouts
+#: Colour of 255 (void / ignore) in palette PNGs, as in Pascal VOC.
+VOID_COLOR = (224, 224, 192)
+
+
+def palette(project) -> list[tuple[int, int, int]]:
+    """256 palette entries: class colours, black for unused indices, VOID_COLOR at 255."""
+    pal = [(0, 0, 0)] * 256
+    for c in project.classes():
+        pal[c.idx] = c.color
+    pal[IGNORE] = VOID_COLOR
+    return pal
+
+
+def labelmap_txt(project) -> str:
+    """CVAT / Datumaro ``labelmap.txt``: ``name:r,g,b::`` per class in index order."""
+    lines = ["# label:color_rgb:parts:actions"]
+    for c in project.classes():
+        if ":" in c.name or "\n" in c.name:
+            raise FormatError(f"class name '{c.name}' contains ':' and cannot be written to labelmap.txt; "
+                              "rename the class.")
+        lines.append(f"{c.name}:{c.color[0]},{c.color[1]},{c.color[2]}::")
+    return "\n".join(lines) + "\n"
+
+
+def read_labelmap_txt(path: Path) -> tuple[list[str], list] | None:
+    if not path.is_file():
+        return None
+    names, colors = [], []
+    for k, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        parts = line.split(":")
+        names.append(parts[0].strip())
+        rgb = parts[1].strip() if len(parts) > 1 else ""
+        try:
+            colors.append(tuple(int(v) for v in rgb.split(",")) if rgb else None)
+        except ValueError:
+            raise FormatError(f"{path.name} line {k}: colour '{rgb}' is not r,g,b.") from None
+    return names, colors
+
+
+def read_class_list(root: Path, fallback: tuple[list[str], list | None] | None = None,
+                    where: str = "dataset") -> tuple[list[str], list | None]:
+    """Classes from ``labels.json``, else ``labelmap.txt``, else ``fallback``; else an error."""
+    got = read_labels(root / LABELS) or read_labelmap_txt(root / "labelmap.txt") or fallback
+    if got is None:
+        raise FormatError(f"{where}: no {LABELS} or labelmap.txt to name the classes.")
+    return got
+
+
+def write_index_and_color(project, item: ExportItem, index_dir: Path | None, color_dir: Path | None,
+                          pal: list) -> None:
+    """``index_dir/<stem>.png`` (mode L) and ``color_dir/<stem>.png`` (palette PNG, same indices)."""
+    if index_dir is not None:
+        index_dir.mkdir(parents=True, exist_ok=True)
+        (index_dir / f"{item.stem}.png").write_bytes(imageio.encode_label_png(item.mask))
+    if color_dir is not None:
+        color_dir.mkdir(parents=True, exist_ok=True)
+        (color_dir / f"{item.stem}.png").write_bytes(imageio.encode_label_png(item.mask, pal))
+
+
+def items_from_folders(root: Path, image_dir: str, mask_dir: str) -> list[ImportItem]:
+    """Items for a layout of ``image_dir/<stem>.<ext>`` and ``mask_dir/<stem>.png`` (either may be absent)."""
+    images = find_image_files(root / image_dir)
+    masks = {}
+    md = root / mask_dir
+    if md.is_dir():
+        for p in sorted(md.glob("*.png")):
+            if not p.name.startswith("."):
+                masks[p.stem] = p
+    items = []
+    for stem in sorted(set(images) | set(masks)):
+        ip = images.get(stem)
+        mp = masks.get(stem)
+        where = f"{mask_dir}/{mp.name}" if mp else f"{image_dir}/{ip.name}"
+        items.append(ImportItem(name=ip.name if ip else f"{stem}.png", image_path=ip,
+                                mask=(lambda p=mp, w=where: read_label_png(p, w)) if mp else None, where=where))
+    return items
+
+
+def finish_options(options: dict | None, root: Path, known: dict, fmt: str) -> dict:
+    """Check option keys; attach manifest.json (for kind=manifest)."""
+    opts = dict(options or {})
+    check_options(fmt, opts, known)
+    opts["_manifest"] = read_manifest(root)
+    return opts
+
+
+def manifest_sets(opts: dict) -> dict[str, list[str]] | None:
+    return (opts.get("_manifest") or {}).get("image_sets") or None
