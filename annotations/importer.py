@@ -64,8 +64,13 @@ def import_folder_dataset(project: Project, root: str | os.PathLike) -> ImportSu
             info = project.add_image(path)
         except DuplicateImageError as e:
             existing = str(e).rsplit(" as ", 1)[-1].rstrip(".")
-            summary.duplicates.append((path.name, existing))
-            continue
+            if os.path.splitext(existing)[0] == sid or not _has_labels(ds, sid, sets):
+                summary.duplicates.append((path.name, existing))  # a re-import, or a bare copy
+                continue
+            # Same pixels, another sample with labels of its own: keep it, say so.
+            info = project.add_image(path, allow_same_content=True)
+            summary.notes.append(f"note: {path.name} has the same pixels as {existing} but labels of its own; "
+                                 "kept as a separate image")
         except AnnotationError as e:
             summary.skipped.append((path.name, str(e).split(": ", 1)[-1]))
             continue
@@ -93,6 +98,10 @@ def import_folder_dataset(project: Project, root: str | os.PathLike) -> ImportSu
             project.add_to_set(split, ids)
     summary.seconds = time.perf_counter() - t0
     return summary
+
+
+def _has_labels(ds: FolderDataset, sid: str, sets: list[str]) -> bool:
+    return ds.has_mask(sid) or any(ds.scribble_path(s, sid).is_file() for s in sets)
 
 
 def _as_label(arr: np.ndarray, ds: FolderDataset) -> np.ndarray:

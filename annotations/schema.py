@@ -27,7 +27,7 @@ CREATE TABLE images (
     name      TEXT NOT NULL UNIQUE,
     orig_name TEXT NOT NULL,
     file      TEXT NOT NULL,
-    sha256    TEXT NOT NULL UNIQUE,
+    sha256    TEXT NOT NULL,
     width     INTEGER NOT NULL,
     height    INTEGER NOT NULL,
     channels  INTEGER NOT NULL,
@@ -74,6 +74,7 @@ CREATE TABLE masks (
     is_current    INTEGER NOT NULL DEFAULT 1
 );
 CREATE INDEX masks_current ON masks(image_id, kind, is_current);
+CREATE INDEX images_sha ON images(sha256);
 """
 
 MIGRATIONS: list[str] = [_V1]

@@ -161,6 +161,7 @@ class ImportSummary:
     masks: int = 0
     scribbles: int = 0
     seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
 
     def lines(self, limit: int = 20) -> list[str]:
         out = [f"added {len(self.added)} image(s), {self.masks} mask(s), {self.scribbles} scribble map(s) "
@@ -173,6 +174,9 @@ class ImportSummary:
             out.append(f"skipped: {name}: {why}")
         if len(self.skipped) > limit:
             out.append(f"... and {len(self.skipped) - limit} more skipped file(s)")
+        out.extend(self.notes[:limit])
+        if len(self.notes) > limit:
+            out.append(f"... and {len(self.notes) - limit} more note(s)")
         return out
 
 
@@ -469,8 +473,12 @@ class Project:
         return f"{stem}_{k}{ext}"
 
     def add_image(self, source: str | os.PathLike | bytes, name: str | None = None,
-                  max_pixels: int = imageio.MAX_PIXELS) -> ImageInfo:
-        """Copy an image into the project. Raises :class:`ImageError` or :class:`DuplicateImageError`."""
+                  max_pixels: int = imageio.MAX_PIXELS, allow_same_content: bool = False) -> ImageInfo:
+        """Copy an image into the project. Raises :class:`ImageError` or :class:`DuplicateImageError`.
+
+        An image whose bytes are already in the project is a duplicate and is refused, unless
+        ``allow_same_content`` (a dataset can hold two samples with equal pixels but their own labels).
+        """
         if isinstance(source, (bytes, bytearray)):
             data = bytes(source)
             name = name or "image.png"
@@ -491,7 +499,7 @@ class Project:
             ext = ".png"
         with self.transaction() as conn:
             dup = conn.execute("SELECT name FROM images WHERE sha256 = ?", (digest,)).fetchone()
-            if dup:
+            if dup and not allow_same_content:
                 raise DuplicateImageError(f"{name}: the same image is already in the project as {dup[0]}.")
             final_name = self._unique_name(conn, name)
             rel = f"images/{uuid.uuid4().hex[:10]}_{sanitize_name(final_name)}"

@@ -273,6 +273,8 @@ class ImportItem:
     tags: dict = field(default_factory=dict)
     where: str = ""
     kind: str | None = None
+    #: Alternative to ``mask``: a loader given the image's ``(H, W)`` (formats with normalised coordinates).
+    mask_sized: Callable[[tuple[int, int]], np.ndarray] | None = None
 
     @property
     def stem(self) -> str:
@@ -441,8 +443,9 @@ def apply_import(project, items: list[ImportItem], class_names: list[str], *, so
         return plan.lut[arr]
 
     for k, it in enumerate(items):
-        if it.mask is not None:
-            masks[k] = convert(_load(it.mask), k, it.where or it.name)
+        if it.mask is not None or it.mask_sized is not None:
+            arr = _load(it.mask) if it.mask is not None else it.mask_sized(size_of(k))
+            masks[k] = convert(arr, k, it.where or it.name)
             kind = it.kind or (manifest_kinds.get(it.stem) if kind_opt == "manifest" else kind_opt) or "imported"
             if kind not in MASK_KINDS:
                 raise FormatError(f"{where}: mask kind '{kind}' for {it.name} is not one of {', '.join(MASK_KINDS)}.")
@@ -630,3 +633,48 @@ def finish_options(options: dict | None, root: Path, known: dict, fmt: str) -> d
 
 def manifest_sets(opts: dict) -> dict[str, list[str]] | None:
     return (opts.get("_manifest") or {}).get("image_sets") or None
+
+
+def colors_to_index(rgb: np.ndarray, mapping: dict[tuple[int, int, int], int], where: str) -> np.ndarray:
+    """Map an (H, W, 3) uint8 colour mask to (H, W) uint8 indices; an unmapped colour is an error."""
+    code = (rgb[..., 0].astype(np.int32) << 16) | (rgb[..., 1].astype(np.int32) << 8) | rgb[..., 2]
+    uniq, inv = np.unique(code.ravel(), return_inverse=True)
+    lut = np.empty(len(uniq), np.uint8)
+    keyed = {(r << 16) | (g << 8) | b: v for (r, g, b), v in mapping.items()}
+    for k, u in enumerate(uniq.tolist()):
+        if u not in keyed:
+            col = "#%06x" % u
+            known = ", ".join(f"#{c:06x}" for c in sorted(keyed)) or "none"
+            raise FormatError(f"{where}: colour {col} is not in the colour mapping (known: {known}).")
+        lut[k] = keyed[u]
+    return lut[inv].reshape(code.shape)
+
+
+def read_mask_png(path: Path, where: str, color_map: dict | None) -> np.ndarray:
+    """An index PNG (mode L / P), or an RGB PNG mapped through ``color_map`` ({(r, g, b): index})."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            mode = im.mode
+            if mode in ("RGB", "RGBA") and color_map is not None:
+                return colors_to_index(np.asarray(im.convert("RGB")), color_map, where)
+    except (OSError, ValueError) as e:
+        raise FormatError(f"{where}: not a readable PNG ({e}).") from None
+    return read_label_png(path, where)
+
+
+#: Class 0 with one of these names is "background": the class of pixels no polygon / annotation covers.
+BACKGROUND_NAMES = ("background", "_background_", "bg")
+
+
+def background_class(project, mode: str) -> int | None:
+    """Index of the class left out of instance-style formats (COCO, YOLO), or None.
+
+    ``mode``: ``auto`` (class 0 if it is named background), ``skip`` (class 0) or ``include``.
+    """
+    if mode == "include" or project.num_classes == 0:
+        return None
+    if mode == "skip":
+        return 0
+    return 0 if project.class_names[0].strip().lower() in BACKGROUND_NAMES else None

@@ -45,6 +45,7 @@ from ._common import (
     UnknownClassError,
     DuplicateNameError,
     apply_import,
+    background_class,
     check_options,
     copy_image,
     dataset_root,
@@ -59,17 +60,7 @@ from ._common import (
 )
 from ._functional import decode_rle, encode_rles, mask_to_polygons, present_values, rle_area_bbox
 
-BACKGROUND_NAMES = ("background", "_background_", "bg")
 ANNOTATION_FILE = "annotations.json"
-
-
-def background_class(project, mode: str) -> int | None:
-    """Index of the class left out of the categories (pixels no annotation covers), or None."""
-    if mode == "include" or project.num_classes == 0:
-        return None
-    if mode == "skip":
-        return 0
-    return 0 if project.class_names[0].strip().lower() in BACKGROUND_NAMES else None
 
 
 def coco_dict(project, items, options: ExportOptions, segmentation: str, bg: int | None) -> dict:

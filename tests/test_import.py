@@ -1,0 +1,146 @@
+"""Import: image folders, bad files, folder datasets (every one in ../shared/datasets), round trips."""
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from annotations import imageio
+from annotations.errors import ImageError
+from annotations.folder import FolderDataset
+from annotations.formats import export_project
+from annotations.importer import import_path
+from annotations.store import Project
+from conftest import DATASETS, REPO, dataset_path
+
+
+def _snapshot(p: Project):
+    files = sorted(str(f.relative_to(p.root)) for f in p.root.rglob("*") if f.is_file() and "project.db" not in f.name)
+    return p.counts(), files
+
+
+@pytest.fixture
+def bad_files(tmp_path):
+    d = tmp_path / "bad"
+    d.mkdir()
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(buf, "JPEG")
+    (d / "truncated.jpg").write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
+    (d / "empty.png").write_bytes(b"")
+    (d / "notes.png").write_text("this is not an image\n")
+    Image.new("1", (8200, 8200)).save(d / "huge.png")
+    return d
+
+
+def test_bad_files_are_skipped_with_reasons_and_change_nothing(tmp_path, bad_files):
+    p = Project.create(tmp_path / "p")
+    good = tmp_path / "good.png"
+    good.write_bytes(imageio.encode_image_png(np.zeros((8, 8, 3), np.uint8)))
+    p.add_image(good)
+    before = _snapshot(p)
+    s = import_path(p, bad_files)
+    reasons = dict(s.skipped)
+    assert not s.added and len(reasons) == 4
+    assert "truncated" in reasons["truncated.jpg"] or "damaged" in reasons["truncated.jpg"]
+    assert "empty" in reasons["empty.png"]
+    assert "not an image" in reasons["notes.png"]
+    assert "over the limit" in reasons["huge.png"]
+    assert _snapshot(p) == before
+
+
+@pytest.mark.parametrize("name, match", [("truncated.jpg", "damaged or truncated"), ("empty.png", "empty"),
+                                         ("notes.png", "not an image"), ("huge.png", "over the limit")])
+def test_each_bad_file_has_its_clear_error(bad_files, name, match):
+    with pytest.raises(ImageError, match=match):
+        imageio.read_image(bad_files / name)
+
+
+def test_cli_bad_input_exit_2_one_line(tmp_path, bad_files):
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    run = lambda *a: subprocess.run([sys.executable, "-m", "segmenter", *a], capture_output=True, text=True, env=env)
+    r = run("init", str(tmp_path / "p"))
+    assert r.returncode == 0
+    r = run("import", str(tmp_path / "p"), str(bad_files / "notes.png"))
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "nothing was imported" in r.stderr
+    assert "skipped: notes.png: not an image" in r.stdout
+    r = run("status", str(tmp_path / "nope"))
+    assert r.returncode == 2 and "not a project" in r.stderr and "Traceback" not in r.stderr
+    r = run("classes", str(tmp_path / "p"), "rename", "zebra", "x")
+    assert r.returncode == 2 and "no class 'zebra'" in r.stderr
+    r = run("export", str(tmp_path / "p"), "--format", "nope")
+    assert r.returncode == 2 and "unknown format 'nope' (known:" in r.stderr
+
+
+def test_image_kinds_16bit_grayscale_exif_alpha(tmp_path):
+    d = tmp_path / "imgs"
+    d.mkdir()
+    a16 = (np.arange(20 * 30, dtype=np.uint16).reshape(20, 30) * 100)
+    Image.fromarray(a16).save(d / "depth.tif")
+    Image.fromarray(np.full((10, 12), 7, np.uint8)).save(d / "gray.bmp")
+    Image.fromarray(np.zeros((10, 12, 4), np.uint8)).save(d / "rgba.png")
+    im = Image.fromarray(np.zeros((10, 20, 3), np.uint8))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90: width and height swap
+    im.save(d / "rot.jpg", exif=exif)
+    p = Project.create(tmp_path / "p")
+    s = import_path(p, d)
+    assert not s.skipped, s.skipped
+    by = {i.name: i for i in p.images()}
+    depth = p.load_image(by["depth.tif"].id)
+    assert depth.dtype == np.uint8 and depth.min() == 0 and depth.max() == 255
+    assert (p.root / by["depth.tif"].file).read_bytes() == (d / "depth.tif").read_bytes()  # original kept
+    assert p.load_image(by["gray.bmp"].id).shape == (10, 12)
+    assert p.load_image(by["rgba.png"].id).shape == (10, 12, 3)
+    assert (by["rot.jpg"].width, by["rot.jpg"].height) == (10, 20)
+    assert p.load_image(by["rot.jpg"].id).shape == (20, 10, 3)
+
+
+EXPECTED = {  # name: (images, classes, scribble sets, splits)
+    "grabcut": (50, 2, ["set1", "set2"], []),
+    "weizmann_horse": (327, 2, [], ["test", "train"]),
+    "acdc": (1512, 4, ["real"], ["fold2", "fold3", "fold4", "fold5"]),
+    "camvid": (468, 11, [], ["train", "val"]),
+    "camvid_tiles": (4212, 11, [], ["train", "val"]),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_every_dataset_imports_with_right_counts_and_round_trips(tmp_path, name):
+    src = dataset_path(name)
+    n_images, n_classes, sets, splits = EXPECTED[name]
+    ds = FolderDataset.open(src)
+    p = Project.create(tmp_path / "p")
+    s = import_path(p, src)
+    assert not s.skipped, s.skipped[:3]
+    assert len(p.images()) == n_images == len(ds.ids)
+    assert p.class_names == json.loads((src / "meta.json").read_text())["classes"] and p.num_classes == n_classes
+    assert p.counts()["masks"]["imported"] == n_images
+    assert p.scribble_layers() == sets
+    assert p.image_sets() == splits
+    for sp in splits:
+        assert len(p.image_set(sp)) == len(ds.split(sp))
+    # Export in the folder layout, import into a fresh project: masks and scribbles bit for bit.
+    export_project(p, "folder", tmp_path / "out")
+    q = Project.create(tmp_path / "q")
+    s2 = import_path(q, tmp_path / "out")
+    assert not s2.skipped and len(q.images()) == n_images
+    qa = {i.stem: i.id for i in q.images()}
+    for info in p.images():
+        j = qa[info.stem]
+        assert np.array_equal(p.mask(info.id, "imported"), q.mask(j, "imported"))
+        assert np.array_equal(ds.mask(info.stem), q.mask(j, "imported"))
+        for layer in sets:
+            a, b = p.scribbles(info.id, layer), q.scribbles(j, layer)
+            assert (a is None and b is None) or np.array_equal(a, b)
+            orig = ds.scribbles(layer, info.stem)
+            assert (orig is None and b is None) or np.array_equal(orig, b)
+    assert q.image_sets() == splits
+    assert {sp: len(q.image_set(sp)) for sp in splits} == {sp: len(p.image_set(sp)) for sp in splits}

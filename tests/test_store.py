@@ -1,0 +1,246 @@
+"""Unit tests of the project store (annotations/store.py)."""
+from __future__ import annotations
+
+import sqlite3
+import threading
+
+import numpy as np
+import pytest
+
+from annotations import imageio
+from annotations.errors import (AnnotationError, ClassInUseError, DuplicateImageError, LabelMapError,
+                                NotFoundError, ProjectError, StaleWriteError)
+from annotations.schema import SCHEMA_VERSION
+from annotations.store import Project, sanitize_name
+
+
+def _png(tmp_path, name="a.png", shape=(24, 32, 3), seed=0):
+    arr = np.random.default_rng(seed).integers(0, 255, shape, dtype=np.uint8)
+    p = tmp_path / name
+    p.write_bytes(imageio.encode_image_png(arr))
+    return p, arr
+
+
+@pytest.fixture
+def proj(tmp_path):
+    p = Project.create(tmp_path / "proj", ["background", "cat", "dog"])
+    yield p
+    p.close()
+
+
+def test_create_sets_wal_foreign_keys_and_schema_version(proj):
+    conn = sqlite3.connect(proj.db_path)
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    assert proj._conn().execute("PRAGMA foreign_keys").fetchone()[0] == 1
+    assert proj.class_names == ["background", "cat", "dog"]
+    with pytest.raises(ProjectError, match="already exists"):
+        Project.create(proj.root)
+
+
+def test_open_refuses_non_project_and_newer_schema(tmp_path, proj):
+    with pytest.raises(ProjectError, match="not a project"):
+        Project.open(tmp_path / "nothing")
+    conn = sqlite3.connect(proj.db_path)
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    conn.commit()
+    conn.close()
+    with pytest.raises(ProjectError, match="newer release"):
+        Project.open(proj.root)
+
+
+def test_image_copied_with_hash_and_size_and_duplicate_refused(tmp_path, proj):
+    path, arr = _png(tmp_path)
+    info = proj.add_image(path)
+    assert (info.width, info.height, info.channels) == (32, 24, 3)
+    assert (proj.root / info.file).read_bytes() == path.read_bytes()
+    assert np.array_equal(proj.load_image(info.id), arr)
+    with pytest.raises(DuplicateImageError, match="already in the project as a.png"):
+        proj.add_image(path, name="other.png")
+    assert len(proj.images()) == 1
+    # Same stem, other content: a unique name is chosen.
+    p2, _ = _png(tmp_path, "sub.png", seed=1)
+    info2 = proj.add_image(p2, name="a.png")
+    assert info2.name == "a_2.png" and info2.stem == "a_2"
+
+
+def test_sanitize_name_removes_paths_and_odd_characters():
+    assert sanitize_name("../../etc/passwd") == "passwd"
+    assert sanitize_name("..\\win\\evil.png") == "evil.png"
+    assert sanitize_name("we!rd name?.png") == "we_rd name_.png"
+    assert sanitize_name("...") == "image"
+
+
+def test_classes_add_rename_recolor_delete(proj):
+    c = proj.add_class("bird", "#112233")
+    assert (c.idx, c.color) == (3, (0x11, 0x22, 0x33))
+    with pytest.raises(AnnotationError, match="already exists"):
+        proj.add_class("Bird")
+    proj.rename_class("bird", "parrot")
+    proj.recolor_class(3, (1, 2, 3))
+    assert proj.class_info(3).name == "parrot" and proj.class_info("parrot").color == (1, 2, 3)
+    with pytest.raises(NotFoundError, match="no class 'fish'"):
+        proj.class_info("fish")
+    with pytest.raises(AnnotationError, match="not a colour"):
+        proj.recolor_class(3, "blue-ish")
+
+
+def test_delete_class_in_use_needs_force_and_remaps(tmp_path, proj):
+    path, _ = _png(tmp_path)
+    img = proj.add_image(path)
+    scr = np.full((24, 32), 255, np.uint8)
+    scr[0, :4] = 0
+    scr[1, :4] = 1
+    scr[2, :4] = 2
+    proj.save_scribbles(img.id, scr)
+    mask = np.zeros((24, 32), np.uint8)
+    mask[5:10, 5:10] = 2
+    mask[12:14, 12:14] = 1
+    proj.save_mask(img.id, mask, "final", source="test")
+    proj.set_tag(img.id, 1, "present")
+    with pytest.raises(ClassInUseError, match="1 scribble map.*1 mask.*1 tag"):
+        proj.delete_class("cat")
+    assert proj.class_names == ["background", "cat", "dog"]  # unchanged
+    msg = proj.delete_class("cat", force=True)
+    assert "deleted" in msg
+    assert proj.class_names == ["background", "dog"]
+    s = proj.scribbles(img.id)
+    assert list(s[0, :4]) == [0] * 4 and list(s[1, :4]) == [255] * 4 and list(s[2, :4]) == [1] * 4
+    m = proj.mask(img.id, "final")
+    assert (m[5:10, 5:10] == 1).all() and (m[12:14, 12:14] == 255).all()
+    assert proj.tags(img.id) == {}
+    # The old scribbles are still a version away.
+    proj.undo_scribbles(img.id)
+    assert np.array_equal(proj.scribbles(img.id), scr)
+
+
+def test_scribble_versions_undo_redo_and_stale_write(tmp_path, proj):
+    path, _ = _png(tmp_path)
+    img = proj.add_image(path)
+    assert proj.scribbles(img.id) is None and proj.scribble_version(img.id) == 0
+    a = np.full((24, 32), 255, np.uint8)
+    a[3, 3:9] = 1
+    b = a.copy()
+    b[10, 3:9] = 2
+    assert proj.save_scribbles(img.id, a, expected_version=0) == 1
+    assert proj.save_scribbles(img.id, b, expected_version=1) == 2
+    with pytest.raises(StaleWriteError, match="version 1.*version 2"):
+        proj.save_scribbles(img.id, a, expected_version=1)
+    assert np.array_equal(proj.scribbles(img.id), b)
+    assert proj.undo_scribbles(img.id) == 1 and np.array_equal(proj.scribbles(img.id), a)
+    assert proj.undo_scribbles(img.id) == 0 and proj.scribbles(img.id) is None
+    with pytest.raises(AnnotationError, match="nothing to undo"):
+        proj.undo_scribbles(img.id)
+    assert proj.redo_scribbles(img.id) == 1
+    assert proj.redo_scribbles(img.id) == 2 and np.array_equal(proj.scribbles(img.id), b)
+    with pytest.raises(AnnotationError, match="nothing to redo"):
+        proj.redo_scribbles(img.id)
+    # A save after undo starts a new branch; the undone version stays readable by number.
+    proj.undo_scribbles(img.id)
+    v = proj.save_scribbles(img.id, b, expected_version=1)
+    assert v == 3 and np.array_equal(proj.scribbles(img.id, version=2), b)
+    # Layers are independent.
+    proj.save_scribbles(img.id, a, layer="expert")
+    assert proj.scribble_layers(img.id) == ["default", "expert"]
+
+
+@pytest.mark.parametrize("bad, match", [
+    (np.zeros((10, 10), np.uint8), "is 10x10 but the image is 32x24"),
+    (np.full((24, 32), 3, np.uint8), "class index 3 but the project has 3 classes"),
+    (np.zeros((24, 32, 3), np.uint8), "2-D index map"),
+    (np.full((24, 32), -1, np.int32), "class indices"),
+])
+def test_bad_label_maps_refused_and_nothing_written(tmp_path, proj, bad, match):
+    path, _ = _png(tmp_path)
+    img = proj.add_image(path)
+    with pytest.raises(LabelMapError, match=match):
+        proj.save_scribbles(img.id, bad)
+    with pytest.raises(LabelMapError, match=match):
+        proj.save_mask(img.id, bad, "final", source="t")
+    assert proj.scribble_version(img.id) == 0 and proj.mask(img.id, "final") is None
+
+
+def test_tags_present_absent_unknown(tmp_path, proj):
+    path, _ = _png(tmp_path)
+    img = proj.add_image(path)
+    proj.set_tag(img.id, 1, "present")
+    proj.set_tag(img.id, 2, "absent")
+    assert proj.tags(img.id) == {1: "present", 2: "absent"}
+    proj.set_tag(img.id, 1, "unknown")
+    assert proj.tags(img.id) == {2: "absent"}
+    with pytest.raises(AnnotationError, match="tag state"):
+        proj.set_tag(img.id, 1, "maybe")
+    assert proj.status(img.id) == "tagged"
+
+
+def test_masks_current_per_kind_provenance_confidence_and_status(tmp_path, proj):
+    path, _ = _png(tmp_path)
+    img = proj.add_image(path)
+    assert proj.status(img.id) == "untouched"
+    m1 = np.zeros((24, 32), np.uint8)
+    m2 = m1.copy()
+    m2[:5] = 1
+    conf = np.linspace(0, 1, 24 * 32, dtype=np.float32).reshape(24, 32)
+    proj.save_mask(img.id, m1, "pseudo", source="graphcut", confidence=conf)
+    assert proj.status(img.id) == "pseudo"
+    info = proj.save_mask(img.id, m2, "predicted", source="model", model_version="unet-r18@3", uncertainty=0.4)
+    assert (info.kind, info.source, info.model_version, info.uncertainty) == ("predicted", "model", "unet-r18@3", 0.4)
+    assert proj.status(img.id) == "predicted"
+    assert np.abs(proj.confidence(img.id, "pseudo") - conf).max() <= 1 / 255 + 1e-6
+    best, binfo = proj.best_mask(img.id)
+    assert binfo.kind == "predicted" and np.array_equal(best, m2)
+    proj.save_mask(img.id, m1, "pseudo", source="randomwalk")
+    assert proj.mask_info(img.id, "pseudo").source == "randomwalk"
+    assert len(proj.mask_history(img.id, "pseudo")) == 2
+    proj.save_mask(img.id, m2, "final", source="user")
+    assert proj.status(img.id) == "final" and proj.best_mask(img.id)[1].kind == "final"
+    with pytest.raises(AnnotationError, match="unknown mask kind"):
+        proj.save_mask(img.id, m1, "guess", source="x")
+    c = proj.counts()
+    assert c["status"]["final"] == 1 and c["masks"] == {"pseudo": 1, "predicted": 1, "final": 1, "imported": 0}
+
+
+def test_image_sets_and_status_filter(tmp_path, proj):
+    ids = [proj.add_image(_png(tmp_path, f"i{k}.png", seed=k)[0]).id for k in range(3)]
+    proj.add_to_set("train", ids[:2])
+    assert proj.image_set("train") == ids[:2] and proj.image_sets() == ["train"]
+    assert [i.id for i in proj.images(image_set="train")] == ids[:2]
+    with pytest.raises(NotFoundError, match="no image set named 'val'"):
+        proj.image_set("val")
+    proj.set_tag(ids[2], 0, "present")
+    assert [i.id for i in proj.images(status="tagged")] == [ids[2]]
+    assert [i.id for i in proj.images(status="untouched")] == ids[:2]
+
+
+def test_concurrent_writers_from_threads_lose_nothing(tmp_path, proj):
+    ids = [proj.add_image(_png(tmp_path, f"t{k}.png", seed=k)[0]).id for k in range(4)]
+    errors = []
+
+    def writer(image_id):
+        try:
+            for v in range(8):
+                s = np.full((24, 32), 255, np.uint8)
+                s[v, :] = image_id % 3
+                proj.save_scribbles(image_id, s, expected_version=v)
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=writer, args=(i,)) for i in ids]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    for i in ids:
+        assert proj.scribble_version(i) == 8
+        for v in range(1, 9):
+            assert (proj.scribbles(i, version=v)[v - 1] == i % 3).all()
+    assert proj.integrity_check() == "ok"
+
+
+def test_copy_to_is_consistent(tmp_path, proj):
+    img = proj.add_image(_png(tmp_path)[0])
+    s = np.full((24, 32), 1, np.uint8)
+    proj.save_scribbles(img.id, s)
+    q = proj.copy_to(tmp_path / "copy")
+    assert np.array_equal(q.scribbles(img.id), s) and q.class_names == proj.class_names
