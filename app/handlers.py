@@ -1,0 +1,665 @@
+"""The app's logic: plain functions over numpy arrays and :class:`~annotations.store.Project`.
+
+Nothing here imports gradio; ``app/ui.py`` wires these functions to components and turns every
+:class:`~annotations.errors.AnnotationError` into a message in the page. Label maps are
+``(H, W) uint8`` (class index, 255 = none); images ``(H, W)`` or ``(H, W, 3)`` uint8.
+
+The canvas in the page talks to :func:`canvas_save`, :func:`canvas_preview`, :func:`canvas_undo`,
+... with small JSON dicts (see ``static/canvas.js``); each returns a dict and never raises for a
+person's mistake: errors come back as ``{"error": message}`` so the page can show them while
+keeping the strokes it holds.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from annotations import imageio
+from annotations.errors import AnnotationError, NotFoundError, StaleWriteError
+from annotations.store import STATUS_ORDER, Project, sanitize_name
+
+from . import canvas
+
+IGNORE = 255
+#: Uploads larger than this are refused (bytes); the page also passes it to Gradio.
+MAX_UPLOAD_BYTES = 50 * 1024 * 1024
+MAX_UPLOAD_FILES = 500
+OVERLAY_KINDS = ("preview", "final", "predicted", "imported", "pseudo")
+FILTERS = ("all",) + STATUS_ORDER
+#: A status counts as "annotated" for the progress count and "next unannotated".
+ANNOTATED = ("final", "imported", "predicted", "pseudo", "scribbled", "tagged")
+
+
+class AppError(AnnotationError):
+    """A request the app cannot carry out (bad input from the page, no such project...)."""
+
+
+# ---------------------------------------------------------------------------------- projects
+_PROJECTS: dict[str, Project] = {}
+_PROJECTS_LOCK = threading.Lock()
+
+
+def register_project(project: Project) -> str:
+    """An opaque token for ``project`` that the page sends back; the same root gives the same token."""
+    with _PROJECTS_LOCK:
+        for tok, p in _PROJECTS.items():
+            if p.root == project.root:
+                return tok
+        tok = uuid.uuid4().hex[:16]
+        _PROJECTS[tok] = project
+        return tok
+
+
+def project_for(token: str | None) -> Project:
+    p = _PROJECTS.get(str(token or ""))
+    if p is None:
+        raise AppError("this page refers to a project that is not open on the server; reload the page.")
+    return p
+
+
+def open_project(path: str, classes_text: str = "") -> Project:
+    """Open the project at ``path``, or create it with the comma-separated ``classes_text``."""
+    path = str(path or "").strip()
+    if not path:
+        raise AppError("enter the folder of a project to open or create.")
+    root = Path(os.path.expanduser(path))
+    if (root / "project.db").is_file():
+        return Project.open(root)
+    names = [c.strip() for c in str(classes_text or "").split(",") if c.strip()]
+    if root.exists() and root.is_dir() and any(root.iterdir()):
+        raise AppError(f"{root}: the folder is not empty and holds no project; choose an empty or new folder.")
+    return Project.create(root, classes=names or None)
+
+
+# ---------------------------------------------------------------------------------- list and navigation
+def image_rows(project: Project, status_filter: str = "all") -> list[list]:
+    """Rows ``[id, name, status]`` of the images passing ``status_filter``; a predicted image's
+    status carries its uncertainty, e.g. ``predicted (u=0.412)``."""
+    if status_filter not in FILTERS:
+        raise AppError(f"unknown filter '{status_filter}' (known: {', '.join(FILTERS)}).")
+    st = project.statuses()
+    rows = []
+    for info in project.images():
+        s = st.get(info.id, "untouched")
+        if status_filter != "all" and s != status_filter:
+            continue
+        label = s
+        if s == "predicted":
+            mi = project.mask_info(info.id, "predicted")
+            if mi is not None and mi.uncertainty is not None:
+                label = f"predicted (u={mi.uncertainty:.3f})"
+        rows.append([info.id, info.name, label])
+    return rows
+
+
+def progress_text(project: Project) -> str:
+    """One line for a person: annotated / total and the count per status."""
+    st = project.statuses()
+    n = len(st)
+    done = sum(1 for s in st.values() if s in ANNOTATED)
+    final = sum(1 for s in st.values() if s in ("final", "imported"))
+    parts = [f"{k}: {v}" for k in STATUS_ORDER if (v := sum(1 for s in st.values() if s == k))]
+    pct = 100.0 * done / n if n else 0.0
+    return f"**{done} / {n} annotated** ({pct:.0f} %), {final} final · " + " · ".join(parts)
+
+
+def _ids(project: Project, status_filter: str = "all") -> list[int]:
+    return [r[0] for r in image_rows(project, status_filter)] if status_filter != "all" else project.image_ids()
+
+
+def neighbour(project: Project, current: int | None, step: int, status_filter: str = "all") -> int | None:
+    """The image ``step`` places after ``current`` in the (filtered) list, wrapping around."""
+    ids = _ids(project, status_filter)
+    if not ids:
+        return None
+    if current is None or current not in ids:
+        if current is None:
+            return ids[0]
+        after = [i for i in ids if (i > current if step > 0 else i < current)]
+        return after[0 if step > 0 else -1] if after else ids[0 if step > 0 else -1]
+    return ids[(ids.index(current) + step) % len(ids)]
+
+
+def next_unannotated(project: Project, current: int | None) -> int | None:
+    """The next image (after ``current``, wrapping) with status ``untouched``; ``None`` if all are done."""
+    st = project.statuses()
+    ids = project.image_ids()
+    todo = [i for i in ids if st[i] == "untouched" and i != current]
+    if not todo:
+        return None
+    later = [i for i in todo if current is not None and i > current]
+    return later[0] if later else todo[0]
+
+
+def next_most_uncertain(project: Project, current: int | None) -> int | None:
+    """The image whose current prediction is the least sure (``MaskInfo.uncertainty``), among
+    images not yet final; ``None`` when there are no predictions."""
+    st = project.statuses()
+    best, best_u = None, -np.inf
+    for i in project.image_ids():
+        if i == current or st[i] != "predicted":
+            continue
+        mi = project.mask_info(i, "predicted")
+        u = mi.uncertainty if mi is not None and mi.uncertainty is not None else -1.0
+        if u > best_u:
+            best, best_u = i, u
+    return best
+
+
+# ---------------------------------------------------------------------------------- canvas payloads
+def class_list(project: Project) -> list[dict]:
+    return [{"idx": c.idx, "name": c.name, "color": c.hex} for c in project.classes()]
+
+
+def _colors(project: Project) -> list[tuple[int, int, int]]:
+    return [c.color for c in project.classes()]
+
+
+def default_overlay_kind(project: Project, image_id: int) -> str:
+    for k in ("final", "imported", "predicted"):
+        if project.mask_info(image_id, k) is not None:
+            return k
+    return "preview"
+
+
+def load_message(project: Project, token: str, image_id: int | None) -> dict:
+    """The message that loads an image into the canvas (see ``static/canvas.js``)."""
+    nonce = uuid.uuid4().hex[:8]
+    if image_id is None:
+        return {"type": "empty", "nonce": nonce, "project": token, "classes": class_list(project),
+                "message": "No image. Add images in the Project panel."}
+    info = project.image_info(image_id)
+    img = project.load_image(image_id)
+    scr = project.scribbles(image_id)
+    ids = project.image_ids()
+    kinds = ["preview"] + [k for k in OVERLAY_KINDS[1:] if project.mask_info(image_id, k) is not None]
+    return {
+        "type": "load", "nonce": nonce, "project": token, "image_id": info.id, "name": info.name,
+        "position": f"{ids.index(info.id) + 1} / {len(ids)}", "width": info.width, "height": info.height,
+        "image": canvas.image_data_url(img), "classes": class_list(project), "layer": "scribbles",
+        "labels": canvas.rle_encode(scr) if scr is not None else None,
+        "version": project.scribble_version(image_id), "tags": {str(k): v for k, v in project.tags(image_id).items()},
+        "overlay_kinds": kinds, "overlay_kind": default_overlay_kind(project, image_id),
+        "status": project.status(image_id),
+    }
+
+
+def title_text(project: Project, image_id: int | None) -> str:
+    if image_id is None:
+        return "### No image"
+    info = project.image_info(image_id)
+    ids = project.image_ids()
+    return (f"### {info.name}  \n<span class='ws-sub'>image {ids.index(image_id) + 1} of {len(ids)} · "
+            f"{info.width}×{info.height} px · status **{project.status(image_id)}**</span>")
+
+
+# ---------------------------------------------------------------------------------- saving strokes
+def _blank(project: Project, image_id: int) -> np.ndarray:
+    info = project.image_info(image_id)
+    return np.full((info.height, info.width), IGNORE, np.uint8)
+
+
+def save_scribbles_merged(project: Project, image_id: int, labels: np.ndarray, base_version: int,
+                          author: str | None = None, retries: int = 8) -> tuple[int, np.ndarray | None]:
+    """Save ``labels`` drawn on ``base_version``; never loses another writer's strokes.
+
+    If the stored head moved since ``base_version`` (another window saved, or an undo), the
+    pixels this edit changed relative to ``base_version`` are applied on top of the head.
+    Returns ``(new_version, merged)`` with ``merged`` the map now stored when it differs from
+    ``labels`` (else ``None``).
+    """
+    labels = project.check_label_map(image_id, labels)
+    base_version = int(base_version or 0)
+    for _ in range(retries):
+        head = project.scribble_version(image_id)
+        if head == base_version:
+            try:
+                return project.save_scribbles(image_id, labels, expected_version=base_version, author=author), None
+            except StaleWriteError:
+                continue
+        base_map = project.scribbles(image_id, version=base_version) if base_version else None
+        if base_map is None:
+            base_map = _blank(project, image_id)
+        head_map = project.scribbles(image_id)
+        if head_map is None:
+            head_map = _blank(project, image_id)
+        delta = labels != base_map
+        merged = head_map.copy()
+        merged[delta] = labels[delta]
+        if np.array_equal(merged, head_map):
+            return head, merged
+        try:
+            return project.save_scribbles(image_id, merged, expected_version=head, author=author), merged
+        except StaleWriteError:
+            base_version, labels = head, merged
+    raise AppError(f"image {image_id}: too many simultaneous edits; your strokes are kept in the page, draw again.")
+
+
+def _mask_by_id(project: Project, image_id: int, mask_id: int) -> np.ndarray | None:
+    for mi in project.mask_history(image_id):
+        if mi.id == int(mask_id):
+            return imageio.read_label_map(project.root / mi.file)
+    return None
+
+
+def save_mask_edit(project: Project, image_id: int, mask: np.ndarray, base_mask_id: int,
+                   source_kind: str = "") -> tuple[int, np.ndarray | None]:
+    """Save a mask painted in the mask editor as the image's ``final`` mask.
+
+    ``base_mask_id`` is the id of the mask the edit started from (0 = none). If another final
+    mask was saved meanwhile, this edit's changed pixels are applied on top of it. Returns
+    ``(new_mask_id, merged or None)``.
+    """
+    mask = project.check_label_map(image_id, mask, what="mask")
+    cur = project.mask_info(image_id, "final")
+    merged = None
+    if cur is not None and cur.id != int(base_mask_id or 0):
+        base = _mask_by_id(project, image_id, base_mask_id) if base_mask_id else None
+        if base is None:
+            base = _blank(project, image_id)
+        head = imageio.read_label_map(project.root / cur.file)
+        delta = mask != base
+        merged = head.copy()
+        merged[delta] = mask[delta]
+        mask = merged
+    src = "app:mask-editor" + (f"(from {source_kind})" if source_kind and source_kind != "final" else "")
+    info = project.save_mask(image_id, mask, "final", source=src)
+    return info.id, merged
+
+
+# ---------------------------------------------------------------------------------- preview
+_PREVIEW_CACHE: OrderedDict = OrderedDict()
+_PREVIEW_LOCK = threading.Lock()
+
+
+def prediction_prior(project: Project, image_id: int) -> np.ndarray | None:
+    """The image's current prediction as a prior ``(C, H, W) float32`` for the pseudo-labeller.
+
+    The predicted class gets the stored confidence (0.9 when none was stored), the others share
+    the rest; ignored pixels are uniform. ``None`` when the image has no prediction.
+    """
+    mask = project.mask(image_id, "predicted")
+    if mask is None:
+        return None
+    c = project.num_classes
+    conf = project.confidence(image_id, "predicted")
+    if conf is None:
+        conf = np.full(mask.shape, 0.9, np.float32)
+    conf = np.clip(conf, 1.0 / c, 0.99).astype(np.float32)
+    prior = np.broadcast_to(((1.0 - conf) / max(c - 1, 1))[None], (c,) + mask.shape).copy()
+    ys, xs = np.nonzero(mask != IGNORE)
+    prior[mask[ys, xs], ys, xs] = conf[ys, xs]
+    prior[:, mask == IGNORE] = 1.0 / c
+    return prior
+
+
+def preview_function():
+    """The segmenter's live-preview function (``segmenter.pseudo.preview``): ``(image, scribbles,
+    num_classes, method=None, prior=None, colors=None) -> (PseudoResult, overlay)``. Until the
+    ``segmenter.preview`` module exists, the registry's default method stands in for it."""
+    import importlib.util
+
+    from segmenter import pseudo
+
+    if importlib.util.find_spec("segmenter.preview") is not None:
+        return pseudo.preview
+
+    def fallback(image, scribbles, num_classes, method=None, prior=None, colors=None, alpha=0.5):
+        return pseudo.make_pseudo_mask(image, scribbles, num_classes, method=method, prior=prior), None
+
+    return fallback
+
+
+def preview_result(project: Project, image_id: int, method: str | None = None):
+    """The live pseudo-mask of the image's current scribbles: ``(PseudoResult, seconds)``, or
+    ``(None, 0.0)`` when nothing is drawn. Uses the segmenter's own preview function
+    (:func:`segmenter.pseudo.preview`) with the prediction, if any, as the prior; cached per
+    scribble version."""
+    version = project.scribble_version(image_id)
+    key = (str(project.root), int(image_id), version, method)
+    with _PREVIEW_LOCK:
+        if key in _PREVIEW_CACHE:
+            _PREVIEW_CACHE.move_to_end(key)
+            return _PREVIEW_CACHE[key], 0.0
+    scr = project.scribbles(image_id)
+    if scr is None or not (scr != IGNORE).any():
+        return None, 0.0
+    preview = preview_function()
+    img = project.load_image(image_id)
+    t0 = time.perf_counter()
+    result, _overlay = preview(img, scr, project.num_classes, method=method,
+                               prior=prediction_prior(project, image_id), colors=_colors(project))
+    dt = time.perf_counter() - t0
+    with _PREVIEW_LOCK:
+        _PREVIEW_CACHE[key] = result
+        while len(_PREVIEW_CACHE) > 16:
+            _PREVIEW_CACHE.popitem(last=False)
+    return result, dt
+
+
+def overlay_for(project: Project, image_id: int, kind: str) -> dict:
+    """``{"overlay": data URL or None, "kind", "seconds", "message"}`` for the overlay ``kind``."""
+    if kind not in OVERLAY_KINDS:
+        raise AppError(f"unknown overlay '{kind}' (known: {', '.join(OVERLAY_KINDS)}).")
+    colors = _colors(project)
+    if kind == "preview":
+        t0 = time.perf_counter()
+        result, _ = preview_result(project, image_id)
+        if result is None:
+            return {"overlay": None, "kind": kind, "seconds": 0.0,
+                    "message": "Draw strokes in at least one class to see the live preview."}
+        url = canvas.overlay_data_url(result.mask, colors)
+        return {"overlay": url, "kind": kind, "seconds": round(time.perf_counter() - t0, 3), "message": ""}
+    mask = project.mask(image_id, kind)
+    if mask is None:
+        return {"overlay": None, "kind": kind, "seconds": 0.0, "message": f"This image has no {kind} mask."}
+    mi = project.mask_info(image_id, kind)
+    msg = f"{kind} mask from {mi.source}" + (f", uncertainty {mi.uncertainty:.3f}" if mi.uncertainty is not None else "")
+    return {"overlay": canvas.overlay_data_url(mask, colors), "kind": kind, "seconds": 0.0, "message": msg}
+
+
+def accept_final(project: Project, image_id: int, kind: str) -> str:
+    """Store the mask shown as overlay ``kind`` as the image's final mask; returns a message."""
+    if kind == "preview":
+        result, _ = preview_result(project, image_id)
+        if result is None:
+            raise AppError("there is no live preview to accept: draw strokes first, or show a prediction.")
+        from segmenter.pseudo import DEFAULT_METHOD
+
+        project.save_mask(image_id, result.mask, "final", source=f"app:accepted-preview({DEFAULT_METHOD})",
+                          confidence=result.confidence)
+        return "Live preview accepted as the final mask."
+    if kind not in OVERLAY_KINDS:
+        raise AppError(f"unknown mask kind '{kind}'.")
+    if kind == "final":
+        if project.mask_info(image_id, "final") is None:
+            raise AppError("this image has no final mask yet.")
+        return "This mask is already final."
+    mi = project.mask_info(image_id, kind)
+    if mi is None:
+        raise AppError(f"this image has no {kind} mask to accept.")
+    project.save_mask(image_id, project.mask(image_id, kind), "final", source=f"app:accepted({kind}:{mi.source})",
+                      model_version=mi.model_version, confidence=project.confidence(image_id, kind))
+    return f"The {kind} mask is now final."
+
+
+def mask_layer(project: Project, image_id: int) -> dict:
+    """What the mask editor starts from: the final mask, else the best other mask, else the live
+    preview, else an empty map. ``{"labels": rle, "version": mask id (0 = none), "kind"}``."""
+    for k in ("final", "imported", "predicted", "pseudo"):
+        mi = project.mask_info(image_id, k)
+        if mi is not None:
+            m = imageio.read_label_map(project.root / mi.file)
+            return {"labels": canvas.rle_encode(m), "version": mi.id, "kind": k}
+    result, _ = preview_result(project, image_id)
+    if result is not None:
+        return {"labels": canvas.rle_encode(result.mask), "version": 0, "kind": "preview"}
+    return {"labels": None, "version": 0, "kind": "none"}
+
+
+# ---------------------------------------------------------------------------------- canvas API (JSON in, JSON out)
+def _guard(fn: Callable[[dict], dict]) -> Callable[[dict], dict]:
+    """Every AnnotationError (and any other failure) becomes ``{"error": message}``."""
+
+    def wrapper(payload: dict) -> dict:
+        try:
+            if not isinstance(payload, dict):
+                raise AppError("the page sent a malformed request.")
+            return fn(payload)
+        except AnnotationError as e:
+            return {"error": str(e)}
+        except Exception as e:  # noqa: BLE001 - a message, never a stack trace, in the page
+            import logging
+
+            logging.getLogger("weakseg.app").exception("canvas request failed")
+            return {"error": f"internal error ({type(e).__name__}: {e}); your strokes are kept in the page."}
+
+    wrapper.__name__ = fn.__name__
+    wrapper.__doc__ = fn.__doc__
+    return wrapper
+
+
+def _req(payload: dict) -> tuple[Project, int]:
+    project = project_for(payload.get("project"))
+    try:
+        image_id = int(payload.get("image_id"))
+    except (TypeError, ValueError):
+        raise AppError("the page sent no image id.") from None
+    project.image_info(image_id)
+    return project, image_id
+
+
+@_guard
+def canvas_save(payload: dict) -> dict:
+    """Save the canvas: ``{project, image_id, layer: "scribbles"|"mask", labels: rle, version, kind}``.
+
+    Returns ``{"version", "labels" (rle, only when merged with another writer's work), "status"}``.
+    """
+    project, image_id = _req(payload)
+    info = project.image_info(image_id)
+    labels = canvas.rle_decode(payload.get("labels") or [], (info.height, info.width))
+    layer = payload.get("layer", "scribbles")
+    if layer == "scribbles":
+        v, merged = save_scribbles_merged(project, image_id, labels, int(payload.get("version") or 0),
+                                          author=str(payload.get("author") or "app")[:64])
+    elif layer == "mask":
+        v, merged = save_mask_edit(project, image_id, labels, int(payload.get("version") or 0),
+                                   str(payload.get("kind") or ""))
+    else:
+        raise AppError(f"unknown canvas layer '{layer}'.")
+    return {"version": v, "labels": canvas.rle_encode(merged) if merged is not None else None,
+            "status": project.status(image_id), "merged": merged is not None}
+
+
+@_guard
+def canvas_preview(payload: dict) -> dict:
+    """``{project, image_id, kind}`` -> ``{"overlay", "kind", "seconds", "message", "version"}``."""
+    project, image_id = _req(payload)
+    out = overlay_for(project, image_id, str(payload.get("kind") or "preview"))
+    out["version"] = project.scribble_version(image_id)
+    return out
+
+
+def _undo_redo(payload: dict, redo: bool) -> dict:
+    project, image_id = _req(payload)
+    v = project.redo_scribbles(image_id) if redo else project.undo_scribbles(image_id)
+    scr = project.scribbles(image_id)
+    return {"version": v, "labels": canvas.rle_encode(scr) if scr is not None else None,
+            "status": project.status(image_id)}
+
+
+@_guard
+def canvas_undo(payload: dict) -> dict:
+    """Undo the last saved stroke (store-side history): ``{version, labels}``."""
+    return _undo_redo(payload, redo=False)
+
+
+@_guard
+def canvas_redo(payload: dict) -> dict:
+    """Redo the last undone stroke: ``{version, labels}``."""
+    return _undo_redo(payload, redo=True)
+
+
+@_guard
+def canvas_tag(payload: dict) -> dict:
+    """``{project, image_id, class_idx, state}`` -> ``{"tags": {idx: state}, "status"}``."""
+    project, image_id = _req(payload)
+    try:
+        idx = int(payload.get("class_idx"))
+    except (TypeError, ValueError):
+        raise AppError("the page sent no class for the tag.") from None
+    project.set_tag(image_id, idx, str(payload.get("state")))
+    return {"tags": {str(k): v for k, v in project.tags(image_id).items()}, "status": project.status(image_id)}
+
+
+@_guard
+def canvas_mask_layer(payload: dict) -> dict:
+    """``{project, image_id}`` -> the mask editor's starting map (see :func:`mask_layer`)."""
+    project, image_id = _req(payload)
+    return mask_layer(project, image_id)
+
+
+@_guard
+def canvas_accept(payload: dict) -> dict:
+    """``{project, image_id, kind}`` -> ``{"message", "status"}``: the shown mask becomes final."""
+    project, image_id = _req(payload)
+    msg = accept_final(project, image_id, str(payload.get("kind") or "preview"))
+    return {"message": msg, "status": project.status(image_id)}
+
+
+CANVAS_FUNCTIONS = (canvas_save, canvas_preview, canvas_undo, canvas_redo, canvas_tag, canvas_mask_layer,
+                    canvas_accept)
+
+
+# ---------------------------------------------------------------------------------- classes
+def class_rows(project: Project) -> list[list]:
+    return [[c.idx, c.name, c.hex] for c in project.classes()]
+
+
+def class_choices(project: Project) -> list[tuple[str, int]]:
+    return [(f"{c.idx}: {c.name}", c.idx) for c in project.classes()]
+
+
+def add_class(project: Project, name: str, color: str | None = None) -> str:
+    c = project.add_class(name, color or None)
+    return f"Added class {c.idx}: {c.name}."
+
+
+def rename_class(project: Project, idx, name: str) -> str:
+    if idx is None or idx == "":
+        raise AppError("choose the class to rename.")
+    c = project.rename_class(int(idx), name)
+    return f"Class {c.idx} is now called {c.name}."
+
+
+def recolor_class(project: Project, idx, color: str) -> str:
+    if idx is None or idx == "":
+        raise AppError("choose the class to recolour.")
+    c = project.recolor_class(int(idx), color)
+    return f"Class {c.name} is now drawn in {c.hex}."
+
+
+# ---------------------------------------------------------------------------------- adding images
+def _file_path(f) -> str:
+    """A path from what gr.File gives (a str, or an object with ``.name`` / ``.path``)."""
+    for attr in ("path", "name"):
+        v = getattr(f, attr, None)
+        if isinstance(v, str):
+            return v
+    return str(f)
+
+
+def add_uploads(project: Project, files: Sequence, orig_names: Sequence[str] | None = None) -> str:
+    """Add uploaded files (paths of temporary copies); checks type and size, sanitises names."""
+    files = list(files or [])
+    if not files:
+        raise AppError("choose one or more image files to upload first.")
+    if len(files) > MAX_UPLOAD_FILES:
+        raise AppError(f"{len(files)} files at once is too many; upload at most {MAX_UPLOAD_FILES}.")
+    added, notes = 0, []
+    for k, f in enumerate(files):
+        path = Path(_file_path(f))
+        name = sanitize_name(orig_names[k] if orig_names else path.name)
+        ext = os.path.splitext(name)[1].lower()
+        if ext not in imageio.IMAGE_EXTENSIONS:
+            notes.append(f"{name}: not an image file (allowed: {', '.join(imageio.IMAGE_EXTENSIONS)})")
+            continue
+        try:
+            size = path.stat().st_size
+        except OSError:
+            notes.append(f"{name}: the upload could not be read")
+            continue
+        if size > MAX_UPLOAD_BYTES:
+            notes.append(f"{name}: {size / 2**20:.0f} MB is over the {MAX_UPLOAD_BYTES // 2**20} MB limit")
+            continue
+        try:
+            project.add_image(path, name=name)
+            added += 1
+        except AnnotationError as e:
+            notes.append(str(e))
+    return "\n".join([f"Added {added} image(s)."] + [f"- {n}" for n in notes])
+
+
+def add_folder(project: Project, folder: str) -> str:
+    """Import a folder of images (or a dataset in the folder layout) from the server's disk."""
+    from annotations.importer import import_path
+
+    folder = str(folder or "").strip()
+    if not folder:
+        raise AppError("enter a folder path on this computer.")
+    summary = import_path(project, os.path.expanduser(folder))
+    return "\n".join(summary.lines())
+
+
+# ---------------------------------------------------------------------------------- export
+def export_zip(project: Project, format_name: str, masks: str) -> tuple[str, str]:
+    """Export to ``PROJECT/exports/<format>-<masks>-<time>.zip`` and return ``(download path, message)``;
+    the download path is a copy in the system temp folder (where the web server may read)."""
+    from annotations.formats import export_project
+
+    if not format_name:
+        raise AppError("choose an export format.")
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    name = sanitize_name(f"{project.root.name}-{format_name}-{masks}-{stamp}.zip", "export.zip")
+    out = project.exports_dir / name
+    k = 2
+    while out.exists():
+        out = project.exports_dir / f"{out.stem}-{k}.zip"
+        k += 1
+    res = export_project(project, format_name, out, masks=masks)
+    dl_dir = Path(tempfile.mkdtemp(prefix="weakseg-export-"))
+    dl = dl_dir / out.name
+    shutil.copyfile(out, dl)
+    return str(dl), "\n".join(res.lines())
+
+
+@dataclass
+class StepResult:
+    """What a navigation handler resolved: the image to show and a message (empty = none)."""
+
+    image_id: int | None
+    message: str = ""
+
+
+def resolve_navigation(project: Project, current: int | None, action: str, status_filter: str = "all") -> StepResult:
+    """``action``: ``next``, ``prev``, ``unannotated``, ``uncertain``."""
+    if action == "next":
+        return StepResult(neighbour(project, current, +1, status_filter))
+    if action == "prev":
+        return StepResult(neighbour(project, current, -1, status_filter))
+    if action == "unannotated":
+        nxt = next_unannotated(project, current)
+        return StepResult(nxt if nxt is not None else current,
+                          "" if nxt is not None else "Every image has annotations already.")
+    if action == "uncertain":
+        nxt = next_most_uncertain(project, current)
+        return StepResult(nxt if nxt is not None else current,
+                          "" if nxt is not None else "No predicted masks to review: train and predict first.")
+    raise AppError(f"unknown navigation '{action}'.")
+
+
+def first_image(project: Project) -> int | None:
+    ids = project.image_ids()
+    return ids[0] if ids else None
+
+
+def check_image(project: Project, image_id) -> int | None:
+    """``image_id`` if it exists in ``project``, else its first image (or None)."""
+    try:
+        if image_id is not None:
+            project.image_info(int(image_id))
+            return int(image_id)
+    except (NotFoundError, ValueError, TypeError):
+        pass
+    return first_image(project)

@@ -1,0 +1,541 @@
+// The annotation canvas (runs as gr.HTML js_on_load: `element`, `trigger`, `props`, `server`, `watch`).
+//
+// The page keeps its own copy of the label map being drawn (Uint8Array, class index, 255 = none)
+// in a "doc" per image and layer, so a tool, brush-size or image change can never drop strokes.
+// After every stroke the doc is saved through server.canvas_save (one request in flight per doc;
+// strokes drawn meanwhile are sent next), then the overlay is refreshed through
+// server.canvas_preview. Undo/redo of scribbles use the store's versions (server.canvas_undo /
+// canvas_redo); the mask editor keeps a local history. Messages from Python arrive in
+// props.value (JSON): {"type": "load" | "empty" | "classes" | "refresh", ...}.
+(function () {
+  const root = element.querySelector('.ws-root');
+  if (!root) return;
+  const q = (s) => root.querySelector(s);
+  const stage = q('.ws-stage'), layers = q('.ws-layers'), img = q('.ws-img'), ovl = q('.ws-overlay');
+  const cv = q('.ws-labels'), ctx = cv.getContext('2d'), cursor = q('.ws-cursor');
+  const KIND_NAMES = {preview: 'Live preview', final: 'Final', predicted: 'Prediction', imported: 'Imported',
+                      pseudo: 'Pseudo-mask', none: 'None'};
+  const S = {
+    proj: null, id: null, W: 0, H: 0, classes: [], lut: [], cls: 1, erase: false, size: 6, zoom: 1,
+    mode: 'scribbles', docs: {}, doc: null, overlayKind: 'preview', overlayKinds: ['preview'],
+    overlayWanted: false, overlayBusy: false, strokeEnd: 0, opacity: 0.45, tags: {}, imgData: null,
+    drawing: false, last: null, pointerId: null,
+  };
+  root._ws = S;  // for tests and debugging
+
+  // ------------------------------------------------------------------ helpers
+  function hexToRgb(h) {
+    const m = /^#?([0-9a-f]{6})$/i.exec(h || '');
+    if (!m) return [255, 0, 255];
+    const v = parseInt(m[1], 16);
+    return [(v >> 16) & 255, (v >> 8) & 255, v & 255];
+  }
+  function rleEncode(a) {
+    const out = [];
+    if (!a.length) return out;
+    let v = a[0], n = 1;
+    for (let i = 1; i < a.length; i++) {
+      if (a[i] === v) { n++; } else { out.push(v, n); v = a[i]; n = 1; }
+    }
+    out.push(v, n);
+    return out;
+  }
+  function rleDecode(rle, n) {
+    const a = new Uint8Array(n).fill(255);
+    if (!rle) return a;
+    let p = 0;
+    for (let i = 0; i + 1 < rle.length; i += 2) { a.fill(rle[i], p, p + rle[i + 1]); p += rle[i + 1]; }
+    return a;
+  }
+  function setStatus(text) { q('.ws-status').textContent = text; }
+  function setTiming(text) { q('.ws-timing').textContent = text; }
+  let errTimer = null;
+  function showError(msg) {
+    const e = q('.ws-error');
+    e.textContent = '\u26a0 ' + msg;
+    e.hidden = false;
+    root.dataset.error = msg;
+    clearTimeout(errTimer);
+    errTimer = setTimeout(() => { e.hidden = true; }, 15000);
+  }
+  function clearError() { q('.ws-error').hidden = true; root.dataset.error = ''; }
+  function updateFlags() {
+    const pending = Object.values(allDocs).some((d) => d.dirty || d.inflight);
+    root.dataset.saved = pending ? '0' : '1';
+    root.dataset.version = S.doc ? String(S.doc.version) : '0';
+    root.dataset.imageId = S.id == null ? '' : String(S.id);
+    root.dataset.mode = S.mode;
+  }
+  const allDocs = {};  // key -> doc, every doc with unsaved work stays here until saved
+  function docKey(id, layer) { return id + ':' + layer; }
+  function makeDoc(id, layer, W, H, labels, version, kind) {
+    const d = {id, layer, W, H, labels, version, kind: kind || '', dirty: false, inflight: false,
+               history: [], future: []};
+    const k = docKey(id, layer);
+    const old = allDocs[k];
+    if (old && (old.dirty || old.inflight)) return old;  // keep unsaved strokes of a revisited image
+    allDocs[k] = d;
+    return d;
+  }
+
+  // ------------------------------------------------------------------ rendering
+  function buildLut() {
+    S.lut = [];
+    for (const c of S.classes) S.lut[c.idx] = hexToRgb(c.color);
+  }
+  function renderRect(x0, y0, x1, y1) {
+    const d = S.doc;
+    if (!d || !S.imgData) return;
+    x0 = Math.max(0, x0 | 0); y0 = Math.max(0, y0 | 0);
+    x1 = Math.min(d.W - 1, Math.ceil(x1)); y1 = Math.min(d.H - 1, Math.ceil(y1));
+    if (x1 < x0 || y1 < y0) return;
+    const px = S.imgData.data, L = d.labels;
+    for (let y = y0; y <= y1; y++) {
+      for (let x = x0; x <= x1; x++) {
+        const i = y * d.W + x, v = L[i], o = i * 4, c = S.lut[v];
+        if (v === 255 || !c) { px[o + 3] = 0; } else { px[o] = c[0]; px[o + 1] = c[1]; px[o + 2] = c[2]; px[o + 3] = 255; }
+      }
+    }
+    ctx.putImageData(S.imgData, 0, 0, x0, y0, x1 - x0 + 1, y1 - y0 + 1);
+  }
+  function renderAll() { if (S.doc) renderRect(0, 0, S.doc.W - 1, S.doc.H - 1); }
+  function applyOpacity() {
+    if (S.mode === 'mask') {
+      cv.style.opacity = String(Math.max(0.15, S.opacity));
+      ovl.style.display = 'none';
+    } else {
+      cv.style.opacity = '1';
+      ovl.style.display = (S.overlayKind === 'none' || !ovl.getAttribute('src')) ? 'none' : '';
+      ovl.style.opacity = String(S.opacity);
+    }
+  }
+  function applyZoom() {
+    if (!S.W) return;
+    layers.style.width = (S.W * S.zoom) + 'px';
+    layers.style.height = (S.H * S.zoom) + 'px';
+    q('.ws-zoom-val').textContent = Math.round(S.zoom * 100) + '%';
+    layers.classList.toggle('ws-pixelated', S.zoom >= 2);
+    updateCursorSize();
+  }
+  function fitZoom() {
+    if (!S.W) return;
+    const w = Math.max(200, stage.clientWidth - 8);
+    const h = Math.max(240, Math.min(window.innerHeight * 0.68, 720));
+    S.zoom = Math.max(0.05, Math.min(w / S.W, h / S.H, 12));
+    applyZoom();
+  }
+  function setZoom(z) { S.zoom = Math.max(0.05, Math.min(z, 32)); applyZoom(); }
+
+  // ------------------------------------------------------------------ toolbar
+  function buildClasses() {
+    const box = q('.ws-classes');
+    box.innerHTML = '';
+    S.classes.forEach((c, k) => {
+      const b = document.createElement('button');
+      b.className = 'ws-btn ws-class';
+      b.dataset.cls = String(c.idx);
+      b.title = 'Brush: ' + c.name + (k < 9 ? ' (key ' + (k + 1) + ')' : '');
+      const sw = document.createElement('span');
+      sw.className = 'ws-swatch';
+      sw.style.background = c.color;
+      b.appendChild(sw);
+      b.appendChild(document.createTextNode(c.name));
+      b.addEventListener('click', () => selectClass(c.idx));
+      box.appendChild(b);
+    });
+    if (!S.classes.some((c) => c.idx === S.cls)) S.cls = S.classes.length > 1 ? S.classes[1].idx : (S.classes[0] || {idx: 0}).idx;
+    markTools();
+  }
+  function selectClass(idx) { S.cls = idx; S.erase = false; markTools(); }
+  function markTools() {
+    root.querySelectorAll('.ws-class').forEach((b) => b.classList.toggle('ws-on', !S.erase && Number(b.dataset.cls) === S.cls));
+    q('.ws-eraser').classList.toggle('ws-on', S.erase);
+    root.querySelectorAll('.ws-mode').forEach((b) => b.classList.toggle('ws-on', b.dataset.mode === S.mode));
+    const c = S.classes.find((c) => c.idx === S.cls);
+    cursor.style.borderColor = S.erase ? '#ffffff' : (c ? c.color : '#fff');
+    root.dataset.tool = S.erase ? 'eraser' : 'class-' + S.cls;
+  }
+  function buildOverlays() {
+    const box = q('.ws-overlays');
+    box.innerHTML = '';
+    const kinds = S.overlayKinds.concat(['none']);
+    for (const k of kinds) {
+      const b = document.createElement('button');
+      b.className = 'ws-btn ws-ovl';
+      b.dataset.kind = k;
+      b.textContent = KIND_NAMES[k] || k;
+      b.addEventListener('click', () => { S.overlayKind = k; markOverlay(); requestOverlay(); });
+      box.appendChild(b);
+    }
+    markOverlay();
+  }
+  function markOverlay() {
+    root.querySelectorAll('.ws-ovl').forEach((b) => b.classList.toggle('ws-on', b.dataset.kind === S.overlayKind));
+    q('.ws-accept').disabled = S.overlayKind === 'none' || S.mode === 'mask';
+    root.dataset.overlayKind = S.overlayKind;
+  }
+  function buildTags() {
+    const box = q('.ws-tags');
+    box.innerHTML = '';
+    for (const c of S.classes) {
+      const wrap = document.createElement('span');
+      wrap.className = 'ws-tag';
+      wrap.dataset.cls = String(c.idx);
+      const name = document.createElement('span');
+      name.className = 'ws-tag-name';
+      name.innerHTML = '<span class="ws-swatch"></span>';
+      name.querySelector('.ws-swatch').style.background = c.color;
+      name.appendChild(document.createTextNode(c.name));
+      wrap.appendChild(name);
+      for (const [state, label, tip] of [['present', '\u2713 present', 'the class is in this image'],
+                                         ['absent', '\u2717 absent', 'the class is not in this image'],
+                                         ['unknown', '?', 'not tagged']]) {
+        const b = document.createElement('button');
+        b.className = 'ws-btn ws-tagbtn';
+        b.dataset.state = state;
+        b.textContent = label;
+        b.title = c.name + ': ' + tip;
+        b.addEventListener('click', () => setTag(c.idx, state));
+        wrap.appendChild(b);
+      }
+      box.appendChild(wrap);
+    }
+    markTags();
+  }
+  function markTags() {
+    root.querySelectorAll('.ws-tag').forEach((w) => {
+      const st = S.tags[w.dataset.cls] || 'unknown';
+      w.dataset.state = st;
+      w.querySelectorAll('.ws-tagbtn').forEach((b) => b.classList.toggle('ws-on', b.dataset.state === st));
+    });
+  }
+
+  // ------------------------------------------------------------------ server calls
+  async function call(name, payload) {
+    try {
+      const r = await server[name](Object.assign({project: S.proj}, payload));
+      if (r && r.error) { showError(r.error); return null; }
+      return r || {};
+    } catch (e) {
+      showError('The server did not answer (' + (e && e.message ? e.message : e) + '). Your strokes are kept in this page.');
+      return null;
+    }
+  }
+  function notifySaved() { try { trigger('saved'); } catch (e) { /* listener optional */ } }
+
+  async function flush(d) {
+    if (d.inflight || !d.dirty) { updateFlags(); return; }
+    d.inflight = true;
+    d.dirty = false;
+    updateFlags();
+    const sent = d.labels.slice();
+    setStatus('Saving…');
+    const r = await call('canvas_save', {image_id: d.id, layer: d.layer, labels: rleEncode(sent), version: d.version, kind: d.kind});
+    d.inflight = false;
+    if (!r) {
+      d.dirty = true;  // keep the strokes; they go with the next save
+      setStatus('Not saved yet: your strokes are kept and will be saved with the next stroke.');
+      updateFlags();
+      return;
+    }
+    d.version = r.version;
+    if (d.layer === 'mask') d.kind = 'final';
+    if (r.labels) {  // merged with someone else's work: take theirs plus what was drawn since
+      const merged = rleDecode(r.labels, d.W * d.H), cur = d.labels;
+      for (let i = 0; i < cur.length; i++) if (cur[i] !== sent[i]) merged[i] = cur[i];
+      d.labels = merged;
+      if (d === S.doc) renderAll();
+    }
+    clearError();
+    if (d === S.doc) {
+      setStatus((d.layer === 'mask' ? 'Final mask saved' : 'Saved') + (r.merged ? ' (merged with another window\'s strokes)' : '') + ' \u00b7 version ' + r.version);
+      if (d.layer === 'scribbles') {
+        if (S.overlayKind !== 'preview' && S.overlayKinds.includes('preview')) { S.overlayKind = 'preview'; markOverlay(); }
+        requestOverlay();
+      }
+    }
+    notifySaved();
+    if (d.dirty) flush(d); else updateFlags();
+  }
+  function waitSaved(d) {
+    return new Promise((resolve) => {
+      const tick = () => { if (!d || (!d.dirty && !d.inflight)) resolve(); else { flush(d); setTimeout(tick, 30); } };
+      tick();
+    });
+  }
+  function requestOverlay() {
+    S.overlayWanted = true;
+    if (!S.overlayBusy) runOverlay();
+  }
+  async function runOverlay() {
+    S.overlayBusy = true;
+    while (S.overlayWanted) {
+      S.overlayWanted = false;
+      const id = S.id, kind = S.overlayKind, t0 = S.strokeEnd;
+      if (id == null || S.mode === 'mask') break;
+      if (kind === 'none') { ovl.removeAttribute('src'); applyOpacity(); root.dataset.overlay = 'none'; continue; }
+      const r = await call('canvas_preview', {image_id: id, kind});
+      if (!r || id !== S.id || kind !== S.overlayKind) continue;
+      if (r.overlay) {
+        await new Promise((res) => { ovl.onload = res; ovl.onerror = res; ovl.src = r.overlay; });
+        root.dataset.overlay = kind + ':' + r.version;
+        if (kind === 'preview' && t0) {
+          const dt = (performance.now() - t0) / 1000;
+          root.dataset.previewLatency = dt.toFixed(3);
+          setTiming('preview ' + dt.toFixed(2) + ' s after the stroke (compute ' + (r.seconds || 0).toFixed(2) + ' s)');
+        } else {
+          setTiming(r.message || '');
+        }
+      } else {
+        ovl.removeAttribute('src');
+        root.dataset.overlay = kind + ':empty';
+        setTiming(r.message || '');
+      }
+      applyOpacity();
+    }
+    S.overlayBusy = false;
+  }
+  async function setTag(idx, state) {
+    if (S.id == null) return;
+    const r = await call('canvas_tag', {image_id: S.id, class_idx: idx, state});
+    if (!r) return;
+    S.tags = r.tags || {};
+    markTags();
+    setStatus('Tag saved: ' + (S.classes.find((c) => c.idx === idx) || {name: idx}).name + ' ' + state);
+    notifySaved();
+  }
+  async function undoRedo(redo) {
+    const d = S.doc;
+    if (!d) return;
+    if (d.layer === 'mask') {  // local history of the mask editor
+      const from = redo ? d.future : d.history, to = redo ? d.history : d.future;
+      if (!from.length) { setStatus('Nothing to ' + (redo ? 'redo' : 'undo') + '.'); return; }
+      to.push(d.labels.slice());
+      d.labels = from.pop();
+      d.dirty = true;
+      renderAll();
+      flush(d);
+      return;
+    }
+    await waitSaved(d);
+    const r = await call(redo ? 'canvas_redo' : 'canvas_undo', {image_id: d.id});
+    if (!r || d !== S.doc) return;
+    d.version = r.version;
+    d.labels = rleDecode(r.labels, d.W * d.H);
+    renderAll();
+    updateFlags();
+    setStatus((redo ? 'Redone' : 'Undone') + ' \u00b7 version ' + r.version);
+    S.strokeEnd = performance.now();
+    requestOverlay();
+    notifySaved();
+  }
+  function clearAll() {
+    const d = S.doc;
+    if (!d) return;
+    if (d.layer === 'mask') { d.history.push(d.labels.slice()); d.future = []; }
+    d.labels = new Uint8Array(d.W * d.H).fill(255);
+    d.dirty = true;
+    renderAll();
+    S.strokeEnd = performance.now();
+    flush(d);
+  }
+  async function setMode(mode) {
+    if (mode === S.mode || S.id == null) return;
+    if (mode === 'mask') {
+      const r = await call('canvas_mask_layer', {image_id: S.id});
+      if (!r) return;
+      S.mode = 'mask';
+      S.doc = makeDoc(S.id, 'mask', S.W, S.H, rleDecode(r.labels, S.W * S.H), r.version, r.kind);
+      setStatus(r.kind === 'none' ? 'Mask editor: nothing to start from; paint the classes.' :
+        'Mask editor: editing the ' + r.kind + ' mask. Your changes are saved as the final mask.');
+    } else {
+      S.mode = 'scribbles';
+      S.doc = S.docs.scribbles;
+      setStatus('Scribbles');
+      requestOverlay();
+    }
+    S.docs[S.mode] = S.doc;
+    renderAll();
+    markTools();
+    markOverlay();
+    applyOpacity();
+    updateFlags();
+  }
+  async function accept() {
+    if (S.id == null || S.mode === 'mask') return;
+    const d = S.docs.scribbles;
+    await waitSaved(d);
+    const r = await call('canvas_accept', {image_id: S.id, kind: S.overlayKind});
+    if (!r) return;
+    setStatus(r.message);
+    if (!S.overlayKinds.includes('final')) { S.overlayKinds.splice(1, 0, 'final'); }
+    S.overlayKind = 'final';
+    buildOverlays();
+    requestOverlay();
+    notifySaved();
+  }
+
+  // ------------------------------------------------------------------ drawing
+  function toImage(e) {
+    const r = cv.getBoundingClientRect();
+    return [(e.clientX - r.left) * S.W / r.width, (e.clientY - r.top) * S.H / r.height];
+  }
+  function stamp(d, cx, cy, rad, val) {
+    const x0 = Math.max(0, Math.floor(cx - rad)), x1 = Math.min(d.W - 1, Math.ceil(cx + rad));
+    const y0 = Math.max(0, Math.floor(cy - rad)), y1 = Math.min(d.H - 1, Math.ceil(cy + rad));
+    const r2 = rad * rad;
+    for (let y = y0; y <= y1; y++) {
+      const dy = y + 0.5 - cy;
+      for (let x = x0; x <= x1; x++) {
+        const dx = x + 0.5 - cx;
+        if (dx * dx + dy * dy <= r2) d.labels[y * d.W + x] = val;
+      }
+    }
+  }
+  function segment(a, b) {
+    const d = S.doc, rad = Math.max(0.5, S.size / 2), val = S.erase ? 255 : S.cls;
+    const len = Math.hypot(b[0] - a[0], b[1] - a[1]);
+    const n = Math.max(1, Math.ceil(len / Math.max(0.5, rad * 0.4)));
+    for (let i = 0; i <= n; i++) {
+      const t = i / n;
+      stamp(d, a[0] + (b[0] - a[0]) * t, a[1] + (b[1] - a[1]) * t, rad, val);
+    }
+    renderRect(Math.min(a[0], b[0]) - rad - 1, Math.min(a[1], b[1]) - rad - 1,
+               Math.max(a[0], b[0]) + rad + 1, Math.max(a[1], b[1]) + rad + 1);
+  }
+  function updateCursorSize() {
+    const px = Math.max(3, S.size * S.zoom);
+    cursor.style.width = px + 'px';
+    cursor.style.height = px + 'px';
+  }
+  cv.addEventListener('pointerdown', (e) => {
+    if (!S.doc || e.button !== 0) return;
+    e.preventDefault();
+    cv.setPointerCapture(e.pointerId);
+    S.drawing = true;
+    S.pointerId = e.pointerId;
+    if (S.doc.layer === 'mask') { S.doc.history.push(S.doc.labels.slice()); if (S.doc.history.length > 30) S.doc.history.shift(); S.doc.future = []; }
+    S.last = toImage(e);
+    segment(S.last, S.last);
+    S.doc.dirty = true;
+    updateFlags();
+  });
+  cv.addEventListener('pointermove', (e) => {
+    const r = layers.getBoundingClientRect();
+    cursor.style.left = (e.clientX - r.left) + 'px';
+    cursor.style.top = (e.clientY - r.top) + 'px';
+    cursor.style.display = 'block';
+    if (!S.drawing || e.pointerId !== S.pointerId) return;
+    const p = toImage(e);
+    segment(S.last, p);
+    S.last = p;
+  });
+  function endStroke(e) {
+    if (!S.drawing || (e && e.pointerId !== S.pointerId)) return;
+    S.drawing = false;
+    S.strokeEnd = performance.now();
+    if (S.doc) { S.doc.dirty = true; flush(S.doc); }
+  }
+  cv.addEventListener('pointerup', endStroke);
+  cv.addEventListener('pointercancel', endStroke);
+  cv.addEventListener('pointerleave', () => { cursor.style.display = 'none'; });
+  stage.addEventListener('wheel', (e) => {
+    if (!e.ctrlKey || !S.W) return;
+    e.preventDefault();
+    setZoom(S.zoom * (e.deltaY < 0 ? 1.25 : 0.8));
+  }, {passive: false});
+
+  q('.ws-eraser').addEventListener('click', () => { S.erase = true; markTools(); });
+  const size = q('.ws-size');
+  size.addEventListener('input', () => { S.size = Number(size.value); q('.ws-size-val').textContent = S.size + ' px'; updateCursorSize(); });
+  q('.ws-undo').addEventListener('click', () => undoRedo(false));
+  q('.ws-redo').addEventListener('click', () => undoRedo(true));
+  q('.ws-clear').addEventListener('click', clearAll);
+  q('.ws-zoom-in').addEventListener('click', () => setZoom(S.zoom * 1.25));
+  q('.ws-zoom-out').addEventListener('click', () => setZoom(S.zoom * 0.8));
+  q('.ws-fit').addEventListener('click', fitZoom);
+  root.querySelectorAll('.ws-mode').forEach((b) => b.addEventListener('click', () => setMode(b.dataset.mode)));
+  const opacity = q('.ws-opacity');
+  opacity.addEventListener('input', () => { S.opacity = Number(opacity.value) / 100; applyOpacity(); });
+  q('.ws-accept').addEventListener('click', accept);
+  q('.ws-error').addEventListener('click', clearError);
+  document.addEventListener('keydown', (e) => {
+    if (!root.isConnected || S.id == null || root.offsetParent === null) return;
+    const t = e.target;
+    if (t && (t.tagName === 'INPUT' || t.tagName === 'TEXTAREA' || t.tagName === 'SELECT' || t.isContentEditable)) return;
+    const k = e.key;
+    if ((e.ctrlKey || e.metaKey) && (k === 'z' || k === 'Z')) { e.preventDefault(); undoRedo(e.shiftKey); return; }
+    if ((e.ctrlKey || e.metaKey) && (k === 'y' || k === 'Y')) { e.preventDefault(); undoRedo(true); return; }
+    if (e.ctrlKey || e.metaKey || e.altKey) return;
+    if (k >= '1' && k <= '9' && S.classes[Number(k) - 1]) selectClass(S.classes[Number(k) - 1].idx);
+    else if (k === 'e' || k === 'E') { S.erase = true; markTools(); }
+    else if (k === '[') { size.value = String(Math.max(1, S.size - 2)); size.dispatchEvent(new Event('input')); }
+    else if (k === ']') { size.value = String(Math.min(60, S.size + 2)); size.dispatchEvent(new Event('input')); }
+    else if (k === '+' || k === '=') setZoom(S.zoom * 1.25);
+    else if (k === '-') setZoom(S.zoom * 0.8);
+    else if (k === '0') fitZoom();
+  });
+  window.addEventListener('beforeunload', (e) => {
+    if (Object.values(allDocs).some((d) => d.dirty || d.inflight)) { e.preventDefault(); e.returnValue = ''; }
+  });
+
+  // ------------------------------------------------------------------ messages from Python
+  function setClasses(classes) {
+    S.classes = classes || [];
+    buildLut();
+    buildClasses();
+    buildTags();
+    renderAll();
+  }
+  function load(msg) {
+    if (!msg || !msg.type) return;
+    S.proj = msg.project || S.proj;
+    if (msg.classes) setClasses(msg.classes);
+    if (msg.type === 'classes') return;
+    if (msg.type === 'empty') {
+      S.id = null; S.doc = null; S.W = S.H = 0;
+      root.classList.add('ws-noimage');
+      q('.ws-empty').textContent = msg.message || 'No image.';
+      setStatus(msg.message || '');
+      updateFlags();
+      return;
+    }
+    if (msg.type !== 'load') return;
+    root.classList.remove('ws-noimage');
+    const sameImage = S.id === msg.image_id;
+    S.id = msg.image_id; S.W = msg.width; S.H = msg.height;
+    S.mode = 'scribbles';
+    const labels = msg.labels ? rleDecode(msg.labels, S.W * S.H) : new Uint8Array(S.W * S.H).fill(255);
+    S.doc = makeDoc(S.id, 'scribbles', S.W, S.H, labels, msg.version);
+    S.docs = {scribbles: S.doc};
+    cv.width = S.W; cv.height = S.H;
+    S.imgData = ctx.createImageData(S.W, S.H);
+    renderAll();
+    img.src = msg.image;
+    ovl.removeAttribute('src');
+    root.dataset.overlay = '';
+    S.overlayKinds = msg.overlay_kinds || ['preview'];
+    S.overlayKind = msg.overlay_kind || 'preview';
+    S.tags = msg.tags || {};
+    buildOverlays();
+    markTags();
+    markTools();
+    if (!sameImage || msg.type === 'load') fitZoom();
+    applyOpacity();
+    clearError();
+    setStatus((msg.name || '') + (msg.position ? '  (' + msg.position + ')' : '') + ' \u00b7 ' + (msg.status || ''));
+    setTiming('');
+    S.strokeEnd = 0;
+    updateFlags();
+    requestOverlay();
+    root.dataset.ready = '1';
+  }
+  function onValue() {
+    let msg = props.value;
+    if (typeof msg === 'string') { try { msg = msg ? JSON.parse(msg) : null; } catch (e) { msg = null; } }
+    load(msg);
+  }
+  watch('value', onValue);
+  window.addEventListener('resize', () => { if (S.W) fitZoom(); });
+  onValue();
+})();

@@ -1,0 +1,127 @@
+"""Training and prediction from the app, as background :class:`~app.jobs.Job` s.
+
+Thin adapters over :mod:`segmenter.train` (``Trainer`` with a callback and a cancel event) and
+:func:`segmenter.predict.predict_project`. The validation mIoU is measured on images with a
+final mask that were held out of training (a fifth of them, at least one, when there are three
+or more); with fewer, on the final masks of the training images, and the page says so.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from annotations.store import Project
+
+from . import jobs
+
+#: Training sizes offered in the page (multiples of 32).
+SIZES = (64, 128, 192, 256, 384, 512)
+
+
+def split_validation(final_ids: list[int], fraction: float = 0.2, min_final: int = 3) -> list[int]:
+    """Image ids held out for validation: every ``1/fraction``-th final-mask image (at least one)
+    when there are ``min_final`` or more, else none."""
+    if len(final_ids) < min_final:
+        return []
+    step = max(2, int(round(1.0 / fraction)))
+    held = sorted(final_ids)[step - 1::step] or [sorted(final_ids)[-1]]
+    return held
+
+
+def validation_miou(project: Project, checkpoint: str, image_ids: list[int]) -> float | None:
+    """Per-image mIoU (BENCHMARK.md) of the model at ``checkpoint`` against the final masks of ``image_ids``."""
+    if not image_ids:
+        return None
+    from segmenter.metrics import MeanIoU
+    from segmenter.predict import Predictor
+
+    pred = Predictor.from_checkpoint(checkpoint, expected_classes=project.class_names, device="auto")
+    meter = MeanIoU(project.num_classes)
+    for i in image_ids:
+        p = pred.predict([project.load_image(i)])[0]
+        meter.add(p.mask, project.mask(i, "final"))
+    return float(meter.miou)
+
+
+def train_target(project: Project, epochs: int, size: int, batch_size: int = 8):
+    """The job body: train on everything the project carries, then validate."""
+
+    def run(job: jobs.Job) -> str:
+        from segmenter.data import ProjectSamples, TrainSet
+        from segmenter.models import ModelConfig
+        from segmenter.train import TrainCallback, TrainConfig, Trainer
+
+        ids = project.image_ids()
+        final_ids = [i for i in ids if project.mask_info(i, "final") is not None]
+        held = split_validation(final_ids)
+        train_ids = [i for i in ids if i not in held]
+        job.report(message=f"preparing {len(train_ids)} training image(s)…", epochs=epochs)
+        samples = ProjectSamples(project, train_ids)
+        data = TrainSet.build(samples, project.num_classes, size)
+        name = f"app-unet-resnet18-{time.strftime('%Y%m%d-%H%M%S')}"
+        mcfg = ModelConfig(classes=project.class_names, size=size)
+        tcfg = TrainConfig(epochs=epochs, batch_size=batch_size, checkpoint=str(project.models_dir / name))
+
+        class Report(TrainCallback):
+            def on_step(self, p) -> None:
+                job.report(fraction=min(0.99, p.global_step / max(p.total_steps, 1)), epoch=p.epoch + 1,
+                           epochs=p.epochs, step=p.step, steps=p.steps_per_epoch, loss=float(p.loss),
+                           eta_s=float(p.eta_s), loss_point=(p.global_step, float(p.loss)),
+                           message=f"training ({p.phase}) on {len(data)} image(s) at {size} px")
+
+            def on_epoch_end(self, p, metrics) -> None:
+                job.report(message=f"epoch {p.epoch + 1}/{p.epochs} done")
+
+        res = Trainer(data, mcfg, tcfg, callbacks=[Report()], cancel=job.cancel).fit()
+        if res.stopped:
+            return res.message or f"training stopped ({res.stopped})"
+        val_ids, where = (held, "held-out final masks") if held else (final_ids, "final masks of training images")
+        if val_ids and res.checkpoint:
+            job.report(message=f"validating on {len(val_ids)} {where}…")
+            miou = validation_miou(project, res.checkpoint, val_ids)
+            job.report(val_miou=miou)
+            return (f"model {name}: {res.epochs_done} epoch(s) in {res.train_seconds:.0f} s; validation mIoU "
+                    f"{miou:.3f} on {len(val_ids)} {where}.")
+        return (f"model {name}: {res.epochs_done} epoch(s) in {res.train_seconds:.0f} s. Mark some masks final "
+                "to see a validation mIoU.")
+
+    return run
+
+
+def predict_target(project: Project):
+    """The job body: predict every image that has no final or imported mask."""
+
+    def run(job: jobs.Job) -> str:
+        from segmenter.predict import predict_project
+
+        ids = [i for i in project.image_ids()
+               if project.mask_info(i, "final") is None and project.mask_info(i, "imported") is None]
+        if not ids:
+            return "Every image already has a final mask; nothing to predict."
+        job.report(message=f"predicting {len(ids)} image(s)…", steps=len(ids))
+
+        def cb(done: int, total: int) -> None:
+            job.report(fraction=done / max(total, 1), step=done, steps=total,
+                       message=f"predicted {done}/{total} image(s)")
+
+        summary = predict_project(project, image_ids=ids, callback=cb, cancel=job.cancel)
+        unc = [u for _, _, u in summary.predicted]
+        tail = f"; mean uncertainty {float(np.mean(unc)):.3f}" if unc else ""
+        return f"{len(summary.predicted)} mask(s) predicted with model {summary.model_version}{tail}."
+
+    return run
+
+
+def start_training(project: Project, epochs: int = 5, size: int = 128) -> jobs.Job:
+    from annotations.errors import AnnotationError
+
+    if epochs < 1 or epochs > 1000:
+        raise AnnotationError(f"epochs must be between 1 and 1000, not {epochs}.")
+    if size not in SIZES:
+        raise AnnotationError(f"training size must be one of {', '.join(map(str, SIZES))}, not {size}.")
+    return jobs.start_job(str(project.root), "training", train_target(project, epochs, size))
+
+
+def start_predict(project: Project) -> jobs.Job:
+    return jobs.start_job(str(project.root), "prediction", predict_target(project))

@@ -1,0 +1,293 @@
+"""The page: ``build_ui(project)`` returns the ``gr.Blocks``. Wiring only; the logic is in
+:mod:`app.handlers`, :mod:`app.training` and the canvas script (``static/canvas.js``)."""
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import uuid
+
+import gradio as gr
+
+from annotations import imageio
+from annotations.errors import AnnotationError
+from annotations.store import Project
+
+from . import canvas, handlers, jobs, training
+
+log = logging.getLogger("weakseg.app")
+
+FILTER_CHOICES = [("All images", "all")] + [(s.capitalize(), s) for s in handlers.FILTERS[1:]]
+LIST_HEADERS = ["id", "image", "status"]
+
+
+def safe(fn):
+    """Every AnnotationError becomes a readable message in the page, never a stack trace."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except gr.Error:
+            raise
+        except AnnotationError as e:
+            raise gr.Error(str(e), print_exception=False) from None
+        except Exception as e:  # noqa: BLE001
+            log.exception("handler %s failed", fn.__name__)
+            raise gr.Error(f"Something went wrong ({type(e).__name__}: {e}). Your annotations are saved.",
+                           print_exception=False) from None
+
+    return wrapper
+
+
+def css() -> str:
+    return canvas.asset("app.css")
+
+
+def build_ui(project: Project) -> gr.Blocks:
+    start_token = handlers.register_project(project)
+
+    def show(token: str, image_id, status_filter: str = "all"):
+        """Everything that changes when the shown image changes."""
+        p = handlers.project_for(token)
+        msg = handlers.load_message(p, token, image_id)
+        return (image_id, json.dumps(msg), handlers.title_text(p, image_id),
+                handlers.image_rows(p, status_filter), handlers.progress_text(p))
+
+    with gr.Blocks(title="weakseg · annotate", fill_width=True) as demo:
+        token = gr.State(start_token)
+        current = gr.State(None)
+        gr.Markdown("## weakseg · scribble annotation\n"
+                    "<span class='ws-sub'>Pick a class, draw a few strokes on each region: the live preview "
+                    "fills in the rest. Everything is saved as you draw.</span>")
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=1, min_width=250):
+                project_md = gr.Markdown(elem_id="ws-project")
+                progress = gr.Markdown(elem_id="ws-progress")
+                status_filter = gr.Dropdown(FILTER_CHOICES, value="all", label="Show", elem_id="ws-filter")
+                image_list = gr.Dataframe(headers=LIST_HEADERS, datatype=["number", "str", "str"],
+                                          interactive=False, elem_id="ws-image-list", label="Images",
+                                          column_widths=["16%", "50%", "34%"], wrap=True)
+            with gr.Column(scale=4, min_width=520):
+                title = gr.Markdown(elem_id="ws-title")
+                with gr.Row():
+                    prev_btn = gr.Button("◀ Previous", elem_id="ws-prev", size="sm")
+                    next_btn = gr.Button("Next ▶", elem_id="ws-next", size="sm")
+                    todo_btn = gr.Button("Next unannotated", elem_id="ws-next-todo", size="sm")
+                    unsure_btn = gr.Button("Next most uncertain", elem_id="ws-next-uncertain", size="sm")
+                cv = gr.HTML(value="", html_template=canvas.asset("canvas.html"), js_on_load=canvas.asset("canvas.js"),
+                             server_functions=list(handlers.CANVAS_FUNCTIONS), elem_id="ws-canvas",
+                             apply_default_css=False)
+                gr.Markdown("<span class='ws-sub'>Keys: 1–9 class · E eraser · [ ] brush size · Ctrl+Z / Ctrl+Y "
+                            "undo / redo · + − 0 zoom · Ctrl+wheel zoom</span>")
+            with gr.Column(scale=2, min_width=300):
+                with gr.Accordion("Train & predict", open=True, elem_id="ws-train-panel"):
+                    with gr.Row():
+                        epochs = gr.Number(value=5, minimum=1, maximum=500, precision=0, label="Epochs",
+                                           elem_id="ws-epochs")
+                        size = gr.Dropdown(list(training.SIZES), value=128, label="Training size (px)",
+                                           elem_id="ws-train-size")
+                    with gr.Row():
+                        train_btn = gr.Button("Train", variant="primary", elem_id="ws-train")
+                        cancel_btn = gr.Button("Cancel", variant="stop", elem_id="ws-cancel")
+                    train_progress = gr.HTML(jobs.progress_html(None), elem_id="ws-train-progress")
+                    predict_btn = gr.Button("Predict the images without a final mask", elem_id="ws-predict")
+                    timer = gr.Timer(1.0, active=False)
+                with gr.Accordion("Classes", open=False, elem_id="ws-classes-panel"):
+                    class_table = gr.Dataframe(headers=["index", "name", "colour"], interactive=False,
+                                               elem_id="ws-class-table", label="Classes")
+                    with gr.Row():
+                        new_class = gr.Textbox(label="New class", placeholder="e.g. car", elem_id="ws-new-class")
+                        new_color = gr.ColorPicker(label="Colour", value="#3cb44b", elem_id="ws-new-color")
+                    add_class_btn = gr.Button("Add class", elem_id="ws-add-class", size="sm")
+                    class_pick = gr.Dropdown([], label="Class to change", elem_id="ws-class-pick")
+                    with gr.Row():
+                        rename_to = gr.Textbox(label="New name", elem_id="ws-rename-to")
+                        recolor_to = gr.ColorPicker(label="New colour", value="#e6194b", elem_id="ws-recolor-to")
+                    with gr.Row():
+                        rename_btn = gr.Button("Rename", size="sm", elem_id="ws-rename")
+                        recolor_btn = gr.Button("Recolour", size="sm", elem_id="ws-recolor")
+                with gr.Accordion("Export", open=False, elem_id="ws-export-panel"):
+                    fmt = gr.Dropdown([], label="Format", elem_id="ws-export-format")
+                    masks = gr.Radio([("Final masks only", "final"), ("Best available mask", "best")],
+                                     value="best", label="Masks", elem_id="ws-export-masks")
+                    export_btn = gr.Button("Export to zip", elem_id="ws-export")
+                    export_file = gr.File(label="Download", interactive=False, elem_id="ws-export-file")
+                    export_msg = gr.Markdown(elem_id="ws-export-msg")
+                with gr.Accordion("Project & images", open=False, elem_id="ws-project-panel"):
+                    uploads = gr.File(label="Add images (PNG, JPEG, TIFF, BMP)", file_count="multiple",
+                                      file_types=list(imageio.IMAGE_EXTENSIONS), elem_id="ws-upload")
+                    upload_btn = gr.Button("Add uploaded images", size="sm", elem_id="ws-upload-btn")
+                    folder = gr.Textbox(label="…or a folder on this computer", placeholder="/path/to/images",
+                                        elem_id="ws-folder")
+                    folder_btn = gr.Button("Add images from folder", size="sm", elem_id="ws-folder-btn")
+                    add_msg = gr.Markdown(elem_id="ws-add-msg")
+                    proj_path = gr.Textbox(label="Open or create a project (folder)", elem_id="ws-proj-path")
+                    proj_classes = gr.Textbox(label="Classes for a new project (comma-separated)",
+                                              value="background, object", elem_id="ws-proj-classes")
+                    open_btn = gr.Button("Open / create project", size="sm", elem_id="ws-open")
+
+        shown = [current, cv, title, image_list, progress]
+
+        def class_outputs(p: Project):
+            choices = handlers.class_choices(p)
+            return handlers.class_rows(p), gr.update(choices=choices, value=choices[0][1] if choices else None)
+
+        @safe
+        def on_start(tok, filt):
+            p = handlers.project_for(tok)
+            image_id = handlers.first_image(p)
+            from annotations.formats import list_formats
+
+            formats = list_formats()
+            return (*show(tok, image_id, filt), f"**Project** `{p.root}`", *class_outputs(p),
+                    gr.update(choices=formats, value="folder" if "folder" in formats else formats[0]),
+                    jobs.progress_html(_snap(p)))
+
+        demo.load(on_start, [token, status_filter],
+                  shown + [project_md, class_table, class_pick, fmt, train_progress])
+
+        @safe
+        def navigate(tok, cur, filt, action):
+            p = handlers.project_for(tok)
+            res = handlers.resolve_navigation(p, cur, action, filt)
+            if res.message:
+                gr.Info(res.message)
+            return show(tok, res.image_id, filt)
+
+        for btn, action in ((prev_btn, "prev"), (next_btn, "next"), (todo_btn, "unannotated"),
+                            (unsure_btn, "uncertain")):
+            btn.click(functools.partial(navigate, action=action), [token, current, status_filter], shown)
+
+        @safe
+        def on_select(tok, filt, evt: gr.SelectData):
+            p = handlers.project_for(tok)
+            row = evt.row_value if evt.row_value else None
+            if not row:
+                return (gr.skip(),) * len(shown)
+            return show(tok, handlers.check_image(p, int(row[0])), filt)
+
+        image_list.select(on_select, [token, status_filter], shown)
+
+        @safe
+        def on_filter(tok, filt):
+            p = handlers.project_for(tok)
+            return handlers.image_rows(p, filt), handlers.progress_text(p)
+
+        status_filter.change(on_filter, [token, status_filter], [image_list, progress])
+
+        @safe
+        def on_saved(tok, cur, filt):
+            p = handlers.project_for(tok)
+            return handlers.image_rows(p, filt), handlers.progress_text(p), handlers.title_text(p, cur)
+
+        cv.saved(on_saved, [token, current, status_filter], [image_list, progress, title],
+                 show_progress="hidden", queue=False)
+
+        # ---------------------------------------------------------------- training
+        def _snap(p: Project):
+            job = jobs.current_job(str(p.root))
+            return job.snapshot() if job else None
+
+        @safe
+        def on_train(tok, n_epochs, px):
+            p = handlers.project_for(tok)
+            training.start_training(p, epochs=int(n_epochs or 1), size=int(px or 128))
+            return jobs.progress_html(_snap(p)), gr.Timer(active=True)
+
+        train_btn.click(on_train, [token, epochs, size], [train_progress, timer])
+
+        @safe
+        def on_predict(tok):
+            p = handlers.project_for(tok)
+            training.start_predict(p)
+            return jobs.progress_html(_snap(p)), gr.Timer(active=True)
+
+        predict_btn.click(on_predict, [token], [train_progress, timer])
+
+        @safe
+        def on_cancel(tok):
+            p = handlers.project_for(tok)
+            gr.Info(jobs.cancel_job(str(p.root)))
+            return jobs.progress_html(_snap(p))
+
+        cancel_btn.click(on_cancel, [token], [train_progress])
+
+        @safe
+        def on_tick(tok, cur, filt):
+            p = handlers.project_for(tok)
+            snap = _snap(p)
+            html_ = jobs.progress_html(snap)
+            if snap and snap["status"] != "running":
+                # finished: refresh what the job changed (predicted masks, statuses)
+                return (html_, gr.Timer(active=False), *show(tok, cur, filt))
+            return (html_, gr.skip()) + (gr.skip(),) * len(shown)
+
+        timer.tick(on_tick, [token, current, status_filter], [train_progress, timer] + shown,
+                   show_progress="hidden")
+
+        # ---------------------------------------------------------------- classes
+        def _classes_changed(tok, p: Project, message: str):
+            gr.Info(message)
+            msg = {"type": "classes", "project": tok, "classes": handlers.class_list(p),
+                   "nonce": uuid.uuid4().hex[:8]}
+            return (*class_outputs(p), json.dumps(msg))
+
+        @safe
+        def on_add_class(tok, name, color):
+            p = handlers.project_for(tok)
+            return (*_classes_changed(tok, p, handlers.add_class(p, name, color)), "")
+
+        add_class_btn.click(on_add_class, [token, new_class, new_color], [class_table, class_pick, cv, new_class])
+
+        @safe
+        def on_rename(tok, idx, name):
+            p = handlers.project_for(tok)
+            return _classes_changed(tok, p, handlers.rename_class(p, idx, name))
+
+        rename_btn.click(on_rename, [token, class_pick, rename_to], [class_table, class_pick, cv])
+
+        @safe
+        def on_recolor(tok, idx, color):
+            p = handlers.project_for(tok)
+            return _classes_changed(tok, p, handlers.recolor_class(p, idx, color))
+
+        recolor_btn.click(on_recolor, [token, class_pick, recolor_to], [class_table, class_pick, cv])
+
+        # ---------------------------------------------------------------- export
+        @safe
+        def on_export(tok, fmt_name, which):
+            p = handlers.project_for(tok)
+            path, msg = handlers.export_zip(p, fmt_name, which)
+            return path, msg
+
+        export_btn.click(on_export, [token, fmt, masks], [export_file, export_msg])
+
+        # ---------------------------------------------------------------- project and images
+        @safe
+        def on_upload(tok, files, cur, filt):
+            p = handlers.project_for(tok)
+            msg = handlers.add_uploads(p, files)
+            cur = handlers.check_image(p, cur)
+            return (msg, None, *show(tok, cur, filt))
+
+        upload_btn.click(on_upload, [token, uploads, current, status_filter], [add_msg, uploads] + shown)
+
+        @safe
+        def on_folder(tok, path, cur, filt):
+            p = handlers.project_for(tok)
+            msg = handlers.add_folder(p, path)
+            return (msg, *show(tok, handlers.check_image(p, cur), filt))
+
+        folder_btn.click(on_folder, [token, folder, current, status_filter], [add_msg] + shown)
+
+        @safe
+        def on_open(path, classes_text, filt):
+            p = handlers.open_project(path, classes_text)
+            tok = handlers.register_project(p)
+            return (tok, *show(tok, handlers.first_image(p), filt), f"**Project** `{p.root}`", *class_outputs(p),
+                    jobs.progress_html(_snap(p)))
+
+        open_btn.click(on_open, [proj_path, proj_classes, status_filter],
+                       [token] + shown + [project_md, class_table, class_pick, train_progress])
+    return demo
