@@ -148,16 +148,37 @@ def unique_stems(images) -> list[str]:
     return out
 
 
-def export_items(project, options: ExportOptions, with_masks: bool = True) -> Iterator[ExportItem]:
-    """Yield :class:`ExportItem` for every selected image, its mask read once (if ``with_masks``)."""
+def export_items(project, options: ExportOptions, with_masks: bool | str = True) -> Iterator[ExportItem]:
+    """Yield :class:`ExportItem` for every selected image.
+
+    ``with_masks``: True reads the chosen mask (once); ``"info"`` only looks up which mask
+    (``mask_info``; read it later with :func:`read_mask_file`); False skips masks.
+    """
     images = selected_images(project, options)
     for info, stem in zip(images, unique_stems(images)):
         item = ExportItem(info, stem)
         if with_masks:
-            got = project.best_mask(info.id, options.kinds)
-            if got is not None:
-                item.mask, item.mask_info = got
+            for kind in options.kinds:
+                mi = project.mask_info(info.id, kind)
+                if mi is not None:
+                    item.mask_info = mi
+                    if with_masks is True:
+                        item.mask = read_mask_file(project.root / mi.file)
+                    break
         yield item
+
+
+def read_mask_file(path: Path) -> np.ndarray:
+    """A stored (H, W) uint8 mask PNG; OpenCV's decoder when it gives a 2-D uint8 map (faster), else PIL."""
+    try:
+        import cv2  # optional speed-up; imageio (PIL) is the reference reader
+    except ImportError:  # pragma: no cover
+        cv2 = None
+    if cv2 is not None:
+        arr = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        if arr is not None and arr.ndim == 2 and arr.dtype == np.uint8:
+            return arr
+    return imageio.read_label_map(path)
 
 
 def copy_image(project, item: ExportItem, dest_dir: Path, options: ExportOptions) -> str | None:

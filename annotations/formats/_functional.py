@@ -15,9 +15,20 @@ from __future__ import annotations
 
 import numpy as np
 from pycocotools import mask as mask_utils
-from scipy import ndimage
 
 IGNORE = 255
+
+try:  # OpenCV's transpose and histogram are ~10x faster than numpy's on uint8; numpy is the fallback.
+    import cv2 as _cv2
+except ImportError:  # pragma: no cover
+    _cv2 = None
+
+
+def transpose_u8(a: np.ndarray) -> np.ndarray:
+    """C-contiguous transpose of a (H, W) uint8 array."""
+    if _cv2 is not None and a.dtype == np.uint8 and a.ndim == 2:
+        return _cv2.transpose(np.ascontiguousarray(a))
+    return np.ascontiguousarray(a.T)
 
 
 # ----------------------------------------------------------------------------- RLE
@@ -31,9 +42,9 @@ def encode_rles(label: np.ndarray, values) -> list[dict]:
     if not values:
         return []
     h, w = label.shape
-    # (W, H, K) C-ordered == (H, W, K) Fortran-ordered after the transpose: no extra copy.
+    # (K, W, H) C-ordered, transposed, is the (H, W, K) Fortran-ordered stack pycocotools wants.
     stack = np.empty((len(values), w, h), np.uint8)
-    lt = label.T
+    lt = transpose_u8(label)  # one transposed copy; the comparisons then run contiguous
     for k, v in enumerate(values):
         np.equal(lt, v, out=stack[k].view(bool))
     rles = mask_utils.encode(stack.transpose(2, 1, 0))
@@ -160,6 +171,8 @@ def mask_to_polygons(binary: np.ndarray) -> list[list[int]]:
     b = np.asarray(binary).astype(bool)
     if not b.any():
         return []
+    from scipy import ndimage  # slow to import; only the polygon paths need it
+
     h, w = b.shape
     W1 = w + 1
     labels, n = ndimage.label(b)  # 4-connectivity
@@ -188,5 +201,8 @@ def label_to_class_polygons(label: np.ndarray, values) -> dict[int, list[list[fl
 
 
 def present_values(label: np.ndarray) -> np.ndarray:
-    """Sorted distinct values of a uint8 label map (bincount: faster than np.unique)."""
-    return np.nonzero(np.bincount(label.ravel(), minlength=256))[0]
+    """Sorted distinct values of a (H, W) uint8 label map (a histogram: faster than np.unique)."""
+    if _cv2 is not None and label.dtype == np.uint8 and label.ndim == 2 and label.size:
+        hist = _cv2.calcHist([np.ascontiguousarray(label)], [0], None, [256], [0, 256]).ravel()
+        return np.nonzero(hist)[0]
+    return np.nonzero(np.bincount(np.asarray(label, np.uint8).ravel(), minlength=256))[0]

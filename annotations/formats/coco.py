@@ -29,6 +29,8 @@ be contiguous). Images are found next to the JSON (``images/``, the JSON's folde
 from __future__ import annotations
 
 import json
+import os
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -52,6 +54,8 @@ from ._common import (
     export_items,
     finish_options,
     manifest_sets,
+    read_mask_file,
+    selected_images,
     opt_choice,
     read_json,
     read_labels,
@@ -63,23 +67,27 @@ from ._functional import decode_rle, encode_rles, mask_to_polygons, present_valu
 ANNOTATION_FILE = "annotations.json"
 
 
-def coco_dict(project, items, options: ExportOptions, segmentation: str, bg: int | None) -> dict:
-    """The COCO dict for ``items`` (ExportItem with masks). Images/annotations numbered from 1."""
+def encode_image(mask: np.ndarray, bg: int | None, segmentation: str) -> dict:
+    """COCO pieces of one (H, W) uint8 mask: shape, ignore RLE, and ``(class, seg, area, bbox)`` per class."""
+    vals = [int(v) for v in present_values(mask) if v != bg]
+    rles = encode_rles(mask, vals)  # the ignore region (255) sorts last
+    ignore = rles.pop() if vals and vals[-1] == IGNORE else None
+    classes = [v for v in vals if v != IGNORE]
+    areas, boxes = rle_area_bbox(rles)
+    segs = rles if segmentation == "rle" else [mask_to_polygons(mask == c) for c in classes]
+    return {"shape": mask.shape, "ignore": ignore, "anns": list(zip(classes, segs, areas, boxes))}
+
+
+def coco_dict(project, items, encoded, options: ExportOptions, bg: int | None) -> dict:
+    """The COCO dict: images/annotations numbered from 1; ``encoded`` from :func:`encode_image`."""
     images, anns = [], []
     ann_id = 1
-    for img_id, it in enumerate(items, 1):
-        m = it.mask
-        h, w = m.shape
+    for img_id, (it, enc) in enumerate(zip(items, encoded), 1):
+        h, w = enc["shape"]
         entry = {"id": img_id, "file_name": it.file_name, "width": int(w), "height": int(h)}
-        vals = [int(v) for v in present_values(m) if v != bg]
-        classes = [v for v in vals if v != IGNORE]
-        if IGNORE in vals:
-            (ign,) = encode_rles(m, [IGNORE])
-            entry["weakseg_ignore"] = ign
-        rles = encode_rles(m, classes)
-        areas, boxes = rle_area_bbox(rles)
-        for c, rle, area, box in zip(classes, rles, areas, boxes):
-            seg = rle if segmentation == "rle" else mask_to_polygons(m == c)
+        if enc["ignore"] is not None:
+            entry["weakseg_ignore"] = enc["ignore"]
+        for c, seg, area, box in enc["anns"]:
             anns.append({"id": ann_id, "image_id": img_id, "category_id": c, "segmentation": seg,
                          "area": area, "bbox": box, "iscrowd": 0})
             ann_id += 1
@@ -110,19 +118,30 @@ class CocoFormat(Format):
         segmentation = opt_choice(ex, "segmentation", ("rle", "polygon"), "rle")
         bg = background_class(project, opt_choice(ex, "background", ("auto", "skip", "include"), "auto"))
         res = ExportResult(out_dir)
-        items, left_out = [], 0
-        for it in export_items(project, options):
-            if it.mask is None:
-                left_out += 1
-                continue
-            if copy_image(project, it, out_dir / "images", options):
-                res.images += 1
-            items.append(it)
-        data = coco_dict(project, items, options, segmentation, bg)
+        items = []
+        for it in export_items(project, options, with_masks="info"):
+            if it.mask_info is not None:
+                items.append(it)
+        left_out = len(selected_images(project, options)) - len(items)
+
+        def work(it):  # read + encode; OpenCV's PNG decoder releases the GIL, so threads overlap
+            mask = read_mask_file(project.root / it.mask_info.file)
+            if tuple(mask.shape) != (it.info.height, it.info.width):
+                raise SizeMismatchError(f"{it.info.name}: its stored mask is {mask.shape[1]}x{mask.shape[0]}, the "
+                                        f"image {it.info.width}x{it.info.height}.")
+            enc = encode_image(mask, bg, segmentation)
+            copy_image(project, it, out_dir / "images", options)
+            return enc
+
+        (out_dir / "images").mkdir()
+        workers = max(1, min(4, os.cpu_count() or 1))
+        with ThreadPoolExecutor(workers) as pool:
+            encoded = list(pool.map(work, items))
+        if opt_choice(ex, "images", ("copy", "none"), "copy") == "copy":
+            res.images = len(items)
+        data = coco_dict(project, items, encoded, options, bg)
         res.masks = len(items)
         (out_dir / ANNOTATION_FILE).write_text(json.dumps(data, separators=(",", ":")), encoding="utf-8")
-        for it in items:
-            it.mask = None  # free memory before the manifest
         write_labels(project, out_dir)
         write_manifest(project, out_dir, self.name, options, items, segmentation=segmentation,
                        background_class=data["info"]["weakseg"]["background_class"])
