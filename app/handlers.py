@@ -475,8 +475,9 @@ def _undo_redo(payload: dict, redo: bool) -> dict:
     project, image_id = _req(payload)
     v = project.redo_scribbles(image_id) if redo else project.undo_scribbles(image_id)
     scr = project.scribbles(image_id)
-    return {"version": v, "labels": canvas.rle_encode(scr) if scr is not None else None,
-            "status": project.status(image_id)}
+    if scr is None:
+        scr = _blank(project, image_id)
+    return {"version": v, "labels": canvas.rle_encode(scr), "status": project.status(image_id)}
 
 
 @_guard

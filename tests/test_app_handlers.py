@@ -1,0 +1,395 @@
+"""The app's handlers without a browser: plain functions over arrays and the store."""
+from __future__ import annotations
+
+import io
+import zipfile
+
+import numpy as np
+import pytest
+
+from annotations.errors import AnnotationError, LabelMapError
+from annotations.imageio import encode_image_png
+from annotations.store import Project
+from app import canvas, handlers, jobs
+from conftest import make_disc_image
+
+N_IMAGES = 4
+
+
+@pytest.fixture
+def project(tmp_path):
+    p = Project.create(tmp_path / "proj", classes=["background", "object"])
+    for i in range(N_IMAGES):
+        img, _, _ = make_disc_image(64, seed=i)
+        p.add_image(encode_image_png(img), name=f"disc{i}.png")
+    yield p
+    p.close()
+
+
+@pytest.fixture
+def token(project):
+    return handlers.register_project(project)
+
+
+def _scribbles(seed=0):
+    return make_disc_image(64, seed=seed)[2]
+
+
+# ------------------------------------------------------------------ canvas helpers
+def test_rle_round_trip_and_validation():
+    rng = np.random.default_rng(0)
+    lab = np.full((17, 23), 255, np.uint8)
+    lab[rng.random(lab.shape) < 0.2] = 1
+    lab[:3, :5] = 0
+    code = canvas.rle_encode(lab)
+    assert len(code) % 2 == 0
+    np.testing.assert_array_equal(canvas.rle_decode(code, lab.shape), lab)
+    assert canvas.rle_decode(canvas.rle_encode(np.zeros((0, 0), np.uint8)), (0, 0)).shape == (0, 0)
+    for bad in ([1, 2, 3], [1, 0], [300, 17 * 23], [0, 5], "xyz"):
+        with pytest.raises(LabelMapError):
+            canvas.rle_decode(bad, lab.shape)
+
+
+def test_overlay_is_transparent_where_unlabelled_and_coloured_elsewhere():
+    m = np.full((8, 8), 255, np.uint8)
+    m[2:6, 2:6] = 1
+    rgba = canvas.overlay_rgba(m, [(0, 0, 0), (230, 25, 75)], edges=False)
+    assert rgba.shape == (8, 8, 4) and rgba.dtype == np.uint8
+    assert (rgba[m == 255, 3] == 0).all()
+    assert (rgba[m == 1] == (230, 25, 75, 255)).all()
+    url = canvas.overlay_data_url(m, [(0, 0, 0), (230, 25, 75)])
+    assert url.startswith("data:image/png;base64,")
+    assert canvas.decode_data_url(url).shape == (8, 8, 4)
+
+
+def test_image_data_url_png_small_jpeg_large():
+    small = np.zeros((10, 10), np.uint8)
+    assert canvas.image_data_url(small).startswith("data:image/png")
+    big = np.zeros((600, 600, 3), np.uint8)
+    assert canvas.image_data_url(big).startswith("data:image/jpeg")
+
+
+# ------------------------------------------------------------------ saving strokes
+def test_canvas_save_and_reload(project, token):
+    iid = project.image_ids()[0]
+    scr = _scribbles()
+    r = handlers.canvas_save({"project": token, "image_id": iid, "labels": canvas.rle_encode(scr), "version": 0})
+    assert "error" not in r and r["version"] == 1 and r["labels"] is None
+    np.testing.assert_array_equal(project.scribbles(iid), scr)
+    msg = handlers.load_message(project, token, iid)
+    assert msg["type"] == "load" and msg["version"] == 1 and msg["width"] == 64
+    np.testing.assert_array_equal(canvas.rle_decode(msg["labels"], (64, 64)), scr)
+    assert [c["name"] for c in msg["classes"]] == ["background", "object"]
+    assert project.status(iid) == "scribbled"
+
+
+def test_two_windows_never_lose_each_others_strokes(project, token):
+    """Both windows start from version 0; the second save is merged, not refused or overwritten."""
+    iid = project.image_ids()[0]
+    a = np.full((64, 64), 255, np.uint8)
+    a[5:8, 5:30] = 0
+    b = np.full((64, 64), 255, np.uint8)
+    b[30:33, 20:40] = 1
+    ra = handlers.canvas_save({"project": token, "image_id": iid, "labels": canvas.rle_encode(a), "version": 0})
+    rb = handlers.canvas_save({"project": token, "image_id": iid, "labels": canvas.rle_encode(b), "version": 0})
+    assert ra["version"] == 1 and rb["version"] == 2 and rb["merged"]
+    stored = project.scribbles(iid)
+    assert (stored[5:8, 5:30] == 0).all() and (stored[30:33, 20:40] == 1).all()
+    np.testing.assert_array_equal(canvas.rle_decode(rb["labels"], (64, 64)), stored)
+    # window A now erases its own stroke from its (stale) version 1: B's stroke survives
+    a2 = np.full((64, 64), 255, np.uint8)
+    r = handlers.canvas_save({"project": token, "image_id": iid, "labels": canvas.rle_encode(a2), "version": 1})
+    stored = project.scribbles(iid)
+    assert r["version"] == 3 and (stored[5:8, 5:30] == 255).all() and (stored[30:33, 20:40] == 1).all()
+
+
+def test_mask_editor_saves_final_and_merges(project, token):
+    iid = project.image_ids()[1]
+    start = handlers.canvas_mask_layer({"project": token, "image_id": iid})
+    assert start["kind"] == "none" and start["labels"] is None
+    m1 = np.zeros((64, 64), np.uint8)
+    m1[10:20, 10:20] = 1
+    r1 = handlers.canvas_save({"project": token, "image_id": iid, "layer": "mask", "labels": canvas.rle_encode(m1),
+                               "version": 0})
+    assert "error" not in r1
+    assert project.status(iid) == "final"
+    assert project.mask_info(iid, "final").source.startswith("app:mask-editor")
+    # a second window, still on the empty start, paints elsewhere: both edits are kept
+    m2 = np.full((64, 64), 255, np.uint8)
+    m2[40:50, 40:50] = 1
+    r2 = handlers.canvas_save({"project": token, "image_id": iid, "layer": "mask", "labels": canvas.rle_encode(m2),
+                               "version": 0})
+    assert r2["merged"]
+    final = project.mask(iid, "final")
+    assert (final[10:20, 10:20] == 1).all() and (final[40:50, 40:50] == 1).all()
+
+
+def test_errors_come_back_as_messages_not_exceptions(project, token):
+    iid = project.image_ids()[0]
+    cases = [
+        {"project": "nope", "image_id": iid, "labels": [], "version": 0},
+        {"project": token, "image_id": 999, "labels": [], "version": 0},
+        {"project": token, "image_id": iid, "labels": [7, 64 * 64], "version": 0},  # class 7 does not exist
+        {"project": token, "image_id": iid, "labels": [1, 5], "version": 0},  # wrong pixel count
+        {"project": token, "image_id": iid, "labels": [255, 64 * 64], "layer": "bogus"},
+        {"project": token, "image_id": "x"},
+        "not a dict",
+    ]
+    for payload in cases:
+        r = handlers.canvas_save(payload)
+        assert isinstance(r.get("error"), str) and r["error"] and "Traceback" not in r["error"], payload
+    assert project.scribble_version(iid) == 0
+    assert "nothing to undo" in handlers.canvas_undo({"project": token, "image_id": iid})["error"]
+    assert "error" in handlers.canvas_preview({"project": token, "image_id": iid, "kind": "bogus"})
+
+
+def test_undo_redo_through_the_store(project, token):
+    iid = project.image_ids()[0]
+    s1 = _scribbles()
+    s2 = s1.copy()
+    s2[40:42, 5:20] = 0
+    for v, s in enumerate((s1, s2)):
+        handlers.canvas_save({"project": token, "image_id": iid, "labels": canvas.rle_encode(s), "version": v})
+    r = handlers.canvas_undo({"project": token, "image_id": iid})
+    assert r["version"] == 1
+    np.testing.assert_array_equal(canvas.rle_decode(r["labels"], (64, 64)), s1)
+    r = handlers.canvas_redo({"project": token, "image_id": iid})
+    assert r["version"] == 2
+    np.testing.assert_array_equal(canvas.rle_decode(r["labels"], (64, 64)), s2)
+    handlers.canvas_undo({"project": token, "image_id": iid})
+    r = handlers.canvas_undo({"project": token, "image_id": iid})
+    assert r["version"] == 0 and (canvas.rle_decode(r["labels"], (64, 64)) == 255).all()
+
+
+def test_tags(project, token):
+    iid = project.image_ids()[2]
+    r = handlers.canvas_tag({"project": token, "image_id": iid, "class_idx": 1, "state": "present"})
+    assert r["tags"] == {"1": "present"} and r["status"] == "tagged"
+    r = handlers.canvas_tag({"project": token, "image_id": iid, "class_idx": 0, "state": "absent"})
+    assert r["tags"] == {"0": "absent", "1": "present"}
+    r = handlers.canvas_tag({"project": token, "image_id": iid, "class_idx": 1, "state": "unknown"})
+    assert r["tags"] == {"0": "absent"}
+    assert "error" in handlers.canvas_tag({"project": token, "image_id": iid, "class_idx": 1, "state": "maybe"})
+    assert "error" in handlers.canvas_tag({"project": token, "image_id": iid, "class_idx": 9, "state": "present"})
+
+
+# ------------------------------------------------------------------ preview, review
+def test_preview_overlay_follows_the_scribbles(project, token):
+    iid = project.image_ids()[0]
+    r = handlers.canvas_preview({"project": token, "image_id": iid, "kind": "preview"})
+    assert r["overlay"] is None and "Draw" in r["message"]
+    img, gt, scr = make_disc_image(64, seed=0)
+    handlers.canvas_save({"project": token, "image_id": iid, "labels": canvas.rle_encode(scr), "version": 0})
+    r = handlers.canvas_preview({"project": token, "image_id": iid, "kind": "preview"})
+    assert r["overlay"].startswith("data:image/png") and r["version"] == 1
+    rgba = canvas.decode_data_url(r["overlay"])
+    colors = np.array([c.color for c in project.classes()])
+    inside = rgba[gt == 1][:, :3]
+    # most of the disc is drawn in the object's colour (edges are white)
+    assert (np.abs(inside.astype(int) - colors[1]).sum(1) == 0).mean() > 0.7
+
+
+def test_preview_uses_the_prediction_as_prior(project, token, monkeypatch):
+    iid = project.image_ids()[0]
+    _, gt, scr = make_disc_image(64, seed=0)
+    conf = np.full((64, 64), 0.8, np.float32)
+    project.save_mask(iid, gt, "predicted", source="test", confidence=conf, uncertainty=0.3)
+    prior = handlers.prediction_prior(project, iid)
+    assert prior.shape == (2, 64, 64) and prior.dtype == np.float32
+    np.testing.assert_allclose(prior.sum(0), 1.0, atol=1e-5)
+    assert np.allclose(prior[1][gt == 1], 0.8) and np.allclose(prior[0][gt == 1], 0.2)
+    seen = {}
+    real = handlers.preview_function()
+
+    def spy(image, scribbles, num_classes, method=None, prior=None, colors=None, alpha=0.5):
+        seen["prior"] = prior
+        return real(image, scribbles, num_classes, method=method, prior=prior, colors=colors)
+
+    monkeypatch.setattr(handlers, "preview_function", lambda: spy)
+    handlers.canvas_save({"project": token, "image_id": iid, "labels": canvas.rle_encode(scr), "version": 0})
+    r = handlers.canvas_preview({"project": token, "image_id": iid, "kind": "preview"})
+    assert r["overlay"] and seen["prior"] is not None
+    np.testing.assert_allclose(seen["prior"], prior)
+
+
+def test_overlay_of_stored_kinds_and_accept_final(project, token):
+    iid = project.image_ids()[0]
+    _, gt, scr = make_disc_image(64, seed=0)
+    assert handlers.canvas_preview({"project": token, "image_id": iid, "kind": "predicted"})["overlay"] is None
+    project.save_mask(iid, gt, "predicted", source="model:test", model_version="v1", uncertainty=0.25)
+    r = handlers.canvas_preview({"project": token, "image_id": iid, "kind": "predicted"})
+    assert r["overlay"] and "0.250" in r["message"]
+    r = handlers.canvas_accept({"project": token, "image_id": iid, "kind": "predicted"})
+    assert "final" in r["message"] and r["status"] == "final"
+    np.testing.assert_array_equal(project.mask(iid, "final"), gt)
+    assert project.mask_info(iid, "final").model_version == "v1"
+    # accepting the live preview of another image
+    j = project.image_ids()[1]
+    assert "error" in handlers.canvas_accept({"project": token, "image_id": j, "kind": "preview"})
+    handlers.canvas_save({"project": token, "image_id": j, "labels": canvas.rle_encode(scr), "version": 0})
+    r = handlers.canvas_accept({"project": token, "image_id": j, "kind": "preview"})
+    assert r["status"] == "final" and project.mask_info(j, "final").source.startswith("app:accepted-preview")
+    # the mask editor starts from the final mask
+    start = handlers.canvas_mask_layer({"project": token, "image_id": iid})
+    assert start["kind"] == "final"
+    np.testing.assert_array_equal(canvas.rle_decode(start["labels"], (64, 64)), gt)
+
+
+# ------------------------------------------------------------------ list and navigation
+def test_rows_filters_progress(project):
+    ids = project.image_ids()
+    project.save_scribbles(ids[0], _scribbles())
+    project.set_tag(ids[1], 1, "present")
+    project.save_mask(ids[2], np.zeros((64, 64), np.uint8), "predicted", source="t", uncertainty=0.5)
+    rows = handlers.image_rows(project)
+    assert [r[2] for r in rows] == ["scribbled", "tagged", "predicted (u=0.500)", "untouched"]
+    assert [r[0] for r in handlers.image_rows(project, "untouched")] == [ids[3]]
+    assert "3 / 4 annotated" in handlers.progress_text(project)
+    with pytest.raises(AnnotationError):
+        handlers.image_rows(project, "bogus")
+
+
+def test_navigation(project):
+    ids = project.image_ids()
+    assert handlers.neighbour(project, ids[0], +1) == ids[1]
+    assert handlers.neighbour(project, ids[-1], +1) == ids[0]
+    assert handlers.neighbour(project, ids[0], -1) == ids[-1]
+    assert handlers.neighbour(project, None, +1) == ids[0]
+    project.save_scribbles(ids[1], _scribbles())
+    assert handlers.next_unannotated(project, ids[0]) == ids[2]
+    assert handlers.neighbour(project, ids[0], +1, "scribbled") == ids[1]
+    assert handlers.next_most_uncertain(project, None) is None
+    for i, u in zip(ids, (0.1, 0.7, 0.4, 0.2)):
+        project.save_mask(i, np.zeros((64, 64), np.uint8), "predicted", source="t", uncertainty=u)
+    assert handlers.next_most_uncertain(project, None) == ids[1]
+    assert handlers.next_most_uncertain(project, ids[1]) == ids[2]
+    project.save_mask(ids[2], np.zeros((64, 64), np.uint8), "final", source="t")
+    assert handlers.next_most_uncertain(project, ids[1]) == ids[3]
+    res = handlers.resolve_navigation(project, ids[0], "unannotated")
+    assert res.image_id == ids[0] and "Every image" in res.message
+    with pytest.raises(AnnotationError):
+        handlers.resolve_navigation(project, ids[0], "sideways")
+
+
+# ------------------------------------------------------------------ classes, images, export, projects
+def test_classes(project):
+    assert handlers.add_class(project, "car", "#00ff00") == "Added class 2: car."
+    handlers.rename_class(project, 2, "truck")
+    handlers.recolor_class(project, 2, "#0000ff")
+    assert handlers.class_rows(project)[2] == [2, "truck", "#0000ff"]
+    with pytest.raises(AnnotationError):
+        handlers.add_class(project, "Truck")
+    with pytest.raises(AnnotationError):
+        handlers.rename_class(project, None, "x")
+    with pytest.raises(AnnotationError):
+        handlers.recolor_class(project, 1, "not a colour")
+
+
+def test_uploads_check_type_size_and_sanitise_names(project, tmp_path, monkeypatch):
+    img, _, _ = make_disc_image(64, seed=42)
+    good = tmp_path / "good.png"
+    good.write_bytes(encode_image_png(img))
+    text = tmp_path / "notes.txt"
+    text.write_text("hello")
+    fake = tmp_path / "fake.png"
+    fake.write_bytes(b"not an image at all")
+    msg = handlers.add_uploads(project, [str(good), str(text), str(fake)], ["../../etc/evil name.png", "notes.txt",
+                                                                            "fake.png"])
+    assert msg.startswith("Added 1 image(s).")
+    assert "notes.txt: not an image file" in msg and "fake.png" in msg
+    added = project.images()[-1]
+    assert "/" not in added.name and ".." not in added.name and added.name.endswith(".png")
+    monkeypatch.setattr(handlers, "MAX_UPLOAD_BYTES", 10)
+    img2, _, _ = make_disc_image(64, seed=43)
+    big = tmp_path / "big.png"
+    big.write_bytes(encode_image_png(img2))
+    assert "over the" in handlers.add_uploads(project, [str(big)])
+    with pytest.raises(AnnotationError):
+        handlers.add_uploads(project, [])
+
+
+def test_add_folder(project, tmp_path):
+    d = tmp_path / "more"
+    d.mkdir()
+    for k in range(2):
+        (d / f"x{k}.png").write_bytes(encode_image_png(make_disc_image(64, seed=100 + k)[0]))
+    assert "added 2 image(s)" in handlers.add_folder(project, str(d))
+    assert len(project.image_ids()) == N_IMAGES + 2
+    with pytest.raises(AnnotationError):
+        handlers.add_folder(project, str(tmp_path / "missing"))
+    with pytest.raises(AnnotationError):
+        handlers.add_folder(project, "  ")
+
+
+def test_export_zip(project):
+    ids = project.image_ids()
+    project.save_mask(ids[0], make_disc_image(64, seed=0)[1], "final", source="t")
+    project.save_mask(ids[1], make_disc_image(64, seed=1)[1], "predicted", source="t")
+    path, msg = handlers.export_zip(project, "folder", "final")
+    with zipfile.ZipFile(path) as zf:
+        names = zf.namelist()
+    assert "meta.json" in names and sum(n.startswith("masks/") for n in names) == 1
+    assert any(project.exports_dir.glob("*.zip"))
+    path2, _ = handlers.export_zip(project, "folder", "best")
+    with zipfile.ZipFile(path2) as zf:
+        assert sum(n.startswith("masks/") for n in zf.namelist()) == 2
+    with pytest.raises(AnnotationError):
+        handlers.export_zip(project, "nope", "best")
+    with pytest.raises(AnnotationError):
+        handlers.export_zip(project, "folder", "worst")
+
+
+def test_open_project(tmp_path):
+    p = handlers.open_project(str(tmp_path / "new"), "bg, cat, dog")
+    assert p.class_names == ["bg", "cat", "dog"]
+    again = handlers.open_project(str(tmp_path / "new"), "")
+    assert again.root == p.root
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "file.txt").write_text("x")
+    with pytest.raises(AnnotationError):
+        handlers.open_project(str(tmp_path / "busy"))
+    with pytest.raises(AnnotationError):
+        handlers.open_project("")
+    tok = handlers.register_project(p)
+    assert handlers.register_project(again) == tok and handlers.project_for(tok) is p
+    with pytest.raises(AnnotationError):
+        handlers.project_for("unknown")
+
+
+# ------------------------------------------------------------------ jobs
+def test_job_progress_cancel_and_failure():
+    import threading
+
+    gate = threading.Event()
+
+    def body(job):
+        for k in range(100):
+            if job.cancel.is_set():
+                return "stopped early"
+            job.report(fraction=k / 100, epoch=1, epochs=1, step=k, steps=100, loss=1.0 / (k + 1),
+                       loss_point=(k, 1.0 / (k + 1)))
+            gate.wait(0.01)
+        return "finished"
+
+    job = jobs.start_job("test-key", "training", body)
+    with pytest.raises(AnnotationError):
+        jobs.start_job("test-key", "training", body)
+    assert "Cancelling" in jobs.cancel_job("test-key")
+    job.thread.join(5)
+    snap = job.snapshot()
+    assert snap["status"] == "cancelled" and snap["message"] == "stopped early"
+    job = jobs.start_job("test-key", "training", body)
+    job.thread.join(10)
+    snap = job.snapshot()
+    assert snap["status"] == "done" and snap["fraction"] == 1.0 and len(snap["losses"]) == 100
+    html = jobs.progress_html(snap)
+    assert "width:100.0%" in html and "<svg" in html and "finished" in html
+
+    def bad(job):
+        raise AnnotationError("no labels yet: draw scribbles first.")
+
+    job = jobs.start_job("test-key", "training", bad)
+    job.thread.join(5)
+    assert job.snapshot()["status"] == "failed" and "draw scribbles" in job.snapshot()["message"]
+    assert "Nothing is running" in jobs.cancel_job("test-key")
+    assert "Not trained" in jobs.progress_html(None)
