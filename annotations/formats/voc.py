@@ -148,7 +148,7 @@ class VocFormat(Format):
             sets = manifest_sets(opts)
             if sets is None:
                 sd = root / "ImageSets" / "Segmentation"
-                sets = {p.stem: p.read_text().split() for p in sorted(sd.glob("*.txt"))} if sd.is_dir() else None
+                sets = {p.stem: [ln.strip() for ln in p.read_text().splitlines() if ln.strip()] for p in sorted(sd.glob("*.txt"))} if sd.is_dir() else None
             return apply_import(project, items, names, colors=colors, source=f"import:voc:{root.name}",
                                 options=opts, image_sets=sets, where=root.name)
 

@@ -1,0 +1,653 @@
+"""Export / import formats: every registered format round-trips a project exactly.
+
+Parametrised over ``list_formats()``, so a format is tested the day it is registered. What a
+format carries is looked up in CARRIES (default: masks); a new format that carries masks needs
+no entry.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from annotations.errors import AnnotationError
+from annotations.formats import ExportOptions, export_project, get_format, import_dataset, list_formats
+from annotations.formats._common import DuplicateNameError, FormatError, SizeMismatchError, UnknownClassError
+from annotations.store import Project, sanitize_name
+
+#: What each format carries beyond images; formats not listed carry masks.
+CARRIES = {"weak": {"scribbles", "tags", "layer_names"}, "folder": {"masks", "scribbles"}}
+#: Formats that list only the images that have a mask (readers treat every listed image as annotated).
+MASKED_ONLY = {"coco", "yolo"}
+CLASSES = ["background", "cat", "dog", "bird"]
+
+
+def carries(name: str) -> set[str]:
+    return CARRIES.get(name, {"masks"})
+
+
+def _save_png(path: Path, arr: np.ndarray) -> Path:
+    Image.fromarray(arr).save(path)
+    return path
+
+
+def label_maps(seed: int = 0):
+    """Hand-made (H, W) uint8 label maps covering holes, border contact, single pixels, 255, empty."""
+    out = []
+    m = np.zeros((40, 56), np.uint8)
+    m[5:20, 5:25] = 1
+    m[9:14, 10:15] = 0  # hole
+    m[11, 12] = 2  # island in the hole
+    m[30:, 40:] = 3  # touches the bottom-right border
+    m[0, :] = 2  # touches the top border
+    m[25, 30] = 1  # single pixel
+    m[26, 31] = 1  # diagonal neighbour (separate 4-connected region)
+    m[33:38, 2:9] = 255  # ignore region
+    out.append(m)
+    out.append(np.zeros((33, 21), np.uint8))  # all background
+    rng = np.random.default_rng(seed)
+    out.append(rng.choice(np.array([0, 1, 2, 3, 255], np.uint8), (24, 24), p=[0.4, 0.2, 0.2, 0.1, 0.1]))
+    out.append(np.full((16, 16), 2, np.uint8))  # one class fills the image
+    return out
+
+
+def make_project(root: Path, with_extras: bool = True) -> Project:
+    """A project with images of several kinds, masks of every kind, scribbles, tags and a set."""
+    p = Project.create(root / "src", CLASSES)
+    p.recolor_class(3, "#123456")
+    files = root / "files"
+    files.mkdir()
+    rng = np.random.default_rng(3)
+    maps = label_maps()
+    kinds = ["final", "predicted", "pseudo", "imported"]
+    ids = []
+    for k, m in enumerate(maps):
+        h, w = m.shape
+        img = rng.integers(0, 256, (h, w, 3) if k % 2 == 0 else (h, w), np.uint8)
+        name = ["a.png", "b image.png", "c.jpg", "d.bmp"][k]
+        path = files / name
+        Image.fromarray(img).save(path, quality=95) if name.endswith(".jpg") else _save_png(path, img)
+        info = p.add_image(path)
+        p.save_mask(info.id, m, kinds[k], source=f"test-{kinds[k]}", model_version="v1" if k else None)
+        ids.append(info.id)
+    # An image without a mask but with weak labels.
+    info = p.add_image(_save_png(files / "e.png", rng.integers(0, 256, (12, 18, 3), np.uint8)))
+    ids.append(info.id)
+    if with_extras:
+        scr = np.full((12, 18), 255, np.uint8)
+        scr[2, 3:9] = 1
+        scr[8, 1:15] = 0
+        p.save_scribbles(info.id, scr, layer="default")
+        scr2 = np.full(maps[0].shape, 255, np.uint8)
+        scr2[6, 6:20] = 1
+        p.save_scribbles(ids[0], scr2, layer="my layer/../x")
+        p.set_tag(info.id, 1, "present")
+        p.set_tag(info.id, 2, "absent")
+        p.set_tag(ids[1], 3, "present")
+        p.add_to_set("train", ids[:3])
+    return p
+
+
+@pytest.fixture
+def src(tmp_path):
+    return make_project(tmp_path)
+
+
+def fresh_target(tmp_path: Path, src: Project, fmt_name: str, name: str = "dst") -> Project:
+    """A new project; for formats that carry no images, the source's images are added first."""
+    q = Project.create(tmp_path / name)
+    if getattr(get_format(fmt_name), "carries_images", True) is False:
+        for info in src.images():
+            q.add_image(src.root / info.file, name=info.name)
+    return q
+
+
+def by_stem(p: Project) -> dict:
+    return {i.stem: i for i in p.images()}
+
+
+def assert_round_trip(src: Project, dst: Project, fmt_name: str, masks: str = "best"):
+    what = carries(fmt_name)
+    s_imgs, d_imgs = by_stem(src), by_stem(dst)
+    kinds = ("final",) if masks == "final" else ("final", "imported", "predicted", "pseudo")
+    if "masks" in what:
+        assert dst.class_names == src.class_names
+        n = 0
+        for stem, info in s_imgs.items():
+            got = src.best_mask(info.id, kinds)
+            if got is None:
+                if stem in d_imgs:
+                    assert dst.mask(d_imgs[stem].id, "imported") is None, stem
+                continue
+            assert stem in d_imgs, f"{fmt_name}: image {stem} missing after import"
+            back = dst.mask(d_imgs[stem].id, "imported")
+            assert back is not None, f"{fmt_name}: mask of {stem} missing"
+            np.testing.assert_array_equal(back, got[0], err_msg=f"{fmt_name}: mask of {stem} differs")
+            n += 1
+        assert n == sum(1 for i in s_imgs.values() if src.best_mask(i.id, kinds) is not None)
+    if "scribbles" in what:
+        # Layer names are folder names; formats without "layer_names" keep only the sanitised name.
+        name = (lambda x: x) if "layer_names" in what else (lambda x: sanitize_name(x, "layer"))
+        for stem, info in s_imgs.items():
+            for layer in src.scribble_layers(info.id):
+                np.testing.assert_array_equal(dst.scribbles(d_imgs[stem].id, name(layer)),
+                                              src.scribbles(info.id, layer))
+        assert sorted(dst.scribble_layers()) == sorted(name(x) for x in src.scribble_layers())
+    if "tags" in what:
+        for stem, info in s_imgs.items():
+            names = src.class_names
+            want = {names[c]: s for c, s in src.tags(info.id).items()}
+            got = {dst.class_names[c]: s for c, s in dst.tags(d_imgs[stem].id).items()} if stem in d_imgs else {}
+            assert got == want, stem
+    if fmt_name not in MASKED_ONLY and getattr(get_format(fmt_name), "carries_images", True):
+        assert set(d_imgs) == set(s_imgs)
+
+
+# ----------------------------------------------------------------------------- registry-wide
+def test_registry_lists_the_formats():
+    names = list_formats()
+    for n in ("png", "coco", "voc", "yolo", "folder", "weak", "masks"):
+        assert n in names
+
+
+def test_unknown_format_lists_known_names(src, tmp_path):
+    with pytest.raises(AnnotationError) as e:
+        export_project(src, "labelme-xyz", tmp_path / "out")
+    for n in list_formats():
+        assert n in str(e.value)
+
+
+@pytest.mark.parametrize("fmt", list_formats())
+def test_round_trip(fmt, src, tmp_path):
+    out = tmp_path / f"out-{fmt}"
+    res = export_project(src, fmt, out)
+    assert out.is_dir() and (out / "manifest.json").is_file()
+    dst = fresh_target(tmp_path, src, fmt)
+    import_dataset(dst, fmt, out)
+    assert_round_trip(src, dst, fmt)
+    if "masks" in carries(fmt):
+        assert res.masks == 4
+
+
+@pytest.mark.parametrize("fmt", list_formats())
+def test_round_trip_through_zip(fmt, src, tmp_path):
+    out = tmp_path / f"{fmt}.zip"
+    export_project(src, fmt, out)
+    assert zipfile.is_zipfile(out)
+    dst = fresh_target(tmp_path, src, fmt)
+    if fmt == "folder":  # the folder layout's importer reads folders; unzip it
+        with zipfile.ZipFile(out) as zf:
+            zf.extractall(tmp_path / "unz")
+        import_dataset(dst, fmt, tmp_path / "unz")
+    else:
+        import_dataset(dst, fmt, out)
+    assert_round_trip(src, dst, fmt)
+
+
+@pytest.mark.parametrize("fmt", [f for f in list_formats() if "masks" in carries(f)])
+def test_manifest_records_kind_and_provenance(fmt, src, tmp_path):
+    export_project(src, fmt, tmp_path / "out")
+    man = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    masks = man["masks"]
+    assert masks["a"]["kind"] == "final" and masks["a"]["source"] == "test-final"
+    assert masks["b image"]["kind"] == "predicted" and masks["b image"]["model_version"] == "v1"
+    assert masks["c"]["kind"] == "pseudo" and masks["d"]["kind"] == "imported"
+    assert "e" not in masks
+
+
+@pytest.mark.parametrize("fmt", [f for f in list_formats() if "masks" in carries(f)])
+def test_final_only_exports_only_final_masks(fmt, src, tmp_path):
+    res = export_project(src, fmt, tmp_path / "out", masks="final")
+    assert res.masks == 1
+    man = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert set(man["masks"]) == {"a"}
+    dst = fresh_target(tmp_path, src, fmt)
+    import_dataset(dst, fmt, tmp_path / "out")
+    assert_round_trip(src, dst, fmt, masks="final")
+
+
+@pytest.mark.parametrize("fmt", [f for f in list_formats() if get_format(f).can_import])
+def test_kind_option_sets_the_mask_kind(fmt, src, tmp_path):
+    if "masks" not in carries(fmt) or fmt == "folder":
+        pytest.skip("carries no masks / the folder importer stores kind imported")
+    export_project(src, fmt, tmp_path / "out")
+    dst = fresh_target(tmp_path, src, fmt)
+    import_dataset(dst, fmt, tmp_path / "out", kind="manifest")
+    d = by_stem(dst)
+    assert dst.mask_info(d["a"].id, "final") is not None
+    assert dst.mask_info(d["b image"].id, "predicted") is not None
+    assert dst.mask_info(d["a"].id, "imported") is None
+
+
+@pytest.mark.parametrize("fmt", list_formats())
+def test_failed_export_leaves_nothing(fmt, src, tmp_path, monkeypatch):
+    import annotations.formats._common as common
+    import annotations.formats.folder as folder_mod
+
+    def boom(*a, **k):
+        raise OSError("disk full (simulated)")
+
+    monkeypatch.setattr(common, "write_json", boom)
+    monkeypatch.setattr(folder_mod.json, "dumps", boom)
+    out = tmp_path / "out"
+    with pytest.raises(OSError):
+        export_project(src, fmt, out)
+    assert not out.exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".out")] == []
+
+
+@pytest.mark.parametrize("fmt", list_formats())
+def test_cli_export_and_import(fmt, src, tmp_path, capsys):
+    from segmenter.cli import main
+
+    out = tmp_path / "cli-out"
+    assert main(["export", str(src.root), "--format", fmt, "--out", str(out)]) == 0
+    dst = fresh_target(tmp_path, src, fmt)
+    assert main(["import", str(dst.root), "--format", fmt, str(out)]) == 0
+    assert_round_trip(Project.open(src.root), Project.open(dst.root), fmt)
+    capsys.readouterr()
+
+
+def test_cli_bad_format_and_option_exit_2(src, tmp_path, capsys):
+    from segmenter.cli import main
+
+    assert main(["export", str(src.root), "--format", "nope", "--out", str(tmp_path / "x")]) == 2
+    assert "coco" in capsys.readouterr().err
+    assert main(["export", str(src.root), "--format", "coco", "--out", str(tmp_path / "y"),
+                 "--option", "segmentation=svg"]) == 2
+    assert "segmentation" in capsys.readouterr().err
+    assert main(["export", str(src.root), "--format", "coco", "--out", str(tmp_path / "z"),
+                 "--option", "colour=red"]) == 2
+    assert "no option 'colour'" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- COCO
+def _coco_masks(ann_file: Path):
+    """Per file name, the label map pycocotools' own COCO loader gives (background 0)."""
+    from pycocotools.coco import COCO
+
+    coco = COCO(str(ann_file))
+    out = {}
+    for img in coco.loadImgs(coco.getImgIds()):
+        m = np.zeros((img["height"], img["width"]), np.uint8)
+        for a in coco.loadAnns(coco.getAnnIds(imgIds=img["id"])):
+            m[coco.annToMask(a).astype(bool)] = a["category_id"]
+        out[img["file_name"]] = m
+    return out
+
+
+@pytest.mark.parametrize("segmentation", ["rle", "polygon"])
+def test_coco_loads_with_pycocotools_and_decodes_the_same(segmentation, src, tmp_path):
+    export_project(src, "coco", tmp_path / "out", segmentation=segmentation)
+    decoded = _coco_masks(tmp_path / "out" / "annotations.json")
+    data = json.loads((tmp_path / "out" / "annotations.json").read_text())
+    assert [c["id"] for c in data["categories"]] == [1, 2, 3]  # background is not a category
+    for info in src.images():
+        got = src.best_mask(info.id)
+        if got is None:
+            assert not any(k.startswith(info.stem + ".") for k in decoded)
+            continue
+        name = next(k for k in decoded if k.startswith(info.stem + "."))
+        want = got[0].copy()
+        want[want == 255] = 0  # COCO readers other than ours do not see the ignore regions
+        np.testing.assert_array_equal(decoded[name], want)
+    for a in data["annotations"]:
+        assert (isinstance(a["segmentation"], dict)) == (segmentation == "rle")
+        assert a["area"] > 0 and len(a["bbox"]) == 4 and a["iscrowd"] == 0
+
+
+def test_coco_background_include_and_non_background_first_class(tmp_path):
+    p = Project.create(tmp_path / "p", ["sky", "road"])
+    info = p.add_image(_save_png(tmp_path / "i.png", np.zeros((8, 9, 3), np.uint8)))
+    m = np.zeros((8, 9), np.uint8)
+    m[4:, :] = 1
+    m[0, 0] = 255
+    p.save_mask(info.id, m, "final", source="t")
+    export_project(p, "coco", tmp_path / "out")
+    data = json.loads((tmp_path / "out" / "annotations.json").read_text())
+    assert [c["name"] for c in data["categories"]] == ["sky", "road"]  # class 0 is not "background": kept
+    q = Project.create(tmp_path / "q")
+    import_dataset(q, "coco", tmp_path / "out")
+    assert q.class_names == ["sky", "road"]
+    np.testing.assert_array_equal(q.mask(q.images()[0].id, "imported"), m)
+
+
+def _foreign_coco(tmp_path: Path) -> Path:
+    """A COCO file as other tools write it: sparse category ids, polygons, uncompressed RLE, overlap."""
+    d = tmp_path / "foreign"
+    (d / "images").mkdir(parents=True)
+    _save_png(d / "images" / "x.png", np.full((10, 12, 3), 7, np.uint8))
+    rle = {"size": [10, 12], "counts": [50, 4, 66]}  # column-major: column 5, rows 0..3
+    data = {"images": [{"id": 7, "file_name": "x.png", "width": 12, "height": 10}],
+            "categories": [{"id": 18, "name": "dog"}, {"id": 3, "name": "car"}],
+            "annotations": [
+                {"id": 1, "image_id": 7, "category_id": 3, "segmentation": [[0, 0, 4, 0, 4, 4, 0, 4]], "iscrowd": 0},
+                {"id": 2, "image_id": 7, "category_id": 18, "segmentation": [[2, 2, 6, 2, 6, 6, 2, 6]], "iscrowd": 0},
+                {"id": 3, "image_id": 7, "category_id": 18, "segmentation": rle, "iscrowd": 1}]}
+    (d / "instances.json").write_text(json.dumps(data))
+    return d
+
+
+def test_coco_import_of_a_foreign_file(tmp_path):
+    d = _foreign_coco(tmp_path)
+    q = Project.create(tmp_path / "q")
+    s = import_dataset(q, "coco", d / "instances.json")
+    assert len(s.added) == 1
+    assert q.class_names == ["background", "car", "dog"]  # background + categories sorted by id
+    m = q.mask(q.images()[0].id, "imported")
+    want = np.zeros((10, 12), np.uint8)
+    want[0:4, 0:4] = 1
+    want[2:6, 2:6] = 2  # later annotation on top
+    want[0:4, 5] = 2
+    np.testing.assert_array_equal(m, want)
+
+
+def test_coco_unknown_category_is_a_clear_error_and_changes_nothing(tmp_path):
+    d = _foreign_coco(tmp_path)
+    data = json.loads((d / "instances.json").read_text())
+    data["annotations"][0]["category_id"] = 99
+    (d / "instances.json").write_text(json.dumps(data))
+    q = Project.create(tmp_path / "q")
+    with pytest.raises(UnknownClassError, match=r"instances.json.*category_id 99"):
+        import_dataset(q, "coco", d / "instances.json")
+    assert q.images() == [] and q.class_names == ["background", "object"]
+
+
+def test_coco_size_mismatch_is_a_clear_error(tmp_path):
+    d = _foreign_coco(tmp_path)
+    data = json.loads((d / "instances.json").read_text())
+    data["annotations"][2]["segmentation"]["size"] = [11, 12]
+    (d / "instances.json").write_text(json.dumps(data))
+    q = Project.create(tmp_path / "q")
+    with pytest.raises(SizeMismatchError, match="annotation 3 of x.png"):
+        import_dataset(q, "coco", d / "instances.json")
+    assert q.images() == []
+
+
+def test_coco_missing_image_file_needs_the_image_in_the_project(tmp_path):
+    d = _foreign_coco(tmp_path)
+    shutil.move(d / "images" / "x.png", tmp_path / "x.png")
+    q = Project.create(tmp_path / "q")
+    with pytest.raises(FormatError, match="no image named 'x.png'"):
+        import_dataset(q, "coco", d)
+    q.add_image(tmp_path / "x.png")
+    import_dataset(q, "coco", d)
+    assert q.mask(q.images()[0].id, "imported") is not None
+
+
+# ----------------------------------------------------------------------------- classes on import
+def test_import_into_project_with_annotations_maps_names_and_refuses_unknown(src, tmp_path):
+    export_project(src, "png", tmp_path / "out")
+    q = Project.create(tmp_path / "q", ["background", "dog", "cat"])  # other order, no bird
+    img = q.add_image(_save_png(tmp_path / "other.png", np.zeros((4, 4), np.uint8)))
+    q.set_tag(img.id, 1, "present")  # now it has annotations: classes are kept
+    with pytest.raises(UnknownClassError, match="'bird'.*add_classes=true"):
+        import_dataset(q, "png", tmp_path / "out")
+    assert len(q.images()) == 1
+    import_dataset(q, "png", tmp_path / "out", add_classes="true")
+    assert q.class_names == ["background", "dog", "cat", "bird"]
+    a = by_stem(q)["a"]
+    src_a = src.mask(by_stem(src)["a"].id, "final")
+    lut = np.array([0, 2, 1, 3] + [0] * 251 + [255], np.uint8)  # src index -> q index
+    np.testing.assert_array_equal(q.mask(a.id, "imported"), lut[src_a])
+
+
+def test_import_matches_existing_images_by_stem_without_duplicating(src, tmp_path):
+    export_project(src, "png", tmp_path / "out")
+    q = Project.create(tmp_path / "q")
+    import_dataset(q, "png", tmp_path / "out")
+    n = len(q.images())
+    import_dataset(q, "png", tmp_path / "out", kind="final")
+    assert len(q.images()) == n
+    assert q.mask_info(by_stem(q)["a"].id, "final") is not None
+
+
+# ----------------------------------------------------------------------------- safety
+def test_size_mismatch_in_png_names_the_file_and_changes_nothing(src, tmp_path):
+    export_project(src, "png", tmp_path / "out")
+    Image.fromarray(np.zeros((5, 5), np.uint8)).save(tmp_path / "out" / "masks" / "c.png")
+    q = Project.create(tmp_path / "q")
+    with pytest.raises(SizeMismatchError, match=r"masks/c.png.*5x5.*24x24"):
+        import_dataset(q, "png", tmp_path / "out")
+    assert q.images() == [] and q.counts()["masks"]["imported"] == 0
+    assert q.class_names == ["background", "object"]
+
+
+def test_bad_class_index_in_a_mask_is_an_error(src, tmp_path):
+    export_project(src, "png", tmp_path / "out")
+    bad = np.full((24, 24), 9, np.uint8)
+    Image.fromarray(bad).save(tmp_path / "out" / "masks" / "c.png")
+    q = Project.create(tmp_path / "q")
+    with pytest.raises(FormatError, match=r"masks/c.png: uses class index 9"):
+        import_dataset(q, "png", tmp_path / "out")
+    assert q.images() == []
+
+
+def test_duplicate_names_in_a_dataset_are_an_error(src, tmp_path):
+    export_project(src, "png", tmp_path / "out")
+    shutil.copyfile(tmp_path / "out" / "images" / "a.png", tmp_path / "out" / "images" / "a.jpg")
+    q = Project.create(tmp_path / "q")
+    with pytest.raises(DuplicateNameError, match="a.jpg.*a.png|a.png.*a.jpg"):
+        import_dataset(q, "png", tmp_path / "out")
+    assert q.images() == []
+
+
+def test_odd_names_are_sanitised_on_export(tmp_path):
+    p = Project.create(tmp_path / "p")
+    raw = (tmp_path / "f.png")
+    _save_png(raw, np.zeros((6, 6), np.uint8))
+    info = p.add_image(raw.read_bytes(), name="../../evil:name?.png")
+    p.save_mask(info.id, np.ones((6, 6), np.uint8), "final", source="t")
+    for fmt in list_formats():
+        out = tmp_path / f"o-{fmt}"
+        export_project(p, fmt, out)
+        for f in out.rglob("*"):
+            assert out.resolve() in f.resolve().parents
+            assert not set(f.name) & set(':?*"<>|\\'), f
+
+
+def test_zip_with_unsafe_paths_is_refused(tmp_path):
+    z = tmp_path / "evil.zip"
+    with zipfile.ZipFile(z, "w") as zf:
+        zf.writestr("../escape.png", b"x")
+    q = Project.create(tmp_path / "q")
+    with pytest.raises(FormatError, match="unsafe path"):
+        import_dataset(q, "png", z)
+    assert not (tmp_path / "escape.png").exists()
+
+
+def test_export_into_a_non_empty_folder_is_refused(src, tmp_path):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "keep.txt").write_text("mine")
+    with pytest.raises(AnnotationError, match="not empty"):
+        export_project(src, "coco", tmp_path / "out")
+    assert (tmp_path / "out" / "keep.txt").read_text() == "mine"
+
+
+# ----------------------------------------------------------------------------- VOC / YOLO / png specifics
+def test_voc_layout_keeps_void_and_uses_palette_pngs(src, tmp_path):
+    export_project(src, "voc", tmp_path / "out")
+    out = tmp_path / "out"
+    assert sorted(p.name for p in (out / "JPEGImages").iterdir()) == ["a.jpg", "b image.jpg", "c.jpg", "d.jpg",
+                                                                      "e.jpg"]
+    with Image.open(out / "SegmentationClass" / "a.png") as im:
+        assert im.mode == "P"
+        assert (np.asarray(im) == 255).any()
+        assert tuple(im.getpalette()[3 * 255: 3 * 256]) == (224, 224, 192)
+        assert tuple(im.getpalette()[9:12]) == (0x12, 0x34, 0x56)
+    assert (out / "ImageSets" / "Segmentation" / "train.txt").read_text().splitlines() == ["a", "b image", "c"]
+    assert "bird:18,52,86::" in (out / "labelmap.txt").read_text()
+
+
+def test_voc_import_without_labelmap_uses_the_voc_classes(tmp_path):
+    d = tmp_path / "VOCdevkit" / "VOC2012"
+    (d / "JPEGImages").mkdir(parents=True)
+    (d / "SegmentationClass").mkdir()
+    (d / "ImageSets" / "Segmentation").mkdir(parents=True)
+    Image.fromarray(np.zeros((6, 7, 3), np.uint8)).save(d / "JPEGImages" / "2007_000032.jpg")
+    m = np.zeros((6, 7), np.uint8)
+    m[1:3, 1:3] = 15
+    m[0] = 255
+    im = Image.fromarray(m, "L").convert("P")
+    im.putpalette([v for i in range(256) for v in (i, i, i)])
+    im.save(d / "SegmentationClass" / "2007_000032.png")
+    (d / "ImageSets" / "Segmentation" / "val.txt").write_text("2007_000032\n")
+    q = Project.create(tmp_path / "q")
+    import_dataset(q, "voc", tmp_path)
+    assert q.class_names[15] == "person" and len(q.class_names) == 21
+    np.testing.assert_array_equal(q.mask(q.images()[0].id, "imported"), m)
+    assert q.image_sets() == ["val"]
+
+
+def test_yolo_files_follow_the_ultralytics_layout(src, tmp_path):
+    export_project(src, "yolo", tmp_path / "out")
+    out = tmp_path / "out"
+    import yaml
+
+    data = yaml.safe_load((out / "data.yaml").read_text())
+    assert data["names"] == {0: "cat", 1: "dog", 2: "bird"} and data["nc"] == 3
+    assert data["train"] == "images"
+    lines = (out / "labels" / "a.txt").read_text().splitlines()
+    for ln in lines:
+        vals = ln.split()
+        assert 0 <= int(vals[0]) < 3 and len(vals) % 2 == 1 and len(vals) >= 7
+        assert all(0.0 <= float(v) <= 1.0 for v in vals[1:])
+    assert (out / "labels" / "b image.txt").read_text() == ""  # all background: an empty label file
+    assert not (out / "images" / "e.png").exists()  # no mask: left out
+    assert (out / "ignore" / "a.txt").is_file()
+
+
+def test_yolo_import_of_split_folders(tmp_path):
+    d = tmp_path / "yolo"
+    for split in ("train", "val"):
+        (d / "images" / split).mkdir(parents=True)
+        (d / "labels" / split).mkdir(parents=True)
+    _save_png(d / "images" / "train" / "p.png", np.zeros((10, 20, 3), np.uint8))
+    _save_png(d / "images" / "val" / "q.png", np.full((10, 20, 3), 9, np.uint8))
+    (d / "labels" / "train" / "p.txt").write_text("1 0 0 0.5 0 0.5 0.5 0 0.5\n")
+    (d / "labels" / "val" / "q.txt").write_text("0 0.5 0.5 0.5 0.4\n")  # a box line
+    (d / "data.yaml").write_text("path: ../datasets/x\ntrain: images/train\nval: images/val\nnames:\n  - car\n  - bus\n")
+    q = Project.create(tmp_path / "q")
+    import_dataset(q, "yolo", d)
+    assert q.class_names == ["background", "car", "bus"]
+    assert q.image_sets() == ["train", "val"]
+    mp = q.mask(by_stem(q)["p"].id, "imported")
+    want = np.zeros((10, 20), np.uint8)
+    want[:5, :10] = 2
+    np.testing.assert_array_equal(mp, want)
+    mq = q.mask(by_stem(q)["q"].id, "imported")
+    assert (mq[3:7, 5:15] == 1).all() and mq.sum() == 40
+
+
+def test_yolo_bad_line_names_file_and_line(src, tmp_path):
+    export_project(src, "yolo", tmp_path / "out")
+    (tmp_path / "out" / "labels" / "a.txt").write_text("0 0.1 0.1 0.2\n")
+    q = Project.create(tmp_path / "q")
+    with pytest.raises(FormatError, match="labels/a.txt line 1"):
+        import_dataset(q, "yolo", tmp_path / "out")
+    assert q.images() == []
+
+
+def test_png_color_pngs_hold_the_same_indices_and_colours(src, tmp_path):
+    export_project(src, "png", tmp_path / "out")
+    with Image.open(tmp_path / "out" / "color" / "a.png") as im:
+        assert im.mode == "P"
+        np.testing.assert_array_equal(np.asarray(im), np.asarray(Image.open(tmp_path / "out" / "masks" / "a.png")))
+        rgb = np.asarray(im.convert("RGB"))
+    m = src.mask(by_stem(src)["a"].id, "final")
+    assert tuple(rgb[m == 3][0]) == (0x12, 0x34, 0x56)
+    labels = json.loads((tmp_path / "out" / "labels.json").read_text())
+    assert labels[3] == {"index": 3, "name": "bird", "color": "#123456"}
+
+
+# ----------------------------------------------------------------------------- masks (plain folder)
+def _project_with_images(tmp_path: Path, src: Project, name: str) -> Project:
+    return fresh_target(tmp_path, src, "masks", name)
+
+
+def test_masks_color_mode_round_trip_with_mapping_file(src, tmp_path):
+    export_project(src, "masks", tmp_path / "out", mode="color")
+    mapping = json.loads((tmp_path / "out" / "mapping.json").read_text())
+    assert mapping["#123456"] == "bird" and mapping["#e0e0c0"] == "ignore"
+    with Image.open(tmp_path / "out" / "a.png") as im:
+        assert im.mode == "RGB"
+    dst = _project_with_images(tmp_path, src, "dst")
+    import_dataset(dst, "masks", tmp_path / "out")
+    assert_round_trip(src, dst, "masks")
+
+
+def test_masks_inline_mapping_and_kind(src, tmp_path):
+    d = tmp_path / "plain"
+    d.mkdir()
+    rgb = np.zeros((40, 56, 3), np.uint8)
+    rgb[:10] = (255, 0, 0)
+    rgb[30:] = (255, 255, 255)
+    _save_png(d / "a.png", rgb)
+    dst = _project_with_images(tmp_path, src, "dst")
+    import_dataset(dst, "masks", d, mapping='{"#000000": "background", "#ff0000": "object", "#ffffff": "ignore"}',
+                   kind="final")
+    m = dst.mask(by_stem(dst)["a"].id, "final")
+    assert (m[:10] == 1).all() and (m[10:30] == 0).all() and (m[30:] == 255).all()
+
+
+def test_masks_unknown_colour_and_unmatched_name_are_errors(src, tmp_path):
+    d = tmp_path / "plain"
+    d.mkdir()
+    rgb = np.zeros((40, 56, 3), np.uint8)
+    rgb[0, 0] = (1, 2, 3)
+    _save_png(d / "a.png", rgb)
+    dst = _project_with_images(tmp_path, src, "dst")
+    with pytest.raises(FormatError, match=r"a.png: colour #010203 is not in the colour mapping"):
+        import_dataset(dst, "masks", d, mapping='{"#000000": 0}')
+    (d / "a.png").unlink()
+    _save_png(d / "zzz.png", np.zeros((4, 4), np.uint8))
+    with pytest.raises(FormatError, match="no image named 'zzz.png'"):
+        import_dataset(dst, "masks", d, mapping="index")
+    assert dst.counts()["masks"]["imported"] == 0
+
+
+def test_masks_mapping_project_uses_class_colours(src, tmp_path):
+    d = tmp_path / "plain"
+    d.mkdir()
+    m = src.mask(by_stem(src)["a"].id, "final")
+    lut = np.zeros((256, 3), np.uint8)
+    for c in src.classes():
+        lut[c.idx] = c.color
+    lut[255] = (224, 224, 192)
+    _save_png(d / "a.png", lut[m])
+    dst = Project.create(tmp_path / "dst", CLASSES)
+    dst.recolor_class(3, "#123456")
+    dst.add_image(src.root / by_stem(src)["a"].file, name="a.png")
+    import_dataset(dst, "masks", d, mapping="project")
+    np.testing.assert_array_equal(dst.mask(dst.images()[0].id, "imported"), m)
+
+
+# ----------------------------------------------------------------------------- weak
+def test_weak_export_files(src, tmp_path):
+    export_project(src, "weak", tmp_path / "out")
+    out = tmp_path / "out"
+    tags = json.loads((out / "tags.json").read_text())
+    assert tags["tags"]["e"] == {"cat": "present", "dog": "absent"}
+    assert "e,cat,present" in (out / "tags.csv").read_text()
+    layer_dirs = sorted(p.name for p in (out / "scribbles").iterdir())
+    assert layer_dirs == ["default", "x"]  # "my layer/../x" sanitised to a safe folder name
+    man = json.loads((out / "manifest.json").read_text())
+    assert man["layers"]["x"] == "my layer/../x"
+
+
+def test_weak_import_from_tags_csv_only(src, tmp_path):
+    export_project(src, "weak", tmp_path / "out")
+    (tmp_path / "out" / "tags.json").unlink()
+    dst = Project.create(tmp_path / "dst")
+    import_dataset(dst, "weak", tmp_path / "out")
+    assert_round_trip(src, dst, "weak")
+
+
+def test_export_options_are_validated():
+    with pytest.raises(AnnotationError, match="--masks"):
+        ExportOptions(masks="all")
