@@ -85,7 +85,7 @@ def open_project(path: str, classes_text: str = "") -> Project:
 # ---------------------------------------------------------------------------------- list and navigation
 def image_rows(project: Project, status_filter: str = "all") -> list[list]:
     """Rows ``[id, name, status]`` of the images passing ``status_filter``; a predicted image's
-    status carries its uncertainty, e.g. ``predicted (u=0.412)``."""
+    status carries its uncertainty, e.g. ``predicted · u 0.41``."""
     if status_filter not in FILTERS:
         raise AppError(f"unknown filter '{status_filter}' (known: {', '.join(FILTERS)}).")
     st = project.statuses()
@@ -98,7 +98,7 @@ def image_rows(project: Project, status_filter: str = "all") -> list[list]:
         if s == "predicted":
             mi = project.mask_info(info.id, "predicted")
             if mi is not None and mi.uncertainty is not None:
-                label = f"predicted (u={mi.uncertainty:.3f})"
+                label = f"predicted · u {mi.uncertainty:.2f}"
         rows.append([info.id, info.name, label])
     return rows
 

@@ -61,14 +61,14 @@ def build_ui(project: Project) -> gr.Blocks:
                     "<span class='ws-sub'>Pick a class, draw a few strokes on each region: the live preview "
                     "fills in the rest. Everything is saved as you draw.</span>")
         with gr.Row(equal_height=False):
-            with gr.Column(scale=1, min_width=250):
+            with gr.Column(scale=2, min_width=270):
                 project_md = gr.Markdown(elem_id="ws-project")
                 progress = gr.Markdown(elem_id="ws-progress")
                 status_filter = gr.Dropdown(FILTER_CHOICES, value="all", label="Show", elem_id="ws-filter")
                 image_list = gr.Dataframe(headers=LIST_HEADERS, datatype=["number", "str", "str"],
                                           interactive=False, elem_id="ws-image-list", label="Images",
-                                          column_widths=["16%", "50%", "34%"], wrap=True)
-            with gr.Column(scale=4, min_width=520):
+                                          column_widths=["12%", "44%", "44%"], wrap=True)
+            with gr.Column(scale=7, min_width=560):
                 title = gr.Markdown(elem_id="ws-title")
                 with gr.Row():
                     prev_btn = gr.Button("◀ Previous", elem_id="ws-prev", size="sm")
@@ -80,7 +80,7 @@ def build_ui(project: Project) -> gr.Blocks:
                              apply_default_css=False)
                 gr.Markdown("<span class='ws-sub'>Keys: 1–9 class · E eraser · [ ] brush size · Ctrl+Z / Ctrl+Y "
                             "undo / redo · + − 0 zoom · Ctrl+wheel zoom</span>")
-            with gr.Column(scale=2, min_width=300):
+            with gr.Column(scale=3, min_width=300):
                 with gr.Accordion("Train & predict", open=True, elem_id="ws-train-panel"):
                     with gr.Row():
                         epochs = gr.Number(value=5, minimum=1, maximum=500, precision=0, label="Epochs",
@@ -91,7 +91,7 @@ def build_ui(project: Project) -> gr.Blocks:
                         train_btn = gr.Button("Train", variant="primary", elem_id="ws-train")
                         cancel_btn = gr.Button("Cancel", variant="stop", elem_id="ws-cancel")
                     train_progress = gr.HTML(jobs.progress_html(None), elem_id="ws-train-progress")
-                    predict_btn = gr.Button("Predict the images without a final mask", elem_id="ws-predict")
+                    predict_btn = gr.Button("Predict the images without a final mask", elem_id="ws-predict", size="sm")
                     timer = gr.Timer(1.0, active=False)
                 with gr.Accordion("Classes", open=False, elem_id="ws-classes-panel"):
                     class_table = gr.Dataframe(headers=["index", "name", "colour"], interactive=False,

@@ -242,7 +242,7 @@ def test_rows_filters_progress(project):
     project.set_tag(ids[1], 1, "present")
     project.save_mask(ids[2], np.zeros((64, 64), np.uint8), "predicted", source="t", uncertainty=0.5)
     rows = handlers.image_rows(project)
-    assert [r[2] for r in rows] == ["scribbled", "tagged", "predicted (u=0.500)", "untouched"]
+    assert [r[2] for r in rows] == ["scribbled", "tagged", "predicted · u 0.50", "untouched"]
     assert [r[0] for r in handlers.image_rows(project, "untouched")] == [ids[3]]
     assert "3 / 4 annotated" in handlers.progress_text(project)
     with pytest.raises(AnnotationError):

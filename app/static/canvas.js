@@ -248,7 +248,8 @@
     }
     clearError();
     if (d === S.doc) {
-      setStatus((d.layer === 'mask' ? 'Final mask saved' : 'Saved') + (r.merged ? ' (merged with another window\'s strokes)' : '') + ' \u00b7 version ' + r.version);
+      setStatus(d.layer === 'mask' ? 'Final mask saved' + (r.merged ? ' (merged with another window\'s edits)' : '')
+        : 'Saved' + (r.merged ? ' (merged with another window\'s strokes)' : '') + ' \u00b7 version ' + r.version);
       if (d.layer === 'scribbles') {
         if (S.overlayKind !== 'preview' && S.overlayKinds.includes('preview')) { S.overlayKind = 'preview'; markOverlay(); }
         requestOverlay();
@@ -346,6 +347,7 @@
       if (!r) return;
       S.mode = 'mask';
       S.doc = makeDoc(S.id, 'mask', S.W, S.H, rleDecode(r.labels, S.W * S.H), r.version, r.kind);
+      setTiming('');
       setStatus(r.kind === 'none' ? 'Mask editor: nothing to start from; paint the classes.' :
         'Mask editor: editing the ' + r.kind + ' mask. Your changes are saved as the final mask.');
     } else {

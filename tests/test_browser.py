@@ -1,0 +1,387 @@
+"""The app in a real browser: headless Chromium driven by Playwright, on a small synthetic project.
+
+One app process (``python app.py PROJECT --port FREE``) serves every test of the module; the
+tests run in order, each leaving a screenshot in ``test-artifacts/browser/``. Never runs
+``playwright install``: it uses the system Chromium.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from annotations.imageio import encode_image_png
+from annotations.store import Project
+from conftest import make_disc_image
+
+pytestmark = pytest.mark.browser
+
+REPO = Path(__file__).resolve().parents[1]
+ARTIFACTS = REPO / "test-artifacts" / "browser"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update"]
+SIZE = 96
+N_IMAGES = 6
+ROOT = "#ws-canvas .ws-root"
+TIMEOUT = 30_000
+
+if not os.path.exists(CHROMIUM):
+    pytest.skip("no Chromium at /usr/bin/chromium", allow_module_level=True)
+sync_api = pytest.importorskip("playwright.sync_api")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def project_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("browser") / "proj"
+    p = Project.create(root, classes=["background", "object"])
+    for i in range(N_IMAGES):
+        img, _, _ = make_disc_image(SIZE, seed=i)
+        p.add_image(encode_image_png(img), name=f"disc{i}.png")
+    p.close()
+    return root
+
+
+@pytest.fixture(scope="module")
+def server(project_dir):
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    port = _free_port()
+    log = open(ARTIFACTS / "app.log", "w")
+    env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen([sys.executable, str(REPO / "app.py"), str(project_dir), "--port", str(port)],
+                            cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env)
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.time() + 90
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            break
+        except OSError:
+            if proc.poll() is not None or time.time() > deadline:
+                proc.kill()
+                pytest.fail(f"the app did not start; see {ARTIFACTS / 'app.log'}")
+            time.sleep(0.3)
+    yield url
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope="module")
+def page(browser, server):
+    ctx = browser.new_context(viewport={"width": 1500, "height": 1000}, accept_downloads=True)
+    pg = ctx.new_page()
+    pg.set_default_timeout(TIMEOUT)
+    pg.goto(server)
+    pg.wait_for_selector(f"{ROOT}[data-ready='1']")
+    yield pg
+    ctx.close()
+
+
+def shot(pg, name: str) -> None:
+    pg.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def state(pg) -> dict:
+    """What the canvas holds: image id, version, and the count of pixels per class in its map."""
+    return pg.evaluate("""() => {
+        const root = document.querySelector('#ws-canvas .ws-root'), S = root._ws, d = S.doc;
+        const counts = {};
+        if (d) for (const v of d.labels) if (v !== 255) counts[v] = (counts[v] || 0) + 1;
+        return {id: S.id, version: d ? d.version : null, counts, saved: root.dataset.saved,
+                overlay: root.dataset.overlay || '', tool: root.dataset.tool, error: root.dataset.error || '',
+                latency: root.dataset.previewLatency || null};
+    }""")
+
+
+def wait_saved(pg) -> None:
+    pg.wait_for_selector(f"{ROOT}[data-saved='1']")
+
+
+def wait_preview(pg) -> None:
+    """Until the live-preview overlay of the current scribble version is shown."""
+    pg.wait_for_function("""() => {
+        const r = document.querySelector('#ws-canvas .ws-root');
+        return r.dataset.saved === '1' && r.dataset.overlay === 'preview:' + r._ws.doc.version;
+    }""")
+
+
+def stroke(pg, points) -> None:
+    """Drag the mouse through ``points`` given as fractions (x, y) of the canvas."""
+    box = pg.locator(f"{ROOT} canvas.ws-labels").bounding_box()
+    xy = [(box["x"] + fx * box["width"], box["y"] + fy * box["height"]) for fx, fy in points]
+    pg.mouse.move(*xy[0])
+    pg.mouse.down()
+    for x, y in xy[1:]:
+        pg.mouse.move(x, y, steps=6)
+    pg.mouse.up()
+
+
+def pick_class(pg, idx: int) -> None:
+    pg.click(f"{ROOT} .ws-class[data-cls='{idx}']")
+
+
+def goto_image(pg, button: str) -> int:
+    before = state(pg)["id"]
+    pg.click(button)
+    pg.wait_for_function(f"() => document.querySelector('{ROOT}')._ws.id !== {before}")
+    pg.wait_for_selector(f"{ROOT}[data-ready='1']")
+    return state(pg)["id"]
+
+
+def open_by_name(pg, name: str) -> int:
+    """Click the image's row in the list and wait for the canvas to show it."""
+    pg.locator("#ws-image-list").get_by_text(name, exact=True).click()
+    pg.wait_for_function(f"() => document.querySelector('#ws-title').innerText.includes('{name}')"
+                         f" && document.querySelector('{ROOT}')._ws.doc")
+    return state(pg)["id"]
+
+
+def stored(project_dir, image_id):
+    with Project.open(project_dir) as p:
+        return p.scribbles(image_id), p.scribble_version(image_id), p.tags(image_id)
+
+
+# ------------------------------------------------------------------ the walk-through
+def test_open_the_app(page):
+    shot(page, "01-open")
+    assert page.locator(f"{ROOT} .ws-class").count() == 2
+    assert page.locator(f"{ROOT} .ws-class", has_text="object").is_visible()
+    assert "0 / 6 annotated" in page.inner_text("#ws-progress")
+
+
+def test_strokes_in_two_classes_show_the_overlay(page, project_dir):
+    s0 = state(page)
+    pick_class(page, 1)
+    stroke(page, [(0.4, 0.5), (0.5, 0.52), (0.6, 0.5)])
+    pick_class(page, 0)
+    stroke(page, [(0.08, 0.1), (0.5, 0.08), (0.92, 0.1)])
+    wait_preview(page)
+    s = state(page)
+    assert s["counts"].get("0", 0) > 0 and s["counts"].get("1", 0) > 0
+    assert page.locator(f"{ROOT} img.ws-overlay").get_attribute("src").startswith("data:image/png")
+    scr, version, _ = stored(project_dir, s0["id"])
+    assert version == s["version"] == 2
+    assert set(np.unique(scr)) == {0, 1, 255}
+    assert (scr != 255).sum() == sum(s["counts"].values())
+    # the preview latency as the person sees it (stroke end -> overlay shown), logged as an artifact
+    (ARTIFACTS / "preview-latency.json").write_text(json.dumps({"size": SIZE, "latency_s": float(s["latency"])}))
+    shot(page, "02-strokes-and-live-preview")
+
+
+def test_tool_and_size_changes_keep_the_strokes(page, project_dir):
+    before = state(page)
+    page.click(f"{ROOT} .ws-eraser")
+    assert state(page)["tool"] == "eraser"
+    page.locator(f"{ROOT} .ws-size").fill("20")
+    pick_class(page, 1)
+    page.locator(f"{ROOT} .ws-size").fill("3")
+    page.click(f"{ROOT} .ws-zoom-in")
+    page.click(f"{ROOT} .ws-fit")
+    assert state(page)["counts"] == before["counts"]
+    # the eraser removes part of the object stroke, and only that
+    page.click(f"{ROOT} .ws-eraser")
+    page.locator(f"{ROOT} .ws-size").fill("6")
+    stroke(page, [(0.58, 0.42), (0.58, 0.6)])
+    wait_saved(page)
+    after = state(page)
+    assert after["counts"]["1"] < before["counts"]["1"] and after["counts"]["0"] == before["counts"]["0"]
+    assert after["version"] == before["version"] + 1
+    pick_class(page, 1)
+    shot(page, "03-after-tool-changes-and-eraser")
+
+
+def test_tags(page, project_dir):
+    iid = state(page)["id"]
+    page.click(f"{ROOT} .ws-tag[data-cls='1'] .ws-tagbtn[data-state='present']")
+    page.wait_for_selector(f"{ROOT} .ws-tag[data-cls='1'][data-state='present']")
+    page.click(f"{ROOT} .ws-tag[data-cls='0'] .ws-tagbtn[data-state='absent']")
+    page.wait_for_selector(f"{ROOT} .ws-tag[data-cls='0'][data-state='absent']")
+    page.click(f"{ROOT} .ws-tag[data-cls='0'] .ws-tagbtn[data-state='unknown']")
+    page.wait_for_selector(f"{ROOT} .ws-tag[data-cls='0'][data-state='unknown']")
+    assert stored(project_dir, iid)[2] == {1: "present"}
+    shot(page, "04-tags")
+
+
+def test_next_and_back_keeps_the_strokes(page, project_dir):
+    first = state(page)
+    second = goto_image(page, "#ws-next")
+    assert second != first["id"] and state(page)["counts"] == {}
+    stroke(page, [(0.45, 0.45), (0.55, 0.55)])  # one stroke on the second image, then straight back
+    back = goto_image(page, "#ws-prev")
+    assert back == first["id"]
+    wait_saved(page)
+    assert state(page)["counts"] == first["counts"] and state(page)["version"] == first["version"]
+    page.wait_for_selector(f"{ROOT} .ws-tag[data-cls='1'][data-state='present']")
+    scr2, v2, _ = stored(project_dir, second)
+    assert v2 == 1 and (scr2 == 1).sum() > 0
+    page.wait_for_function("() => document.querySelector('#ws-progress').innerText.includes('2 / 6')")
+    shot(page, "05-back-on-first-image")
+
+
+def test_undo_and_redo(page, project_dir):
+    s = state(page)
+    page.click(f"{ROOT} .ws-undo")
+    page.wait_for_function(f"() => document.querySelector('{ROOT}')._ws.doc.version === {s['version'] - 1}")
+    undone = state(page)
+    assert undone["counts"]["1"] > s["counts"]["1"]  # the eraser stroke is undone
+    assert stored(project_dir, s["id"])[1] == s["version"] - 1
+    shot(page, "06-undo")
+    page.keyboard.press("Control+y")  # redo by keyboard
+    page.wait_for_function(f"() => document.querySelector('{ROOT}')._ws.doc.version === {s['version']}")
+    assert state(page)["counts"] == s["counts"]
+    wait_preview(page)
+    shot(page, "07-redo")
+
+
+def test_train_one_epoch_and_predict(page, project_dir):
+    page.locator("#ws-epochs input").fill("1")
+    page.locator("#ws-train-size input").click()
+    page.get_by_role("option", name="64", exact=True).click()
+    page.click("#ws-train")
+    page.wait_for_selector("#ws-train-progress .ws-pbar[data-status='running']")
+    shot(page, "08-training")
+    page.wait_for_selector("#ws-train-progress .ws-pbar[data-status='done']", timeout=240_000)
+    assert page.locator("#ws-train-progress .ws-pbar").get_attribute("aria-valuenow") == "100"
+    assert "loss" in page.inner_text("#ws-train-progress")
+    shot(page, "09-trained")
+    page.click("#ws-predict")
+    page.wait_for_function("""() => {
+        const b = document.querySelector('#ws-train-progress .ws-pbar');
+        return b && b.dataset.status === 'done' && document.querySelector('#ws-train-progress').innerText.includes('predict');
+    }""", timeout=120_000)
+    page.wait_for_function("() => document.querySelector('#ws-image-list').innerText.includes('predicted')")
+    shot(page, "10-predicted")
+
+
+def test_review_most_uncertain_and_accept(page, project_dir):
+    iid = goto_image(page, "#ws-next-uncertain")
+    page.wait_for_selector(f"{ROOT}[data-overlay-kind='predicted']")
+    page.wait_for_function(f"() => document.querySelector('{ROOT}').dataset.overlay.startsWith('predicted:')")
+    shot(page, "11-review-prediction")
+    page.click(f"{ROOT} .ws-accept")
+    page.wait_for_selector(f"{ROOT}[data-overlay-kind='final']")
+    with Project.open(project_dir) as p:
+        assert p.status(iid) == "final"
+        assert p.mask_info(iid, "final").source.startswith("app:accepted(predicted")
+    # the mask editor paints the final mask directly
+    page.click(f"{ROOT} .ws-mode[data-mode='mask']")
+    page.wait_for_selector(f"{ROOT}[data-mode='mask']")
+    pick_class(page, 1)
+    page.locator(f"{ROOT} .ws-size").fill("12")
+    stroke(page, [(0.05, 0.9), (0.3, 0.9)])
+    wait_saved(page)
+    with Project.open(project_dir) as p:
+        m = p.mask(iid, "final")
+        assert (m[int(0.9 * SIZE), 5:25] == 1).all()
+        assert p.mask_info(iid, "final").source.startswith("app:mask-editor")
+    shot(page, "12-mask-editor")
+    page.click(f"{ROOT} .ws-mode[data-mode='scribbles']")
+
+
+def test_export_and_open_the_zip(page, tmp_path):
+    page.click("#ws-export-panel button:has-text('Export')")  # open the accordion
+    page.click("#ws-export")
+    link = page.locator("#ws-export-file a").first
+    link.wait_for()
+    with page.expect_download() as dl:
+        link.click()
+    path = tmp_path / "export.zip"
+    dl.value.save_as(path)
+    with zipfile.ZipFile(path) as zf:
+        names = zf.namelist()
+        meta = json.loads(zf.read("meta.json"))
+    assert meta["classes"] == ["background", "object"]
+    assert sum(n.startswith("masks/") for n in names) >= 1 and sum(n.startswith("images/") for n in names) == 6
+    shot(page, "13-export")
+
+
+def test_errors_show_in_the_page(page):
+    page.click("#ws-classes-panel button:has-text('Classes')")
+    page.locator("#ws-new-class input, #ws-new-class textarea").first.fill("Object")
+    page.click("#ws-add-class")
+    toast = page.locator(".toast-body, [data-testid='toast-body']").filter(has_text="already exists")
+    toast.first.wait_for()
+    assert "Traceback" not in page.content()
+    shot(page, "14-error-message")
+    # a failing canvas request keeps the strokes and says so in the page
+    page.evaluate("() => { const S = document.querySelector('#ws-canvas .ws-root')._ws; S.proj = 'gone'; }")
+    before = state(page)
+    stroke(page, [(0.3, 0.3), (0.35, 0.35)])
+    page.wait_for_function(f"() => document.querySelector('{ROOT}').dataset.error")
+    after = state(page)
+    assert "reload" in after["error"] and sum(after["counts"].values()) > sum(before["counts"].values())
+    assert after["saved"] == "0"
+    shot(page, "15-canvas-error-keeps-strokes")
+
+
+def test_two_windows_keep_each_others_work(browser, server, project_dir):
+    ctx_a = browser.new_context(viewport={"width": 1300, "height": 950})
+    ctx_b = browser.new_context(viewport={"width": 1300, "height": 950})
+    try:
+        pa, pb = ctx_a.new_page(), ctx_b.new_page()
+        for pg in (pa, pb):
+            pg.set_default_timeout(TIMEOUT)
+            pg.goto(server)
+            pg.wait_for_selector(f"{ROOT}[data-ready='1']")
+            open_by_name(pg, f"disc{N_IMAGES - 1}.png")
+        ia, ib = state(pa)["id"], state(pb)["id"]
+        assert ia == ib
+        base = stored(project_dir, ia)[0]
+        base_n = 0 if base is None else int((base != 255).sum())
+        pick_class(pa, 1)
+        pick_class(pb, 0)
+        stroke(pa, [(0.45, 0.5), (0.55, 0.5)])
+        stroke(pb, [(0.1, 0.9), (0.9, 0.9)])
+        stroke(pa, [(0.5, 0.4), (0.5, 0.6)])
+        stroke(pb, [(0.1, 0.1), (0.1, 0.8)])
+        wait_saved(pa)
+        wait_saved(pb)
+        scr, _, _ = stored(project_dir, ia)
+        a, b = state(pa)["counts"], state(pb)["counts"]
+        assert a.get("1", 0) > 0 and b.get("0", 0) > 0
+        assert (scr == 1).sum() >= a["1"] and (scr == 0).sum() >= b["0"]
+        # each window ends with both annotators' strokes once its last save has been merged
+        stroke(pa, [(0.3, 0.3), (0.31, 0.31)])
+        stroke(pb, [(0.7, 0.7), (0.71, 0.71)])
+        wait_saved(pa)
+        wait_saved(pb)
+        scr, version, _ = stored(project_dir, ia)
+        for pg in (pa, pb):
+            pg.reload()
+            pg.wait_for_selector(f"{ROOT}[data-ready='1']")
+            assert open_by_name(pg, f"disc{N_IMAGES - 1}.png") == ia
+            s = state(pg)
+            assert s["version"] == version
+            assert sum(s["counts"].values()) == int((scr != 255).sum()) > base_n
+        shot(pa, "16-two-windows-a")
+        shot(pb, "17-two-windows-b")
+    finally:
+        ctx_a.close()
+        ctx_b.close()
