@@ -107,6 +107,24 @@ def fresh_target(tmp_path: Path, src: Project, fmt_name: str, name: str = "dst")
     return q
 
 
+def export_import(src: Project, fmt: str, workdir: Path, **export_options) -> Project:
+    """Export ``src`` in ``fmt`` to ``workdir/out-<fmt>``, import into a fresh ``workdir/dst-<fmt>``."""
+    out = workdir / f"out-{fmt}"
+    export_project(src, fmt, out, **export_options)
+    assert (out / "manifest.json").is_file(), fmt
+    dst = fresh_target(workdir, src, fmt, f"dst-{fmt}")
+    import_dataset(dst, fmt, out)
+    return dst
+
+
+def assert_masks_equal(dst: Project, want: dict, label: str) -> None:
+    """``dst``'s imported masks equal ``want`` ({stem: mask or None}) bit for bit."""
+    got = {i.stem: dst.mask(i.id, "imported") for i in dst.images()}
+    for stem, m in want.items():
+        if m is not None:
+            np.testing.assert_array_equal(got[stem], m, err_msg=f"{label}: {stem}")
+
+
 def by_stem(p: Project) -> dict:
     return {i.stem: i for i in p.images()}
 
