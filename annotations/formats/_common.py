@@ -229,16 +229,16 @@ def dataset_root(path: Path) -> Iterator[Path]:
     path = Path(path)
     if path.is_file() and path.suffix.lower() == ".zip":
         with tempfile.TemporaryDirectory(prefix=".import.") as td:
+            root = Path(td) / path.name  # errors then name the zip, not the temp folder
             try:
                 with zipfile.ZipFile(path) as zf:
                     for n in zf.namelist():
                         parts = Path(n).parts
                         if n.startswith(("/", "\\")) or ".." in parts or ":" in n:
                             raise FormatError(f"{path.name}: unsafe path '{n}' in the zip; refusing to extract.")
-                    zf.extractall(td)
+                    zf.extractall(root)
             except zipfile.BadZipFile as e:
                 raise FormatError(f"{path.name}: not a readable zip file ({e}).") from None
-            root = Path(td)
             kids = [k for k in root.iterdir() if not k.name.startswith(".")]
             yield kids[0] if len(kids) == 1 and kids[0].is_dir() else root
     else:

@@ -133,7 +133,6 @@ class CocoFormat(Format):
             copy_image(project, it, out_dir / "images", options)
             return enc
 
-        (out_dir / "images").mkdir()
         workers = max(1, min(4, os.cpu_count() or 1))
         with ThreadPoolExecutor(workers) as pool:
             encoded = list(pool.map(work, items))
@@ -146,7 +145,8 @@ class CocoFormat(Format):
         write_manifest(project, out_dir, self.name, options, items, segmentation=segmentation,
                        background_class=data["info"]["weakseg"]["background_class"])
         if left_out:
-            res.notes.append(f"{left_out} image(s) without a mask left out (COCO lists annotated images only)")
+            res.notes.append(f"{left_out} image(s) without a {'final ' if options.masks == 'final' else ''}mask left out "
+                             "(COCO lists annotated images only)")
         return res
 
     def import_into(self, project, path: Path, options: dict | None = None):

@@ -178,7 +178,8 @@ class YoloFormat(Format):
         write_labels(project, out_dir)
         write_manifest(project, out_dir, self.name, options, items)
         if left_out:
-            res.notes.append(f"{left_out} image(s) without a mask left out (YOLO reads them as background-only)")
+            res.notes.append(f"{left_out} image(s) without a {'final ' if options.masks == 'final' else ''}mask left out "
+                             "(YOLO reads them as background-only)")
         return res
 
     def import_into(self, project, path: Path, options: dict | None = None):
