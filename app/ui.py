@@ -21,23 +21,27 @@ FILTER_CHOICES = [("All images", "all")] + [(s.capitalize(), s) for s in handler
 LIST_HEADERS = ["id", "image", "status"]
 
 
-def safe(fn):
-    """Every AnnotationError becomes a readable message in the page, never a stack trace."""
+def safe(fn, n_outputs: int):
+    """Run ``fn``; an AnnotationError (or any failure) becomes a warning in the page, never a stack
+    trace, and leaves every output as it was (no component is marked as failed)."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except gr.Error:
-            raise
         except AnnotationError as e:
-            raise gr.Error(str(e), print_exception=False) from None
+            gr.Warning(str(e))
         except Exception as e:  # noqa: BLE001
-            log.exception("handler %s failed", fn.__name__)
-            raise gr.Error(f"Something went wrong ({type(e).__name__}: {e}). Your annotations are saved.",
-                           print_exception=False) from None
+            log.exception("handler %s failed", getattr(fn, "__name__", fn))
+            gr.Warning(f"Something went wrong ({type(e).__name__}: {e}). Your annotations are saved.")
+        return gr.skip() if n_outputs == 1 else tuple(gr.skip() for _ in range(n_outputs))
 
     return wrapper
+
+
+def listen(event, fn, inputs, outputs, **kwargs):
+    """``event(safe(fn), inputs, outputs)``: every handler of the page goes through :func:`safe`."""
+    return event(safe(fn, len(outputs)), inputs, outputs, **kwargs)
 
 
 def css() -> str:
@@ -133,7 +137,6 @@ def build_ui(project: Project) -> gr.Blocks:
             choices = handlers.class_choices(p)
             return handlers.class_rows(p), gr.update(choices=choices, value=choices[0][1] if choices else None)
 
-        @safe
         def on_start(tok, filt):
             p = handlers.project_for(tok)
             image_id = handlers.first_image(p)
@@ -144,10 +147,9 @@ def build_ui(project: Project) -> gr.Blocks:
                     gr.update(choices=formats, value="folder" if "folder" in formats else formats[0]),
                     jobs.progress_html(_snap(p)))
 
-        demo.load(on_start, [token, status_filter],
+        listen(demo.load, on_start, [token, status_filter],
                   shown + [project_md, class_table, class_pick, fmt, train_progress])
 
-        @safe
         def navigate(tok, cur, filt, action):
             p = handlers.project_for(tok)
             res = handlers.resolve_navigation(p, cur, action, filt)
@@ -157,9 +159,8 @@ def build_ui(project: Project) -> gr.Blocks:
 
         for btn, action in ((prev_btn, "prev"), (next_btn, "next"), (todo_btn, "unannotated"),
                             (unsure_btn, "uncertain")):
-            btn.click(functools.partial(navigate, action=action), [token, current, status_filter], shown)
+            listen(btn.click, functools.partial(navigate, action=action), [token, current, status_filter], shown)
 
-        @safe
         def on_select(tok, filt, evt: gr.SelectData):
             p = handlers.project_for(tok)
             row = evt.row_value if evt.row_value else None
@@ -167,21 +168,19 @@ def build_ui(project: Project) -> gr.Blocks:
                 return (gr.skip(),) * len(shown)
             return show(tok, handlers.check_image(p, int(row[0])), filt)
 
-        image_list.select(on_select, [token, status_filter], shown)
+        listen(image_list.select, on_select, [token, status_filter], shown)
 
-        @safe
         def on_filter(tok, filt):
             p = handlers.project_for(tok)
             return handlers.image_rows(p, filt), handlers.progress_text(p)
 
-        status_filter.change(on_filter, [token, status_filter], [image_list, progress])
+        listen(status_filter.change, on_filter, [token, status_filter], [image_list, progress])
 
-        @safe
         def on_saved(tok, cur, filt):
             p = handlers.project_for(tok)
             return handlers.image_rows(p, filt), handlers.progress_text(p), handlers.title_text(p, cur)
 
-        cv.saved(on_saved, [token, current, status_filter], [image_list, progress, title],
+        listen(cv.saved, on_saved, [token, current, status_filter], [image_list, progress, title],
                  show_progress="hidden", queue=False)
 
         # ---------------------------------------------------------------- training
@@ -189,31 +188,27 @@ def build_ui(project: Project) -> gr.Blocks:
             job = jobs.current_job(str(p.root))
             return job.snapshot() if job else None
 
-        @safe
         def on_train(tok, n_epochs, px):
             p = handlers.project_for(tok)
             training.start_training(p, epochs=int(n_epochs or 1), size=int(px or 128))
             return jobs.progress_html(_snap(p)), gr.Timer(active=True)
 
-        train_btn.click(on_train, [token, epochs, size], [train_progress, timer])
+        listen(train_btn.click, on_train, [token, epochs, size], [train_progress, timer])
 
-        @safe
         def on_predict(tok):
             p = handlers.project_for(tok)
             training.start_predict(p)
             return jobs.progress_html(_snap(p)), gr.Timer(active=True)
 
-        predict_btn.click(on_predict, [token], [train_progress, timer])
+        listen(predict_btn.click, on_predict, [token], [train_progress, timer])
 
-        @safe
         def on_cancel(tok):
             p = handlers.project_for(tok)
             gr.Info(jobs.cancel_job(str(p.root)))
             return jobs.progress_html(_snap(p))
 
-        cancel_btn.click(on_cancel, [token], [train_progress])
+        listen(cancel_btn.click, on_cancel, [token], [train_progress])
 
-        @safe
         def on_tick(tok, cur, filt):
             p = handlers.project_for(tok)
             snap = _snap(p)
@@ -223,7 +218,7 @@ def build_ui(project: Project) -> gr.Blocks:
                 return (html_, gr.Timer(active=False), *show(tok, cur, filt))
             return (html_, gr.skip()) + (gr.skip(),) * len(shown)
 
-        timer.tick(on_tick, [token, current, status_filter], [train_progress, timer] + shown,
+        listen(timer.tick, on_tick, [token, current, status_filter], [train_progress, timer] + shown,
                    show_progress="hidden")
 
         # ---------------------------------------------------------------- classes
@@ -233,61 +228,54 @@ def build_ui(project: Project) -> gr.Blocks:
                    "nonce": uuid.uuid4().hex[:8]}
             return (*class_outputs(p), json.dumps(msg))
 
-        @safe
         def on_add_class(tok, name, color):
             p = handlers.project_for(tok)
             return (*_classes_changed(tok, p, handlers.add_class(p, name, color)), "")
 
-        add_class_btn.click(on_add_class, [token, new_class, new_color], [class_table, class_pick, cv, new_class])
+        listen(add_class_btn.click, on_add_class, [token, new_class, new_color], [class_table, class_pick, cv, new_class])
 
-        @safe
         def on_rename(tok, idx, name):
             p = handlers.project_for(tok)
             return _classes_changed(tok, p, handlers.rename_class(p, idx, name))
 
-        rename_btn.click(on_rename, [token, class_pick, rename_to], [class_table, class_pick, cv])
+        listen(rename_btn.click, on_rename, [token, class_pick, rename_to], [class_table, class_pick, cv])
 
-        @safe
         def on_recolor(tok, idx, color):
             p = handlers.project_for(tok)
             return _classes_changed(tok, p, handlers.recolor_class(p, idx, color))
 
-        recolor_btn.click(on_recolor, [token, class_pick, recolor_to], [class_table, class_pick, cv])
+        listen(recolor_btn.click, on_recolor, [token, class_pick, recolor_to], [class_table, class_pick, cv])
 
         # ---------------------------------------------------------------- export
-        @safe
         def on_export(tok, fmt_name, which):
             p = handlers.project_for(tok)
             path, msg = handlers.export_zip(p, fmt_name, which)
             return path, msg
 
-        export_btn.click(on_export, [token, fmt, masks], [export_file, export_msg])
+        listen(export_btn.click, on_export, [token, fmt, masks], [export_file, export_msg])
 
         # ---------------------------------------------------------------- project and images
-        @safe
         def on_upload(tok, files, cur, filt):
             p = handlers.project_for(tok)
             msg = handlers.add_uploads(p, files)
             cur = handlers.check_image(p, cur)
             return (msg, None, *show(tok, cur, filt))
 
-        upload_btn.click(on_upload, [token, uploads, current, status_filter], [add_msg, uploads] + shown)
+        listen(upload_btn.click, on_upload, [token, uploads, current, status_filter], [add_msg, uploads] + shown)
 
-        @safe
         def on_folder(tok, path, cur, filt):
             p = handlers.project_for(tok)
             msg = handlers.add_folder(p, path)
             return (msg, *show(tok, handlers.check_image(p, cur), filt))
 
-        folder_btn.click(on_folder, [token, folder, current, status_filter], [add_msg] + shown)
+        listen(folder_btn.click, on_folder, [token, folder, current, status_filter], [add_msg] + shown)
 
-        @safe
         def on_open(path, classes_text, filt):
             p = handlers.open_project(path, classes_text)
             tok = handlers.register_project(p)
             return (tok, *show(tok, handlers.first_image(p), filt), f"**Project** `{p.root}`", *class_outputs(p),
                     jobs.progress_html(_snap(p)))
 
-        open_btn.click(on_open, [proj_path, proj_classes, status_filter],
+        listen(open_btn.click, on_open, [proj_path, proj_classes, status_filter],
                        [token] + shown + [project_md, class_table, class_pick, train_progress])
     return demo
