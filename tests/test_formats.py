@@ -669,3 +669,25 @@ def test_weak_import_from_tags_csv_only(src, tmp_path):
 def test_export_options_are_validated():
     with pytest.raises(AnnotationError, match="--masks"):
         ExportOptions(masks="all")
+
+
+def test_names_differing_only_in_case_are_a_clear_export_error(tmp_path):
+    p = Project.create(tmp_path / "p")
+    for k, name in enumerate(["Cat.png", "cat.png"]):
+        p.add_image(_save_png(tmp_path / f"f{k}.png", np.full((4, 4), k, np.uint8)), name=name)
+    with pytest.raises(DuplicateNameError, match="Cat.png.*cat.png.*rename"):
+        export_project(p, "png", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("fmt", ["png", "coco", "voc", "yolo"])
+def test_images_none_exports_labels_only_and_imports_onto_existing_images(fmt, src, tmp_path):
+    export_project(src, fmt, tmp_path / "out", images="none")
+    out = tmp_path / "out"
+    assert not (out / "images").exists() and not any((out / "JPEGImages").glob("*"))
+    dst = Project.create(tmp_path / "dst")
+    for info in src.images():
+        dst.add_image(src.root / info.file, name=info.name)
+    import_dataset(dst, fmt, tmp_path / "out")
+    want = {i.stem: (src.best_mask(i.id) or (None,))[0] for i in src.images()}
+    assert_masks_equal(dst, want, fmt)
