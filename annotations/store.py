@@ -263,8 +263,12 @@ class Project:
         self.close()
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction (``BEGIN IMMEDIATE``); nested calls join the outer one."""
+    def transaction(self, bulk: bool = False) -> Iterator[sqlite3.Connection]:
+        """One write transaction (``BEGIN IMMEDIATE``); nested calls join the outer one.
+
+        ``bulk=True`` (for imports): files written inside are not fsynced one by one; a single
+        ``os.sync()`` makes them all durable just before the commit, so the guarantee is the same.
+        """
         conn = self._conn()
         if self._local.depth:
             self._local.depth += 1
@@ -275,20 +279,25 @@ class Project:
             return
         conn.execute("BEGIN IMMEDIATE")
         self._local.depth = 1
+        self._local.bulk = bulk
         try:
             yield conn
+            if bulk:
+                os.sync()
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
             raise
         finally:
             self._local.depth = 0
+            self._local.bulk = False
 
     def _q(self, sql: str, args: tuple = ()) -> list[sqlite3.Row]:
         return self._conn().execute(sql, args).fetchall()
 
     def _write_file(self, rel: str, data: bytes) -> None:
-        imageio.atomic_write_bytes(self.root / rel, data)
+        bulk = bool(self._local.depth and getattr(self._local, "bulk", False))
+        imageio.atomic_write_bytes(self.root / rel, data, durable=not bulk)
 
     # ----------------------------------------------------------------- classes
     def classes(self) -> list[ClassInfo]:
