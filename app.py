@@ -81,10 +81,13 @@ def main(argv=None) -> int:
     except AnnotationError as e:
         print(f"app.py: error: {e}", file=sys.stderr)
         return 2
-    from app.handlers import MAX_UPLOAD_BYTES
+    import threading
+
+    from app.handlers import MAX_UPLOAD_BYTES, warm_up
     from app.ui import build_ui, css
 
     demo = build_ui(project)
+    threading.Thread(target=warm_up, name="weakseg-warm-up", daemon=True).start()
     print(f"project: {project.root}  ({len(project.image_ids())} images)")
     demo.queue(default_concurrency_limit=4).launch(
         server_name=args.host, server_port=args.port, auth=auth, max_file_size=MAX_UPLOAD_BYTES,

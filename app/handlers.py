@@ -348,6 +348,24 @@ def preview_result(project: Project, image_id: int, method: str | None = None):
     return result, dt
 
 
+def warm_up() -> float:
+    """Import the segmenter and run the preview once on a tiny image, so a person's first stroke
+    is not slowed by imports; returns the seconds it took (run it in a thread at start-up)."""
+    t0 = time.perf_counter()
+    yy, xx = np.mgrid[:64, :64]
+    img = np.where(((yy - 32) ** 2 + (xx - 32) ** 2) < 300, 200, 50).astype(np.uint8)
+    scr = np.full((64, 64), IGNORE, np.uint8)
+    scr[30:34, 26:38] = 1
+    scr[2:4, 4:60] = 0
+    try:
+        preview_function()(img, scr, 2)
+    except Exception:  # noqa: BLE001 - a failed warm-up only costs time later
+        import logging
+
+        logging.getLogger("weakseg.app").exception("preview warm-up failed")
+    return time.perf_counter() - t0
+
+
 def overlay_for(project: Project, image_id: int, kind: str) -> dict:
     """``{"overlay": data URL or None, "kind", "seconds", "message"}`` for the overlay ``kind``."""
     if kind not in OVERLAY_KINDS:

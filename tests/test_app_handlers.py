@@ -212,6 +212,12 @@ def test_preview_uses_the_prediction_as_prior(project, token, monkeypatch):
     np.testing.assert_allclose(seen["prior"], prior)
 
 
+def test_warm_up_runs_the_preview(monkeypatch):
+    calls = []
+    monkeypatch.setattr(handlers, "preview_function", lambda: lambda *a, **k: calls.append(a[2]))
+    assert handlers.warm_up() >= 0 and calls == [2]
+
+
 def test_overlay_of_stored_kinds_and_accept_final(project, token):
     iid = project.image_ids()[0]
     _, gt, scr = make_disc_image(64, seed=0)

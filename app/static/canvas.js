@@ -221,7 +221,12 @@
       return null;
     }
   }
-  function notifySaved() { try { trigger('saved'); } catch (e) { /* listener optional */ } }
+  // Tell Python to refresh the image list and progress, only when this image's status changed.
+  function notifySaved(status, force) {
+    if (!force && (status === undefined || status === S.status)) return;
+    if (status !== undefined) S.status = status;
+    try { trigger('saved'); } catch (e) { /* listener optional */ }
+  }
 
   async function flush(d) {
     if (d.inflight || !d.dirty) { updateFlags(); return; }
@@ -255,7 +260,7 @@
         requestOverlay();
       }
     }
-    notifySaved();
+    if (d.id === S.id) notifySaved(r.status); else notifySaved(undefined, true);  // an earlier image's save
     if (d.dirty) flush(d); else updateFlags();
   }
   function waitSaved(d) {
@@ -303,7 +308,7 @@
     S.tags = r.tags || {};
     markTags();
     setStatus('Tag saved: ' + (S.classes.find((c) => c.idx === idx) || {name: idx}).name + ' ' + state);
-    notifySaved();
+    notifySaved(r.status);
   }
   async function undoRedo(redo) {
     const d = S.doc;
@@ -328,7 +333,7 @@
     setStatus((redo ? 'Redone' : 'Undone') + ' \u00b7 version ' + r.version);
     S.strokeEnd = performance.now();
     requestOverlay();
-    notifySaved();
+    notifySaved(r.status);
   }
   function clearAll() {
     const d = S.doc;
@@ -374,7 +379,7 @@
     S.overlayKind = 'final';
     buildOverlays();
     requestOverlay();
-    notifySaved();
+    notifySaved(r.status, true);
   }
 
   // ------------------------------------------------------------------ drawing
@@ -493,7 +498,7 @@
     if (!msg || !msg.type) return;
     S.proj = msg.project || S.proj;
     if (msg.classes) setClasses(msg.classes);
-    if (msg.type === 'classes') return;
+    if (msg.type === 'classes') { if (S.id != null) requestOverlay(); return; }
     if (msg.type === 'empty') {
       S.id = null; S.doc = null; S.W = S.H = 0;
       root.classList.add('ws-noimage');
@@ -519,6 +524,7 @@
     S.overlayKinds = msg.overlay_kinds || ['preview'];
     S.overlayKind = msg.overlay_kind || 'preview';
     S.tags = msg.tags || {};
+    S.status = msg.status;
     buildOverlays();
     markTags();
     markTools();
