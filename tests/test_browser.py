@@ -202,8 +202,11 @@ def test_tool_and_size_changes_keep_the_strokes(page, project_dir):
     page.locator(f"{ROOT} .ws-size").fill("20")
     pick_class(page, 1)
     page.locator(f"{ROOT} .ws-size").fill("3")
+    width = page.locator(f"{ROOT} .ws-layers").bounding_box()["width"]
     page.click(f"{ROOT} .ws-zoom-in")
+    assert page.locator(f"{ROOT} .ws-layers").bounding_box()["width"] > width * 1.2
     page.click(f"{ROOT} .ws-fit")
+    assert abs(page.locator(f"{ROOT} .ws-layers").bounding_box()["width"] - width) < 2
     assert state(page)["counts"] == before["counts"]
     # the eraser removes part of the object stroke, and only that
     page.click(f"{ROOT} .ws-eraser")
@@ -385,3 +388,29 @@ def test_two_windows_keep_each_others_work(browser, server, project_dir):
     finally:
         ctx_a.close()
         ctx_b.close()
+
+
+def test_filter_upload_and_new_class(page, tmp_path):
+    page.locator("#ws-filter input").click()
+    page.get_by_role("option", name="Untouched").click()
+    page.wait_for_function("() => !document.querySelector('#ws-image-list').innerText.includes('predicted')")
+    shot(page, "18-filter-untouched")
+    page.locator("#ws-filter input").click()
+    page.get_by_role("option", name="All images").click()
+    page.wait_for_function("() => document.querySelector('#ws-image-list').innerText.includes('predicted')")
+    img, _, _ = make_disc_image(SIZE, seed=77)
+    up = tmp_path / "new photo (1).png"
+    up.write_bytes(encode_image_png(img))
+    page.click("#ws-project-panel button:has-text('Project')")
+    page.set_input_files("#ws-upload input[type=file]", str(up))
+    page.locator("#ws-upload").get_by_text("new photo").first.wait_for()
+    page.click("#ws-upload-btn")
+    page.wait_for_function("() => document.querySelector('#ws-add-msg').innerText.includes('Added 1 image')")
+    page.wait_for_function(f"() => document.querySelector('#ws-progress').innerText.includes('/ {N_IMAGES + 1}')")
+    assert "new_photo" in page.inner_text("#ws-image-list") or "new photo" in page.inner_text("#ws-image-list")
+    new = page.locator("#ws-new-class input, #ws-new-class textarea").first
+    new.fill("shadow")
+    page.click("#ws-add-class")
+    page.locator(f"{ROOT} .ws-class", has_text="shadow").wait_for()
+    assert page.locator(f"{ROOT} .ws-tag", has_text="shadow").count() == 1
+    shot(page, "19-upload-and-new-class")
