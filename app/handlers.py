@@ -325,9 +325,10 @@ def preview_result(project: Project, image_id: int, method: str | None = None):
     """The live pseudo-mask of the image's current scribbles: ``(PseudoResult, seconds)``, or
     ``(None, 0.0)`` when nothing is drawn. Uses the segmenter's own preview function
     (:func:`segmenter.pseudo.preview`) with the prediction, if any, as the prior; cached per
-    scribble version."""
+    scribble version, class count and prediction."""
     version = project.scribble_version(image_id)
-    key = (str(project.root), int(image_id), version, method)
+    pred = project.mask_info(image_id, "predicted")  # the prior: a new prediction changes the preview
+    key = (str(project.root), int(image_id), version, method, project.num_classes, pred.id if pred else 0)
     with _PREVIEW_LOCK:
         if key in _PREVIEW_CACHE:
             _PREVIEW_CACHE.move_to_end(key)

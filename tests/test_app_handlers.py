@@ -210,6 +210,11 @@ def test_preview_uses_the_prediction_as_prior(project, token, monkeypatch):
     r = handlers.canvas_preview({"project": token, "image_id": iid, "kind": "preview"})
     assert r["overlay"] and seen["prior"] is not None
     np.testing.assert_allclose(seen["prior"], prior)
+    # a new prediction (same scribbles) is a new prior: the cached preview is not reused
+    project.save_mask(iid, 1 - gt, "predicted", source="test", confidence=conf, uncertainty=0.3)
+    handlers.canvas_preview({"project": token, "image_id": iid, "kind": "preview"})
+    np.testing.assert_allclose(seen["prior"], handlers.prediction_prior(project, iid))
+    assert not np.allclose(seen["prior"], prior)
 
 
 def test_warm_up_runs_the_preview(monkeypatch):
