@@ -1,0 +1,65 @@
+"""``python -m segmenter predict PROJECT``: masks of kind ``predicted`` for all or some images.
+
+Each mask is saved with the model version, a confidence map and the image's uncertainty (mean
+normalised entropy); the most uncertain images are listed: annotate those next.
+"""
+from __future__ import annotations
+
+
+def register(sub) -> None:
+    p = sub.add_parser("predict", help="predict masks with a trained model",
+                       description=__doc__.split("\n\n")[0])
+    p.add_argument("project", help="project folder")
+    p.add_argument("--model", default=None, help="model name or checkpoint path (default: the newest)")
+    p.add_argument("--images", nargs="*", default=None, help="image names or ids (default: every image)")
+    p.add_argument("--image-set", default=None, help="only the images of this set")
+    p.add_argument("--status", default=None, help="only images of this status (e.g. untouched, scribbled)")
+    p.add_argument("--tta", action="store_true", help="flip test-time augmentation")
+    p.add_argument("--mode", default="resize", choices=("resize", "tile"),
+                   help="resize to the model's size and back (default), or tile at native resolution")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--top", type=int, default=10, help="list this many most uncertain images")
+    p.set_defaults(func=cmd_predict)
+
+
+def _select(project, args) -> list[int] | None:
+    if args.images:
+        out = []
+        for key in args.images:
+            out.append(int(key) if key.isdigit() and not _has_name(project, key) else project.image_by_name(key).id)
+        return out
+    if args.image_set or args.status:
+        return [im.id for im in project.images(status=args.status, image_set=args.image_set)]
+    return None
+
+
+def _has_name(project, key: str) -> bool:
+    from annotations.errors import NotFoundError
+
+    try:
+        project.image_by_name(key)
+        return True
+    except NotFoundError:
+        return False
+
+
+def cmd_predict(args) -> int:
+    import sys
+
+    from annotations.store import Project
+    from segmenter.predict import predict_project
+
+    project = Project.open(args.project)
+    ids = _select(project, args)
+
+    def progress(done, total):
+        sys.stderr.write(f"\rpredicted {done}/{total}")
+        sys.stderr.flush()
+
+    summary = predict_project(project, args.model, ids, device=args.device, tta=args.tta, mode=args.mode,
+                              batch_size=args.batch_size, callback=progress)
+    sys.stderr.write("\n")
+    for line in summary.lines(args.top):
+        print(line)
+    return 0

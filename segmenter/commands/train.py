@@ -1,0 +1,84 @@
+"""``python -m segmenter train PROJECT``: train a model on everything the project's images carry.
+
+Full masks (``final``/``imported``), scribbles, pseudo-masks, tags and unlabeled images are all
+used in one run (see :mod:`segmenter.train`). The checkpoint goes to ``PROJECT/models/NAME``
+(``.safetensors`` + ``.json``), rewritten after every epoch. Several processes/GPUs::
+
+    torchrun --nproc_per_node 2 -m segmenter train PROJECT --device cuda
+"""
+from __future__ import annotations
+
+import time
+
+
+def register(sub) -> None:
+    p = sub.add_parser("train", help="train a segmentation model from the project's labels",
+                       description=__doc__.split("\n\n")[0])
+    p.add_argument("project", help="project folder")
+    p.add_argument("--name", default=None, help="model name (default: ARCH-ENCODER-TIME)")
+    p.add_argument("--arch", default="unet", help="smp architecture (unet, unetplusplus, fpn, deeplabv3plus, ...)")
+    p.add_argument("--encoder", default="resnet18", help="smp encoder (resnet18, mobilenet_v2, efficientnet-b0, ...)")
+    p.add_argument("--encoder-weights", default=None, help="local .safetensors file of pretrained encoder weights")
+    p.add_argument("--size", type=int, default=128, help="input side in pixels (multiple of 32)")
+    p.add_argument("--channels", type=int, default=3, choices=(1, 3), help="images are converted to this many channels")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--no-amp", action="store_true", help="no mixed precision on the GPU")
+    p.add_argument("--rounds", type=int, default=2, help="training rounds with pseudo-mask refinement between them")
+    p.add_argument("--semi", default="mean_teacher", help="semi-supervised term for unlabeled images: mean_teacher | none")
+    p.add_argument("--no-unlabeled", action="store_true", help="do not train on unlabeled images")
+    p.add_argument("--no-pseudo", action="store_true", help="ignore stored pseudo-masks")
+    p.add_argument("--imported-as", default="full", choices=("full", "coarse"),
+                   help="treat imported masks as exact (full) or as coarse, noisy labels")
+    p.add_argument("--layer", default="default", help="scribble layer to train on")
+    p.add_argument("--image-set", default=None, help="train on this image set only")
+    p.add_argument("--resume", default=None, help="continue a checkpoint (name or path; 'latest' = newest)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train)
+
+
+def cmd_train(args) -> int:
+    from annotations.store import Project
+    from segmenter.data import ProjectSamples, TrainSet
+    from segmenter.models import ModelConfig, latest_checkpoint
+    from segmenter.predict import resolve_model
+    from segmenter.train import ProgressBar, TrainConfig, Trainer
+
+    project = Project.open(args.project)
+    ids = project.image_set(args.image_set) if args.image_set else None
+    samples = ProjectSamples(project, ids, layer=args.layer, imported_as=args.imported_as,
+                             use_pseudo=not args.no_pseudo, include_unlabeled=not args.no_unlabeled)
+    resume = None
+    if args.resume:
+        resume = latest_checkpoint(project.models_dir) if args.resume == "latest" else resolve_model(project, args.resume)
+        if resume is None:
+            from segmenter.errors import CheckpointError
+
+            raise CheckpointError(f"no checkpoint to resume in {project.models_dir}.")
+        name = resume.with_suffix("").name
+    else:
+        name = args.name or f"{args.arch}-{args.encoder}-{time.strftime('%Y%m%d-%H%M%S')}"
+    mcfg = ModelConfig(classes=project.class_names, arch=args.arch, encoder=args.encoder, size=args.size,
+                       in_channels=args.channels)
+    if resume is not None:
+        from segmenter.models import read_config
+
+        mcfg = ModelConfig.from_json(read_config(resume)["config"])
+        mcfg.classes = project.class_names  # a mismatch is refused when the checkpoint loads
+    tcfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=args.device,
+                       amp=not args.no_amp, rounds=args.rounds, semi=args.semi,
+                       checkpoint=str(project.models_dir / name), resume=str(resume) if resume else None,
+                       encoder_weights=args.encoder_weights)
+    data = TrainSet.build(samples, project.num_classes, mcfg.size, mcfg.in_channels)
+    project.close() if hasattr(project, "close") else None
+    callbacks = [] if args.quiet else [ProgressBar()]
+    res = Trainer(data, mcfg, tcfg, callbacks=callbacks).fit()
+    if res.stopped:
+        print(res.message)
+        return 1
+    print(f"model {res.checkpoint} ({res.epochs_done} epochs, {res.train_seconds:.0f} s, "
+          f"{res.images_per_s:.1f} images/s)")
+    return 0

@@ -1,0 +1,300 @@
+"""Model factory and checkpoint I/O (safetensors weights + a JSON config; never pickle).
+
+A checkpoint is two files side by side::
+
+    <stem>.safetensors   tensors: "model.*" (weights), optionally "optim.*" (optimizer state),
+                         "teacher.*" (mean-teacher weights)
+    <stem>.json          {"format": "weakseg-checkpoint", "config": ModelConfig, "state": {...}}
+
+``state`` holds JSON-able training state (epoch, step, optimizer scalars) for resuming.
+Both files are written atomically; the JSON is written last, so a checkpoint whose JSON exists
+is complete. Loading never uses ``torch.load``: a corrupt or foreign file gives a
+:class:`CheckpointError`, and a checkpoint made for other classes is refused with one.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from annotations.imageio import atomic_write_bytes
+
+from .errors import CheckpointError, SegmenterError
+
+FORMAT = "weakseg-checkpoint"
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def list_architectures() -> list[str]:
+    """Names smp offers for ``ModelConfig.arch`` (e.g. ``unet``, ``unetplusplus``, ``fpn``, ``deeplabv3plus``)."""
+    import segmentation_models_pytorch as smp
+
+    return sorted(smp.MODEL_ARCHITECTURES_MAPPING)
+
+
+def list_encoders() -> list[str]:
+    """Names smp offers for ``ModelConfig.encoder`` (e.g. ``resnet18``, ``mobilenet_v2``, ``efficientnet-b0``)."""
+    import segmentation_models_pytorch as smp
+
+    return sorted(smp.encoders.get_encoder_names())
+
+
+@dataclass
+class ModelConfig:
+    """Everything needed to rebuild a model and feed it images.
+
+    ``classes``: class names, index = label value. ``size``: the square input side the images are
+    resized to (pixels). ``in_channels``: images are converted to this many channels (1 or 3)
+    before normalisation with ``mean``/``std`` (per channel, on values scaled to [0, 1]).
+    ``aux_head``: an image-level multi-label classification head (smp ``aux_params``) for tags.
+    """
+
+    classes: list[str]
+    arch: str = "unet"
+    encoder: str = "resnet18"
+    size: int = 128
+    in_channels: int = 3
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+    aux_head: bool = True
+    version: str = ""
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.classes = [str(c) for c in self.classes]
+        if len(self.classes) < 1:
+            raise SegmenterError("a model needs at least one class.")
+        if len(self.classes) > 254:
+            raise SegmenterError(f"at most 254 classes are supported, got {len(self.classes)}.")
+        self.arch = str(self.arch).lower()
+        if self.in_channels not in (1, 3):
+            raise SegmenterError(f"in_channels must be 1 or 3, got {self.in_channels}.")
+        if int(self.size) < 32 or int(self.size) % 32:
+            raise SegmenterError(f"size must be a multiple of 32 and at least 32, got {self.size}.")
+        self.size = int(self.size)
+        self.mean = tuple(float(v) for v in self.mean)
+        self.std = tuple(float(v) for v in self.std)
+        if len(self.mean) == 3 and self.in_channels == 1:
+            self.mean, self.std = (sum(self.mean) / 3,), (sum(self.std) / 3,)
+        if len(self.mean) != self.in_channels or len(self.std) != self.in_channels:
+            raise SegmenterError("mean and std need one value per input channel.")
+        if any(s <= 0 for s in self.std):
+            raise SegmenterError("std values must be positive.")
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["mean"], d["std"] = list(self.mean), list(self.std)
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict) -> "ModelConfig":
+        known = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
+        return cls(**known)
+
+
+def create_model(cfg: ModelConfig, encoder_weights: str | Path | None = None):
+    """Build the smp model of ``cfg``: forward gives ``(B, C, H, W)`` logits, or
+    ``(logits, (B, C) tag logits)`` when ``cfg.aux_head``.
+
+    ``encoder_weights``: ``None`` (random init, no download) or a local ``.safetensors`` file of
+    encoder weights (keys as in ``model.encoder``, optionally prefixed ``encoder.``).
+    """
+    import segmentation_models_pytorch as smp
+
+    if cfg.arch not in smp.MODEL_ARCHITECTURES_MAPPING:
+        raise SegmenterError(
+            f"unknown architecture '{cfg.arch}'; choose one of: {', '.join(list_architectures())}."
+        )
+    if cfg.encoder not in smp.encoders.get_encoder_names():
+        raise SegmenterError(
+            f"unknown encoder '{cfg.encoder}'; choose one of: {', '.join(list_encoders())}."
+        )
+    kwargs = {}
+    if cfg.aux_head:
+        kwargs["aux_params"] = {"classes": cfg.num_classes, "dropout": 0.0}
+    try:
+        model = smp.create_model(cfg.arch, encoder_name=cfg.encoder, encoder_weights=None,
+                                 in_channels=cfg.in_channels, classes=cfg.num_classes, **kwargs)
+    except (ValueError, KeyError, TypeError, RuntimeError) as e:
+        raise SegmenterError(f"cannot build {cfg.arch} with encoder {cfg.encoder}: {e}") from None
+    if encoder_weights is not None:
+        load_encoder_weights(model, encoder_weights)
+    return model
+
+
+def load_encoder_weights(model, path: str | Path) -> int:
+    """Load pretrained encoder weights from a local safetensors file; returns the tensors loaded.
+
+    Keys may be those of ``model.encoder.state_dict()`` or carry an ``encoder.`` prefix (a whole
+    smp model's weights). Tensors whose shape differs (e.g. the first conv for other channels) are
+    skipped. Raises :class:`CheckpointError` when the file is unreadable or nothing matches.
+    """
+    p = Path(path)
+    if p.suffix != ".safetensors":
+        raise CheckpointError(
+            f"{p.name}: encoder weights must be a .safetensors file (pickle files are never loaded); "
+            "convert it once with safetensors.torch.save_file."
+        )
+    tensors = _read_safetensors(p)
+    target = model.encoder.state_dict()
+    picked = {}
+    for k, v in tensors.items():
+        for cand in (k, k.removeprefix("encoder."), k.removeprefix("model.encoder.")):
+            if cand in target and tuple(target[cand].shape) == tuple(v.shape):
+                picked[cand] = v
+                break
+    if not picked:
+        raise CheckpointError(f"{p.name}: no tensor matches the {type(model.encoder).__name__} encoder.")
+    model.encoder.load_state_dict(picked, strict=False)
+    return len(picked)
+
+
+def _read_safetensors(p: Path) -> dict:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    if not p.is_file():
+        raise CheckpointError(f"{p}: checkpoint file not found.")
+    try:
+        return load_file(str(p))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"{p.name}: the weights file is corrupt or not safetensors ({e}).") from None
+
+
+def checkpoint_paths(path: str | Path) -> tuple[Path, Path]:
+    """``(weights, config)`` paths of a checkpoint given its stem or either file."""
+    p = Path(path)
+    if p.suffix in (".safetensors", ".json"):
+        p = p.with_suffix("")
+    return p.with_name(p.name + ".safetensors"), p.with_name(p.name + ".json")
+
+
+def _flatten_optimizer(opt_state: dict) -> tuple[dict, dict]:
+    """Split ``optimizer.state_dict()`` into tensors (safetensors) and JSON-able scalars."""
+    import torch
+
+    tensors, scalars = {}, {}
+    for pid, st in opt_state["state"].items():
+        sc = {}
+        for k, v in st.items():
+            if torch.is_tensor(v):
+                tensors[f"optim.{pid}.{k}"] = v.detach().cpu().contiguous()
+            else:
+                sc[k] = v
+        scalars[str(pid)] = sc
+    return tensors, {"state": scalars, "param_groups": opt_state["param_groups"]}
+
+
+def _unflatten_optimizer(tensors: dict, meta: dict) -> dict:
+    state: dict = {int(k): dict(v) for k, v in meta["state"].items()}
+    for key, v in tensors.items():
+        if key.startswith("optim."):
+            _, pid, name = key.split(".", 2)
+            state.setdefault(int(pid), {})[name] = v
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def save_checkpoint(path: str | Path, model, cfg: ModelConfig, *, optimizer=None, teacher=None,
+                    state: dict | None = None) -> Path:
+    """Write ``<stem>.safetensors`` and ``<stem>.json`` atomically; returns the weights path.
+
+    ``cfg.version`` is set to ``<stem>-<first 8 hex of the weights' sha256>``.
+    """
+    from safetensors.torch import save as st_save
+
+    wpath, jpath = checkpoint_paths(path)
+    model = getattr(model, "module", model)  # unwrap DDP
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    meta: dict = {"state": dict(state or {})}
+    if optimizer is not None:
+        t, m = _flatten_optimizer(optimizer.state_dict())
+        tensors.update(t)
+        meta["optimizer"] = m
+    if teacher is not None:
+        tensors.update({f"teacher.{k}": v.detach().cpu().contiguous() for k, v in teacher.state_dict().items()})
+    data = st_save(tensors)
+    cfg.version = f"{wpath.stem}-{hashlib.sha256(data).hexdigest()[:8]}"
+    atomic_write_bytes(wpath, data)
+    doc = {"format": FORMAT, "saved": time.strftime("%Y-%m-%dT%H:%M:%S"), "config": cfg.to_json(), **meta}
+    atomic_write_bytes(jpath, (json.dumps(doc, indent=1) + "\n").encode())
+    return wpath
+
+
+@dataclass
+class Checkpoint:
+    """A loaded checkpoint: ``model`` (eval mode, on CPU), its config, JSON state and raw tensors."""
+
+    model: object
+    config: ModelConfig
+    state: dict
+    tensors: dict
+    optimizer_meta: dict | None
+    path: Path
+
+    def optimizer_state(self) -> dict | None:
+        if self.optimizer_meta is None:
+            return None
+        return _unflatten_optimizer(self.tensors, self.optimizer_meta)
+
+    def teacher_state(self) -> dict | None:
+        t = {k[len("teacher."):]: v for k, v in self.tensors.items() if k.startswith("teacher.")}
+        return t or None
+
+
+def read_config(path: str | Path) -> dict:
+    """The JSON document of a checkpoint (``config``, ``state``...). Raises :class:`CheckpointError`."""
+    _, jpath = checkpoint_paths(path)
+    if not jpath.is_file():
+        raise CheckpointError(f"{jpath}: checkpoint config not found.")
+    try:
+        doc = json.loads(jpath.read_text())
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{jpath.name}: the checkpoint config is corrupt ({e}).") from None
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT or "config" not in doc:
+        raise CheckpointError(f"{jpath.name}: not a checkpoint of this tool.")
+    return doc
+
+
+def load_checkpoint(path: str | Path, expected_classes: list[str] | None = None) -> Checkpoint:
+    """Load a checkpoint. ``expected_classes``: the project's class names; a checkpoint trained for
+    other classes is refused with a :class:`CheckpointError` naming both lists."""
+    wpath, _ = checkpoint_paths(path)
+    doc = read_config(path)
+    try:
+        cfg = ModelConfig.from_json(doc["config"])
+    except (SegmenterError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{wpath.stem}: the checkpoint config is invalid ({e}).") from None
+    if expected_classes is not None and list(expected_classes) != cfg.classes:
+        raise CheckpointError(
+            f"{wpath.stem} was trained for classes {cfg.classes}, but the project has "
+            f"{list(expected_classes)}; train a new model for these classes."
+        )
+    tensors = _read_safetensors(wpath)
+    model = create_model(cfg)
+    weights = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    try:
+        model.load_state_dict(weights, strict=True)
+    except RuntimeError as e:
+        first = str(e).splitlines()[0]
+        raise CheckpointError(f"{wpath.name}: the weights do not fit {cfg.arch}/{cfg.encoder} ({first}).") from None
+    model.eval()
+    return Checkpoint(model=model, config=cfg, state=doc.get("state", {}), tensors=tensors,
+                      optimizer_meta=doc.get("optimizer"), path=wpath)
+
+
+def latest_checkpoint(folder: str | Path) -> Path | None:
+    """The newest complete checkpoint (by JSON mtime) in ``folder``, or ``None``."""
+    d = Path(folder)
+    if not d.is_dir():
+        return None
+    cands = [j for j in d.glob("*.json") if j.with_suffix(".safetensors").is_file()]
+    if not cands:
+        return None
+    return max(cands, key=lambda j: j.stat().st_mtime).with_suffix(".safetensors")

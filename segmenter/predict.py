@@ -1,0 +1,236 @@
+"""Prediction: masks at full resolution, confidence, per-image uncertainty; into the store.
+
+Two ways to handle image size (``mode``):
+
+* ``resize`` (default; what the trainer trains on): the image is resized to the model's square
+  input, and the class scores are resized back to the image's full resolution channel by channel,
+  so memory stays ``O(H x W)`` for any image size.
+* ``tile``: the image is cut at native resolution into overlapping ``size x size`` tiles whose
+  scores are blended; for models trained on crops at native scale (e.g. very large images).
+
+Per image the uncertainty is the mean normalised entropy of the class probabilities (0 = sure,
+1 = uniform), so sorting images by it answers "what to annotate next".
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .data import images_to_tensor, normalize, resize_image, to_channels
+from .errors import NoLabelsError, SegmenterError
+from .models import ModelConfig, latest_checkpoint, load_checkpoint
+
+
+@dataclass
+class Prediction:
+    """``mask`` ``(H, W)`` uint8 class index; ``confidence`` ``(H, W)`` float32 (max probability);
+    ``uncertainty``: mean normalised entropy in [0, 1]; ``margin``: mean (top-1 - top-2) probability."""
+
+    mask: np.ndarray
+    confidence: np.ndarray
+    uncertainty: float
+    margin: float
+
+
+def full_resolution(logits: np.ndarray, height: int, width: int):
+    """``(C, h, w)`` float logits -> ``(mask (H, W) uint8, confidence (H, W) float32)`` at full
+    size, upsampling one channel at a time with a running log-sum-exp (memory ``O(H x W)``)."""
+    C = logits.shape[0]
+    best = second = lse_max = None
+    mask = np.zeros((height, width), np.uint8)
+    sum_exp = None
+    for c in range(C):
+        ch = logits[c].astype(np.float32)
+        up = ch if ch.shape == (height, width) else cv2.resize(ch, (width, height), interpolation=cv2.INTER_LINEAR)
+        if best is None:
+            best, lse_max, sum_exp = up.copy(), up.copy(), np.ones_like(up)
+            continue
+        better = up > best
+        mask[better] = c
+        np.maximum(best, up, out=best)
+        # running log-sum-exp
+        new_max = np.maximum(lse_max, up)
+        sum_exp = sum_exp * np.exp(lse_max - new_max) + np.exp(up - new_max)
+        lse_max = new_max
+    conf = np.exp(best - lse_max) / sum_exp
+    return mask, conf.astype(np.float32)
+
+
+def image_uncertainty(probs: np.ndarray) -> tuple[float, float]:
+    """``(C, h, w)`` probabilities -> (mean normalised entropy, mean top-1 minus top-2 margin)."""
+    C = probs.shape[0]
+    if C < 2:
+        return 0.0, 1.0
+    p = np.clip(probs, 1e-8, 1.0)
+    ent = float(-(p * np.log(p)).sum(0).mean() / math.log(C))
+    top = np.sort(probs, axis=0)
+    return ent, float((top[-1] - top[-2]).mean())
+
+
+class Predictor:
+    """Runs a trained model on images of any size and channel count.
+
+    ``tta``: also predict the horizontally flipped image and average the logits.
+    ``mode``: ``resize`` or ``tile`` (see the module docstring).
+    """
+
+    def __init__(self, model, config: ModelConfig, device: str = "cpu", tta: bool = False, mode: str = "resize",
+                 batch_size: int = 16, amp: bool = True):
+        import torch
+
+        if mode not in ("resize", "tile"):
+            raise SegmenterError(f"unknown prediction mode '{mode}'; use resize or tile.")
+        from .train import resolve_device_name
+
+        self.device = resolve_device_name(device)
+        self.model = model.to(self.device).eval()
+        self.cfg = config
+        self.tta = tta
+        self.mode = mode
+        self.batch_size = batch_size
+        self.amp = amp and self.device.startswith("cuda")
+        self._torch = torch
+
+    @classmethod
+    def from_checkpoint(cls, path, expected_classes=None, **kw) -> "Predictor":
+        ck = load_checkpoint(path, expected_classes=expected_classes)
+        return cls(ck.model, ck.config, **kw)
+
+    def _forward(self, x01):
+        """``(B, ch, S, S)`` [0, 1] -> ``(B, C, S, S)`` float32 logits (hflip TTA averaged)."""
+        torch = self._torch
+        x = normalize(x01, self.cfg.mean, self.cfg.std)
+        with torch.no_grad(), torch.autocast("cuda", dtype=torch.float16, enabled=self.amp):
+            out = self.model(x)
+            lo = (out[0] if isinstance(out, tuple) else out).float()
+            if self.tta:
+                out = self.model(torch.flip(x, dims=[3]))
+                lo = (lo + torch.flip((out[0] if isinstance(out, tuple) else out).float(), dims=[3])) / 2
+        return lo
+
+    def logits_batch(self, images: list[np.ndarray]) -> list[np.ndarray]:
+        """Logits ``(C, S, S)`` float32 at the model's input size (``resize`` mode), one per image."""
+        S, ch = self.cfg.size, self.cfg.in_channels
+        out = []
+        for s in range(0, len(images), self.batch_size):
+            arr = np.stack([resize_image(im, S, ch) for im in images[s:s + self.batch_size]])
+            out.extend(self._forward(images_to_tensor(arr, self.device)).cpu().numpy())
+        return out
+
+    def _tile_logits(self, image: np.ndarray) -> np.ndarray:
+        """``(C, H, W)`` logits blended from overlapping native-resolution tiles."""
+        S = self.cfg.size
+        img = to_channels(image, self.cfg.in_channels)
+        H, W = img.shape[:2]
+        ph, pw = max(0, S - H), max(0, S - W)
+        if ph or pw:
+            img = np.pad(img, ((0, ph), (0, pw), (0, 0)), mode="reflect")
+        Hp, Wp = img.shape[:2]
+        stride = max(1, (S * 3) // 4)
+        ys = list(range(0, Hp - S, stride)) + [Hp - S]
+        xs = list(range(0, Wp - S, stride)) + [Wp - S]
+        acc = np.zeros((self.cfg.num_classes, Hp, Wp), np.float32)
+        cnt = np.zeros((Hp, Wp), np.float32)
+        w1 = np.hanning(S + 2)[1:-1].astype(np.float32)
+        win = np.outer(w1, w1) + 1e-3
+        boxes = [(y, x) for y in sorted(set(ys)) for x in sorted(set(xs))]
+        for s in range(0, len(boxes), self.batch_size):
+            chunk = boxes[s:s + self.batch_size]
+            arr = np.stack([img[y:y + S, x:x + S] for y, x in chunk])
+            lo = self._forward(images_to_tensor(arr, self.device)).cpu().numpy()
+            for (y, x), l in zip(chunk, lo):
+                acc[:, y:y + S, x:x + S] += l * win
+                cnt[y:y + S, x:x + S] += win
+        return (acc / cnt)[:, :H, :W]
+
+    def predict(self, images: list[np.ndarray], absent: list | None = None) -> list[Prediction]:
+        """Masks for ``images`` (each ``(H, W)`` or ``(H, W, 3)`` uint8) at their full resolution.
+
+        ``absent``: per image, class indices tagged absent; they are never predicted.
+        """
+        if self.mode == "tile":
+            logits = [self._tile_logits(im) for im in images]
+        else:
+            logits = self.logits_batch(images)
+        preds = []
+        for i, (im, lo) in enumerate(zip(images, logits)):
+            if absent is not None and absent[i]:
+                ab = [c for c in absent[i] if 0 <= c < lo.shape[0]]
+                if len(ab) < lo.shape[0]:
+                    lo = lo.copy()
+                    lo[ab] = -1e4
+            z = lo - lo.max(0, keepdims=True)
+            probs = np.exp(z)
+            probs /= probs.sum(0, keepdims=True)
+            unc, margin = image_uncertainty(probs)
+            mask, conf = full_resolution(lo, im.shape[0], im.shape[1])
+            preds.append(Prediction(mask, conf, unc, margin))
+        return preds
+
+
+def resolve_model(project, model: str | None) -> Path:
+    """A checkpoint path from ``model`` (a path, or a name in the project's models folder;
+    ``None`` = the newest one there). Raises :class:`SegmenterError` naming what exists."""
+    models_dir = Path(project.models_dir)
+    if model is None:
+        p = latest_checkpoint(models_dir)
+        if p is None:
+            raise SegmenterError(f"the project has no trained model in {models_dir}; run 'train' first.")
+        return p
+    cand = Path(model)
+    if cand.suffix not in (".safetensors", ".json"):
+        cand = cand.with_name(cand.name + ".safetensors")
+    if not cand.is_file():
+        cand2 = models_dir / cand.name
+        if cand2.is_file():
+            return cand2
+        names = sorted(p.stem for p in models_dir.glob("*.safetensors")) if models_dir.is_dir() else []
+        raise SegmenterError(f"no model '{model}'; the project has: {', '.join(names) or 'none'}.")
+    return cand
+
+
+@dataclass
+class PredictSummary:
+    model_version: str
+    predicted: list  # [(image_id, name, uncertainty)] sorted most uncertain first
+
+    def lines(self, limit: int = 10) -> list[str]:
+        out = [f"{len(self.predicted)} masks predicted with model {self.model_version}"]
+        if self.predicted:
+            out.append("most uncertain (annotate these next):")
+            out += [f"  {name}  uncertainty {u:.3f}" for _, name, u in self.predicted[:limit]]
+        return out
+
+
+def predict_project(project, model: str | None = None, image_ids=None, *, device: str = "auto", tta: bool = False,
+                    mode: str = "resize", batch_size: int = 8, callback=None, cancel=None) -> PredictSummary:
+    """Predict masks for ``image_ids`` (default: every image) and save them as kind ``predicted``
+    with the model version, a confidence map and the image's uncertainty. Classes tagged absent
+    on an image are suppressed. ``callback(done, total)`` is called after each batch."""
+    path = resolve_model(project, model)
+    pred = Predictor.from_checkpoint(path, expected_classes=project.class_names, device=device, tta=tta,
+                                     mode=mode, batch_size=batch_size)
+    ids = list(image_ids) if image_ids is not None else [im.id for im in project.images()]
+    if not ids:
+        raise NoLabelsError("the project has no images to predict.")
+    version = pred.cfg.version or path.stem
+    source = f"model:{pred.cfg.arch}/{pred.cfg.encoder}"
+    done: list = []
+    for s in range(0, len(ids), batch_size):
+        if cancel is not None and cancel.is_set():
+            break
+        chunk = ids[s:s + batch_size]
+        images = [project.load_image(i) for i in chunk]
+        absent = [[c for c, st in project.tags(i).items() if st == "absent"] for i in chunk]
+        for i, p in zip(chunk, pred.predict(images, absent=absent)):
+            project.save_mask(i, p.mask, "predicted", source=source, model_version=version,
+                              confidence=p.confidence, uncertainty=p.uncertainty)
+            done.append((i, project.image_info(i).name, p.uncertainty))
+        if callback is not None:
+            callback(len(done), len(ids))
+    done.sort(key=lambda t: -t[2])
+    return PredictSummary(version, done)

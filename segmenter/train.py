@@ -1,0 +1,514 @@
+"""The weak-supervision trainer: one run mixes every kind of label, per image.
+
+=================  ====================================================================
+label              loss
+=================  ====================================================================
+full mask          cross-entropy (``final``/``imported`` masks)
+scribbles          partial cross-entropy on scribbled pixels + dense CRF loss on local windows
+pseudo-mask        cross-entropy weighted per pixel by its confidence
+coarse mask        cross-entropy with the boundary band ignored / down-weighted (see data.py)
+image tags         multi-label BCE of the classification head (smp ``aux_params``); classes
+                   tagged absent are pushed to zero probability (and suppressed at prediction)
+unlabeled          mean teacher: EMA model on the weakly augmented view, student on a strongly
+                   augmented view, cross-entropy on the teacher's confident pixels
+=================  ====================================================================
+
+Rounds of refinement (``TrainConfig.rounds``): after a share of the epochs the model predicts
+every weakly labelled training image, a mean-field CRF step refines the prediction with the
+scribbles as hard constraints, and the result becomes a confidence-weighted pseudo-mask for the
+next epochs; refinement stops once fewer than ``refine_tol`` of the pixels change.
+
+Use::
+
+    data = TrainSet.build(samples, num_classes, size=128)
+    result = Trainer(data, ModelConfig(classes, size=128), TrainConfig(epochs=10)).fit()
+
+Progress goes to :class:`TrainCallback` objects; a ``cancel`` object with ``is_set()`` (e.g. a
+``threading.Event``) is checked every step and stops the run cleanly, keeping the last
+checkpoint (written at the end of every epoch).
+"""
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import ddp
+from .data import COARSE, FULL, IGNORE, PSEUDO, SCRIBBLES, TAGS, Augmenter, TrainSet, images_to_tensor, normalize, photometric
+from .errors import CheckpointError, SegmenterError, TrainingStopped
+from .models import ModelConfig, create_model, load_checkpoint, save_checkpoint
+
+SEMI_METHODS = ("mean_teacher", "none")
+
+
+@dataclass
+class TrainConfig:
+    """Training settings (validated). Loss weights multiply the terms of the module table."""
+
+    epochs: int = 10
+    batch_size: int = 8
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    warmup_steps: int = 20
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = True                # mixed precision on CUDA (ignored on CPU)
+    augment: str = "light"          # none | light | medium
+    crf_weight: float = 0.1
+    crf_radius: int = 3
+    crf_sigma_rgb: float = 0.1
+    crf_sigma_xy: float = 3.0
+    crf_downscale: int = 2
+    tag_weight: float = 0.2
+    absent_weight: float = 1.0
+    semi: str = "mean_teacher"      # for unlabeled images: mean_teacher | none
+    unlabeled_weight: float = 1.0
+    unlabeled_threshold: float = 0.9
+    ema_decay: float = 0.99
+    rampup: float = 0.3             # share of the steps over which the unlabeled weight ramps up
+    rounds: int = 2                 # training rounds; refinement between rounds
+    refine_after: float = 0.5       # share of the epochs before the first refinement
+    refine_iterations: int = 5
+    refine_tol: float = 0.005       # stop refining when fewer pixels than this change
+    pseudo_weight: float = 1.0
+    checkpoint: str | None = None   # stem or .safetensors path, written every epoch
+    resume: str | None = None
+    encoder_weights: str | None = None  # local .safetensors of pretrained encoder weights
+    log_every: int = 1
+
+    def __post_init__(self):
+        if self.epochs < 1:
+            raise SegmenterError(f"epochs must be at least 1, got {self.epochs}.")
+        if self.batch_size < 1:
+            raise SegmenterError(f"batch size must be at least 1, got {self.batch_size}.")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise SegmenterError(f"learning rate must be positive, got {self.lr}.")
+        if self.semi not in SEMI_METHODS:
+            raise SegmenterError(f"unknown semi-supervised method '{self.semi}'; use one of {', '.join(SEMI_METHODS)}.")
+        if self.augment not in ("none", "light", "medium"):
+            raise SegmenterError(f"unknown augmentation '{self.augment}'; use none, light or medium.")
+        if self.rounds < 1:
+            raise SegmenterError(f"rounds must be at least 1, got {self.rounds}.")
+        if not 0 < self.refine_after < 1:
+            raise SegmenterError("refine_after must be between 0 and 1.")
+        if not 0 <= self.unlabeled_threshold <= 1 or not 0 <= self.ema_decay < 1:
+            raise SegmenterError("unlabeled_threshold must be in [0, 1] and ema_decay in [0, 1).")
+        for k in ("crf_weight", "tag_weight", "absent_weight", "unlabeled_weight", "pseudo_weight"):
+            if getattr(self, k) < 0:
+                raise SegmenterError(f"{k} must not be negative.")
+        self.device = resolve_device_name(self.device)
+
+
+def resolve_device_name(device: str) -> str:
+    """``auto`` -> ``cuda`` when a GPU is visible, else ``cpu``; checks ``cuda`` is available."""
+    d = str(device or "auto").lower()
+    if d not in ("auto", "cpu", "cuda") and not d.startswith("cuda:"):
+        raise SegmenterError(f"unknown device '{device}'; use auto, cpu or cuda.")
+    if d == "auto" or d.startswith("cuda"):
+        import torch
+
+        if torch.cuda.is_available():
+            return "cuda" if d == "auto" else d
+        if d != "auto":
+            raise SegmenterError("CUDA was asked for but no GPU is available; use --device cpu.")
+        return "cpu"
+    return d
+
+
+@dataclass
+class Progress:
+    """What a callback sees at each step / epoch end."""
+
+    epoch: int            # 0-based epoch in progress
+    epochs: int
+    step: int             # step within the epoch (1-based, after the step)
+    steps_per_epoch: int
+    global_step: int
+    total_steps: int
+    loss: float
+    losses: dict
+    lr: float
+    images_per_s: float
+    eta_s: float
+    phase: str = "train"  # train | refine
+
+
+class TrainCallback:
+    """Override what you need; every method is optional."""
+
+    def on_start(self, info: dict) -> None: ...
+    def on_step(self, p: Progress) -> None: ...
+    def on_epoch_end(self, p: Progress, metrics: dict) -> None: ...
+    def on_round_end(self, round_index: int, changed: float) -> None: ...
+    def on_end(self, result: "TrainResult") -> None: ...
+
+
+@dataclass
+class TrainResult:
+    """Statistics of a run. ``images_per_s``: student images trained per second of the training
+    loop (data, augmentation, forward/backward of every loss term, teacher passes, optimiser);
+    refinement inference (``refine_seconds``) and caching are outside the loop and in
+    ``train_seconds``."""
+
+    checkpoint: str | None
+    model_config: dict
+    epochs_done: int
+    steps: int
+    images_seen: int
+    train_seconds: float
+    loop_seconds: float
+    refine_seconds: float
+    images_per_s: float
+    history: list = field(default_factory=list)
+    rounds: list = field(default_factory=list)
+    stopped: str | None = None
+    message: str = ""
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def _cosine_lr(step: int, total: int, base: float, warmup: int) -> float:
+    if step < warmup:
+        return base * (step + 1) / warmup
+    t = (step - warmup) / max(1, total - warmup)
+    return base * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, t))))
+
+
+class Trainer:
+    """Trains an smp model on a :class:`TrainSet`; see the module docstring."""
+
+    def __init__(self, data: TrainSet, model_config: ModelConfig, config: TrainConfig | None = None,
+                 callbacks=(), cancel=None):
+        self.data = data
+        self.mcfg = model_config
+        self.cfg = config or TrainConfig()
+        self.callbacks = list(callbacks)
+        self.cancel = cancel
+        if model_config.num_classes != data.num_classes:
+            raise SegmenterError(f"the model has {model_config.num_classes} classes, the data {data.num_classes}.")
+        if model_config.size != data.size or model_config.in_channels != data.channels:
+            raise SegmenterError("the training set was cached at another size or channel count than the model's.")
+
+    # ------------------------------------------------------------------ helpers
+    def _emit(self, name, *args):
+        if self.dist.is_main:
+            for cb in self.callbacks:
+                getattr(cb, name)(*args)
+
+    def _refine_epochs(self) -> list[int]:
+        """Epoch counts after which refinement runs (empty when nothing is weakly labelled)."""
+        weak = ((self.data.kind & (SCRIBBLES | PSEUDO)) > 0) & ((self.data.kind & (FULL | COARSE)) == 0)
+        if self.cfg.rounds < 2 or not weak.any():
+            return []
+        E, R = self.cfg.epochs, self.cfg.rounds
+        first = E * self.cfg.refine_after
+        out = sorted({int(round(first + (E - first) * r / (R - 1))) for r in range(R - 1)})
+        return [e for e in out if 1 <= e < E]
+
+    def _stopped(self, nan: bool) -> tuple[bool, bool]:
+        """(cancelled, nan) agreed across processes."""
+        cancelled = bool(self.cancel is not None and self.cancel.is_set())
+        if not self.dist.enabled:
+            return cancelled, nan
+        import torch
+        import torch.distributed as dist
+
+        t = torch.tensor([float(cancelled), float(nan)], device=self.device if self.device.startswith("cuda") else "cpu")
+        dist.all_reduce(t)
+        return bool(t[0] > 0), bool(t[1] > 0)
+
+    # ------------------------------------------------------------------ refinement
+    def _refine(self, model) -> float:
+        """Predict weakly labelled images, CRF-refine with scribbles clamped, store pseudo-masks.
+        Returns the fraction of their pixels whose label changed."""
+        import torch
+
+        from .losses import crf_refine, suppress_absent
+
+        d, cfg = self.data, self.cfg
+        weak = np.flatnonzero(((d.kind & (SCRIBBLES | PSEUDO)) > 0) & ((d.kind & (FULL | COARSE)) == 0))
+        changed = total = 0
+        model.eval()
+        with torch.no_grad():
+            for s in range(0, len(weak), 32):
+                idx = weak[s:s + 32]
+                x01 = images_to_tensor(d.images[idx], self.device)
+                x = normalize(x01, self.mcfg.mean, self.mcfg.std)
+                with self._autocast():
+                    lo = _logits(model(x)) + torch.flip(_logits(model(torch.flip(x, dims=[3]))), dims=[3])
+                lo = suppress_absent(lo.float() / 2, torch.from_numpy(d.tags[idx]).to(self.device))
+                scr = torch.from_numpy(d.scribbles[idx]).to(self.device)
+                q = crf_refine(torch.softmax(lo, 1), x01, scr, iterations=cfg.refine_iterations,
+                               radius=cfg.crf_radius, sigma_rgb=cfg.crf_sigma_rgb, sigma_xy=cfg.crf_sigma_xy)
+                conf, lab = q.max(1)
+                lab = lab.to(torch.uint8).cpu().numpy()
+                conf = conf.float().cpu().numpy()
+                changed += int((lab != d.dense[idx]).sum())
+                total += lab.size
+                d.dense[idx] = lab
+                d.weight[idx] = np.round(conf * 255 * cfg.pseudo_weight).clip(0, 255).astype(np.uint8)
+                d.kind[idx] |= PSEUDO
+        model.train()
+        return changed / max(1, total)
+
+    def _autocast(self):
+        import contextlib
+
+        import torch
+
+        if self.device.startswith("cuda") and self.cfg.amp:
+            dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+            return torch.autocast("cuda", dtype=dtype)
+        return contextlib.nullcontext()
+
+    # ------------------------------------------------------------------ main loop
+    def fit(self) -> TrainResult:
+        import torch
+
+        from .losses import absent_loss, confident_pseudo_ce, gated_crf_loss, tag_loss, weighted_ce
+
+        cfg, d, mcfg = self.cfg, self.data, self.mcfg
+        t_start = time.perf_counter()
+        self.dist = ddp.setup(cfg.device)
+        self.device = ddp.device_for(self.dist, cfg.device)
+        try:
+            torch.manual_seed(cfg.seed)
+            rng = np.random.default_rng(cfg.seed + 1000 * self.dist.rank)
+            gen = torch.Generator().manual_seed(cfg.seed + 1000 * self.dist.rank)
+
+            start_epoch, global_step, history, rounds = 0, 0, [], []
+            ckpt = None
+            if cfg.resume:
+                ckpt = load_checkpoint(cfg.resume, expected_classes=mcfg.classes)
+                for k in ("arch", "encoder", "size", "in_channels"):
+                    if getattr(ckpt.config, k) != getattr(mcfg, k):
+                        raise CheckpointError(f"cannot resume: the checkpoint's {k} is {getattr(ckpt.config, k)}, "
+                                              f"this run's is {getattr(mcfg, k)}.")
+                model = ckpt.model
+                mcfg.aux_head = ckpt.config.aux_head
+                start_epoch = int(ckpt.state.get("epoch", 0))
+                global_step = int(ckpt.state.get("global_step", 0))
+                history = list(ckpt.state.get("history", []))
+                rounds = list(ckpt.state.get("rounds", []))
+            else:
+                model = create_model(mcfg, encoder_weights=cfg.encoder_weights)
+            model.to(self.device).train()
+            raw_model = model
+            model = ddp.wrap(model, self.dist, self.device)
+
+            unl_idx = d.kind == 0
+            use_teacher = cfg.semi == "mean_teacher" and unl_idx.any() and cfg.unlabeled_weight > 0
+            teacher = None
+            if use_teacher:
+                teacher = copy.deepcopy(raw_model).eval()
+                if ckpt is not None and ckpt.teacher_state() is not None:
+                    teacher.load_state_dict(ckpt.teacher_state())
+                for p in teacher.parameters():
+                    p.requires_grad_(False)
+
+            opt = torch.optim.AdamW(raw_model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+            if ckpt is not None and ckpt.optimizer_state() is not None:
+                try:
+                    opt.load_state_dict(ckpt.optimizer_state())
+                except (ValueError, KeyError, RuntimeError) as e:
+                    raise CheckpointError(f"cannot resume the optimiser state ({e}).") from None
+            use_scaler = self.device.startswith("cuda") and cfg.amp and not torch.cuda.is_bf16_supported()
+            scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
+            augment = Augmenter(cfg.augment, seed=cfg.seed + self.dist.rank)
+
+            n_local = len(ddp.shard(len(d), self.dist, 0, cfg.seed)) if self.dist.enabled else len(d)
+            steps_per_epoch = max(1, math.ceil(n_local / cfg.batch_size))
+            total_steps = steps_per_epoch * cfg.epochs
+            refine_at = self._refine_epochs()
+            refine_done = bool(rounds) and rounds[-1] < cfg.refine_tol
+            crf_on = cfg.crf_weight > 0
+            is_weak = torch.from_numpy(((d.kind & FULL) == 0).astype(np.float32))
+
+            self._emit("on_start", {"images": len(d), "counts": d.counts(), "epochs": cfg.epochs,
+                                    "steps_per_epoch": steps_per_epoch, "device": self.device,
+                                    "world_size": self.dist.world_size, "refine_at": refine_at,
+                                    "start_epoch": start_epoch})
+            refine_seconds = 0.0
+            if start_epoch > 0 and any(e <= start_epoch for e in refine_at) and not refine_done:
+                t0 = time.perf_counter()
+                rounds.append(self._refine(teacher or raw_model))
+                refine_seconds += time.perf_counter() - t0
+
+            loop_seconds, images_seen = 0.0, 0
+            stopped, message = None, ""
+            ckpt_path = None
+            epoch = start_epoch
+            last = {}
+            for epoch in range(start_epoch, cfg.epochs):
+                order = ddp.shard(len(d), self.dist, epoch, cfg.seed) if self.dist.enabled \
+                    else list(np.random.default_rng(cfg.seed + epoch).permutation(len(d)))
+                sums: dict = {}
+                for step in range(steps_per_epoch):
+                    t0 = time.perf_counter()
+                    cancelled, _ = (self._stopped(False) if self.dist.enabled else
+                                    (self.cancel is not None and self.cancel.is_set(), False))
+                    if cancelled:
+                        stopped = "cancelled"
+                        break
+                    idx = np.asarray(order[step * cfg.batch_size:(step + 1) * cfg.batch_size])
+                    if len(idx) == 0:
+                        idx = np.asarray(order[:cfg.batch_size])
+                    imgs = np.empty((len(idx),) + d.images.shape[1:], np.uint8)
+                    labs = np.empty((len(idx), d.size, d.size, 3), np.uint8)
+                    for j, i in enumerate(idx):
+                        stack = np.stack([d.dense[i], d.weight[i], d.scribbles[i]], -1)
+                        imgs[j], labs[j] = augment(d.images[i], stack)
+                    x01 = images_to_tensor(imgs, self.device)
+                    if cfg.augment != "none":
+                        x01 = photometric(x01, strong=False, generator=gen)
+                    lab_t = torch.from_numpy(labs).to(self.device).long()
+                    dense, weight, scr = lab_t[..., 0], lab_t[..., 1].float() / 255.0, lab_t[..., 2]
+                    tags = torch.from_numpy(d.tags[idx]).to(self.device)
+                    unl = torch.from_numpy(unl_idx[idx]).to(self.device)
+                    x_in = x01
+                    if use_teacher and bool(unl.any()):
+                        x_in = x01.clone()
+                        x_in[unl] = photometric(x01[unl], strong=True, generator=gen)
+
+                    lr = _cosine_lr(global_step, total_steps, cfg.lr, cfg.warmup_steps)
+                    for g in opt.param_groups:
+                        g["lr"] = lr
+                    with self._autocast():
+                        out = model(normalize(x_in, mcfg.mean, mcfg.std))
+                    logits, tag_logits = (out if isinstance(out, tuple) else (out, None))
+                    logits = logits.float()
+                    probs = torch.softmax(logits, 1)
+                    terms = {"dense": weighted_ce(logits, dense, weight), "scribble": weighted_ce(logits, scr)}
+                    if crf_on:
+                        terms["crf"] = cfg.crf_weight * gated_crf_loss(
+                            probs, x01, cfg.crf_radius, cfg.crf_sigma_rgb, cfg.crf_sigma_xy, cfg.crf_downscale,
+                            image_weight=is_weak[idx].to(self.device))
+                    if tag_logits is not None:  # always in the graph (DDP needs every parameter used)
+                        terms["tag"] = cfg.tag_weight * tag_loss(tag_logits, tags)
+                    if cfg.absent_weight > 0:
+                        terms["absent"] = cfg.absent_weight * absent_loss(probs, tags)
+                    if use_teacher:
+                        ramp = min(1.0, global_step / max(1.0, cfg.rampup * total_steps))
+                        ramp = math.exp(-5 * (1 - ramp) ** 2)
+                        if bool(unl.any()):
+                            with torch.no_grad(), self._autocast():
+                                t_probs = torch.softmax(_logits(teacher(normalize(x01[unl], mcfg.mean, mcfg.std))).float(), 1)
+                            terms["unlabeled"] = ramp * cfg.unlabeled_weight * confident_pseudo_ce(
+                                logits[unl], t_probs, cfg.unlabeled_threshold) * float(unl.float().mean())
+                        else:
+                            terms["unlabeled"] = logits.sum() * 0.0
+                    loss = sum(terms.values())
+                    loss_v = float(loss.detach())
+                    bad = not math.isfinite(loss_v)
+                    if self.dist.enabled:
+                        _, bad = self._stopped(bad)
+                    if bad:
+                        stopped = "nan"
+                        break
+                    opt.zero_grad(set_to_none=True)
+                    scaler.scale(loss).backward()
+                    scaler.step(opt)
+                    scaler.update()
+                    if teacher is not None:
+                        a = min(cfg.ema_decay, 1 - 1 / (global_step + 2))
+                        with torch.no_grad():
+                            for tp, sp in zip(teacher.parameters(), raw_model.parameters()):
+                                tp.lerp_(sp.detach(), 1 - a)
+                            for tb, sb in zip(teacher.buffers(), raw_model.buffers()):
+                                tb.copy_(sb)
+                    global_step += 1
+                    images_seen += len(idx)
+                    dt = time.perf_counter() - t0
+                    loop_seconds += dt
+                    for k, v in terms.items():
+                        sums[k] = sums.get(k, 0.0) + float(v.detach())
+                    sums["loss"] = sums.get("loss", 0.0) + loss_v
+                    if (step + 1) % cfg.log_every == 0 or step + 1 == steps_per_epoch:
+                        ips = images_seen / loop_seconds
+                        eta = (total_steps - global_step) * loop_seconds / max(1, global_step - start_epoch * steps_per_epoch)
+                        last = Progress(epoch, cfg.epochs, step + 1, steps_per_epoch, global_step, total_steps,
+                                        loss_v, {k: float(v.detach()) for k, v in terms.items()}, lr,
+                                        ips * self.dist.world_size, eta)
+                        self._emit("on_step", last)
+                if stopped:
+                    break
+                metrics = {k: v / steps_per_epoch for k, v in sums.items()}
+                metrics["epoch"] = epoch + 1
+                if epoch + 1 in refine_at and not refine_done:
+                    t0 = time.perf_counter()
+                    changed = self._refine(teacher or raw_model)
+                    refine_seconds += time.perf_counter() - t0
+                    rounds.append(changed)
+                    metrics["refine_changed"] = changed
+                    refine_done = changed < cfg.refine_tol
+                    self._emit("on_round_end", len(rounds), changed)
+                history.append(metrics)
+                if cfg.checkpoint and self.dist.is_main:
+                    ckpt_path = str(save_checkpoint(cfg.checkpoint, raw_model, mcfg, optimizer=opt, teacher=teacher,
+                                                    state={"epoch": epoch + 1, "global_step": global_step,
+                                                           "history": history, "rounds": rounds,
+                                                           "train_config": asdict(cfg)}))
+                if last:
+                    self._emit("on_epoch_end", last, metrics)
+            done = len(history)  # includes the epochs of a resumed checkpoint
+            if stopped == "nan":
+                kept = f" the last good checkpoint is {ckpt_path or cfg.checkpoint}" if (ckpt_path or (cfg.checkpoint and done)) \
+                    else " no checkpoint was written yet"
+                raise TrainingStopped(
+                    f"the loss became NaN/inf at epoch {epoch + 1}; training stopped;{kept}. "
+                    "Try a lower learning rate (--lr) or check the labels.")
+            if stopped == "cancelled":
+                message = (f"training cancelled during epoch {epoch + 1}; "
+                           + (f"the last good checkpoint is {ckpt_path}" if ckpt_path else "no epoch had finished, nothing saved"))
+            ips = images_seen * self.dist.world_size / loop_seconds if loop_seconds > 0 else 0.0
+            result = TrainResult(checkpoint=ckpt_path, model_config=mcfg.to_json(), epochs_done=done,
+                                 steps=global_step, images_seen=images_seen * self.dist.world_size,
+                                 train_seconds=time.perf_counter() - t_start, loop_seconds=loop_seconds,
+                                 refine_seconds=refine_seconds, images_per_s=ips, history=history, rounds=rounds,
+                                 stopped=stopped, message=message)
+            self.model = raw_model.eval()
+            self.teacher = teacher
+            self._emit("on_end", result)
+            return result
+        finally:
+            ddp.cleanup(self.dist)
+
+
+def _logits(out):
+    return out[0] if isinstance(out, tuple) else out
+
+
+class ProgressBar(TrainCallback):
+    """A one-line text progress bar on a stream (the CLI's callback)."""
+
+    def __init__(self, stream=None, width: int = 24):
+        import sys
+
+        self.stream = stream or sys.stderr
+        self.width = width
+
+    def on_start(self, info: dict) -> None:
+        c = info["counts"]
+        parts = ", ".join(f"{v} {k}" for k, v in c.items() if k != "images" and v)
+        print(f"training on {info['images']} images ({parts}) on {info['device']}"
+              f"{' x' + str(info['world_size']) if info['world_size'] > 1 else ''}", file=self.stream)
+
+    def on_step(self, p: Progress) -> None:
+        frac = p.global_step / max(1, p.total_steps)
+        n = int(frac * self.width)
+        eta = time.strftime("%M:%S", time.gmtime(max(0, p.eta_s)))
+        self.stream.write(f"\repoch {p.epoch + 1}/{p.epochs} [{'#' * n}{'.' * (self.width - n)}] "
+                          f"loss {p.loss:.4f} {p.images_per_s:.1f} img/s eta {eta} ")
+        self.stream.flush()
+
+    def on_round_end(self, round_index: int, changed: float) -> None:
+        self.stream.write(f"\nrefinement round {round_index}: {changed * 100:.2f}% of pseudo-mask pixels changed\n")
+
+    def on_end(self, result: TrainResult) -> None:
+        self.stream.write("\n")
+        self.stream.flush()

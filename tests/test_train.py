@@ -1,0 +1,255 @@
+"""The weak-supervision trainer on tiny synthetic data (64 px discs, resnet18, a few steps)."""
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import make_disc_image
+from segmenter import losses as L
+from segmenter.data import (IGNORE, PSEUDO, Augmenter, Sample, TrainSet, boundary_band, resize_labels)
+from segmenter.errors import CheckpointError, NoLabelsError, SegmenterError, TrainingStopped
+from segmenter.models import ModelConfig, create_model, load_checkpoint, save_checkpoint
+from segmenter.train import TrainCallback, TrainConfig, Trainer
+
+CLASSES = ["background", "disc"]
+
+
+def disc_samples(n=6, kind="scribbles", start=0):
+    out = []
+    for k in range(start, start + n):
+        img, gt, scr = make_disc_image(64, seed=k, rgb=k % 2 == 0)
+        if kind == "scribbles":
+            out.append(Sample(img, name=f"d{k}", scribbles=scr))
+        elif kind == "full":
+            out.append(Sample(img, name=f"d{k}", mask=gt))
+        elif kind == "tags":
+            out.append(Sample(img, name=f"d{k}", tags={0: "present", 1: "present"}))
+        else:
+            out.append(Sample(img, name=f"d{k}"))
+    return out
+
+
+def small(**kw):
+    base = dict(epochs=2, batch_size=4, lr=2e-3, device="cpu", warmup_steps=2)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def mcfg(**kw):
+    return ModelConfig(classes=CLASSES, size=64, **kw)
+
+
+# ----------------------------------------------------------------------------- data
+
+def test_resize_labels_keeps_thin_strokes_and_the_label_set():
+    lab = np.full((256, 240), IGNORE, np.uint8)
+    lab[100, 20:200] = 1   # a one-pixel stroke
+    lab[30:32, 10:100] = 0
+    lab[200, 50:60] = 2
+    small_lab = resize_labels(lab, 64, sparse=True)
+    assert set(np.unique(small_lab)) == {0, 1, 2, IGNORE}
+    assert (small_lab == 1).sum() >= 40  # the stroke survives 4x shrinking as a line
+    nearest = lab[::4, ::4]
+    assert (small_lab != IGNORE).sum() > (nearest != IGNORE).sum()
+    dense = np.zeros((50, 70), np.uint8)
+    dense[10:40, 20:50] = 3
+    out = resize_labels(dense, 32)
+    assert set(np.unique(out)) == {0, 3}
+
+
+@pytest.mark.parametrize("strength", ["light", "medium"])
+def test_augmentation_keeps_labels_aligned_and_the_label_set(strength):
+    img, gt, scr = make_disc_image(64, seed=3)
+    aug = Augmenter(strength, seed=1)
+    # an image that encodes its own label, to check alignment after the warp
+    coded = np.repeat((gt * 200 + 20).astype(np.uint8)[..., None], 3, 2)
+    weight = np.full_like(gt, 255)
+    for _ in range(20):
+        im, lab = aug(coded, np.stack([gt, weight, scr], -1))
+        assert lab.shape == (64, 64, 3) and lab.dtype == np.uint8
+        assert set(np.unique(lab[..., 0])) <= {0, 1, IGNORE}
+        assert set(np.unique(lab[..., 2])) <= {0, 1, IGNORE}
+        inside = (lab[..., 0] == 1) & (boundary_band(lab[..., 0], 2) == 0)
+        outside = (lab[..., 0] == 0) & (boundary_band(lab[..., 0], 2) == 0)
+        assert (im[..., 0][inside] > 110).mean() > 0.99
+        assert (im[..., 0][outside] < 110).mean() > 0.99
+
+
+def test_trainset_converts_mixed_sizes_and_channels():
+    gray = np.random.default_rng(0).integers(0, 255, (50, 80), dtype=np.uint8)
+    rgb = np.random.default_rng(1).integers(0, 255, (120, 90, 3), dtype=np.uint8)
+    scr = np.full((50, 80), IGNORE, np.uint8)
+    scr[10, 10:40] = 1
+    d = TrainSet.build([Sample(gray, scribbles=scr), Sample(rgb)], 2, 64)
+    assert d.images.shape == (2, 64, 64, 3) and d.images.dtype == np.uint8
+    assert np.array_equal(d.images[0, ..., 0], d.images[0, ..., 2])  # gray replicated
+    assert d.counts()["unlabeled"] == 1 and d.counts()["scribbles"] == 1
+    assert d.tags[0, 1] == 1 and d.tags[0, 0] == -1
+
+
+def test_trainset_refuses_bad_input():
+    img, gt, scr = make_disc_image(64)
+    with pytest.raises(NoLabelsError):
+        TrainSet.build([Sample(img), Sample(img)], 2, 64)
+    with pytest.raises(SegmenterError, match="at least two classes"):
+        TrainSet.build([Sample(img, mask=np.zeros((64, 64), np.uint8))], 1, 64)
+    with pytest.raises(SegmenterError, match="mask is 32x32"):
+        TrainSet.build([Sample(img, mask=np.zeros((32, 32), np.uint8))], 2, 64)
+    with pytest.raises(SegmenterError, match="class 5"):
+        TrainSet.build([Sample(img, scribbles=np.full((64, 64), 5, np.uint8))], 2, 64)
+    with pytest.raises(SegmenterError, match="mask kind"):
+        Sample(img, mask=gt, mask_kind="guess")
+
+
+def test_coarse_masks_ignore_their_boundary_band_and_pseudo_masks_carry_confidence():
+    img, gt, _ = make_disc_image(64)
+    conf = np.full((64, 64), 0.5, np.float32)
+    d = TrainSet.build([Sample(img, mask=gt, mask_kind="coarse"), Sample(img, mask=gt, mask_kind="pseudo", confidence=conf),
+                        Sample(img, mask=gt)], 2, 64, coarse_band=2, coarse_band_weight=0.0)
+    band = boundary_band(d.dense[0], 2)
+    assert (d.weight[0][band] == 0).all() and (d.weight[0][~band] == 255).all()
+    assert (d.weight[1] == 128).all()
+    assert (d.weight[2] == 255).all()
+    assert list(d.tags[2]) == [1, 1]  # a full mask without ignore tells which classes are present
+
+
+# ----------------------------------------------------------------------------- models and checkpoints
+
+def test_registries_fail_helpfully():
+    with pytest.raises(SegmenterError, match="unet"):
+        create_model(ModelConfig(classes=CLASSES, arch="not-an-arch"))
+    with pytest.raises(SegmenterError, match="resnet18"):
+        create_model(ModelConfig(classes=CLASSES, encoder="not-an-encoder"))
+    with pytest.raises(SegmenterError, match="multiple of 32"):
+        ModelConfig(classes=CLASSES, size=100)
+    with pytest.raises(SegmenterError, match="semi"):
+        TrainConfig(semi="magic")
+
+
+def test_checkpoint_roundtrip_class_check_and_corruption(tmp_path):
+    cfg = mcfg()
+    torch.manual_seed(0)
+    model = create_model(cfg).eval()
+    path = save_checkpoint(tmp_path / "m", model, cfg, state={"epoch": 3})
+    assert path.suffix == ".safetensors" and (tmp_path / "m.json").is_file()
+    ck = load_checkpoint(path, expected_classes=CLASSES)
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(model(x)[0], ck.model(x)[0])
+    assert ck.state["epoch"] == 3 and ck.config.version.startswith("m-")
+    with pytest.raises(CheckpointError, match="trained for classes"):
+        load_checkpoint(path, expected_classes=["background", "cat"])
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="corrupt"):
+        load_checkpoint(path)
+    (tmp_path / "m.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="corrupt"):
+        load_checkpoint(path)
+    with pytest.raises(CheckpointError, match="not found"):
+        load_checkpoint(tmp_path / "missing")
+
+
+def test_pretrained_encoder_weights_from_a_local_safetensors_file(tmp_path):
+    from safetensors.torch import save_file
+
+    cfg = mcfg()
+    torch.manual_seed(1)
+    donor = create_model(cfg)
+    save_file({k: v.contiguous() for k, v in donor.encoder.state_dict().items()}, str(tmp_path / "enc.safetensors"))
+    torch.manual_seed(2)
+    model = create_model(cfg, encoder_weights=tmp_path / "enc.safetensors")
+    k = "conv1.weight"
+    assert torch.equal(model.encoder.state_dict()[k], donor.encoder.state_dict()[k])
+    (tmp_path / "enc.pth").write_bytes(b"pickle")
+    with pytest.raises(CheckpointError, match="never loaded"):
+        create_model(cfg, encoder_weights=tmp_path / "enc.pth")
+
+
+# ----------------------------------------------------------------------------- training
+
+class Recorder(TrainCallback):
+    def __init__(self):
+        self.steps, self.epochs, self.ended, self.rounds = [], [], None, []
+
+    def on_step(self, p):
+        self.steps.append(p)
+
+    def on_epoch_end(self, p, metrics):
+        self.epochs.append(metrics)
+
+    def on_round_end(self, i, changed):
+        self.rounds.append(changed)
+
+    def on_end(self, result):
+        self.ended = result
+
+
+def test_mixed_supervision_run_with_refinement_checkpoint_and_resume(tmp_path):
+    samples = (disc_samples(4, "scribbles") + disc_samples(2, "full", start=4) + disc_samples(2, "tags", start=6)
+               + disc_samples(2, "none", start=8))
+    data = TrainSet.build(samples, 2, 64)
+    rec = Recorder()
+    ck = tmp_path / "run"
+    cfg = small(epochs=2, rounds=2, refine_after=0.5, checkpoint=str(ck))
+    res = Trainer(data, mcfg(), cfg, callbacks=[rec]).fit()
+    assert res.epochs_done == 2 and res.steps == 6 and res.images_seen == 2 * 10
+    # every loss term took part: full/pseudo (dense), scribbles, CRF, tags, absent, mean teacher
+    assert {"dense", "scribble", "crf", "tag", "absent", "unlabeled"} <= set(res.history[0])
+    assert len(rec.steps) == 6 and rec.steps[-1].eta_s == pytest.approx(0.0, abs=1e-6)
+    assert all(np.isfinite(s.loss) and s.images_per_s > 0 for s in rec.steps)
+    # one refinement after epoch 1: scribbled images now hold pseudo-masks that keep every stroke
+    assert len(res.rounds) == 1 and len(rec.rounds) == 1
+    for i in range(4):
+        assert data.kind[i] & PSEUDO
+        hard = data.scribbles[i] != IGNORE
+        assert np.array_equal(data.dense[i][hard], data.scribbles[i][hard])
+    loaded = load_checkpoint(ck, expected_classes=CLASSES)
+    assert loaded.state["epoch"] == 2 and loaded.teacher_state() is not None
+    # resume to 3 epochs: continues from epoch 2 with the optimiser state
+    res2 = Trainer(data, mcfg(), small(epochs=3, rounds=2, checkpoint=str(ck), resume=str(ck))).fit()
+    assert res2.epochs_done == 3 and res2.steps == 9 and res2.images_seen == 10
+    assert load_checkpoint(ck).state["epoch"] == 3
+
+
+def test_training_reduces_the_loss_on_full_masks():
+    data = TrainSet.build(disc_samples(8, "full"), 2, 64)
+    res = Trainer(data, mcfg(aux_head=False), small(epochs=4, lr=3e-3)).fit()
+    first, last = res.history[0]["loss"], res.history[-1]["loss"]
+    assert last < first * 0.7
+
+
+def test_cancel_stops_cleanly_and_keeps_the_last_checkpoint(tmp_path):
+    data = TrainSet.build(disc_samples(8), 2, 64)
+    stop = threading.Event()
+
+    class CancelInEpoch2(TrainCallback):
+        def on_step(self, p):
+            if p.epoch == 1:
+                stop.set()
+
+    ck = tmp_path / "c"
+    res = Trainer(data, mcfg(), small(epochs=4, checkpoint=str(ck)), callbacks=[CancelInEpoch2()], cancel=stop).fit()
+    assert res.stopped == "cancelled" and "last good checkpoint" in res.message
+    assert res.epochs_done == 1 and res.steps == 3
+    assert load_checkpoint(ck).state["epoch"] == 1
+
+
+def test_nan_loss_stops_with_a_message_and_keeps_the_checkpoint(tmp_path, monkeypatch):
+    data = TrainSet.build(disc_samples(8), 2, 64)
+    real = L.weighted_ce
+    calls = {"n": 0}
+
+    def flaky(*a, **k):
+        calls["n"] += 1
+        out = real(*a, **k)
+        return out * float("nan") if calls["n"] > 8 else out  # 2 calls per step: NaN in step 5 (epoch 3)
+
+    monkeypatch.setattr(L, "weighted_ce", flaky)
+    ck = tmp_path / "n"
+    with pytest.raises(TrainingStopped, match="NaN"):
+        Trainer(data, mcfg(), small(epochs=4, checkpoint=str(ck), rounds=1)).fit()
+    kept = load_checkpoint(ck)
+    assert kept.state["epoch"] == 2
+    assert all(torch.isfinite(v).all() for v in kept.model.state_dict().values() if v.is_floating_point())
