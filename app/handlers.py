@@ -83,9 +83,13 @@ def open_project(path: str, classes_text: str = "") -> Project:
 
 
 # ---------------------------------------------------------------------------------- list and navigation
-def image_rows(project: Project, status_filter: str = "all") -> list[list]:
+CURRENT_MARK = "▶ "
+
+
+def image_rows(project: Project, status_filter: str = "all", current: int | None = None) -> list[list]:
     """Rows ``[id, name, status]`` of the images passing ``status_filter``; a predicted image's
-    status carries its uncertainty, e.g. ``predicted · u 0.41``."""
+    status carries its uncertainty, e.g. ``predicted · u 0.41``; the ``current`` image's name is
+    marked with ``▶``."""
     if status_filter not in FILTERS:
         raise AppError(f"unknown filter '{status_filter}' (known: {', '.join(FILTERS)}).")
     st = project.statuses()
@@ -99,7 +103,7 @@ def image_rows(project: Project, status_filter: str = "all") -> list[list]:
             mi = project.mask_info(info.id, "predicted")
             if mi is not None and mi.uncertainty is not None:
                 label = f"predicted · u {mi.uncertainty:.2f}"
-        rows.append([info.id, info.name, label])
+        rows.append([info.id, (CURRENT_MARK if info.id == current else "") + info.name, label])
     return rows
 
 

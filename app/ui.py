@@ -56,7 +56,7 @@ def build_ui(project: Project) -> gr.Blocks:
         p = handlers.project_for(token)
         msg = handlers.load_message(p, token, image_id)
         return (image_id, json.dumps(msg), handlers.title_text(p, image_id),
-                handlers.image_rows(p, status_filter), handlers.progress_text(p))
+                handlers.image_rows(p, status_filter, image_id), handlers.progress_text(p))
 
     with gr.Blocks(title="weakseg · annotate", fill_width=True) as demo:
         token = gr.State(start_token)
@@ -93,7 +93,7 @@ def build_ui(project: Project) -> gr.Blocks:
                                            elem_id="ws-train-size")
                     with gr.Row():
                         train_btn = gr.Button("Train", variant="primary", elem_id="ws-train")
-                        cancel_btn = gr.Button("Cancel", variant="stop", elem_id="ws-cancel")
+                        cancel_btn = gr.Button("Cancel", variant="secondary", elem_id="ws-cancel")
                     train_progress = gr.HTML(jobs.progress_html(None), elem_id="ws-train-progress")
                     predict_btn = gr.Button("Predict the images without a final mask", elem_id="ws-predict", size="sm")
                     timer = gr.Timer(1.0, active=False)
@@ -170,15 +170,15 @@ def build_ui(project: Project) -> gr.Blocks:
 
         listen(image_list.select, on_select, [token, status_filter], shown)
 
-        def on_filter(tok, filt):
+        def on_filter(tok, cur, filt):
             p = handlers.project_for(tok)
-            return handlers.image_rows(p, filt), handlers.progress_text(p)
+            return handlers.image_rows(p, filt, cur), handlers.progress_text(p)
 
-        listen(status_filter.change, on_filter, [token, status_filter], [image_list, progress])
+        listen(status_filter.change, on_filter, [token, current, status_filter], [image_list, progress])
 
         def on_saved(tok, cur, filt):
             p = handlers.project_for(tok)
-            return handlers.image_rows(p, filt), handlers.progress_text(p), handlers.title_text(p, cur)
+            return handlers.image_rows(p, filt, cur), handlers.progress_text(p), handlers.title_text(p, cur)
 
         listen(cv.saved, on_saved, [token, current, status_filter], [image_list, progress, title],
                  show_progress="hidden", queue=False)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -56,3 +57,49 @@ def test_page_builds(tmp_path):
     for needed in ("ws-canvas", "ws-image-list", "ws-train", "ws-export", "ws-next", "ws-next-uncertain"):
         assert needed in ids
     assert ".ws-stage" in css()
+
+
+def test_auth_protects_the_page_and_the_canvas_api(tmp_path):
+    """With --auth, nothing (config, canvas server functions) answers before a login."""
+    import socket
+    import time
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    base = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen([sys.executable, str(REPO / "app.py"), str(tmp_path / "p"), "--port", str(port),
+                             "--auth", "ann:secret"], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def code(url, data=None, headers=None, opener=urllib.request.urlopen):
+        try:
+            return opener(urllib.request.Request(url, data=data, headers=headers or {}), timeout=10).status
+        except urllib.error.HTTPError as e:
+            return e.code
+
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                urllib.request.urlopen(base + "/", timeout=2)
+                break
+            except OSError:
+                assert proc.poll() is None and time.time() < deadline, "the app did not start"
+                time.sleep(0.5)
+        assert code(base + "/config") == 401
+        body = json.dumps({"session_hash": "x", "component_id": 1, "fn_name": "canvas_save", "data": {}}).encode()
+        assert code(base + "/gradio_api/component_server", body, {"Content-Type": "application/json"}) == 401
+        login = urllib.parse.urlencode({"username": "ann", "password": "wrong"}).encode()
+        assert code(base + "/login", login) == 400
+        import http.cookiejar
+
+        opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar())).open
+        login = urllib.parse.urlencode({"username": "ann", "password": "secret"}).encode()
+        assert code(base + "/login", login, opener=opener) == 200
+        assert code(base + "/config", opener=opener) == 200
+    finally:
+        proc.terminate()
+        proc.wait(10)

@@ -255,6 +255,8 @@ def test_rows_filters_progress(project):
     rows = handlers.image_rows(project)
     assert [r[2] for r in rows] == ["scribbled", "tagged", "predicted · u 0.50", "untouched"]
     assert [r[0] for r in handlers.image_rows(project, "untouched")] == [ids[3]]
+    assert [r[1] for r in handlers.image_rows(project, "all", ids[1])] == [
+        "disc0.png", "▶ disc1.png", "disc2.png", "disc3.png"]
     assert "3 / 4 annotated" in handlers.progress_text(project)
     with pytest.raises(AnnotationError):
         handlers.image_rows(project, "bogus")
