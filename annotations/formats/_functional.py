@@ -38,9 +38,14 @@ def encode_rles(label: np.ndarray, values) -> list[dict]:
     ``label``: (H, W) uint8. All binary masks are encoded in one pycocotools call on a
     Fortran-ordered (H, W, K) stack.
     """
+    return encode_rles_with_stats(label, values)[0]
+
+
+def encode_rles_with_stats(label: np.ndarray, values) -> tuple[list[dict], list[int], list[list[float]]]:
+    """:func:`encode_rles` plus each mask's pixel count and ``[x, y, w, h]`` box."""
     values = list(values)
     if not values:
-        return []
+        return [], [], []
     h, w = label.shape
     # (K, W, H) C-ordered, transposed, is the (H, W, K) Fortran-ordered stack pycocotools wants.
     stack = np.empty((len(values), w, h), np.uint8)
@@ -48,9 +53,11 @@ def encode_rles(label: np.ndarray, values) -> list[dict]:
     for k, v in enumerate(values):
         np.equal(lt, v, out=stack[k].view(bool))
     rles = mask_utils.encode(stack.transpose(2, 1, 0))
+    areas = [int(a) for a in mask_utils.area(rles)]
+    boxes = [[float(x) for x in b] for b in mask_utils.toBbox(rles)]
     for r in rles:
         r["counts"] = r["counts"].decode("ascii")
-    return rles
+    return rles, areas, boxes
 
 
 def decode_rle(segmentation, height: int, width: int) -> np.ndarray:
@@ -63,16 +70,6 @@ def decode_rle(segmentation, height: int, width: int) -> np.ndarray:
     elif isinstance(seg.get("counts"), str):
         seg = {"size": seg["size"], "counts": seg["counts"].encode("ascii")}
     return mask_utils.decode(seg).astype(bool)
-
-
-def rle_area_bbox(rles: list[dict]) -> tuple[list[int], list[list[float]]]:
-    """Areas and ``[x, y, w, h]`` boxes of compressed RLEs (counts as str or bytes)."""
-    if not rles:
-        return [], []
-    enc = [{"size": r["size"], "counts": r["counts"].encode("ascii") if isinstance(r["counts"], str)
-            else r["counts"]} for r in rles]
-    return ([int(a) for a in mask_utils.area(enc)],
-            [[float(x) for x in b] for b in mask_utils.toBbox(enc)])
 
 
 # ----------------------------------------------------------------------------- polygons

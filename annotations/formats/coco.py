@@ -62,20 +62,29 @@ from ._common import (
     write_labels,
     write_manifest,
 )
-from ._functional import decode_rle, encode_rles, mask_to_polygons, present_values, rle_area_bbox
+from ._functional import decode_rle, encode_rles_with_stats, mask_to_polygons, present_values
 
 ANNOTATION_FILE = "annotations.json"
 
 
-def encode_image(mask: np.ndarray, bg: int | None, segmentation: str) -> dict:
-    """COCO pieces of one (H, W) uint8 mask: shape, ignore RLE, and ``(class, seg, area, bbox)`` per class."""
-    vals = [int(v) for v in present_values(mask) if v != bg]
-    rles = encode_rles(mask, vals)  # the ignore region (255) sorts last
-    ignore = rles.pop() if vals and vals[-1] == IGNORE else None
-    classes = [v for v in vals if v != IGNORE]
-    areas, boxes = rle_area_bbox(rles)
-    segs = rles if segmentation == "rle" else [mask_to_polygons(mask == c) for c in classes]
-    return {"shape": mask.shape, "ignore": ignore, "anns": list(zip(classes, segs, areas, boxes))}
+def encode_image(mask: np.ndarray, bg: int | None, segmentation: str, candidates: list[int] | None = None) -> dict:
+    """COCO pieces of one (H, W) uint8 mask: shape, ignore RLE, and ``(class, seg, area, bbox)`` per class.
+
+    ``candidates``: the values to try (ascending, 255 last), empty ones dropped; ``None`` finds
+    the present values with a histogram first (cheaper when there are many classes).
+    """
+    if candidates is None:
+        candidates = [int(v) for v in present_values(mask) if v != bg]
+    rles, areas, boxes = encode_rles_with_stats(mask, candidates)
+    keep = [k for k, a in enumerate(areas) if a > 0]
+    vals = [candidates[k] for k in keep]
+    rles, areas, boxes = [rles[k] for k in keep], [areas[k] for k in keep], [boxes[k] for k in keep]
+    ignore = None
+    if vals and vals[-1] == IGNORE:  # the ignore region (255) sorts last
+        ignore = rles.pop()
+        vals, areas, boxes = vals[:-1], areas[:-1], boxes[:-1]
+    segs = rles if segmentation == "rle" else [mask_to_polygons(mask == c) for c in vals]
+    return {"shape": mask.shape, "ignore": ignore, "anns": list(zip(vals, segs, areas, boxes))}
 
 
 def coco_dict(project, items, encoded, options: ExportOptions, bg: int | None) -> dict:
@@ -129,10 +138,14 @@ class CocoFormat(Format):
             if tuple(mask.shape) != (it.info.height, it.info.width):
                 raise SizeMismatchError(f"{it.info.name}: its stored mask is {mask.shape[1]}x{mask.shape[0]}, the "
                                         f"image {it.info.width}x{it.info.height}.")
-            enc = encode_image(mask, bg, segmentation)
+            enc = encode_image(mask, bg, segmentation, candidates)
             copy_image(project, it, out_dir / "images", options)
             return enc
 
+        # Few classes: encoding each (and dropping empty ones) is cheaper than a histogram first.
+        candidates = [c for c in range(project.num_classes) if c != bg] + [IGNORE]
+        if len(candidates) > 8:
+            candidates = None
         workers = max(1, min(4, os.cpu_count() or 1))
         with ThreadPoolExecutor(workers) as pool:
             encoded = list(pool.map(work, items))
