@@ -19,7 +19,7 @@
     proj: null, id: null, W: 0, H: 0, classes: [], lut: [], cls: 1, erase: false, size: 6, zoom: 1,
     mode: 'scribbles', docs: {}, doc: null, overlayKind: 'preview', overlayKinds: ['preview'],
     overlayWanted: false, overlayBusy: false, strokeEnd: 0, opacity: 0.45, tags: {}, imgData: null,
-    drawing: false, last: null, pointerId: null,
+    drawing: false, last: null, pointerId: null, busy: false, status: '',
   };
   root._ws = S;  // for tests and debugging
 
@@ -323,8 +323,13 @@
       flush(d);
       return;
     }
-    await waitSaved(d);
-    const r = await call(redo ? 'canvas_redo' : 'canvas_undo', {image_id: d.id});
+    if (S.busy) return;
+    S.busy = true;  // no drawing while the store moves the head: a stroke then would resurrect the undone one
+    let r = null;
+    try {
+      await waitSaved(d);
+      r = await call(redo ? 'canvas_redo' : 'canvas_undo', {image_id: d.id});
+    } finally { S.busy = false; }
     if (!r || d !== S.doc) return;
     d.version = r.version;
     d.labels = rleDecode(r.labels, d.W * d.H);
@@ -416,7 +421,7 @@
     cursor.style.height = px + 'px';
   }
   cv.addEventListener('pointerdown', (e) => {
-    if (!S.doc || e.button !== 0) return;
+    if (!S.doc || e.button !== 0 || S.busy) return;
     e.preventDefault();
     cv.setPointerCapture(e.pointerId);
     S.drawing = true;
