@@ -17,8 +17,8 @@ import pytest
 from annotations.formats import export_project, list_formats
 from annotations.importer import import_path
 from annotations.store import Project
-from tests.conftest import dataset_path
-from tests.test_formats import assert_masks_equal, export_import
+from conftest import dataset_path
+from test_formats import assert_masks_equal, export_import
 
 SUBSETS = {"grabcut": None, "acdc": 40, "camvid": 40}
 

@@ -17,7 +17,7 @@ from annotations.formats import list_formats
 from annotations.formats._functional import decode_rle, encode_rles, mask_to_polygons, polygons_to_mask
 from annotations.formats.yolo import label_lines, paint_yolo
 from annotations.store import Project
-from tests.test_formats import assert_masks_equal, export_import
+from test_formats import assert_masks_equal, export_import
 
 
 @st.composite
