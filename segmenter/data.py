@@ -178,13 +178,13 @@ class TrainSet:
         size) of the boundary band of coarse masks, whose weight is ``coarse_band_weight``.
         Raises :class:`NoLabelsError` when no sample has any label and ``require_labels``."""
         n = len(samples)
-        if n == 0:
-            raise NoLabelsError("there are no training images.")
         if num_classes < 2:
             raise SegmenterError(
                 f"segmentation needs at least two classes (e.g. background and an object); the project has "
                 f"{num_classes}. Add a class first."
             )
+        if n == 0:
+            raise NoLabelsError("there are no training images.")
         S, C = int(size), int(num_classes)
         images = np.zeros((n, S, S, channels), np.uint8)
         dense = np.full((n, S, S), IGNORE, np.uint8)

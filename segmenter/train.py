@@ -167,6 +167,7 @@ class TrainResult:
     rounds: list = field(default_factory=list)
     stopped: str | None = None
     message: str = ""
+    world_size: int = 1
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -470,7 +471,7 @@ class Trainer:
                                  steps=global_step, images_seen=images_seen * self.dist.world_size,
                                  train_seconds=time.perf_counter() - t_start, loop_seconds=loop_seconds,
                                  refine_seconds=refine_seconds, images_per_s=ips, history=history, rounds=rounds,
-                                 stopped=stopped, message=message)
+                                 stopped=stopped, message=message, world_size=self.dist.world_size)
             self.model = raw_model.eval()
             self.teacher = teacher
             self._emit("on_end", result)

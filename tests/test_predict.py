@@ -1,0 +1,125 @@
+"""Prediction: full-resolution masks, uncertainty, tags, tiling, TTA; into the project store; the CLI."""
+import numpy as np
+import pytest
+import torch
+
+from conftest import make_disc_image
+from segmenter.models import ModelConfig, create_model, save_checkpoint
+from segmenter.predict import Predictor, full_resolution, image_uncertainty
+
+CLASSES = ["background", "disc"]
+
+
+@pytest.fixture(scope="module")
+def predictor():
+    torch.manual_seed(0)
+    cfg = ModelConfig(classes=CLASSES, size=64)
+    return Predictor(create_model(cfg), cfg, device="cpu")
+
+
+def test_full_resolution_matches_a_plain_softmax_of_upsampled_logits():
+    import cv2
+
+    rng = np.random.default_rng(0)
+    lo = rng.normal(0, 3, (4, 16, 16)).astype(np.float32)
+    mask, conf = full_resolution(lo, 37, 53)
+    up = np.stack([cv2.resize(c, (53, 37), interpolation=cv2.INTER_LINEAR) for c in lo])
+    p = np.exp(up - up.max(0))
+    p /= p.sum(0)
+    assert mask.shape == (37, 53) and mask.dtype == np.uint8
+    assert np.array_equal(mask, p.argmax(0))
+    assert np.allclose(conf, p.max(0), atol=1e-5)
+
+
+def test_uncertainty_orders_sure_and_unsure_maps():
+    sure = np.zeros((3, 4, 4))
+    sure[1] = 1
+    unsure = np.full((3, 4, 4), 1 / 3)
+    assert image_uncertainty(sure)[0] < 0.01 < 0.99 < image_uncertainty(unsure)[0]
+    assert image_uncertainty(sure)[1] > 0.99 and image_uncertainty(unsure)[1] < 0.01
+
+
+def test_predictions_at_full_resolution_for_mixed_images(predictor):
+    gray = make_disc_image(80, rgb=False)[0]
+    rgb = make_disc_image(64, seed=1)[0]
+    big = np.zeros((150, 230, 3), np.uint8)
+    preds = predictor.predict([gray, rgb, big])
+    assert [p.mask.shape for p in preds] == [(80, 80), (64, 64), (150, 230)]
+    for p in preds:
+        assert p.confidence.dtype == np.float32 and 0.5 <= p.confidence.min() <= p.confidence.max() <= 1
+        assert 0 <= p.uncertainty <= 1
+    # a class tagged absent is never predicted
+    sup = predictor.predict([rgb, rgb], absent=[[1], [0]])
+    assert (sup[0].mask == 0).all() and (sup[1].mask == 1).all()
+
+
+def test_tiling_and_tta(predictor):
+    img = make_disc_image(64, seed=2)[0]
+    big = np.concatenate([img, img[:, ::-1]], 1)[:, :100]  # 64 x 100
+    tiled = Predictor(predictor.model, predictor.cfg, mode="tile")
+    assert tiled.predict([big])[0].mask.shape == (64, 100)
+    assert tiled.predict([img[:40, :50]])[0].mask.shape == (40, 50)  # smaller than a tile: padded
+    tta = Predictor(predictor.model, predictor.cfg, tta=True)
+    a = predictor.logits_batch([img])[0]
+    b = tta.logits_batch([img])[0]
+    flip = predictor.logits_batch([img[:, ::-1].copy()])[0][:, :, ::-1]
+    assert np.allclose(b, (a + flip) / 2, atol=1e-4)
+
+
+def _project(tmp_path, classes=CLASSES, n=4, labels=True):
+    from annotations.imageio import encode_image_png
+    from annotations.store import Project
+
+    p = Project.create(tmp_path / "proj", classes=classes)
+    for k in range(n):
+        img, gt, scr = make_disc_image(64, seed=k, rgb=k % 2 == 0)
+        info = p.add_image(encode_image_png(img), name=f"d{k}.png")
+        if labels:
+            if k == 0:
+                p.save_mask(info.id, gt, "final", source="test")
+            else:
+                p.save_scribbles(info.id, scr)
+    return p
+
+
+def test_train_and_predict_commands_write_predicted_masks(tmp_path, capsys):
+    from segmenter.cli import main
+
+    p = _project(tmp_path)
+    p.set_tag(p.image_by_name("d3").id, 1, "absent")
+    rc = main(["train", str(p.root), "--size", "64", "--epochs", "1", "--batch-size", "4", "--name", "m",
+               "--device", "cpu", "--quiet"])
+    assert rc == 0 and (p.models_dir / "m.safetensors").is_file() and (p.models_dir / "m.json").is_file()
+    rc = main(["predict", str(p.root), "--device", "cpu", "--images", "d1", "d3", "--tta"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "2 masks predicted with model m-" in out and "annotate these next" in out
+    info = p.mask_info(p.image_by_name("d1").id, "predicted")
+    assert info.model_version.startswith("m-") and 0 <= info.uncertainty <= 1
+    assert p.confidence(info.image_id, "predicted").shape == (64, 64)
+    assert (p.mask(p.image_by_name("d3").id, "predicted") == 0).all()  # disc tagged absent
+    assert p.mask_info(p.image_by_name("d0").id, "predicted") is None  # not selected
+
+
+def test_commands_refuse_bad_projects_with_one_line(tmp_path, capsys):
+    from annotations.store import Project
+    from segmenter.cli import main
+
+    p = _project(tmp_path, labels=False)
+    assert main(["train", str(p.root), "--size", "64", "--device", "cpu"]) == 2
+    assert "no image has any label" in capsys.readouterr().err
+    assert main(["predict", str(p.root), "--device", "cpu"]) == 2
+    assert "no trained model" in capsys.readouterr().err
+    one = Project.create(tmp_path / "one", classes=["background"])
+    assert main(["train", str(one.root), "--size", "64", "--device", "cpu"]) == 2
+    assert "at least two classes" in capsys.readouterr().err
+    # a model trained for other classes is refused
+    cfg = ModelConfig(classes=["background", "cat"], size=64)
+    save_checkpoint(p.models_dir / "cats", create_model(cfg), cfg)
+    assert main(["predict", str(p.root), "--device", "cpu", "--model", "cats"]) == 2
+    assert "trained for classes" in capsys.readouterr().err
+    good = ModelConfig(classes=CLASSES, size=64)
+    save_checkpoint(p.models_dir / "broken", create_model(good), good)
+    (p.models_dir / "broken.safetensors").write_bytes(b"garbage")
+    assert main(["predict", str(p.root), "--device", "cpu", "--model", "broken"]) == 2
+    assert "corrupt" in capsys.readouterr().err
