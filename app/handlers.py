@@ -11,6 +11,7 @@ keeping the strokes it holds.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import tempfile
@@ -325,21 +326,25 @@ def preview_function():
     return fallback
 
 
-def preview_result(project: Project, image_id: int, method: str | None = None):
-    """The live pseudo-mask of the image's current scribbles: ``(PseudoResult, seconds)``, or
-    ``(None, 0.0)`` when nothing is drawn. Uses the segmenter's own preview function
-    (:func:`segmenter.pseudo.preview`) with the prediction, if any, as the prior; cached per
-    scribble version, class count and prediction."""
-    version = project.scribble_version(image_id)
+def preview_result(project: Project, image_id: int, method: str | None = None,
+                   scribbles: np.ndarray | None = None):
+    """The live pseudo-mask: ``(PseudoResult, seconds)``, or ``(None, 0.0)`` when nothing is drawn.
+
+    ``scribbles``: ``(H, W) uint8`` strokes as the page holds them (default: the stored ones), so
+    the preview need not wait for the save. Uses the segmenter's own preview function
+    (:func:`segmenter.pseudo.preview`) with the prediction, if any, as the prior; cached by the
+    strokes' content, the class count and the prediction.
+    """
+    scr = project.scribbles(image_id) if scribbles is None else project.check_label_map(image_id, scribbles)
+    if scr is None or not (scr != IGNORE).any():
+        return None, 0.0
     pred = project.mask_info(image_id, "predicted")  # the prior: a new prediction changes the preview
-    key = (str(project.root), int(image_id), version, method, project.num_classes, pred.id if pred else 0)
+    digest = hashlib.blake2b(scr.tobytes(), digest_size=16).hexdigest()
+    key = (str(project.root), int(image_id), digest, method, project.num_classes, pred.id if pred else 0)
     with _PREVIEW_LOCK:
         if key in _PREVIEW_CACHE:
             _PREVIEW_CACHE.move_to_end(key)
             return _PREVIEW_CACHE[key], 0.0
-    scr = project.scribbles(image_id)
-    if scr is None or not (scr != IGNORE).any():
-        return None, 0.0
     preview = preview_function()
     img = project.load_image(image_id)
     t0 = time.perf_counter()
@@ -371,14 +376,15 @@ def warm_up() -> float:
     return time.perf_counter() - t0
 
 
-def overlay_for(project: Project, image_id: int, kind: str) -> dict:
-    """``{"overlay": data URL or None, "kind", "seconds", "message"}`` for the overlay ``kind``."""
+def overlay_for(project: Project, image_id: int, kind: str, scribbles: np.ndarray | None = None) -> dict:
+    """``{"overlay": data URL or None, "kind", "seconds", "message"}`` for the overlay ``kind``
+    (``scribbles``: the page's strokes for the live preview; default the stored ones)."""
     if kind not in OVERLAY_KINDS:
         raise AppError(f"unknown overlay '{kind}' (known: {', '.join(OVERLAY_KINDS)}).")
     colors = _colors(project)
     if kind == "preview":
         t0 = time.perf_counter()
-        result, _ = preview_result(project, image_id)
+        result, _ = preview_result(project, image_id, scribbles=scribbles)
         if result is None:
             return {"overlay": None, "kind": kind, "seconds": 0.0,
                     "message": "Draw strokes in at least one class to see the live preview."}
@@ -487,9 +493,15 @@ def canvas_save(payload: dict) -> dict:
 
 @_guard
 def canvas_preview(payload: dict) -> dict:
-    """``{project, image_id, kind}`` -> ``{"overlay", "kind", "seconds", "message", "version"}``."""
+    """``{project, image_id, kind[, labels]}`` -> ``{"overlay", "kind", "seconds", "message", "version"}``.
+
+    ``labels`` (rle): the strokes as drawn in the page, so the preview runs beside their save."""
     project, image_id = _req(payload)
-    out = overlay_for(project, image_id, str(payload.get("kind") or "preview"))
+    scr = None
+    if payload.get("labels") is not None:
+        info = project.image_info(image_id)
+        scr = canvas.rle_decode(payload["labels"], (info.height, info.width))
+    out = overlay_for(project, image_id, str(payload.get("kind") or "preview"), scribbles=scr)
     out["version"] = project.scribble_version(image_id)
     return out
 

@@ -179,9 +179,15 @@ def test_preview_overlay_follows_the_scribbles(project, token):
     r = handlers.canvas_preview({"project": token, "image_id": iid, "kind": "preview"})
     assert r["overlay"] is None and "Draw" in r["message"]
     img, gt, scr = make_disc_image(64, seed=0)
+    # the page sends its strokes with the request: no need to wait for their save
+    r = handlers.canvas_preview({"project": token, "image_id": iid, "kind": "preview", "labels": canvas.rle_encode(scr)})
+    assert r["overlay"].startswith("data:image/png") and r["version"] == 0
+    from_page = r["overlay"]
+    bad = handlers.canvas_preview({"project": token, "image_id": iid, "kind": "preview", "labels": [9, 64 * 64]})
+    assert "class index 9" in bad["error"]
     handlers.canvas_save({"project": token, "image_id": iid, "labels": canvas.rle_encode(scr), "version": 0})
     r = handlers.canvas_preview({"project": token, "image_id": iid, "kind": "preview"})
-    assert r["overlay"].startswith("data:image/png") and r["version"] == 1
+    assert r["overlay"] == from_page and r["version"] == 1
     rgba = canvas.decode_data_url(r["overlay"])
     colors = np.array([c.color for c in project.classes()])
     inside = rgba[gt == 1][:, :3]

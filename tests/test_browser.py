@@ -128,7 +128,7 @@ def wait_preview(pg) -> None:
     """Until the live-preview overlay of the current scribble version is shown."""
     pg.wait_for_function("""() => {
         const r = document.querySelector('#ws-canvas .ws-root');
-        return r.dataset.saved === '1' && r.dataset.overlay === 'preview:' + r._ws.doc.version;
+        return r.dataset.saved === '1' && r.dataset.overlay === 'preview:' + r._ws.seq;
     }""")
 
 

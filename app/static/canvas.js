@@ -19,7 +19,7 @@
     proj: null, id: null, W: 0, H: 0, classes: [], lut: [], cls: 1, erase: false, size: 6, zoom: 1,
     mode: 'scribbles', docs: {}, doc: null, overlayKind: 'preview', overlayKinds: ['preview'],
     overlayWanted: false, overlayBusy: false, strokeEnd: 0, opacity: 0.45, tags: {}, imgData: null,
-    drawing: false, last: null, pointerId: null, busy: false, status: '',
+    drawing: false, last: null, pointerId: null, busy: false, status: '', seq: 0,
   };
   root._ws = S;  // for tests and debugging
 
@@ -255,10 +255,7 @@
     if (d === S.doc) {
       setStatus(d.layer === 'mask' ? 'Final mask saved' + (r.merged ? ' (merged with another window\'s edits)' : '')
         : 'Saved' + (r.merged ? ' (merged with another window\'s strokes)' : '') + ' \u00b7 version ' + r.version);
-      if (d.layer === 'scribbles') {
-        if (S.overlayKind !== 'preview' && S.overlayKinds.includes('preview')) { S.overlayKind = 'preview'; markOverlay(); }
-        requestOverlay();
-      }
+      if (r.labels && d.layer === 'scribbles') { S.seq++; requestOverlay(); }  // merged: preview what is stored now
     }
     if (d.id === S.id) notifySaved(r.status); else notifySaved(undefined, true);  // an earlier image's save
     if (d.dirty) flush(d); else updateFlags();
@@ -277,14 +274,17 @@
     S.overlayBusy = true;
     while (S.overlayWanted) {
       S.overlayWanted = false;
-      const id = S.id, kind = S.overlayKind, t0 = S.strokeEnd;
+      const id = S.id, kind = S.overlayKind, t0 = S.strokeEnd, seq = S.seq, d = S.docs.scribbles;
       if (id == null || S.mode === 'mask') break;
       if (kind === 'none') { ovl.removeAttribute('src'); applyOpacity(); root.dataset.overlay = 'none'; continue; }
-      const r = await call('canvas_preview', {image_id: id, kind});
+      // the live preview is computed from the strokes in this page, beside their save
+      const req = {image_id: id, kind};
+      if (kind === 'preview' && d && d.id === id) req.labels = rleEncode(d.labels);
+      const r = await call('canvas_preview', req);
       if (!r || id !== S.id || kind !== S.overlayKind) continue;
       if (r.overlay) {
         await new Promise((res) => { ovl.onload = res; ovl.onerror = res; ovl.src = r.overlay; });
-        root.dataset.overlay = kind + ':' + r.version;
+        root.dataset.overlay = kind + ':' + seq;
         if (kind === 'preview' && t0) {
           const dt = (performance.now() - t0) / 1000;
           root.dataset.previewLatency = dt.toFixed(3);
@@ -337,6 +337,7 @@
     updateFlags();
     setStatus((redo ? 'Redone' : 'Undone') + ' \u00b7 version ' + r.version);
     S.strokeEnd = performance.now();
+    S.seq++;
     requestOverlay();
     notifySaved(r.status);
   }
@@ -349,6 +350,7 @@
     renderAll();
     S.strokeEnd = performance.now();
     flush(d);
+    if (d.layer === 'scribbles') { S.seq++; requestOverlay(); }
   }
   async function setMode(mode) {
     if (mode === S.mode || S.id == null) return;
@@ -446,7 +448,15 @@
     if (!S.drawing || (e && e.pointerId !== S.pointerId)) return;
     S.drawing = false;
     S.strokeEnd = performance.now();
-    if (S.doc) { S.doc.dirty = true; flush(S.doc); }
+    if (S.doc) {
+      S.doc.dirty = true;
+      flush(S.doc);
+      if (S.doc.layer === 'scribbles') {
+        S.seq++;
+        if (S.overlayKind !== 'preview' && S.overlayKinds.includes('preview')) { S.overlayKind = 'preview'; markOverlay(); }
+        requestOverlay();
+      }
+    }
   }
   cv.addEventListener('pointerup', endStroke);
   cv.addEventListener('pointercancel', endStroke);
