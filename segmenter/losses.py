@@ -54,26 +54,41 @@ def local_affinity(image, radius: int = 3, sigma_rgb: float = 0.1, sigma_xy: flo
     return aff
 
 
+def _pair_slices(h: int, w: int, dy: int, dx: int):
+    """Slices ``(a, b)`` so that pixel ``a`` and pixel ``b = a + (dy, dx)`` are both inside."""
+    ya, yb = slice(0, h - dy), slice(dy, h)
+    xa, xb = (slice(0, w - dx), slice(dx, w)) if dx >= 0 else (slice(-dx, w), slice(0, w + dx))
+    return (..., ya, xa), (..., yb, xb)
+
+
 def gated_crf_loss(probs, image, radius: int = 3, sigma_rgb: float = 0.1, sigma_xy: float = 3.0,
                    downscale: int = 2, image_weight=None):
     """Dense (gated) CRF loss on local windows (Obukhov et al. 2019; Tang et al. 2018):
-    sum over neighbour pairs of affinity x (1 - p_i . p_j), per pixel, averaged.
+    per pixel, the sum over its neighbours j within ``radius`` of affinity(i, j) x (1 - p_i . p_j),
+    averaged over pixels; affinity as in :func:`local_affinity`.
 
     ``probs``: ``(B, C, H, W)`` softmax output; ``image``: ``(B, ch, H, W)`` in [0, 1];
     ``image_weight``: ``(B,)`` (0 switches the loss off for an image, e.g. fully labelled ones).
-    Computed at ``1/downscale`` resolution.
+    Computed at ``1/downscale`` resolution, one neighbour offset at a time over half of the
+    (symmetric) window: no unfolded copies, so it stays cheap next to the model.
     """
     if downscale > 1:
         probs = F.avg_pool2d(probs, downscale)
         image = F.avg_pool2d(image, downscale)
     B, C, h, w = probs.shape
-    with torch.no_grad():
-        aff = local_affinity(image.float(), radius, sigma_rgb, sigma_xy)
-    k = 2 * radius + 1
     p = probs.float()
-    pu = F.unfold(p, k, padding=radius).view(B, C, k * k, h * w)
-    agree = (pu * p.view(B, C, 1, h * w)).sum(1)  # (B, K, hw)
-    per_img = (aff * (1.0 - agree)).sum(1).mean(1)  # (B,)
+    f = image.float() / sigma_rgb
+    per_img = p.new_zeros(B)
+    for dy in range(0, radius + 1):
+        for dx in range(-radius, radius + 1):
+            if dy == 0 and dx <= 0:
+                continue
+            a, b = _pair_slices(h, w, dy, dx)
+            with torch.no_grad():
+                aff = torch.exp(-0.5 * ((f[a] - f[b]) ** 2).sum(1) - (dy * dy + dx * dx) / (2 * sigma_xy ** 2))
+            dis = 1.0 - (p[a] * p[b]).sum(1)
+            per_img = per_img + 2.0 * (aff * dis).sum(dim=(1, 2))
+    per_img = per_img / (h * w)
     if image_weight is None:
         return per_img.mean()
     wsum = image_weight.sum()
