@@ -29,6 +29,23 @@ def weighted_ce(logits, target, weight=None, ignore: int = IGNORE):
     return (ce * w).sum() / n
 
 
+def weighted_dice(probs, target, weight=None, ignore: int = IGNORE, eps: float = 1.0):
+    """1 - soft Dice over the batch, on labelled pixels (each scaled by ``weight``), averaged over
+    the classes present in ``target``. Balances small classes that cross-entropy neglects early on."""
+    valid = target != ignore
+    if not valid.any():
+        return probs.sum() * 0.0
+    C = probs.shape[1]
+    w = valid.float() if weight is None else weight * valid
+    onehot = F.one_hot(target.masked_fill(~valid, 0), C).permute(0, 3, 1, 2).float()
+    p = probs.float() * w[:, None]
+    inter = (p * onehot).sum(dim=(0, 2, 3))
+    denom = p.sum(dim=(0, 2, 3)) + (onehot * w[:, None]).sum(dim=(0, 2, 3))
+    present = (onehot * valid[:, None]).sum(dim=(0, 2, 3)) > 0
+    dice = (2 * inter + eps) / (denom + eps)
+    return 1.0 - dice[present].mean()
+
+
 def _offsets(radius: int, dilation: int):
     k = 2 * radius + 1
     yy, xx = torch.meshgrid(torch.arange(k) - radius, torch.arange(k) - radius, indexing="ij")

@@ -58,6 +58,7 @@ class TrainConfig:
     device: str = "auto"
     amp: bool = True                # mixed precision on CUDA (ignored on CPU)
     augment: str = "light"          # none | light | medium
+    dice_weight: float = 1.0        # soft Dice on dense labels (full, coarse, pseudo)
     crf_weight: float = 0.1
     crf_radius: int = 3
     crf_sigma_rgb: float = 0.1
@@ -97,7 +98,7 @@ class TrainConfig:
             raise SegmenterError("refine_after must be between 0 and 1.")
         if not 0 <= self.unlabeled_threshold <= 1 or not 0 <= self.ema_decay < 1:
             raise SegmenterError("unlabeled_threshold must be in [0, 1] and ema_decay in [0, 1).")
-        for k in ("crf_weight", "tag_weight", "absent_weight", "unlabeled_weight", "pseudo_weight"):
+        for k in ("dice_weight", "crf_weight", "tag_weight", "absent_weight", "unlabeled_weight", "pseudo_weight"):
             if getattr(self, k) < 0:
                 raise SegmenterError(f"{k} must not be negative.")
         self.device = resolve_device_name(self.device)
@@ -271,7 +272,7 @@ class Trainer:
     def fit(self) -> TrainResult:
         import torch
 
-        from .losses import absent_loss, confident_pseudo_ce, gated_crf_loss, tag_loss, weighted_ce
+        from . import losses as L
 
         cfg, d, mcfg = self.cfg, self.data, self.mcfg
         t_start = time.perf_counter()
@@ -279,7 +280,8 @@ class Trainer:
         self.device = ddp.device_for(self.dist, cfg.device)
         try:
             torch.manual_seed(cfg.seed)
-            rng = np.random.default_rng(cfg.seed + 1000 * self.dist.rank)
+            if self.device.startswith("cuda"):
+                torch.backends.cudnn.benchmark = True
             gen = torch.Generator().manual_seed(cfg.seed + 1000 * self.dist.rank)
 
             start_epoch, global_step, history, rounds = 0, 0, [], []
@@ -384,22 +386,24 @@ class Trainer:
                     logits, tag_logits = (out if isinstance(out, tuple) else (out, None))
                     logits = logits.float()
                     probs = torch.softmax(logits, 1)
-                    terms = {"dense": weighted_ce(logits, dense, weight), "scribble": weighted_ce(logits, scr)}
+                    terms = {"dense": L.weighted_ce(logits, dense, weight), "scribble": L.weighted_ce(logits, scr)}
+                    if cfg.dice_weight > 0:
+                        terms["dice"] = cfg.dice_weight * L.weighted_dice(probs, dense, weight)
                     if crf_on:
-                        terms["crf"] = cfg.crf_weight * gated_crf_loss(
+                        terms["crf"] = cfg.crf_weight * L.gated_crf_loss(
                             probs, x01, cfg.crf_radius, cfg.crf_sigma_rgb, cfg.crf_sigma_xy, cfg.crf_downscale,
                             image_weight=is_weak[idx].to(self.device))
                     if tag_logits is not None:  # always in the graph (DDP needs every parameter used)
-                        terms["tag"] = cfg.tag_weight * tag_loss(tag_logits, tags)
+                        terms["tag"] = cfg.tag_weight * L.tag_loss(tag_logits, tags)
                     if cfg.absent_weight > 0:
-                        terms["absent"] = cfg.absent_weight * absent_loss(probs, tags)
+                        terms["absent"] = cfg.absent_weight * L.absent_loss(probs, tags)
                     if use_teacher:
                         ramp = min(1.0, global_step / max(1.0, cfg.rampup * total_steps))
                         ramp = math.exp(-5 * (1 - ramp) ** 2)
                         if bool(unl.any()):
                             with torch.no_grad(), self._autocast():
                                 t_probs = torch.softmax(_logits(teacher(normalize(x01[unl], mcfg.mean, mcfg.std))).float(), 1)
-                            terms["unlabeled"] = ramp * cfg.unlabeled_weight * confident_pseudo_ce(
+                            terms["unlabeled"] = ramp * cfg.unlabeled_weight * L.confident_pseudo_ce(
                                 logits[unl], t_probs, cfg.unlabeled_threshold) * float(unl.float().mean())
                         else:
                             terms["unlabeled"] = logits.sum() * 0.0

@@ -84,3 +84,18 @@ def test_confident_pseudo_ce_uses_only_confident_teacher_pixels():
     assert half == pytest.approx(full / 2, rel=1e-5)
     assert float(L.confident_pseudo_ce(student, teacher, threshold=0.999)) == 0.0
     assert np.isfinite(full)
+
+
+def test_weighted_dice_rewards_small_classes_and_skips_unlabelled():
+    target = torch.zeros(1, 16, 16, dtype=torch.long)
+    target[0, :2, :2] = 1  # a tiny class
+    perfect = F.one_hot(target, 2).permute(0, 3, 1, 2).float()
+    all_bg = torch.zeros(1, 2, 16, 16)
+    all_bg[:, 0] = 1
+    assert float(L.weighted_dice(perfect, target)) < 1e-3
+    # missing the tiny class costs about half the Dice loss, though it is 1.6% of the pixels
+    assert float(L.weighted_dice(all_bg, target)) > 0.4
+    ignored = target.clone()
+    ignored[0, :2, :2] = 255
+    assert float(L.weighted_dice(all_bg, ignored)) < 1e-3
+    assert float(L.weighted_dice(all_bg, torch.full_like(target, 255))) == 0.0

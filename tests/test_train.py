@@ -196,7 +196,7 @@ def test_mixed_supervision_run_with_refinement_checkpoint_and_resume(tmp_path):
     res = Trainer(data, mcfg(), cfg, callbacks=[rec]).fit()
     assert res.epochs_done == 2 and res.steps == 6 and res.images_seen == 2 * 10
     # every loss term took part: full/pseudo (dense), scribbles, CRF, tags, absent, mean teacher
-    assert {"dense", "scribble", "crf", "tag", "absent", "unlabeled"} <= set(res.history[0])
+    assert {"dense", "dice", "scribble", "crf", "tag", "absent", "unlabeled"} <= set(res.history[0])
     assert len(rec.steps) == 6 and rec.steps[-1].eta_s == pytest.approx(0.0, abs=1e-6)
     assert all(np.isfinite(s.loss) and s.images_per_s > 0 for s in rec.steps)
     # one refinement after epoch 1: scribbled images now hold pseudo-masks that keep every stroke

@@ -60,7 +60,9 @@ def register(bsub) -> None:
     p.add_argument("--tta", action="store_true", help="flip test-time augmentation at evaluation")
     p.add_argument("--threads", type=int, default=0,
                    help="CPU threads for torch (0 = torch's default); both loops use the same")
-    p.add_argument("--bare-steps", type=int, default=20, help="timed steps of the bare loop")
+    p.add_argument("--bare-steps", type=int, default=2,
+                   help="bare-loop steps timed after every epoch (interleaved, so both see the same CPU load)")
+    p.add_argument("--save-model", default=None, help="also write the trained model to this checkpoint stem")
     p.add_argument("--out", default=None, help="JSON report path")
     p.set_defaults(func=run)
 
@@ -204,38 +206,68 @@ def _add_cam_pseudo_masks(samples, jobs, C, seed):
         samples[j].mask, samples[j].mask_kind, samples[j].confidence = mask, "pseudo", conf
 
 
-def bare_loop(model_cfg, batch_size: int, steps: int, device: str, seed: int) -> float:
-    """Images/s of a plain smp training loop: same model, batch and size, AdamW, cross-entropy on
-    random labels, inputs already on the device; 3 warm-up steps are not timed."""
-    import torch
-    import torch.nn.functional as F
+class BareLoop:
+    """A plain smp training loop: same model, batch and size, AdamW, cross-entropy on random
+    labels, inputs already on the device. :meth:`run` times ``n`` steps; calling it between the
+    trainer's epochs (see :class:`InterleavedBare`) measures both loops under the same CPU load."""
 
-    from segmenter.models import create_model
+    def __init__(self, model_cfg, batch_size: int, device: str, seed: int, warmup: int = 2):
+        import torch
 
-    torch.manual_seed(seed)
-    model = create_model(model_cfg).to(device).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
-    S, C = model_cfg.size, model_cfg.num_classes
-    x = torch.randn(batch_size, model_cfg.in_channels, S, S, device=device)
-    y = torch.randint(0, C, (batch_size, S, S), device=device)
-    amp = device.startswith("cuda")
-    t0 = None
-    for i in range(steps + 3):
-        if i == 3:
-            if amp:
-                torch.cuda.synchronize()
-            t0 = time.perf_counter()
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
-            out = model(x)
-        logits = out[0] if isinstance(out, tuple) else out
-        loss = F.cross_entropy(logits.float(), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        loss.item()
-    if amp:
-        torch.cuda.synchronize()
-    return steps * batch_size / (time.perf_counter() - t0)
+        from segmenter.models import create_model
+
+        g = torch.Generator().manual_seed(seed)
+        self.torch = torch
+        self.device = device
+        self.model = create_model(model_cfg).to(device).train()
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=1e-3, weight_decay=1e-4)
+        S, C = model_cfg.size, model_cfg.num_classes
+        self.x = torch.randn(batch_size, model_cfg.in_channels, S, S, generator=g).to(device)
+        self.y = torch.randint(0, C, (batch_size, S, S), generator=g).to(device)
+        self.amp = device.startswith("cuda")
+        self.images = 0
+        self.seconds = 0.0
+        self._steps(warmup)
+
+    def _steps(self, n: int) -> None:
+        import torch.nn.functional as F
+
+        torch = self.torch
+        for _ in range(n):
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp):
+                out = self.model(self.x)
+            logits = out[0] if isinstance(out, tuple) else out
+            loss = F.cross_entropy(logits.float(), self.y)
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt.step()
+            loss.item()
+
+    def run(self, n: int) -> None:
+        if self.amp:
+            self.torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        self._steps(n)
+        if self.amp:
+            self.torch.cuda.synchronize()
+        self.seconds += time.perf_counter() - t0
+        self.images += n * self.x.shape[0]
+
+    @property
+    def images_per_s(self) -> float:
+        return self.images / self.seconds if self.seconds else float("nan")
+
+
+def _interleaved(bare: BareLoop, steps_per_epoch: int):
+    from segmenter.train import TrainCallback
+
+    class InterleavedBare(TrainCallback):
+        """Runs bare steps after each epoch (outside the trainer's timed steps)."""
+
+        def on_epoch_end(self, p, metrics):
+            bare.run(steps_per_epoch)
+
+    return InterleavedBare()
 
 
 def run(args) -> int:
@@ -289,8 +321,13 @@ def run_benchmark(args, FolderDataset) -> dict:
     data = TrainSet.build(samples, ds.num_classes, args.size, mcfg.in_channels)
     prepare_seconds = time.perf_counter() - t0
     del samples
-    trainer = Trainer(data, mcfg, tcfg, callbacks=[ProgressBar()])
+    bare = BareLoop(mcfg, tcfg.batch_size, tcfg.device, args.seed)
+    trainer = Trainer(data, mcfg, tcfg, callbacks=[ProgressBar(), _interleaved(bare, args.bare_steps)])
     res = trainer.fit()
+    if args.save_model:
+        from segmenter.models import save_checkpoint
+
+        save_checkpoint(args.save_model, trainer.model, mcfg)
 
     t0 = time.perf_counter()
     pred = Predictor(trainer.model, mcfg, device=tcfg.device, tta=args.tta, batch_size=32)
@@ -301,14 +338,14 @@ def run_benchmark(args, FolderDataset) -> dict:
             metric.add(p.mask, test_ds.mask(iid))
     test_seconds = time.perf_counter() - t0
 
-    bare = bare_loop(mcfg, tcfg.batch_size, args.bare_steps, tcfg.device, args.seed)
-    train_seconds = res.train_seconds + prepare_seconds
+    bare_ips = bare.images_per_s
+    train_seconds = res.train_seconds - bare.seconds + prepare_seconds  # the interleaved bare steps excluded
     return {
         "task": "train", "supervision": args.supervision, "dataset": ds.name,
         "n_train": len(data), "n_test": len(test_ids),
         "test_miou": metric.miou, "test_miou_dataset": metric.miou_dataset, "test_dice": metric.dice,
-        "train_seconds": train_seconds, "images_per_s": res.images_per_s, "bare_images_per_s": bare,
-        "images_per_s_ratio": res.images_per_s / bare if bare else None,
+        "train_seconds": train_seconds, "images_per_s": res.images_per_s, "bare_images_per_s": bare_ips,
+        "images_per_s_ratio": res.images_per_s / bare_ips if bare_ips else None, "bare_steps": bare.images // tcfg.batch_size,
         "images_per_s_overall": res.images_seen / train_seconds if train_seconds else None,
         "epochs": args.epochs, "size": args.size, "arch": args.arch, "encoder": args.encoder,
         "device": tcfg.device, "seed": args.seed, "threads": args.threads or None, "batch_size": tcfg.batch_size,
