@@ -86,6 +86,9 @@ def build_ui(project: Project) -> gr.Blocks:
                             "undo / redo · + − 0 zoom · Ctrl+wheel zoom</span>")
             with gr.Column(scale=3, min_width=300):
                 with gr.Accordion("Train & predict", open=True, elem_id="ws-train-panel"):
+                    gr.Markdown("<span class='ws-sub'>Trains a U-Net on every scribble, tag and final mask of the "
+                                "project. The validation mIoU is measured on final masks held out from training. "
+                                "Then predict the other images and review the most uncertain first.</span>")
                     with gr.Row():
                         epochs = gr.Number(value=5, minimum=1, maximum=500, precision=0, label="Epochs",
                                            elem_id="ws-epochs")
