@@ -310,20 +310,12 @@ def prediction_prior(project: Project, image_id: int) -> np.ndarray | None:
 
 
 def preview_function():
-    """The segmenter's live-preview function (``segmenter.pseudo.preview``): ``(image, scribbles,
-    num_classes, method=None, prior=None, colors=None) -> (PseudoResult, overlay)``. Until the
-    ``segmenter.preview`` module exists, the registry's default method stands in for it."""
-    import importlib.util
+    """The segmenter's live-preview function, ``(image, scribbles, num_classes, method=None,
+    prior=None, colors=None) -> (PseudoResult, overlay)``: the very function ``python -m segmenter
+    bench latency`` times (see :func:`segmenter.benchmarks.latency.preview_function`)."""
+    from segmenter.benchmarks.latency import preview_function as resolve
 
-    from segmenter import pseudo
-
-    if importlib.util.find_spec("segmenter.preview") is not None:
-        return pseudo.preview
-
-    def fallback(image, scribbles, num_classes, method=None, prior=None, colors=None, alpha=0.5):
-        return pseudo.make_pseudo_mask(image, scribbles, num_classes, method=method, prior=prior), None
-
-    return fallback
+    return resolve()
 
 
 def preview_result(project: Project, image_id: int, method: str | None = None,

@@ -5,7 +5,8 @@
     python -m segmenter bench latency [--data DIR] [--scribbles SET] [--limit N] [--size 512] [--out FILE]
 
 The app shows the pseudo-mask after every stroke by calling :func:`segmenter.pseudo.preview`
-(the app's handler is a thin wrapper around it); this times exactly that call, one process,
+(the app's handler is a thin wrapper around it, resolved by :func:`preview_function`); this times
+exactly that call, one process,
 image load excluded, on images resized to ``--size`` pixels on the long side (512 by default).
 Each image is timed twice, as an annotator builds it up: with the first half of its strokes
 (by connected stroke), then with all of them. Scribbles come from ``DIR/scribbles/SET`` (default:
@@ -105,9 +106,30 @@ def first_half_of_strokes(scribbles: np.ndarray) -> np.ndarray:
     return np.where(keep, scribbles, 255).astype(np.uint8)
 
 
+def preview_function():
+    """The function the app calls for its live preview (``app.handlers`` delegates here):
+    :func:`segmenter.pseudo.preview` ``(image, scribbles, num_classes, method=None, prior=None,
+    colors=None, alpha=0.5) -> (PseudoResult, overlay)``. Until its ``segmenter.preview`` module
+    exists, the registry's method (``make_pseudo_mask``) stands in, with no overlay."""
+    import importlib.util
+
+    from segmenter import pseudo
+
+    if importlib.util.find_spec("segmenter.preview") is not None:
+        return pseudo.preview
+
+    def stand_in(image, scribbles, num_classes, method=None, prior=None, colors=None, alpha=0.5):
+        return pseudo.make_pseudo_mask(image, scribbles, num_classes, method=method, prior=prior), None
+
+    return stand_in
+
+
 def measure(samples, num_classes: int, method: str | None = None) -> dict:
-    """Time :func:`segmenter.pseudo.preview` on each ``(image, scribbles)`` (half, then all strokes)."""
-    from segmenter.pseudo import DEFAULT_METHOD, preview
+    """Time the app's preview function (:func:`preview_function`) on each ``(image, scribbles)``
+    (half, then all strokes)."""
+    from segmenter.pseudo import DEFAULT_METHOD
+
+    preview = preview_function()
 
     samples = list(samples)
     if not samples:
@@ -122,7 +144,8 @@ def measure(samples, num_classes: int, method: str | None = None) -> dict:
             preview(img, s, num_classes, method=method)
             times.append(time.perf_counter() - t0)
     t = np.asarray(times)
-    return {"task": "latency", "method": method or DEFAULT_METHOD, "function": "segmenter.pseudo.preview",
+    fn = "segmenter.pseudo.preview" if preview.__name__ == "preview" else "segmenter.pseudo.make_pseudo_mask"
+    return {"task": "latency", "method": method or DEFAULT_METHOD, "function": fn,
             "n": int(t.size), "n_images": len(samples), "p50_s": float(np.percentile(t, 50)),
             "p95_s": float(np.percentile(t, 95)), "mean_s": float(t.mean()), "max_s": float(t.max()),
             "size": int(max(samples[0][0].shape[:2]))}
