@@ -109,19 +109,10 @@ def first_half_of_strokes(scribbles: np.ndarray) -> np.ndarray:
 def preview_function():
     """The function the app calls for its live preview (``app.handlers`` delegates here):
     :func:`segmenter.pseudo.preview` ``(image, scribbles, num_classes, method=None, prior=None,
-    colors=None, alpha=0.5) -> (PseudoResult, overlay)``. Until its ``segmenter.preview`` module
-    exists, the registry's method (``make_pseudo_mask``) stands in, with no overlay."""
-    import importlib.util
+    colors=None, alpha=0.5) -> (PseudoResult, overlay)``."""
+    from segmenter.pseudo import preview
 
-    from segmenter import pseudo
-
-    if importlib.util.find_spec("segmenter.preview") is not None:
-        return pseudo.preview
-
-    def stand_in(image, scribbles, num_classes, method=None, prior=None, colors=None, alpha=0.5):
-        return pseudo.make_pseudo_mask(image, scribbles, num_classes, method=method, prior=prior), None
-
-    return stand_in
+    return preview
 
 
 def measure(samples, num_classes: int, method: str | None = None) -> dict:
@@ -144,8 +135,7 @@ def measure(samples, num_classes: int, method: str | None = None) -> dict:
             preview(img, s, num_classes, method=method)
             times.append(time.perf_counter() - t0)
     t = np.asarray(times)
-    fn = "segmenter.pseudo.preview" if preview.__name__ == "preview" else "segmenter.pseudo.make_pseudo_mask"
-    return {"task": "latency", "method": method or DEFAULT_METHOD, "function": fn,
+    return {"task": "latency", "method": method or DEFAULT_METHOD, "function": "segmenter.pseudo.preview",
             "n": int(t.size), "n_images": len(samples), "p50_s": float(np.percentile(t, 50)),
             "p95_s": float(np.percentile(t, 95)), "mean_s": float(t.mean()), "max_s": float(t.max()),
             "size": int(max(samples[0][0].shape[:2]))}
