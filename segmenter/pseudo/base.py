@@ -1,0 +1,182 @@
+"""The abstract scribble labeler: a template method ``prepare -> label -> postprocess``.
+
+A subclass implements :meth:`PseudoLabeler.label` only (working-resolution arrays in,
+``(C, h, w)`` probabilities out); input checks, the reduced working resolution, the
+foreground-only background rule, the edge-aware upsampling, the prior for methods that have no
+unaries, hard constraints and the confidence map are shared here.
+
+Rules every method follows (tested over the whole registry):
+
+* scribbles are hard constraints: a scribbled pixel keeps its class in ``mask`` and its
+  ``probs`` are one-hot;
+* classes with no stroke get probability 0 (nothing supports them);
+* **foreground only**: when the strokes hold exactly one class and it is not class 0, the unscribbled
+  image border is taken as background (class 0), as the GrabCut baseline does;
+* **one class only otherwise** (e.g. background strokes only): every pixel gets that class; the
+  confidence of unscribbled pixels is 0, since nothing contradicts or supports it;
+* no stroke at all: :class:`~segmenter.errors.NoLabelsError`; a scribble map of the wrong size or
+  with a class index >= ``num_classes``: :class:`~annotations.errors.LabelMapError`.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import functional as F
+
+
+@dataclass
+class PseudoResult:
+    """What a method returns.
+
+    ``probs``: ``(C, H, W)`` float32, sums to 1 over C; ``mask``: ``(H, W)`` uint8 class index;
+    ``confidence``: ``(H, W)`` float32 in [0, 1] (the winning class's probability; 1 on strokes).
+    """
+
+    probs: np.ndarray
+    mask: np.ndarray
+    confidence: np.ndarray
+
+
+@dataclass
+class BaseConfig:
+    """Settings shared by every method.
+
+    ``max_side``: long side of the working resolution (0 = full resolution); ``upsample_radius``
+    and ``upsample_eps``: guided-filter radius (in full-resolution pixels per working pixel) and
+    regulariser of the edge-aware upsampling; ``prior_weight``: weight of ``-log(prior)`` in the
+    unaries; ``border_width``: width in working pixels of the foreground-only background band.
+    """
+
+    max_side: int = 160
+    upsample_radius: float = 1.0
+    upsample_eps: float = 1e-3
+    prior_weight: float = 1.0
+    border_width: int = 2
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.max_side < 0 or (0 < self.max_side < 16):
+            raise ValueError(f"max_side must be 0 (full resolution) or at least 16, got {self.max_side}")
+        if self.upsample_radius <= 0 or self.upsample_eps <= 0:
+            raise ValueError("upsample_radius and upsample_eps must be positive")
+        if self.prior_weight < 0:
+            raise ValueError(f"prior_weight must be >= 0, got {self.prior_weight}")
+        if self.border_width < 1:
+            raise ValueError(f"border_width must be >= 1, got {self.border_width}")
+
+
+@dataclass
+class Prepared:
+    """Working-resolution inputs handed to :meth:`PseudoLabeler.label`.
+
+    ``image``: ``(h, w[, 3])`` uint8; ``channels``: ``(h, w, K)`` float32 (Lab or intensity);
+    ``scribbles``: ``(h, w)`` uint8 with the background rule applied; ``prior``: ``(C, h, w)``
+    float32 or None; ``classes``: the scribbled class indices (after the background rule).
+    """
+
+    image: np.ndarray
+    channels: np.ndarray
+    scribbles: np.ndarray
+    num_classes: int
+    classes: np.ndarray
+    prior: np.ndarray | None
+    full_shape: tuple[int, int]
+    scale: float
+    cache: dict = field(default_factory=dict)
+
+
+class PseudoLabeler(ABC):
+    """Scribbles -> pseudo-mask. Subclasses set ``name`` and ``Config`` and implement :meth:`label`."""
+
+    name: str = "abstract"
+    Config = BaseConfig
+    #: True when :meth:`label` folds the prior into its own unaries; otherwise the base blends it
+    #: into the output probabilities (``p * prior**w``, renormalised).
+    uses_prior: bool = False
+
+    def __init__(self, config: BaseConfig | None = None, **overrides):
+        if config is None:
+            config = self.Config(**overrides)
+        elif overrides:
+            raise TypeError("give either a config object or keyword overrides, not both")
+        if not isinstance(config, self.Config):
+            raise TypeError(f"{self.name} expects a {self.Config.__name__}, got {type(config).__name__}")
+        self.config = config
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.config})"
+
+    # -- the template ---------------------------------------------------------------------------
+    def __call__(self, image: np.ndarray, scribbles: np.ndarray, num_classes: int,
+                 prior: np.ndarray | None = None) -> PseudoResult:
+        """Pseudo-mask of ``image`` ((H, W) or (H, W, 3) uint8) from ``scribbles`` ((H, W) uint8,
+        255 = none) for ``num_classes`` classes, optionally blending ``prior`` ((C, H, W) float32)."""
+        image = np.ascontiguousarray(image)
+        scribbles = np.ascontiguousarray(scribbles)
+        F.check_inputs(image, scribbles, num_classes)
+        prior = F.check_prior(prior, num_classes, image.shape[:2])
+        prep = self.prepare(image, scribbles, num_classes, prior)
+        if prep.classes.size == 1:
+            return self._single_class(prep, scribbles)
+        probs = self.label(prep)
+        return self.postprocess(prep, probs, image, scribbles, prior)
+
+    def prepare(self, image: np.ndarray, scribbles: np.ndarray, num_classes: int,
+                prior: np.ndarray | None) -> Prepared:
+        cfg = self.config
+        s = F.working_scale(image.shape[:2], cfg.max_side) if cfg.max_side else 1.0
+        hw = (max(2, round(image.shape[0] * s)), max(2, round(image.shape[1] * s)))
+        small = F.resize_image(image, hw)
+        scr = F.resize_scribbles(scribbles, hw)
+        if not (scr != F.NONE).any():  # strokes too thin to survive: keep their pixels anyway
+            scr = _nearest_scribbles(scribbles, hw)
+        classes = F.scribbled_classes(scr)
+        if classes.size == 1 and classes[0] != 0:
+            scr = F.add_border_background(scr, cfg.border_width)
+            classes = F.scribbled_classes(scr)
+        pr = F.normalize_probs(F.resize_probs(prior, hw)) if prior is not None else None
+        return Prepared(image=small, channels=F.to_float_channels(small), scribbles=scr,
+                        num_classes=num_classes, classes=classes, prior=pr,
+                        full_shape=image.shape[:2], scale=s)
+
+    @abstractmethod
+    def label(self, prep: Prepared) -> np.ndarray:
+        """Working-resolution class probabilities ``(C, h, w)`` float32 (0 for unscribbled classes)."""
+
+    def postprocess(self, prep: Prepared, probs: np.ndarray, image: np.ndarray, scribbles: np.ndarray,
+                    prior: np.ndarray | None) -> PseudoResult:
+        cfg = self.config
+        probs = F.normalize_probs(F.restrict_to_classes(probs, prep.classes))
+        if probs.shape[1:] != tuple(prep.full_shape):
+            r = max(1, round(cfg.upsample_radius / max(prep.scale, 1e-6)))
+            guide = F.to_float_channels(image)
+            probs = F.edge_aware_upsample(probs, guide if guide.shape[2] == 3 else guide[..., 0], r,
+                                          cfg.upsample_eps)
+            probs = F.restrict_to_classes(probs, prep.classes)
+        if prior is not None and not self.uses_prior and cfg.prior_weight > 0:
+            probs = F.blend_probs(probs, prior, cfg.prior_weight)
+        probs = F.enforce_scribbles(probs, scribbles)
+        mask = F.hard_mask(probs, scribbles)
+        conf = probs.max(0).astype(np.float32)
+        return PseudoResult(probs=probs.astype(np.float32), mask=mask, confidence=conf)
+
+    def _single_class(self, prep: Prepared, scribbles: np.ndarray) -> PseudoResult:
+        c = int(prep.classes[0])
+        h, w = prep.full_shape
+        probs = np.zeros((prep.num_classes, h, w), np.float32)
+        probs[c] = 1.0
+        conf = (scribbles != F.NONE).astype(np.float32)
+        return PseudoResult(probs=probs, mask=np.full((h, w), c, np.uint8), confidence=conf)
+
+
+def _nearest_scribbles(scribbles: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """Nearest-neighbour fallback: every stroke pixel lands on its working pixel."""
+    out = np.full(hw, F.NONE, np.uint8)
+    ys, xs = np.nonzero(scribbles != F.NONE)
+    yy = np.minimum((ys * hw[0]) // scribbles.shape[0], hw[0] - 1)
+    xx = np.minimum((xs * hw[1]) // scribbles.shape[1], hw[1] - 1)
+    out[yy, xx] = scribbles[ys, xs]
+    return out

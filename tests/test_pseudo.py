@@ -1,0 +1,192 @@
+"""Scribble-to-mask methods: every registered method, on tiny synthetic images."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from annotations.errors import LabelMapError
+from segmenter.errors import NoLabelsError
+from segmenter.metrics import image_iou
+from segmenter.pseudo import (DEFAULT_METHOD, PseudoResult, UnknownMethodError, get_method, list_methods,
+                              make_pseudo_mask)
+from segmenter.pseudo import functional as F
+
+METHODS = list_methods()
+
+
+def _check_result(res: PseudoResult, scribbles: np.ndarray, num_classes: int) -> None:
+    h, w = scribbles.shape
+    assert isinstance(res, PseudoResult)
+    assert res.probs.shape == (num_classes, h, w) and res.probs.dtype == np.float32
+    assert res.mask.shape == (h, w) and res.mask.dtype == np.uint8
+    assert res.confidence.shape == (h, w) and res.confidence.dtype == np.float32
+    assert np.allclose(res.probs.sum(0), 1.0, atol=1e-4)
+    assert (res.probs >= 0).all() and (res.confidence >= 0).all() and (res.confidence <= 1 + 1e-6).all()
+    m = scribbles != 255
+    # hard constraints: a scribbled pixel keeps its class, with certainty
+    assert (res.mask[m] == scribbles[m]).all()
+    assert np.allclose(res.probs[scribbles[m], np.nonzero(m)[0], np.nonzero(m)[1]], 1.0)
+    assert np.allclose(res.confidence[m], 1.0)
+    assert res.mask.max() < num_classes
+
+
+def test_registry_lists_required_methods_and_default():
+    for name in ("graphcut", "random_walker", "pixel_classifier"):
+        assert name in METHODS
+    assert DEFAULT_METHOD in METHODS
+    assert get_method().name == DEFAULT_METHOD
+
+
+def test_unknown_method_lists_valid_names():
+    with pytest.raises(UnknownMethodError) as e:
+        get_method("nope")
+    for name in METHODS:
+        assert name in str(e.value)
+
+
+def test_bad_config_is_a_clear_error():
+    with pytest.raises(UnknownMethodError, match="max_side"):
+        get_method("graphcut", max_side=3)
+
+
+@pytest.mark.parametrize("name", METHODS)
+@pytest.mark.parametrize("rgb", [True, False])
+def test_binary_disc(name, rgb):
+    from conftest import make_disc_image
+
+    img, gt, scr = make_disc_image(64, seed=3, rgb=rgb)
+    res = get_method(name)(img, scr, 2)
+    _check_result(res, scr, 2)
+    assert image_iou(res.mask, gt, 2) > 0.8, name
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_multiclass(name, multiclass_image):
+    img, gt, scr = multiclass_image
+    res = get_method(name)(img, scr, 4)  # one class of the project (3) has no stroke
+    _check_result(res, scr, 4)
+    # the background stroke is far from part of the background: geodesic nearness alone is weak here
+    assert image_iou(res.mask, gt, 4) > (0.4 if name in ("geodesic", "pixel_classifier") else 0.9), name
+    assert not (res.mask == 3).any() and np.allclose(res.probs[3], 0.0)
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_foreground_only_uses_border_as_background(name, disc):
+    img, gt, scr = disc
+    fg_only = np.where(scr == 1, 1, 255).astype(np.uint8)
+    res = get_method(name)(img, fg_only, 2)
+    _check_result(res, fg_only, 2)
+    assert res.mask[0, 0] == 0 and res.mask[-1, -1] == 0
+    assert image_iou(res.mask, gt, 2) > 0.7, name
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_background_only_gives_one_class_with_zero_confidence(name, disc):
+    img, _, scr = disc
+    bg_only = np.where(scr == 0, 0, 255).astype(np.uint8)
+    res = get_method(name)(img, bg_only, 2)
+    _check_result(res, bg_only, 2)
+    assert (res.mask == 0).all()
+    assert (res.confidence[bg_only == 255] == 0).all()
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_prior_is_blended(name, disc):
+    """A confident prior pulls unscribbled pixels its way; the strokes still win where drawn."""
+    img, gt, scr = disc
+    prior = np.zeros((2, *gt.shape), np.float32)
+    prior[1] = 0.999  # the prior says: everything is foreground
+    prior[0] = 0.001
+    base = get_method(name, prior_weight=10.0)(img, scr, 2)
+    pulled = get_method(name, prior_weight=10.0)(img, scr, 2, prior=prior)
+    _check_result(pulled, scr, 2)
+    assert (pulled.mask == 1).sum() > (base.mask == 1).sum()
+    assert (pulled.mask[scr == 0] == 0).all()
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_full_resolution_working_size(name, disc):
+    img, gt, scr = disc
+    res = get_method(name, max_side=0)(img, scr, 2)
+    _check_result(res, scr, 2)
+
+
+def test_large_image_is_worked_at_reduced_resolution(disc):
+    """A 4x larger image gives the same result (within a few %) through the working resolution."""
+    import cv2
+
+    img, gt, scr = disc
+    big = cv2.resize(img, (256, 256), interpolation=cv2.INTER_LINEAR)
+    big_scr = cv2.resize(scr, (256, 256), interpolation=cv2.INTER_NEAREST)
+    big_gt = cv2.resize(gt, (256, 256), interpolation=cv2.INTER_NEAREST)
+    m = get_method(DEFAULT_METHOD, max_side=64)
+    prep = m.prepare(big, big_scr, 2, None)
+    assert prep.scribbles.shape == (64, 64) and prep.scale == 0.25
+    res = m(big, big_scr, 2)
+    _check_result(res, big_scr, 2)
+    assert image_iou(res.mask, big_gt, 2) > 0.85
+
+
+def test_no_scribbles_raises_no_labels(disc):
+    img, _, _ = disc
+    with pytest.raises(NoLabelsError, match="no scribbles"):
+        make_pseudo_mask(img, np.full(img.shape[:2], 255, np.uint8), 2)
+
+
+def test_wrong_size_and_unknown_class_raise_label_map_error(disc):
+    img, _, scr = disc
+    with pytest.raises(LabelMapError, match="size"):
+        make_pseudo_mask(img, scr[:-1], 2)
+    bad = scr.copy()
+    bad[10, 10] = 5
+    with pytest.raises(LabelMapError, match="class index 5"):
+        make_pseudo_mask(img, bad, 2)
+    with pytest.raises(LabelMapError, match="prior"):
+        make_pseudo_mask(img, scr, 2, prior=np.ones((3, 4, 4), np.float32))
+
+
+def test_functional_resize_scribbles_keeps_thin_strokes():
+    scr = np.full((100, 100), 255, np.uint8)
+    scr[50, 10:90] = 1  # one pixel wide
+    small = F.resize_scribbles(scr, (25, 25))
+    assert (small == 1).sum() >= 15 and set(np.unique(small)) <= {1, 255}
+
+
+def test_functional_graph_cut_multilabel_respects_unaries_and_smooths():
+    rng = np.random.default_rng(0)
+    truth = np.zeros((20, 30), np.int64)
+    truth[:, 10:20] = 1
+    truth[:, 20:] = 2
+    u = F.onehot(truth, 3) * -2.0 + 2.0 + rng.normal(0, 1.2, (3, 20, 30)).astype(np.float32)
+    a, b, ln = F.grid_edges((20, 30), diagonal=True)
+    w = np.ones(a.size, np.float32)
+    noisy = u.argmin(0)
+    cut = F.graph_cut(u, a, b, w, smoothness=1.5)
+    assert (cut == truth).mean() > (noisy == truth).mean()
+    assert (cut == truth).mean() > 0.95
+    # binary path: exact min-cut
+    cut2 = F.graph_cut(u[:2], a, b, w, smoothness=1.5)
+    assert set(np.unique(cut2)) <= {0, 1}
+
+
+def test_functional_guided_filter_keeps_edges():
+    guide = np.zeros((40, 40, 3), np.float32)
+    guide[:, 20:] = 1.0
+    src = np.zeros((1, 40, 40), np.float32)
+    src[0, :, 17:] = 1.0  # a blurred/misplaced step
+    out = F.guided_filter(guide, src, 4, 1e-4)
+    assert out[0, :, 25:].mean() > 0.95 and out[0, :, :15].mean() < 0.05
+    gray = F.guided_filter(guide[..., 0], src, 4, 1e-4)
+    assert gray.shape == src.shape
+
+
+def test_functional_geodesic_distance_prefers_same_region():
+    ch = np.zeros((30, 30, 1), np.float32)
+    ch[:, 15:] = 1.0
+    scr = np.full((30, 30), 255, np.uint8)
+    scr[15, 2] = 0
+    scr[15, 27] = 1
+    d = F.geodesic_distances(ch, scr, 2)
+    assert d.shape == (2, 30, 30)
+    # left of the edge is nearer (geodesically) to class 0, right of it to class 1
+    assert (d[0, :, :14] < d[1, :, :14]).all() and (d[1, :, 16:] < d[0, :, 16:]).all()
