@@ -1,0 +1,579 @@
+"""Image-level tags to pseudo-masks: a tag classifier, class activation maps, refinement.
+
+The stable entry point (used by ``bench train --supervision tags`` and ``python -m segmenter tags``)::
+
+    tags_to_pseudo_masks(images, tags, num_classes, config=None, scribbles=None)
+        -> list[tuple[mask (H, W) uint8, confidence (H, W) float32]]
+
+- ``images``: list of ``(H, W)`` or ``(H, W, 3)`` uint8 arrays (sizes may differ).
+- ``tags``: ``(N, C)`` int8, ``1`` = class present, ``0`` = absent, ``-1`` = unknown.
+- ``num_classes``: ``C``.
+- ``config``: a :class:`TagConfig` (``None`` = defaults, CPU-friendly).
+- ``scribbles``: optional list (length N) of ``(H, W)`` uint8 label maps (255 = none) or ``None``
+  per image; scribbled pixels are hard constraints of the pseudo-mask (confidence 1).
+- returns, per image, ``mask`` (class index, 255 = no label: the pixel is too uncertain to keep)
+  and ``confidence`` in ``[0, 1]`` (0 where ``mask`` is 255); images whose tags are all unknown
+  come back fully 255 with zero confidence.
+
+:func:`run_tags` does the same and returns a :class:`TagsResult` with the raw CAMs, the warnings
+(classes nothing can be learned for, ...) and timings. The stages, each a plain function:
+
+1. :func:`train_classifier`: a multi-label classifier on an smp encoder
+   (``segmentation_models_pytorch.encoders.get_encoder(name, weights=None)``) with a light
+   multi-level head giving per-pixel class scores at stride 4 and an image score by pooling them
+   (CAM as a by-product of the architecture). Trained with multi-label BCE on the known tags plus
+   a competition term: a pixel-wise softmax restricted to the tagged classes in which every present
+   class must win some pixels.
+2. :func:`compute_cams`: multi-scale and flipped CAMs, ReLU'd and normalised to ``[0, 1]`` per
+   class, classes tagged absent set to zero. :func:`cams_to_mask` turns them into the raw mask
+   (argmax among the possible classes; the background class, if any, scores a constant threshold).
+3. :func:`refine`: confident CAM regions become seeds, propagated with image affinities
+   (pixel-adaptive refinement over a multi-dilation neighbourhood), restricted to the tagged
+   classes; scribbles are clamped. Confidence is the refined class probability.
+
+Background: a class that is never tagged absent (e.g. ``background`` in acdc or the horse set)
+cannot be learned from tags; it is treated as the background (a constant score
+``config.bg_threshold`` against the normalised CAMs) and a warning says so. In datasets where
+every pixel belongs to a real class (CamVid) no class is background and every pixel goes to one of
+the image's tagged classes.
+"""
+from __future__ import annotations
+
+import math
+import time
+import warnings as _warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from segmenter.errors import NoLabelsError, SegmenterError
+
+PRESENT, ABSENT, UNKNOWN = 1, 0, -1
+IGNORE = 255
+REFINERS = ("pamr", "none")
+
+
+@dataclass
+class TagConfig:
+    """Settings of the tags -> pseudo-masks pipeline (validated at construction).
+
+    ``size``: training/inference side in pixels (images are resized to ``size`` x ``size``);
+    ``scales``: inference scales (multiples of ``size``); ``flip``: add horizontally flipped CAMs.
+    ``background``: ``"auto"`` (classes never tagged absent act as background), or ``"none"``.
+    ``bg_threshold``: background score against CAMs normalised to ``[0, 1]``.
+    ``seed_threshold``: normalised CAM score a pixel needs to seed the refinement.
+    ``min_confidence``: refined pixels below it become 255 (no label).
+    """
+
+    encoder: str = "resnet18"
+    size: int = 128
+    epochs: int = 6
+    batch_size: int = 16
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    depth: int = 3
+    competition_weight: float = 1.0
+    bce_weight: float = 0.5
+    topk_frac: float = 0.05
+    scales: tuple[float, ...] = (1.0, 1.25)
+    flip: bool = True
+    background: str = "auto"
+    bg_threshold: float = 0.6
+    seed_threshold: float = 0.3
+    refine_iters: int = 10
+    refine: str = "pamr"
+    min_confidence: float = 0.0
+    device: str = "cpu"
+    seed: int = 0
+    threads: int = 0
+
+    def __post_init__(self):
+        if self.size < 32 or self.size % 32:
+            raise SegmenterError(f"size must be a multiple of 32 and at least 32, got {self.size}.")
+        if self.epochs < 0:
+            raise SegmenterError(f"epochs must be >= 0, got {self.epochs}.")
+        if self.batch_size < 1:
+            raise SegmenterError(f"batch_size must be >= 1, got {self.batch_size}.")
+        if not self.lr > 0:
+            raise SegmenterError(f"lr must be > 0, got {self.lr}.")
+        self.scales = tuple(float(s) for s in self.scales)
+        if not self.scales or any(s <= 0 for s in self.scales):
+            raise SegmenterError(f"scales must be positive numbers, got {self.scales}.")
+        if not 2 <= self.depth <= 5:
+            raise SegmenterError(f"depth must be 2..5 (encoder stages used), got {self.depth}.")
+        if not 0 < self.topk_frac <= 1:
+            raise SegmenterError(f"topk_frac must be in (0, 1], got {self.topk_frac}.")
+        if self.background not in ("auto", "none"):
+            raise SegmenterError(f"background must be 'auto' or 'none', got {self.background!r}.")
+        for name in ("bg_threshold", "seed_threshold", "min_confidence"):
+            v = getattr(self, name)
+            if not 0.0 <= v <= 1.0:
+                raise SegmenterError(f"{name} must be in [0, 1], got {v}.")
+        if self.refine not in REFINERS:
+            raise SegmenterError(f"unknown refinement {self.refine!r}; valid: {', '.join(sorted(REFINERS))}.")
+        if self.device not in ("cpu", "cuda", "auto"):
+            raise SegmenterError(f"device must be cpu, cuda or auto, got {self.device!r}.")
+
+
+
+# ----------------------------------------------------------------------------------------------
+# the classifier
+
+
+class TagNet(nn.Module):
+    """smp encoder + light multi-level head: ``(B, 3, H, W)`` float -> ``(B, C, H/4, W/4)`` scores.
+
+    The per-pixel scores are the class activation maps; the image score of class c is their
+    spatial mean (global average pooling), so CAM and classifier are one computation.
+    """
+
+    def __init__(self, encoder: str, num_classes: int, depth: int = 3, width: int = 64):
+        super().__init__()
+        from segmentation_models_pytorch.encoders import get_encoder
+
+        try:
+            self.encoder = get_encoder(encoder, in_channels=3, depth=depth, weights=None)
+        except (KeyError, ValueError) as e:
+            raise SegmenterError(f"unknown encoder {encoder!r}: {e}") from None
+        chs = self.encoder.out_channels
+        self.levels = tuple(range(2, depth + 1))  # strides 4, 8, ... 2**depth
+        self.proj = nn.ModuleList(
+            nn.Sequential(nn.Conv2d(chs[i], width, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True))
+            for i in self.levels)
+        self.fuse = nn.Sequential(
+            nn.Conv2d(width * len(self.levels), width, 3, padding=1, bias=False),
+            nn.BatchNorm2d(width), nn.ReLU(inplace=True), nn.Dropout2d(0.1))
+        self.cls = nn.Conv2d(width, num_classes, 1)
+
+    def forward(self, x):
+        feats = self.encoder(x)
+        base = feats[self.levels[0]].shape[-2:]
+        ups = [F.interpolate(p(feats[i]), size=base, mode="bilinear", align_corners=False)
+               if feats[i].shape[-2:] != base else p(feats[i])
+               for p, i in zip(self.proj, self.levels)]
+        return self.cls(self.fuse(torch.cat(ups, 1)))
+
+
+def _resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise SegmenterError("device 'cuda' was asked for but no CUDA GPU is available; use --device cpu.")
+    return torch.device(name)
+
+
+_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
+_STD = np.array([0.229, 0.224, 0.225], np.float32)
+
+
+def _to_rgb(image: np.ndarray) -> np.ndarray:
+    """``(H, W)`` or ``(H, W, 3|4)`` uint8 -> ``(H, W, 3)`` uint8."""
+    image = np.asarray(image)
+    if image.ndim == 2:
+        return np.repeat(image[..., None], 3, -1)
+    if image.ndim == 3 and image.shape[2] == 1:
+        return np.repeat(image, 3, -1)
+    if image.ndim == 3 and image.shape[2] >= 3:
+        return image[..., :3]
+    raise SegmenterError(f"an image must be (H, W) or (H, W, 3), got shape {image.shape}.")
+
+
+def _prep(image: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
+    """uint8 image -> ``(3, h, w)`` float32 normalised tensor at ``size`` = (h, w)."""
+    import cv2
+
+    rgb = _to_rgb(image)
+    if rgb.shape[:2] != size:
+        rgb = cv2.resize(rgb, (size[1], size[0]), interpolation=cv2.INTER_AREA
+                         if rgb.shape[0] > size[0] else cv2.INTER_LINEAR)
+    x = (rgb.astype(np.float32) / 255.0 - _MEAN) / _STD
+    return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))
+
+
+def _known_classes(tags: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per class: ever tagged present, ever tagged absent. ``tags`` (N, C) int8."""
+    return (tags == PRESENT).any(0), (tags == ABSENT).any(0)
+
+
+def background_classes(tags: np.ndarray, config: TagConfig) -> np.ndarray:
+    """``(C,)`` bool: classes that act as background (never tagged absent, tagged present somewhere)."""
+    present, absent = _known_classes(tags)
+    if config.background == "none":
+        return np.zeros(tags.shape[1], bool)
+    return present & ~absent
+
+
+def tag_warnings(tags: np.ndarray, class_names: list[str] | None = None) -> list[str]:
+    """Messages for a person about classes nothing (or little) can be learned for."""
+    n, c = tags.shape
+    names = class_names or [f"class {i}" for i in range(c)]
+    out = []
+    present, absent = _known_classes(tags)
+    labelled = (tags != UNKNOWN).any(1)
+    if not labelled.any():
+        return ["no image has a tag: nothing can be learned."]
+    if n_unl := int((~labelled).sum()):
+        out.append(f"{n_unl} of {n} images have no tag; they get no pseudo-mask.")
+    for i in range(c):
+        if not present[i] and not absent[i]:
+            out.append(f"{names[i]}: never tagged; it is left out of every pseudo-mask.")
+        elif not present[i]:
+            out.append(f"{names[i]}: never tagged present, so it never appears in a pseudo-mask.")
+        elif not absent[i]:
+            out.append(f"{names[i]}: never tagged absent, so the classifier cannot tell where it is; "
+                       "it is treated as background (whatever no other class claims).")
+    if (tags[labelled] == PRESENT).all():
+        out.append("every tagged image has every class present: tags carry no information about "
+                   "where classes are; pseudo-masks are uninformative.")
+    return out
+
+
+@dataclass
+class TrainStats:
+    epochs: int
+    steps: int
+    seconds: float
+    final_loss: float
+    n_images: int
+
+
+def train_classifier(images: list[np.ndarray], tags: np.ndarray, num_classes: int,
+                     config: TagConfig, progress=None) -> tuple[TagNet, TrainStats]:
+    """Train :class:`TagNet` on the images with at least one known tag.
+
+    ``images``: list of uint8 images; ``tags``: ``(N, C)`` int8 (1 / 0 / -1).
+    Returns the model (eval mode) and :class:`TrainStats`.
+    """
+    t0 = time.perf_counter()
+    device = _resolve_device(config.device)
+    g = torch.Generator().manual_seed(config.seed)
+    torch.manual_seed(config.seed)
+    model = TagNet(config.encoder, num_classes, config.depth).to(device)
+    idx = np.flatnonzero((tags != UNKNOWN).any(1) & ((tags == PRESENT).any(1)))
+    size = (config.size, config.size)
+    if len(idx) == 0 or config.epochs == 0:
+        model.eval()
+        return model, TrainStats(0, 0, time.perf_counter() - t0, float("nan"), int(len(idx)))
+    x_all = torch.stack([_prep(images[i], size) for i in idx])
+    t_all = torch.from_numpy(tags[idx].astype(np.int64))
+    n = len(idx)
+    bs = min(config.batch_size, n)
+    steps_per_epoch = max(1, n // bs)
+    total = steps_per_epoch * config.epochs
+    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=total, pct_start=0.15)
+    model.train()
+    step, loss_v = 0, float("nan")
+    for ep in range(config.epochs):
+        perm = torch.randperm(n, generator=g)
+        for s in range(steps_per_epoch):
+            b = perm[s * bs:(s + 1) * bs]
+            x = x_all[b]
+            flip = torch.rand(len(b), generator=g) < 0.5
+            x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+            # brightness/contrast jitter
+            a = 1 + 0.2 * (torch.rand(len(b), 1, 1, 1, generator=g) - 0.5)
+            c = 0.2 * (torch.rand(len(b), 1, 1, 1, generator=g) - 0.5)
+            x = (x * a + c).to(device)
+            t = t_all[b].to(device)
+            loss = tag_loss(model(x), t, config)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            step += 1
+            loss_v = float(loss.detach())
+            if not math.isfinite(loss_v):
+                from segmenter.errors import TrainingStopped
+                raise TrainingStopped("the tag classifier's loss became NaN; try a lower learning rate.")
+        if progress:
+            progress(ep + 1, config.epochs, loss_v)
+    model.eval()
+    return model, TrainStats(config.epochs, step, time.perf_counter() - t0, loss_v, n)
+
+
+def tag_loss(logits: torch.Tensor, tags: torch.Tensor, config: TagConfig) -> torch.Tensor:
+    """Multiple-instance loss of the per-pixel class scores, from image tags.
+
+    ``logits``: ``(B, C, h, w)``; ``tags``: ``(B, C)`` int64 in {1, 0, -1}. Three terms:
+
+    - partial labels: a pixel's class is one of those not tagged absent (``-log`` of their summed
+      softmax probability) -- every pixel is a negative example of every absent class;
+    - presence: every present class wins some pixels (``-log`` of the mean of its ``topk_frac``
+      highest probabilities);
+    - multi-label BCE of the image scores (top-k pooled logits) against the known tags.
+    """
+    allowed = (tags != ABSENT)[:, :, None, None]
+    pres = tags == PRESENT
+    known = (tags != UNKNOWN).float()
+    logp = logits.log_softmax(1)
+    partial = -torch.logsumexp(logp.masked_fill(~allowed, -1e4), 1).mean()
+    p = logp.exp().flatten(2)
+    k = max(1, int(round(p.shape[-1] * config.topk_frac)))
+    top = p.topk(k, dim=-1).values.mean(-1)  # (B, C)
+    presence = -(torch.log(top.clamp(min=1e-6)) * pres).sum() / pres.sum().clamp(min=1)
+    img = logits.flatten(2).topk(k, dim=-1).values.mean(-1)
+    bce = F.binary_cross_entropy_with_logits(img, pres.float(), weight=known, reduction="sum")
+    bce = bce / known.sum().clamp(min=1)
+    return partial + config.competition_weight * presence + config.bce_weight * bce
+
+
+# ----------------------------------------------------------------------------------------------
+# class activation maps
+
+
+@torch.no_grad()
+def compute_cams(model: TagNet, image: np.ndarray, tags_row: np.ndarray, config: TagConfig) -> np.ndarray:
+    """Multi-scale, flipped CAMs of one image: ``(C, H, W)`` float32 in ``[0, 1]``.
+
+    The per-pixel class scores, softmaxed over the classes not tagged absent, averaged over scales
+    and flips, each class divided by its maximum; classes tagged absent are zero.
+    """
+    return compute_cams_batch(model, [image], tags_row[None], config)[0]
+
+
+@torch.no_grad()
+def compute_cams_batch(model: TagNet, images: list[np.ndarray], tags: np.ndarray, config: TagConfig,
+                       batch_size: int = 32) -> list[np.ndarray]:
+    """:func:`compute_cams` for many images (batched by size)."""
+    device = next(model.parameters()).device
+    out: list[np.ndarray | None] = [None] * len(images)
+    for start in range(0, len(images), batch_size):
+        chunk = list(range(start, min(len(images), start + batch_size)))
+        acc: dict[int, torch.Tensor] = {}
+        for s in config.scales:
+            side = max(32, int(round(config.size * s / 32)) * 32)
+            x = torch.stack([_prep(images[i], (side, side)) for i in chunk]).to(device)
+            variants = [(x, False)] + ([(x.flip(-1), True)] if config.flip else [])
+            allowed = torch.from_numpy(tags[chunk] != ABSENT).to(device)[:, :, None, None]
+            for xv, flipped in variants:
+                cam = model(xv).masked_fill(~allowed, -1e4).softmax(1)
+                if flipped:
+                    cam = cam.flip(-1)
+                cam = F.interpolate(cam, size=(config.size, config.size), mode="bilinear", align_corners=False)
+                for j, i in enumerate(chunk):
+                    acc[i] = acc[i] + cam[j] if i in acc else cam[j].clone()
+        for i in chunk:
+            h, w = np.asarray(images[i]).shape[:2]
+            cam = F.interpolate(acc[i][None], size=(h, w), mode="bilinear", align_corners=False)[0]
+            cam = cam / cam.flatten(1).max(1).values.clamp(min=1e-5)[:, None, None]
+            cam = cam.cpu().numpy().astype(np.float32)
+            cam[tags[i] == ABSENT] = 0.0
+            out[i] = cam
+    return out  # type: ignore[return-value]
+
+
+def _scores_with_background(cams: np.ndarray, tags_row: np.ndarray, bg: np.ndarray,
+                            config: TagConfig) -> np.ndarray:
+    """``(C, H, W)`` scores: CAMs of possible classes, constant ``bg_threshold`` for background ones,
+    ``-1`` for classes that cannot be in the image."""
+    scores = cams.astype(np.float32).copy()
+    possible = tags_row != ABSENT
+    for c in np.flatnonzero(bg & possible):
+        scores[c] = config.bg_threshold
+    scores[~possible] = -1.0
+    return scores
+
+
+def cams_to_mask(cams: np.ndarray, tags_row: np.ndarray, bg: np.ndarray, config: TagConfig) -> np.ndarray:
+    """Raw CAM mask ``(H, W)`` uint8: argmax over the classes the image may hold, background
+    classes scoring ``bg_threshold``. All-unknown tags (or nothing possible) give 255."""
+    if (tags_row == UNKNOWN).all() or not (tags_row != ABSENT).any():
+        return np.full(cams.shape[1:], IGNORE, np.uint8)
+    return _scores_with_background(cams, tags_row, bg, config).argmax(0).astype(np.uint8)
+
+
+# ----------------------------------------------------------------------------------------------
+# refinement
+
+PAMR_DILATIONS = (1, 2, 4, 8, 12, 24)
+_OFFSETS = tuple((dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx)
+
+
+def affinity_matrix(image: np.ndarray, dilations=PAMR_DILATIONS):
+    """Pixel-adaptive affinities (PAMR, Araslanov & Roth 2020) as a sparse row-stochastic
+    ``(H*W, H*W)`` float32 CSR matrix: every pixel is linked to its 8 neighbours at each dilation
+    (clamped at the border), weighted by colour similarity relative to the local colour spread."""
+    import scipy.sparse as sp
+
+    x = _to_rgb(image).astype(np.float32) / 255.0
+    h, w = x.shape[:2]
+    ys, xs = np.mgrid[:h, :w]
+    idx, nb = [], []
+    for d in dilations:
+        for dy, dx in _OFFSETS:
+            ny = np.clip(ys + dy * d, 0, h - 1)
+            nx = np.clip(xs + dx * d, 0, w - 1)
+            idx.append(ny * w + nx)
+            nb.append(x[ny, nx])
+    nb = np.stack(nb)  # (N, H, W, 3)
+    std = nb.std(0, keepdims=True)
+    aff = -(np.abs(nb - x[None]) / (1e-8 + 0.1 * std)).mean(-1)  # (N, H, W)
+    aff -= aff.max(0, keepdims=True)
+    np.exp(aff, out=aff)
+    aff /= aff.sum(0, keepdims=True)
+    n = len(idx)
+    cols = np.stack(idx).reshape(n, -1).T.ravel()
+    data = aff.reshape(n, -1).T.ravel().astype(np.float32)
+    return sp.csr_matrix((data, cols, np.arange(0, h * w * n + 1, n)), shape=(h * w, h * w))
+
+
+def pamr(image: np.ndarray, probs: np.ndarray, iters: int = 10, dilations=PAMR_DILATIONS,
+         clamp: np.ndarray | None = None) -> np.ndarray:
+    """Propagate class probabilities ``(C, H, W)`` float32 along image affinities for ``iters``
+    steps; pixels where ``clamp`` ``(H, W)`` uint8 is a class index keep that class (hard)."""
+    c, h, w = probs.shape
+    live = np.flatnonzero(probs.reshape(c, -1).max(1) > 0)  # propagate only the possible classes
+    a = affinity_matrix(image, dilations)
+    p = np.ascontiguousarray(probs.reshape(c, -1)[live].T, dtype=np.float32)  # (HW, c')
+    sel = None
+    if clamp is not None and (clamp != IGNORE).any():
+        cl = clamp.ravel()
+        pos = {int(k): j for j, k in enumerate(live)}
+        sel = np.flatnonzero(np.isin(cl, live))
+        onehot = np.zeros((len(sel), len(live)), np.float32)
+        onehot[np.arange(len(sel)), [pos[int(k)] for k in cl[sel]]] = 1.0
+    for _ in range(iters):
+        if sel is not None:
+            p[sel] = onehot
+        p = a @ p
+    if sel is not None:
+        p[sel] = onehot
+    out = np.zeros((c, h * w), np.float32)
+    out[live] = p.T
+    return out.reshape(c, h, w)
+
+
+def scores_to_probs(scores: np.ndarray, temperature: float = 0.1) -> np.ndarray:
+    """``(C, H, W)`` scores (``-1`` = impossible class) -> softmax probabilities over possible classes."""
+    s = torch.from_numpy(scores)
+    s = s.masked_fill(s < 0, -1e4) / temperature
+    return s.softmax(0).numpy()
+
+
+def refine(image: np.ndarray, cams: np.ndarray, tags_row: np.ndarray, bg: np.ndarray, config: TagConfig,
+           scribbles: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """CAMs ``(C, H, W)`` -> pseudo-mask ``(H, W)`` uint8 and confidence ``(H, W)`` float32.
+
+    Scores (with background) become probabilities, are propagated along image affinities and
+    restricted to the classes the image may hold; scribbles (255 = none) are hard constraints.
+    """
+    h, w = cams.shape[1:]
+    if (tags_row == UNKNOWN).all() and (scribbles is None or (scribbles == IGNORE).all()):
+        return np.full((h, w), IGNORE, np.uint8), np.zeros((h, w), np.float32)
+    scores = _scores_with_background(cams, tags_row, bg, config)
+    probs = scores_to_probs(scores)
+    if config.refine == "pamr":
+        probs = pamr(image, probs, config.refine_iters, clamp=scribbles)
+    elif scribbles is not None:
+        sel = scribbles != IGNORE
+        probs[:, sel] = 0.0
+        probs[np.minimum(scribbles[sel], probs.shape[0] - 1), np.flatnonzero(sel.ravel()) // w,
+              np.flatnonzero(sel.ravel()) % w] = 1.0
+    mask = probs.argmax(0).astype(np.uint8)
+    conf = probs.max(0).astype(np.float32)
+    if config.min_confidence > 0:
+        low = conf < config.min_confidence
+        mask[low] = IGNORE
+        conf[low] = 0.0
+    return mask, conf
+
+
+# ----------------------------------------------------------------------------------------------
+# the pipeline
+
+
+@dataclass
+class TagsResult:
+    """What :func:`run_tags` made. Lists are per input image.
+
+    ``masks``: ``(H, W)`` uint8 pseudo-masks (255 = no label); ``confidences``: ``(H, W)`` float32;
+    ``cam_masks``: the raw CAM masks before refinement ``(H, W)`` uint8; ``warnings``: messages for
+    a person; ``method``: provenance string for the store.
+    """
+
+    masks: list[np.ndarray]
+    confidences: list[np.ndarray]
+    cam_masks: list[np.ndarray]
+    warnings: list[str]
+    train: TrainStats
+    infer_seconds: float
+    method: str
+    background: list[int] = field(default_factory=list)
+
+
+def _check_inputs(images, tags, num_classes, scribbles) -> np.ndarray:
+    tags = np.asarray(tags)
+    if tags.ndim != 2 or tags.shape != (len(images), num_classes):
+        raise SegmenterError(f"tags must be (N, C) = ({len(images)}, {num_classes}), got shape {tags.shape}.")
+    if not np.isin(tags, (PRESENT, ABSENT, UNKNOWN)).all():
+        raise SegmenterError("tags must hold only 1 (present), 0 (absent) or -1 (unknown).")
+    if scribbles is not None and len(scribbles) != len(images):
+        raise SegmenterError(f"scribbles must be a list of {len(images)} maps (or None each), got {len(scribbles)}.")
+    tags = tags.astype(np.int8).copy()
+    if scribbles is not None:  # a scribbled class is present, whatever the tags say
+        for i, s in enumerate(scribbles):
+            if s is None:
+                continue
+            s = np.asarray(s)
+            if s.shape != np.asarray(images[i]).shape[:2]:
+                raise SegmenterError(f"image {i}: scribbles are {s.shape}, the image {np.asarray(images[i]).shape[:2]}.")
+            cls = np.unique(s[s != IGNORE])
+            tags[i, cls[cls < num_classes]] = PRESENT
+    return tags
+
+
+def method_name(config: TagConfig) -> str:
+    """Provenance of the pseudo-masks, e.g. ``tags:cam-resnet18+pamr``."""
+    return f"tags:cam-{config.encoder}+{config.refine}"
+
+
+def run_tags(images: list[np.ndarray], tags: np.ndarray, num_classes: int, config: TagConfig | None = None,
+             scribbles: list[np.ndarray | None] | None = None, class_names: list[str] | None = None,
+             progress=None) -> TagsResult:
+    """Train the tag classifier on ``images`` and make their pseudo-masks (see the module docstring).
+
+    Raises :class:`NoLabelsError` when no image has a tag (nor a scribble).
+    """
+    config = config or TagConfig()
+    tags = _check_inputs(images, tags, num_classes, scribbles)
+    if not (tags != UNKNOWN).any():
+        raise NoLabelsError("no image has a tag: tag some images (class present / absent) first.")
+    msgs = tag_warnings(tags, class_names)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    model, stats = train_classifier(images, tags, num_classes, config, progress=progress)
+    bg = background_classes(tags, config)
+    t0 = time.perf_counter()
+    masks, confs, cam_masks = [], [], []
+    chunk = 64
+    for start in range(0, len(images), chunk):
+        sl = slice(start, start + chunk)
+        cams = compute_cams_batch(model, images[sl], tags[sl], config)
+        for j, cam in enumerate(cams):
+            i = start + j
+            scr = None if scribbles is None else scribbles[i]
+            cam_masks.append(cams_to_mask(cam, tags[i], bg, config))
+            m, c = refine(images[i], cam, tags[i], bg, config, scribbles=scr)
+            masks.append(m)
+            confs.append(c)
+    return TagsResult(masks, confs, cam_masks, msgs, stats, time.perf_counter() - t0, method_name(config),
+                      [int(c) for c in np.flatnonzero(bg)])
+
+
+def tags_to_pseudo_masks(images: list[np.ndarray], tags: np.ndarray, num_classes: int,
+                         config: TagConfig | None = None,
+                         scribbles: list[np.ndarray | None] | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Image-level tags -> pseudo-masks with confidence; the stable entry point (module docstring).
+
+    ``images``: N uint8 ``(H, W)``/``(H, W, 3)``; ``tags``: ``(N, C)`` int8 (1 present, 0 absent,
+    -1 unknown); returns N ``(mask (H, W) uint8, confidence (H, W) float32)``. Warnings about
+    classes nothing can be learned for are issued with :func:`warnings.warn`.
+    """
+    res = run_tags(images, tags, num_classes, config, scribbles=scribbles)
+    for w in res.warnings:
+        _warnings.warn(w, stacklevel=2)
+    return list(zip(res.masks, res.confidences))

@@ -1,0 +1,280 @@
+"""Tags -> CAM pseudo-masks (segmenter.cam) on tiny synthetic scenes (64 px, a few steps)."""
+import json
+import warnings
+
+import numpy as np
+import pytest
+
+from segmenter import cam as cm
+from segmenter.errors import NoLabelsError, SegmenterError
+
+SIZE = 64
+
+
+def scene(seed: int, square: bool, disc: bool):
+    """A grey textured background (class 0) with a red square (1) and/or a blue disc (2).
+
+    Returns image (64, 64, 3) uint8 and gt (64, 64) uint8.
+    """
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:SIZE, :SIZE]
+    gt = np.zeros((SIZE, SIZE), np.uint8)
+    if square:
+        y, x = rng.integers(2, 30, 2)
+        gt[y:y + 22, x:x + 22] = 1
+    if disc:
+        cy, cx = rng.integers(16, 48, 2)
+        gt[((yy - cy) ** 2 + (xx - cx) ** 2) < 11 ** 2] = 2
+    colors = np.array([[110, 110, 110], [210, 40, 40], [40, 60, 210]], float)
+    img = colors[gt] + rng.normal(0, 12, (SIZE, SIZE, 3))
+    return np.clip(img, 0, 255).astype(np.uint8), gt
+
+
+def scenes(n=24):
+    imgs, gts = [], []
+    for k in range(n):
+        img, gt = scene(k, square=k % 3 != 2, disc=k % 3 != 1)
+        imgs.append(img)
+        gts.append(gt)
+    tags = np.array([[1, int((g == 1).any()), int((g == 2).any())] for g in gts], np.int8)
+    return imgs, gts, tags
+
+
+def cfg(**kw):
+    base = dict(size=64, epochs=3, batch_size=8, lr=3e-3, scales=(1.0,), refine_iters=5)
+    base.update(kw)
+    return cm.TagConfig(**base)
+
+
+@pytest.fixture(scope="module")
+def trained():
+    imgs, gts, tags = scenes()
+    res = cm.run_tags(imgs, tags, 3, cfg(epochs=8))
+    return imgs, gts, tags, res
+
+
+# ----------------------------------------------------------------------------- config, input checks
+
+@pytest.mark.parametrize("kw, word", [(dict(size=50), "size"), (dict(epochs=-1), "epochs"),
+                                      (dict(scales=()), "scales"), (dict(background="x"), "background"),
+                                      (dict(refine="crf"), "pamr"), (dict(seed_threshold=2.0), "seed_threshold")])
+def test_config_is_validated_with_helpful_messages(kw, word):
+    with pytest.raises(SegmenterError, match=word):
+        cm.TagConfig(**kw)
+
+
+def test_no_tag_on_any_image_is_a_clear_error():
+    imgs, _, tags = scenes(4)
+    with pytest.raises(NoLabelsError, match="no image has a tag"):
+        cm.run_tags(imgs, np.full_like(tags, -1), 3, cfg(epochs=1))
+
+
+def test_bad_tag_shapes_and_values_are_rejected():
+    imgs, _, tags = scenes(4)
+    with pytest.raises(SegmenterError, match=r"\(N, C\)"):
+        cm.run_tags(imgs, tags[:, :2], 3, cfg(epochs=1))
+    bad = tags.copy()
+    bad[0, 0] = 3
+    with pytest.raises(SegmenterError, match="only 1"):
+        cm.run_tags(imgs, bad, 3, cfg(epochs=1))
+
+
+def test_warnings_name_classes_nothing_can_be_learned_for():
+    tags = np.array([[1, 1, 0, -1], [1, 0, 0, -1]], np.int8)
+    msgs = cm.tag_warnings(tags, ["bg", "a", "b", "c"])
+    text = "\n".join(msgs)
+    assert "bg: never tagged absent" in text and "background" in text
+    assert "b: never tagged present" in text
+    assert "c: never tagged" in text
+    every = cm.tag_warnings(np.ones((3, 2), np.int8), ["x", "y"])
+    assert any("every class present" in m for m in every)
+    assert cm.tag_warnings(np.full((2, 2), -1, np.int8)) == ["no image has a tag: nothing can be learned."]
+
+
+def test_background_is_the_class_never_tagged_absent():
+    tags = np.array([[1, 1, 0], [1, 0, 1]], np.int8)
+    assert cm.background_classes(tags, cfg()).tolist() == [True, False, False]
+    assert cm.background_classes(tags, cfg(background="none")).tolist() == [False, False, False]
+    # camvid-like: every class is absent somewhere -> no background class
+    assert not cm.background_classes(np.array([[1, 0], [0, 1]], np.int8), cfg()).any()
+
+
+# ----------------------------------------------------------------------------- refinement
+
+def test_affinity_rows_sum_to_one_and_follow_edges():
+    img = np.zeros((20, 30, 3), np.uint8)
+    img[:, 15:] = 200
+    a = cm.affinity_matrix(img, dilations=(1, 2))
+    assert a.shape == (600, 600)
+    np.testing.assert_allclose(np.asarray(a.sum(1)).ravel(), 1.0, rtol=1e-5)
+    row = a.getrow(10 * 30 + 14).toarray().reshape(20, 30)  # a pixel just left of the edge
+    assert row[:, :15].sum() > 0.95
+
+
+def test_pamr_propagates_seeds_within_regions_and_keeps_clamps():
+    img = np.zeros((24, 32, 3), np.uint8)
+    img[:, 16:] = 220
+    probs = np.full((3, 24, 32), 0.5, np.float32)
+    probs[1, :, :] = 0.0  # class 1 impossible
+    clamp = np.full((24, 32), 255, np.uint8)
+    clamp[12, 3] = 0
+    clamp[12, 28] = 2
+    out = cm.pamr(img, probs, iters=30, clamp=clamp)
+    assert out.shape == (3, 24, 32) and out.dtype == np.float32
+    assert (out[1] == 0).all()
+    lab = out.argmax(0)
+    assert (lab[:, :14] == 0).mean() > 0.95 and (lab[:, 18:] == 2).mean() > 0.95
+    assert out[0, 12, 3] == 1.0 and out[2, 12, 28] == 1.0
+
+
+def test_raw_mask_uses_background_threshold_only_with_a_background_class():
+    cams = np.zeros((3, 4, 4), np.float32)
+    cams[1, :2] = 0.9
+    cams[2, 2:] = 0.1
+    tags = np.array([1, 1, 1], np.int8)
+    with_bg = cm.cams_to_mask(cams, tags, np.array([True, False, False]), cfg(bg_threshold=0.3))
+    assert (with_bg[:2] == 1).all() and (with_bg[2:] == 0).all()
+    no_bg = cm.cams_to_mask(cams, np.array([0, 1, 1], np.int8), np.zeros(3, bool), cfg())
+    assert (no_bg[:2] == 1).all() and (no_bg[2:] == 2).all()
+
+
+# ----------------------------------------------------------------------------- the pipeline
+
+def test_pipeline_outputs_follow_the_tags(trained):
+    imgs, gts, tags, res = trained
+    assert len(res.masks) == len(imgs) == len(res.confidences) == len(res.cam_masks)
+    assert res.background == [0] and res.method.startswith("tags:cam-resnet18")
+    for m, c, cmask, t in zip(res.masks, res.confidences, res.cam_masks, tags):
+        assert m.shape == (SIZE, SIZE) and m.dtype == np.uint8
+        assert c.shape == (SIZE, SIZE) and c.dtype == np.float32
+        assert 0.0 <= c.min() and c.max() <= 1.0
+        absent = np.flatnonzero(t == 0)
+        assert not np.isin(m, absent).any() and not np.isin(cmask, absent).any()
+
+
+def test_pseudo_masks_find_the_objects(trained):
+    """A few steps on 24 scenes already localise the square and the disc better than chance."""
+    from segmenter.metrics import MeanIoU
+
+    _, gts, _, res = trained
+    chance, raw, pseudo = MeanIoU(3), MeanIoU(3), MeanIoU(3)
+    for g, m, r in zip(gts, res.masks, res.cam_masks):
+        pseudo.add(m, g)
+        raw.add(r, g)
+        chance.add(np.zeros_like(g), g)
+    assert pseudo.miou > chance.miou + 0.3, (pseudo.miou, chance.miou)
+    assert pseudo.miou > raw.miou + 0.1, (pseudo.miou, raw.miou)  # the refinement helps
+
+
+def test_scribbles_are_hard_constraints_and_imply_presence():
+    imgs, gts, tags = scenes(6)
+    tags = tags.copy()
+    scr = [None] * 6
+    s = np.full((SIZE, SIZE), 255, np.uint8)
+    s[0:6, 0:6] = 2  # the disc class, painted where there is none
+    scr[1] = s
+    tags[1] = [1, 1, 0]  # tagged absent, but the scribble wins
+    tags[2] = -1  # unknown tags, no scribble: no pseudo-mask
+    res = cm.run_tags(imgs, tags, 3, cfg(epochs=1), scribbles=scr)
+    assert (res.masks[1][0:6, 0:6] == 2).all()
+    assert (res.confidences[1][0:6, 0:6] == 1.0).all()
+    assert (res.masks[2] == 255).all() and (res.confidences[2] == 0).all()
+
+
+def test_tags_to_pseudo_masks_is_the_stable_entry_point():
+    imgs, _, tags = scenes(6)
+    tags = tags.copy()
+    tags[:, 0] = 1  # class 0 never absent -> a warning, and it becomes the background
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        out = cm.tags_to_pseudo_masks(imgs, tags, 3, cfg(epochs=1))
+    assert len(out) == 6
+    assert all(m.shape == (SIZE, SIZE) and m.dtype == np.uint8 and c.dtype == np.float32 for m, c in out)
+    assert any("never tagged absent" in str(w.message) for w in rec)
+
+
+def test_all_classes_everywhere_still_gives_masks_with_a_warning():
+    imgs, _, _ = scenes(4)
+    res = cm.run_tags(imgs, np.ones((4, 3), np.int8), 3, cfg(epochs=1))
+    assert any("every class present" in w for w in res.warnings)
+    assert all(m.shape == (SIZE, SIZE) for m in res.masks)
+
+
+# ----------------------------------------------------------------------------- CLI and bench
+
+def _write_dataset(root, n=9):
+    from annotations.imageio import write_label_png
+    import cv2
+
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    (root / "splits").mkdir()
+    ids = []
+    for k in range(n):
+        img, gt = scene(k, square=k % 3 != 2, disc=k % 3 != 1)
+        cv2.imwrite(str(root / "images" / f"s{k}.png"), img[..., ::-1])
+        write_label_png(root / "masks" / f"s{k}.png", gt)
+        ids.append(f"s{k}")
+    (root / "splits" / "train.txt").write_text("\n".join(ids) + "\n")
+    (root / "meta.json").write_text(json.dumps({"name": "toy", "classes": ["background", "square", "disc"],
+                                                "ignore_index": 255}))
+
+
+def test_bench_tags_writes_the_report(tmp_path):
+    from segmenter.cli import main
+
+    _write_dataset(tmp_path / "toy")
+    out = tmp_path / "r.json"
+    rc = main(["bench", "tags", "--data", str(tmp_path / "toy"), "--split", "train", "--limit", "6",
+               "--epochs", "1", "--size", "64", "--out", str(out)])
+    assert rc == 0
+    r = json.loads(out.read_text())
+    for k in ("task", "n_images", "pseudo_miou", "pseudo_miou_dataset", "cam_miou", "train_seconds"):
+        assert k in r
+    assert r["task"] == "tags" and r["n_images"] == 6
+    assert 0.0 <= r["pseudo_miou"] <= 1.0 and 0.0 <= r["cam_miou"] <= 1.0
+    assert r["background_classes"] == ["background"]
+
+
+def test_tags_command_saves_pseudo_masks_in_the_store(tmp_path, capsys):
+    from annotations.store import Project
+    from segmenter.cli import main
+
+    p = Project.create(tmp_path / "proj", classes=["background", "square", "disc"])
+    ids = []
+    for k in range(6):
+        img, gt = scene(k, square=k % 3 != 2, disc=k % 3 != 1)
+        from annotations.imageio import encode_image_png
+        info = p.add_image(encode_image_png(img), name=f"s{k}.png")
+        ids.append(info.id)
+        if k < 5:
+            for c in (1, 2):
+                p.set_tag(info.id, c, "present" if (gt == c).any() else "absent")
+    scr = np.full((SIZE, SIZE), 255, np.uint8)
+    scr[:3, :3] = 0
+    p.save_scribbles(ids[0], scr)
+    p.close()
+    rc = main(["tags", str(tmp_path / "proj"), "--epochs", "1", "--size", "64"])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "saved 5 pseudo-masks" in text
+    assert "background: never tagged absent" in text  # only the scribble says it is there
+    p = Project.open(tmp_path / "proj")
+    for i in ids[:5]:
+        info = p.mask_info(i, "pseudo")
+        assert info is not None and info.source.startswith("tags:cam")
+        assert p.confidence(i, "pseudo").shape == (SIZE, SIZE)
+    assert p.mask_info(ids[5], "pseudo") is None  # untagged: no pseudo-mask
+    assert (p.mask(ids[0], "pseudo")[:3, :3] == 0).all()
+
+
+def test_tags_command_without_tags_exits_2_with_a_message(tmp_path, capsys):
+    from annotations.imageio import encode_image_png
+    from annotations.store import Project
+    from segmenter.cli import main
+
+    p = Project.create(tmp_path / "proj", classes=["background", "object"])
+    p.add_image(encode_image_png(scene(0, True, False)[0]), name="a.png")
+    p.close()
+    assert main(["tags", str(tmp_path / "proj")]) == 2
+    assert "no image has a tag" in capsys.readouterr().err
