@@ -155,12 +155,23 @@ def crf_refine(probs, image, scribbles=None, iterations: int = 5, weight: float 
                sigma_rgb: float = 0.1, sigma_xy: float = 3.0):
     """Mean-field refinement of ``probs`` ``(B, C, H, W)`` with a Potts model on the same local
     affinities as :func:`gated_crf_loss`; ``scribbles`` ``(B, H, W)`` (255 = none) are hard
-    constraints. Returns refined ``(B, C, H, W)`` probabilities."""
+    constraints. Returns refined ``(B, C, H, W)`` probabilities. Messages are passed one
+    neighbour offset at a time (affinities computed once), without unfolded copies."""
     B, C, h, w = probs.shape
-    aff = local_affinity(image.float(), radius, sigma_rgb, sigma_xy)  # (B, K, hw)
-    aff = aff / aff.sum(1, keepdim=True).clamp_min(1e-6)
+    f = image.float() / sigma_rgb
+    pairs = []
+    norm = torch.zeros(B, 1, h, w, device=probs.device)
+    for dy in range(0, radius + 1):
+        for dx in range(-radius, radius + 1):
+            if dy == 0 and dx <= 0:
+                continue
+            a, b = _pair_slices(h, w, dy, dx)
+            aff = torch.exp(-0.5 * ((f[a] - f[b]) ** 2).sum(1, keepdim=True) - (dy * dy + dx * dx) / (2 * sigma_xy ** 2))
+            norm[a] += aff
+            norm[b] += aff
+            pairs.append((a, b, aff))
+    norm = norm.clamp_min(1e-6)
     unary = torch.log(probs.float().clamp_min(1e-6))
-    k = 2 * radius + 1
     hard = None
     if scribbles is not None:
         lab = scribbles.long()
@@ -170,9 +181,11 @@ def crf_refine(probs, image, scribbles=None, iterations: int = 5, weight: float 
     for _ in range(iterations):
         if hard is not None:
             q = torch.where(hard[:, None], onehot, q)
-        qu = F.unfold(q, k, padding=radius).view(B, C, k * k, h * w)
-        msg = (qu * aff[:, None]).sum(2).view(B, C, h, w)
-        q = torch.softmax(unary + weight * math.log(10.0) * msg, dim=1)
+        msg = torch.zeros_like(q)
+        for a, b, aff in pairs:
+            msg[a] += aff * q[b]
+            msg[b] += aff * q[a]
+        q = torch.softmax(unary + weight * math.log(10.0) * msg / norm, dim=1)
     if hard is not None:
         q = torch.where(hard[:, None], onehot, q)
     return q

@@ -295,6 +295,13 @@ def run_benchmark(args, FolderDataset) -> dict:
     if not 0 < args.labeled_fraction <= 1:
         raise UsageError(f"--labeled-fraction must be in (0, 1], got {args.labeled_fraction}")
     parse_supervision(args.supervision)  # validate before loading anything
+    if args.save_model and args.out:
+        from pathlib import Path
+
+        from segmenter.models import checkpoint_paths
+
+        if Path(args.out).resolve() in [q.resolve() for q in checkpoint_paths(args.save_model)]:
+            raise UsageError("--save-model and --out name the same file; give the model another name")
     ds = FolderDataset.open(args.data)
     test_ds = FolderDataset.open(args.test_data) if args.test_data else ds
     if test_ds.classes != ds.classes:
