@@ -31,7 +31,7 @@ def _check_result(res: PseudoResult, scribbles: np.ndarray, num_classes: int) ->
 
 
 def test_registry_lists_required_methods_and_default():
-    for name in ("graphcut", "random_walker", "pixel_classifier"):
+    for name in ("graphcut", "random_walker_fast", "pixel_classifier"):
         assert name in METHODS
     assert DEFAULT_METHOD in METHODS
     assert get_method().name == DEFAULT_METHOD
@@ -119,9 +119,9 @@ def test_large_image_is_worked_at_reduced_resolution(disc):
     big = cv2.resize(img, (256, 256), interpolation=cv2.INTER_LINEAR)
     big_scr = cv2.resize(scr, (256, 256), interpolation=cv2.INTER_NEAREST)
     big_gt = cv2.resize(gt, (256, 256), interpolation=cv2.INTER_NEAREST)
-    m = get_method(DEFAULT_METHOD, max_side=64)
+    m = get_method(DEFAULT_METHOD, max_side=128)
     prep = m.prepare(big, big_scr, 2, None)
-    assert prep.scribbles.shape == (64, 64) and prep.scale == 0.25
+    assert prep.scribbles.shape == (128, 128) and prep.scale == 0.5
     res = m(big, big_scr, 2)
     _check_result(res, big_scr, 2)
     assert image_iou(res.mask, big_gt, 2) > 0.85

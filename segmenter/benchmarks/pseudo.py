@@ -84,8 +84,12 @@ def random_walker_baseline(image: np.ndarray, scribbles: np.ndarray, num_classes
     labels = np.zeros(scr.shape, np.int32)
     for i, c in enumerate(classes):
         labels[scr == c] = i + 1
-    out = random_walker(image, labels, beta=130, mode="cg_j",
-                        channel_axis=-1 if image.ndim == 3 else None)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "probability range outside [0, 1]"
+        out = random_walker(image, labels, beta=130, mode="cg_j",
+                            channel_axis=-1 if image.ndim == 3 else None)
     return classes[np.clip(out - 1, 0, classes.size - 1)].astype(np.uint8)
 
 

@@ -88,9 +88,11 @@ class RandomWalkerConfig(BaseConfig):
 
 class RandomWalker(PseudoLabeler):
     """scikit-image's random walker (Grady 2006), conjugate gradient with Jacobi preconditioner,
-    on the reduced working image; the prior is blended into its probabilities."""
+    on the reduced working image; the prior is blended into its probabilities. (Named
+    ``random_walker_fast`` so that ``bench pseudo``'s full-resolution ``random_walker`` baseline
+    keeps its name.)"""
 
-    name = "random_walker"
+    name = "random_walker_fast"
     Config = RandomWalkerConfig
 
     def label(self, prep: Prepared) -> np.ndarray:
@@ -210,21 +212,33 @@ class HybridConfig(PixelClassifierConfig):
     GMM colour/texture costs and the normalised geodesic distance in the unaries; ``components``:
     Gaussians per class; ``iterations``: GrabCut-style refits of the GMMs on the labelling;
     ``edge_scale``: geodesic contrast factor; ``smoothness``: Potts weight of the graph cut
-    (0 = no cut); ``soft_mix``: share of the soft unaries in the output probabilities."""
+    (0 = no cut); ``soft_mix``: share of the soft unaries in the output probabilities;
+    ``rw_weight``: weight of the random walker's ``-log p`` (beta ``rw_beta``).
+
+    Binary rule (``grabcut_init``, two classes with background strokes, or the border rule): as
+    GrabCut does, every unscribbled pixel is "probably background" for the first colour fit, and
+    ``binary_clf_weight`` / ``binary_rw_weight`` replace ``clf_weight`` / ``rw_weight`` (a
+    classifier trained on strokes alone has no such prior and floods unseen background)."""
 
     clf_weight: float = 1.0
-    gmm_weight: float = 0.0
-    geo_weight: float = 1.0
+    gmm_weight: float = 0.2
+    geo_weight: float = 0.2
     components: int = 5
-    iterations: int = 1
+    iterations: int = 3
     edge_scale: float = 10.0
     smoothness: float = 1.0
     soft_mix: float = 0.3
     grabcut_init: bool = True
+    rw_weight: float = 1.0
+    rw_beta: float = 130.0
+    binary_clf_weight: float = 0.0
+    binary_rw_weight: float = 0.0
+    max_side: int = 128
 
     def __post_init__(self):
         super().__post_init__()
-        if min(self.clf_weight, self.gmm_weight, self.geo_weight, self.edge_scale, self.smoothness) < 0:
+        if min(self.clf_weight, self.gmm_weight, self.geo_weight, self.rw_weight, self.rw_beta,
+               self.binary_clf_weight, self.binary_rw_weight, self.edge_scale, self.smoothness) < 0:
             raise ValueError("weights, edge_scale and smoothness must be >= 0")
         if not 0 <= self.soft_mix <= 1 or self.iterations < 1 or self.components < 1:
             raise ValueError("soft_mix must be in [0, 1], iterations and components >= 1")
@@ -232,7 +246,7 @@ class HybridConfig(PixelClassifierConfig):
 
 class Hybrid(PixelClassifier):
     """Unaries = ``clf_weight * -log p(classifier) + gmm_weight * GMM cost + geo_weight *
-    geodesic distance``, blended with the prior, labelled by a contrast-sensitive graph cut
+    geodesic distance + rw_weight * -log p(random walker)``, blended with the prior, labelled by a contrast-sensitive graph cut
     (alpha-expansion for many classes); the GMMs are refitted on the labelling ``iterations`` times."""
 
     name = "hybrid"
@@ -241,11 +255,14 @@ class Hybrid(PixelClassifier):
 
     def label(self, prep: Prepared) -> np.ndarray:
         cfg = self.config
+        binary = cfg.grabcut_init and prep.num_classes == 2 and 0 in prep.classes
+        clf_weight = cfg.binary_clf_weight if binary else cfg.clf_weight
+        rw_weight = cfg.binary_rw_weight if binary else cfg.rw_weight
         a, b, ln = F.grid_edges(prep.scribbles.shape, diagonal=True)
         base = np.zeros((prep.num_classes, *prep.scribbles.shape), np.float32)
-        if cfg.clf_weight > 0:
+        if clf_weight > 0:
             p = self.classify(prep)  # the prior is folded in here
-            base += cfg.clf_weight * F.probs_to_unary(p, 1e-3)
+            base += clf_weight * F.probs_to_unary(p, 1e-3)
         else:
             base = F.blend_prior(base, prep.prior, cfg.prior_weight)
         if cfg.geo_weight > 0:
@@ -255,10 +272,13 @@ class Hybrid(PixelClassifier):
             dn = np.where(np.isfinite(d), d, F.HARD) / (diag * (1 + cfg.edge_scale) * 0.1)
             dn = dn - dn.min(0, keepdims=True)
             base += cfg.geo_weight * dn.astype(np.float32)
+        if rw_weight > 0:
+            rw = random_walker_probs(prep.image, prep.scribbles, prep.num_classes, beta=cfg.rw_beta)
+            base += rw_weight * F.probs_to_unary(F.normalize_probs(rw + 1e-6), 1e-3)
         wts = F.contrast_weights(prep.channels, a, b, ln) if cfg.smoothness > 0 else None
         feats = _colour_texture(prep.channels) if cfg.gmm_weight > 0 else None
         fit_on, labels = prep.scribbles, None
-        if cfg.grabcut_init and prep.num_classes == 2 and 0 in prep.classes:
+        if binary:
             # GrabCut's start: every unscribbled pixel is "probably background" for the first fit
             fit_on = np.where(prep.scribbles == F.NONE, 0, prep.scribbles).astype(np.uint8)
         for _ in range(cfg.iterations if cfg.gmm_weight > 0 else 1):

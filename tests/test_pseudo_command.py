@@ -1,0 +1,102 @@
+"""`python -m segmenter pseudo PROJECT`, the live preview, and `bench pseudo` on a tiny dataset."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from segmenter.cli import main
+from segmenter.errors import NoLabelsError
+
+
+@pytest.fixture
+def project(tmp_path, disc):
+    from annotations.store import Project
+
+    img, gt, scr = disc
+    p = Project.create(tmp_path / "proj", classes=["background", "object"])
+    path = tmp_path / "disc.png"
+    Image.fromarray(img).save(path)
+    info = p.add_image(path)
+    Image.fromarray(np.clip(img.astype(int) + 1, 0, 255).astype(np.uint8)).save(tmp_path / "other.png")
+    other = p.add_image(tmp_path / "other.png")
+    p.save_scribbles(info.id, scr)
+    return p, info.id, other.id, gt
+
+
+def test_pseudo_command_writes_masks_with_source_and_confidence(project, capsys):
+    from segmenter.metrics import image_iou
+    from segmenter.pseudo import DEFAULT_METHOD
+
+    p, iid, other, gt = project
+    assert main(["pseudo", str(p.root)]) == 0
+    assert "1 pseudo-masks written" in capsys.readouterr().out
+    info = p.mask_info(iid, "pseudo")
+    assert info is not None and info.source == DEFAULT_METHOD
+    assert image_iou(p.mask(iid, "pseudo"), gt, 2) > 0.8
+    conf = p.confidence(iid, "pseudo")
+    assert conf is not None and conf.shape == gt.shape and conf.max() <= 1.0
+    assert p.mask_info(other, "pseudo") is None  # no strokes: skipped, nothing written
+
+
+def test_pseudo_command_method_and_no_scribbles_error(project, capsys):
+    p, iid, other, _ = project
+    assert main(["pseudo", str(p.root), "--method", "graphcut", "--images", "disc"]) == 0
+    assert p.mask_info(iid, "pseudo").source == "graphcut"
+    assert main(["pseudo", str(p.root), "--images", "other"]) == 2
+    err = capsys.readouterr().err
+    assert "no scribbles" in err and "Traceback" not in err
+    assert p.mask_info(other, "pseudo") is None
+    assert main(["pseudo", str(p.root), "--method", "nope"]) == 2
+    assert "valid methods" in capsys.readouterr().err
+
+
+def test_preview_returns_result_and_overlay(disc):
+    from segmenter.pseudo import preview
+
+    img, gt, scr = disc
+    res, ov = preview(img, scr, 2, colors=[(0, 0, 0), (255, 0, 0)], alpha=0.5)
+    assert ov.shape == (*gt.shape, 3) and ov.dtype == np.uint8
+    inside = (res.mask == 1) & (scr == 255)
+    # foreground tinted red, strokes opaque in their colour
+    assert ov[inside][:, 0].mean() > img[inside][:, 0].mean()
+    assert (ov[scr == 1] == [255, 0, 0]).all()
+    with pytest.raises(NoLabelsError):
+        preview(img, np.full(gt.shape, 255, np.uint8), 2)
+
+
+def _tiny_dataset(root, n=3):
+    from conftest import make_disc_image
+
+    for d in ("images", "masks", "scribbles/s"):
+        (root / d).mkdir(parents=True)
+    (root / "meta.json").write_text(json.dumps({"name": "tiny", "classes": ["background", "object"]}))
+    for i in range(n):
+        img, gt, scr = make_disc_image(64, seed=i)
+        Image.fromarray(img).save(root / "images" / f"im{i}.png")
+        Image.fromarray(gt).save(root / "masks" / f"im{i}.png")
+        Image.fromarray(scr).save(root / "scribbles" / "s" / f"im{i}.png")
+
+
+def test_bench_pseudo_report_keys(tmp_path, capsys):
+    _tiny_dataset(tmp_path / "tiny")
+    out = tmp_path / "r.json"
+    rc = main(["bench", "pseudo", "--data", str(tmp_path / "tiny"), "--scribbles", "s", "--out", str(out),
+               "--methods", "hybrid,graphcut,grabcut,random_walker", "--curve"])
+    assert rc == 0
+    r = json.loads(out.read_text())
+    assert r["task"] == "pseudo" and r["dataset"] == "tiny" and r["n_images"] == 3 and r["default"]
+    for name in ("hybrid", "graphcut", "grabcut", "random_walker"):
+        m = r["methods"][name]
+        for key in ("miou", "miou_dataset", "p50_s", "p95_s", "n", "noc85", "noc90"):
+            assert key in m, (name, key)
+        assert 0 <= m["noc85"] <= m["noc90"] <= 20
+    assert r["methods"]["hybrid"]["miou"] > 0.8
+    # simulated scribbles, and a helpful error for an unknown set
+    assert main(["bench", "pseudo", "--data", str(tmp_path / "tiny"), "--scribbles", "simulated:3",
+                 "--methods", "graphcut", "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["methods"]["graphcut"]["miou"] > 0.7
+    assert main(["bench", "pseudo", "--data", str(tmp_path / "tiny"), "--scribbles", "nope"]) == 2
+    assert "known: s" in capsys.readouterr().err
