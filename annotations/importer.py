@@ -7,6 +7,7 @@ file is listed in the summary with the reason and skipped; it never aborts the i
 """
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -53,10 +54,15 @@ def import_path(project: Project, path: str | os.PathLike) -> ImportSummary:
     return project.import_images([p])
 
 
-def import_folder_dataset(project: Project, root: str | os.PathLike) -> ImportSummary:
-    """Import a dataset in the folder layout; see the module docstring."""
+def import_folder_dataset(project: Project, root: str | os.PathLike, kind: str = "imported") -> ImportSummary:
+    """Import a dataset in the folder layout; see the module docstring.
+
+    ``kind``: the mask kind to store (default ``imported``), or ``manifest`` to restore the kinds
+    that an export recorded in ``manifest.json`` (masks it does not list stay ``imported``).
+    """
     t0 = time.perf_counter()
     ds = FolderDataset.open(root)
+    kinds = _mask_kinds(ds, kind)
     if project.class_names != ds.classes:
         project.set_classes(ds.classes)
     summary = ImportSummary()
@@ -67,7 +73,7 @@ def import_folder_dataset(project: Project, root: str | os.PathLike) -> ImportSu
         # One transaction per batch: far fewer commits (fsyncs); a bad file still only skips itself.
         with project.transaction(bulk=True):
             for sid, path in items[start : start + BATCH]:
-                _import_one(project, ds, sid, path, sets, summary, id_map)
+                _import_one(project, ds, sid, path, sets, summary, id_map, kinds)
     for split in ds.splits():
         ids = [id_map[i] for i in ds.split(split) if i in id_map]
         if ids:
@@ -76,7 +82,7 @@ def import_folder_dataset(project: Project, root: str | os.PathLike) -> ImportSu
     return summary
 
 
-def _import_one(project, ds, sid, path, sets, summary, id_map) -> None:
+def _import_one(project, ds, sid, path, sets, summary, id_map, kinds) -> None:
     try:
         info = project.add_image(path)
     except DuplicateImageError as e:
@@ -96,7 +102,7 @@ def _import_one(project, ds, sid, path, sets, summary, id_map) -> None:
     # Labels of this image: one failure skips that label only, with its reason.
     if ds.has_mask(sid):
         try:
-            project.save_mask(info.id, _as_label(ds.mask(sid), ds), "imported", source=f"import:{ds.name}")
+            project.save_mask(info.id, _as_label(ds.mask(sid), ds), kinds(sid), source=f"import:{ds.name}")
             summary.masks += 1
         except AnnotationError as e:
             summary.skipped.append((f"masks/{sid}.png", str(e).split(": ", 1)[-1]))
@@ -109,6 +115,23 @@ def _import_one(project, ds, sid, path, sets, summary, id_map) -> None:
                 summary.scribbles += 1
             except AnnotationError as e:
                 summary.skipped.append((f"scribbles/{s}/{sid}.png", str(e).split(": ", 1)[-1]))
+
+
+def _mask_kinds(ds: FolderDataset, kind: str):
+    """``stem -> kind`` for the masks of ``ds``; validates ``kind`` first (nothing written yet)."""
+    from .schema import MASK_KINDS
+
+    kind = str(kind).strip().lower()
+    if kind == "manifest":
+        try:
+            recorded = json.loads((ds.root / "manifest.json").read_text()).get("masks", {})
+        except (OSError, ValueError) as e:
+            raise AnnotationError(f"{ds.root}: kind=manifest needs a readable manifest.json ({e}).") from None
+        return lambda sid: (recorded.get(sid) or {}).get("kind") if (recorded.get(sid) or {}).get("kind") in MASK_KINDS \
+            else "imported"
+    if kind not in MASK_KINDS:
+        raise AnnotationError(f"option kind={kind}: must be one of {', '.join(MASK_KINDS)} or manifest.")
+    return lambda sid: kind
 
 
 def _has_labels(ds: FolderDataset, sid: str, sets: list[str]) -> bool:

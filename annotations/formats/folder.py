@@ -78,4 +78,4 @@ class FolderFormat(Format):
     def import_into(self, project, path: Path, options: dict | None = None):
         from ..importer import import_folder_dataset
 
-        return import_folder_dataset(project, path)
+        return import_folder_dataset(project, path, kind=(options or {}).get("kind", "imported"))
