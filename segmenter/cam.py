@@ -60,6 +60,8 @@ REFINERS = ("pamr", "none")
 class TagConfig:
     """Settings of the tags -> pseudo-masks pipeline (validated at construction).
 
+    ``epochs``: classifier epochs; ``None`` = about ``AUTO_STEPS_IMAGES`` image-steps in all
+    (``round(4000 / N)`` clamped to 2..30), which keeps CPU runs short for any N.
     ``size``: training/inference side in pixels (images are resized to ``size`` x ``size``);
     ``scales``: inference scales (multiples of ``size``); ``flip``: add horizontally flipped CAMs.
     ``background``: ``"auto"`` (classes never tagged absent act as background), or ``"none"``.
@@ -70,7 +72,7 @@ class TagConfig:
 
     encoder: str = "resnet18"
     size: int = 128
-    epochs: int = 6
+    epochs: int | None = None
     batch_size: int = 16
     lr: float = 1e-3
     weight_decay: float = 1e-4
@@ -93,7 +95,7 @@ class TagConfig:
     def __post_init__(self):
         if self.size < 32 or self.size % 32:
             raise SegmenterError(f"size must be a multiple of 32 and at least 32, got {self.size}.")
-        if self.epochs < 0:
+        if self.epochs is not None and self.epochs < 0:
             raise SegmenterError(f"epochs must be >= 0, got {self.epochs}.")
         if self.batch_size < 1:
             raise SegmenterError(f"batch_size must be >= 1, got {self.batch_size}.")
@@ -193,6 +195,16 @@ def _prep(image: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))
 
 
+AUTO_STEPS_IMAGES = 4000
+
+
+def epochs_for(config: TagConfig, n_images: int) -> int:
+    """The number of epochs ``config`` asks for on ``n_images`` images (resolving ``None``)."""
+    if config.epochs is not None:
+        return config.epochs
+    return int(min(30, max(2, round(AUTO_STEPS_IMAGES / max(1, n_images)))))
+
+
 def _known_classes(tags: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per class: ever tagged present, ever tagged absent. ``tags`` (N, C) int8."""
     return (tags == PRESENT).any(0), (tags == ABSENT).any(0)
@@ -254,7 +266,8 @@ def train_classifier(images: list[np.ndarray], tags: np.ndarray, num_classes: in
     model = TagNet(config.encoder, num_classes, config.depth).to(device)
     idx = np.flatnonzero((tags != UNKNOWN).any(1) & ((tags == PRESENT).any(1)))
     size = (config.size, config.size)
-    if len(idx) == 0 or config.epochs == 0:
+    epochs = epochs_for(config, len(idx))
+    if len(idx) == 0 or epochs == 0:
         model.eval()
         return model, TrainStats(0, 0, time.perf_counter() - t0, float("nan"), int(len(idx)))
     x_all = torch.stack([_prep(images[i], size) for i in idx])
@@ -262,12 +275,12 @@ def train_classifier(images: list[np.ndarray], tags: np.ndarray, num_classes: in
     n = len(idx)
     bs = min(config.batch_size, n)
     steps_per_epoch = max(1, n // bs)
-    total = steps_per_epoch * config.epochs
+    total = steps_per_epoch * epochs
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=total, pct_start=0.15)
     model.train()
     step, loss_v = 0, float("nan")
-    for ep in range(config.epochs):
+    for ep in range(epochs):
         perm = torch.randperm(n, generator=g)
         for s in range(steps_per_epoch):
             b = perm[s * bs:(s + 1) * bs]
@@ -290,9 +303,9 @@ def train_classifier(images: list[np.ndarray], tags: np.ndarray, num_classes: in
                 from segmenter.errors import TrainingStopped
                 raise TrainingStopped("the tag classifier's loss became NaN; try a lower learning rate.")
         if progress:
-            progress(ep + 1, config.epochs, loss_v)
+            progress(ep + 1, epochs, loss_v)
     model.eval()
-    return model, TrainStats(config.epochs, step, time.perf_counter() - t0, loss_v, n)
+    return model, TrainStats(epochs, step, time.perf_counter() - t0, loss_v, n)
 
 
 def tag_loss(logits: torch.Tensor, tags: torch.Tensor, config: TagConfig) -> torch.Tensor:

@@ -278,3 +278,9 @@ def test_tags_command_without_tags_exits_2_with_a_message(tmp_path, capsys):
     p.close()
     assert main(["tags", str(tmp_path / "proj")]) == 2
     assert "no image has a tag" in capsys.readouterr().err
+
+
+def test_auto_epochs_keep_the_work_bounded():
+    c = cm.TagConfig()
+    assert cm.epochs_for(c, 300) == 13 and cm.epochs_for(c, 10) == 30 and cm.epochs_for(c, 100000) == 2
+    assert cm.epochs_for(cm.TagConfig(epochs=4), 300) == 4

@@ -86,7 +86,7 @@ def run(args) -> int:
         "cam_miou": cam_m.miou, "cam_miou_dataset": cam_m.miou_dataset,
         "train_seconds": res.train.seconds, "infer_seconds": res.infer_seconds, "total_seconds": total,
         "pseudo_coverage": cover, "method": res.method,
-        "epochs": config.epochs, "size": config.size, "encoder": config.encoder, "seed": config.seed,
+        "epochs": res.train.epochs, "size": config.size, "encoder": config.encoder, "seed": config.seed,
         "background_classes": [ds.classes[c] for c in res.background],
         "pseudo_per_class_iou": dict(zip(ds.classes, pseudo_m.per_class_iou())),
         "cam_per_class_iou": dict(zip(ds.classes, cam_m.per_class_iou())),

@@ -39,7 +39,7 @@ def tags_matrix(project, image_ids: list[int]):
 def run(args) -> int:
     from annotations.store import Project
     from segmenter.benchmarks.tags import config_from_args
-    from segmenter.cam import UNKNOWN, run_tags
+    from segmenter.cam import UNKNOWN, epochs_for, run_tags
     from segmenter.errors import NoLabelsError
 
     project = Project.open(args.project)
@@ -56,7 +56,7 @@ def run(args) -> int:
     images = [project.load_image(i) for i in ids]
     scribbles = [project.scribbles(i, layer=args.layer) for i in ids]
     print(f"{len(ids)} tagged images, {project.num_classes} classes; training the tag classifier "
-          f"({config.encoder}, {config.epochs} epochs, {config.size} px)", flush=True)
+          f"({config.encoder}, {epochs_for(config, len(ids))} epochs, {config.size} px)", flush=True)
     res = run_tags(images, tags, project.num_classes, config, scribbles=scribbles,
                    class_names=project.class_names,
                    progress=lambda e, n, loss: print(f"  epoch {e}/{n} loss {loss:.4f}", flush=True))
