@@ -20,7 +20,7 @@ Rules every method follows (tested over the whole registry):
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -85,7 +85,6 @@ class Prepared:
     prior: np.ndarray | None
     full_shape: tuple[int, int]
     scale: float
-    cache: dict = field(default_factory=dict)
 
 
 class PseudoLabeler(ABC):

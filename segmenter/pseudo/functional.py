@@ -449,8 +449,9 @@ def geodesic_distances(channels: np.ndarray, scribbles: np.ndarray, num_classes:
                        edge_scale: float = 10.0, a=None, b=None, lengths=None) -> np.ndarray:
     """Geodesic distance of every pixel to each class's strokes, ``(C, H, W)`` float32.
 
-    Edge length = ``length * (1 + edge_scale * |I_a - I_b| / mean|I_a - I_b|)``... normalised so a
-    flat image gives the Euclidean distance in pixels. Classes without strokes get ``inf``.
+    Edge length = ``length * (1 + edge_scale * |I_a - I_b| / mean|I_a - I_b|)`` on the 8-connected
+    grid (a flat image gives the Euclidean distance in pixels, image edges lengthen paths that
+    cross them). ``channels``: ``(H, W, K)`` float32. Classes without strokes get ``inf``.
     """
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import dijkstra
