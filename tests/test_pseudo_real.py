@@ -23,11 +23,10 @@ def test_default_beats_floor_on_grabcut_set2():
     assert meter.miou > 0.85
 
 
-def test_bench_pseudo_on_acdc_simulated_multiclass(tmp_path):
+def test_bench_pseudo_on_acdc_real_multiclass(tmp_path):
     from segmenter.benchmarks.pseudo import evaluate
 
-    r = evaluate(dataset_path("acdc"), "simulated:1", limit=4, methods=["hybrid", "random_walker"],
-                 log=None)
+    r = evaluate(dataset_path("acdc"), "real", limit=4, methods=["hybrid", "random_walker"], log=None)
     assert r["n_images"] == 4 and "grabcut" not in r["methods"]
     assert r["methods"]["hybrid"]["miou"] > 0.6
     assert np.isfinite(r["methods"]["random_walker"]["p50_s"])
