@@ -190,3 +190,14 @@ def test_functional_geodesic_distance_prefers_same_region():
     assert d.shape == (2, 30, 30)
     # left of the edge is nearer (geodesically) to class 0, right of it to class 1
     assert (d[0, :, :14] < d[1, :, :14]).all() and (d[1, :, 16:] < d[0, :, 16:]).all()
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_default_method_fills_a_clear_disc_from_two_strokes(seed):
+    """A short stroke inside a bright disc and one on the background: the default method must not
+    leave part of the disc as background (GrabCut's all-background start did, before geo_init)."""
+    from conftest import make_disc_image
+
+    img, gt, scr = make_disc_image(64, seed=seed)
+    res = get_method(DEFAULT_METHOD)(img, scr, 2)
+    assert image_iou(res.mask, gt, 2) > 0.95

@@ -216,7 +216,9 @@ class HybridConfig(PixelClassifierConfig):
     ``rw_weight``: weight of the random walker's ``-log p`` (beta ``rw_beta``).
 
     Binary rule (``grabcut_init``, two classes with background strokes, or the border rule): as
-    GrabCut does, every unscribbled pixel is "probably background" for the first colour fit, and
+    GrabCut does, every unscribbled pixel is "probably background" for the first colour fit (with
+    ``geo_init``: except pixels whose geodesic distance to a foreground stroke is under
+    ``geo_init_ratio`` times their distance to a background stroke, which start as foreground), and
     ``binary_clf_weight`` / ``binary_rw_weight`` replace ``clf_weight`` / ``rw_weight`` (a
     classifier trained on strokes alone has no such prior and floods unseen background)."""
 
@@ -233,6 +235,8 @@ class HybridConfig(PixelClassifierConfig):
     rw_beta: float = 130.0
     binary_clf_weight: float = 0.0
     binary_rw_weight: float = 0.0
+    geo_init: bool = True
+    geo_init_ratio: float = 0.25
     max_side: int = 128
 
     def __post_init__(self):
@@ -265,6 +269,7 @@ class Hybrid(PixelClassifier):
             base += clf_weight * F.probs_to_unary(p, 1e-3)
         else:
             base = F.blend_prior(base, prep.prior, cfg.prior_weight)
+        d = None
         if cfg.geo_weight > 0:
             d = F.geodesic_distances(_smoothed(prep.channels), prep.scribbles, prep.num_classes,
                                      cfg.edge_scale, a, b, ln)
@@ -281,6 +286,11 @@ class Hybrid(PixelClassifier):
         if binary:
             # GrabCut's start: every unscribbled pixel is "probably background" for the first fit
             fit_on = np.where(prep.scribbles == F.NONE, 0, prep.scribbles).astype(np.uint8)
+            if cfg.geo_init and d is not None:
+                # ... except pixels geodesically closer to a foreground stroke than to any other
+                dd = np.where(np.isfinite(d), d, np.inf)
+                near = dd[1] < cfg.geo_init_ratio * dd[0]
+                fit_on = np.where((prep.scribbles == F.NONE) & near, 1, fit_on).astype(np.uint8)
         for _ in range(cfg.iterations if cfg.gmm_weight > 0 else 1):
             u = base
             if cfg.gmm_weight > 0:
