@@ -287,7 +287,7 @@ class Hybrid(PixelClassifier):
             # GrabCut's start: every unscribbled pixel is "probably background" for the first fit
             fit_on = np.where(prep.scribbles == F.NONE, 0, prep.scribbles).astype(np.uint8)
             if cfg.geo_init and d is not None:
-                # ... except pixels geodesically closer to a foreground stroke than to any other
+                # ... except pixels much closer (geodesically) to a foreground than to a background stroke
                 dd = np.where(np.isfinite(d), d, np.inf)
                 near = dd[1] < cfg.geo_init_ratio * dd[0]
                 fit_on = np.where((prep.scribbles == F.NONE) & near, 1, fit_on).astype(np.uint8)
