@@ -689,3 +689,24 @@ def test_images_none_exports_labels_only_and_imports_onto_existing_images(fmt, s
     import_dataset(dst, fmt, tmp_path / "out")
     want = {i.stem: (src.best_mask(i.id) or (None,))[0] for i in src.images()}
     assert_masks_equal(dst, want, fmt)
+
+
+@pytest.mark.parametrize("fmt", [f for f in list_formats() if get_format(f).can_import and "masks" in carries(f)
+                                 and getattr(get_format(f), "carries_images", True) is not False])
+def test_same_pixels_with_labels_of_their_own_stay_two_images(fmt, tmp_path):
+    """A dataset can hold two samples with equal pixels but different labels (ACDC does): every
+    format keeps both images and both masks instead of merging them."""
+    src = Project.create(tmp_path / "twins", ["bg", "a"])
+    pixels = np.random.default_rng(3).integers(0, 255, (20, 24, 3), dtype=np.uint8)
+    ids = []
+    for k, name in enumerate(["left.png", "right.png"]):
+        path = _save_png(tmp_path / name, pixels)
+        info = src.add_image(path, allow_same_content=bool(k))
+        m = np.zeros((20, 24), np.uint8)
+        m[2 + 5 * k : 8 + 5 * k, 3:10] = 1
+        src.save_mask(info.id, m, "imported", source="test")
+        ids.append(info.id)
+    want = {src.image_info(i).stem: src.mask(i, "imported") for i in ids}
+    dst = export_import(src, fmt, tmp_path)
+    assert len(dst.images()) == 2, fmt
+    assert_masks_equal(dst, want, fmt)

@@ -414,6 +414,15 @@ def apply_import(project, items: list[ImportItem], class_names: list[str], *, so
                 raise FormatError(f"{where}: image file {it.image_path.name} (for {it.where or it.name}) is missing.")
             sha = _file_sha(it.image_path)
             info = by_sha.get(sha)
+            twin = info.name if info is not None else items[new_by_sha[sha]].name if sha in new_by_sha else None
+            if twin is not None and (it.mask is not None or it.mask_sized is not None or it.scribbles):
+                # Same pixels as another image but labels of its own (a dataset can hold such
+                # samples): a separate image, as the folder-dataset import does.
+                h, w = imageio.image_size(it.image_path)
+                targets.append(("new", it.image_path, (h, w), True))
+                summary.notes.append(f"note: {it.image_path.name} has the same pixels as {twin} but labels of "
+                                     "its own; kept as a separate image")
+                continue
             if info is None:
                 if sha in new_by_sha:
                     targets.append(("same", new_by_sha[sha]))
@@ -494,7 +503,8 @@ def apply_import(project, items: list[ImportItem], class_names: list[str], *, so
             t = targets[k]
             if isinstance(t, tuple) and t[0] == "new":
                 try:
-                    info = project.add_image(t[1], name=sanitize_name(os.path.basename(it.name)))
+                    info = project.add_image(t[1], name=sanitize_name(os.path.basename(it.name)),
+                                             allow_same_content=len(t) > 3)
                 except DuplicateImageError:  # pragma: no cover - matched by content above
                     raise
                 summary.added.append(info)
