@@ -103,7 +103,7 @@ def fresh_target(tmp_path: Path, src: Project, fmt_name: str, name: str = "dst")
     q = Project.create(tmp_path / name)
     if getattr(get_format(fmt_name), "carries_images", True) is False:
         for info in src.images():
-            q.add_image(src.root / info.file, name=info.name)
+            q.add_image(src.root / info.file, name=info.name, allow_same_content=True)
     return q
 
 
