@@ -19,7 +19,11 @@ class LabelMapError(AnnotationError):
 
 
 class DuplicateImageError(AnnotationError):
-    """The same image content is already in the project."""
+    """The same image content is already in the project; ``existing`` names the image it matches."""
+
+    def __init__(self, message: str, existing: str = ""):
+        super().__init__(message)
+        self.existing = existing
 
 
 class StaleWriteError(AnnotationError):

@@ -86,7 +86,7 @@ def _import_one(project, ds, sid, path, sets, summary, id_map, kinds) -> None:
     try:
         info = project.add_image(path)
     except DuplicateImageError as e:
-        existing = str(e).rsplit(" as ", 1)[-1].rstrip(".")
+        existing = e.existing
         if os.path.splitext(existing)[0] == sid or not _has_labels(ds, sid, sets):
             summary.duplicates.append((path.name, existing))  # a re-import, or a bare copy
             return

@@ -509,7 +509,8 @@ class Project:
         with self.transaction() as conn:
             dup = conn.execute("SELECT name FROM images WHERE sha256 = ?", (digest,)).fetchone()
             if dup and not allow_same_content:
-                raise DuplicateImageError(f"{name}: the same image is already in the project as {dup[0]}.")
+                raise DuplicateImageError(f"{name}: the same image is already in the project as {dup[0]}.",
+                                          existing=dup[0])
             final_name = self._unique_name(conn, name)
             rel = f"images/{uuid.uuid4().hex[:10]}_{sanitize_name(final_name)}"
             if os.path.splitext(rel)[1].lower() != ext:
@@ -533,8 +534,7 @@ class Project:
             try:
                 s.added.append(self.add_image(p))
             except DuplicateImageError as e:
-                existing = str(e).rsplit(" as ", 1)[-1].rstrip(".")
-                s.duplicates.append((p.name, existing))
+                s.duplicates.append((p.name, e.existing))
             except AnnotationError as e:
                 s.skipped.append((p.name, str(e).split(": ", 1)[-1]))
         s.seconds = time.perf_counter() - t0
