@@ -35,10 +35,15 @@ def image_iou(pred: np.ndarray, gt: np.ndarray, num_classes: int, ignore: int = 
 
 def image_dice(pred: np.ndarray, gt: np.ndarray, num_classes: int, ignore: int = IGNORE) -> float:
     """Mean Dice over the classes present in ``gt``."""
-    cm = confusion(pred, gt, num_classes, ignore)
-    tp = np.diag(cm[:, :num_classes]).astype(np.float64)
+    return _dice_from_cm(confusion(pred, gt, num_classes, ignore))
+
+
+def _dice_from_cm(cm: np.ndarray) -> float:
+    """Mean Dice over the classes present in the ground truth of a (C, C+1) confusion matrix."""
+    c = cm.shape[0]
+    tp = np.diag(cm[:, :c]).astype(np.float64)
     gt_n = cm.sum(1).astype(np.float64)
-    pr_n = cm[:, :num_classes].sum(0).astype(np.float64)
+    pr_n = cm[:, :c].sum(0).astype(np.float64)
     present = gt_n > 0
     if not present.any():
         return float("nan")
@@ -73,12 +78,7 @@ class MeanIoU:
         s = _mean_iou_from_cm(cm, present_only=True)
         if not np.isnan(s):
             self.scores.append(s)
-            c = self.num_classes
-            tp = np.diag(cm[:, :c]).astype(np.float64)
-            g = cm.sum(1).astype(np.float64)
-            p = cm[:, :c].sum(0).astype(np.float64)
-            pres = g > 0
-            self.dices.append(float(np.mean(2 * tp[pres] / (g[pres] + p[pres]))))
+            self.dices.append(_dice_from_cm(cm))
         return s
 
     @property

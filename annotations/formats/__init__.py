@@ -79,7 +79,7 @@ def register_format(cls):
 
 
 def _load_builtin() -> None:
-    from . import folder  # noqa: F401  (registers itself)
+    """Import every format module once; each registers itself."""
     import importlib
     import pkgutil
 
