@@ -201,3 +201,45 @@ def test_default_method_fills_a_clear_disc_from_two_strokes(seed):
     img, gt, scr = make_disc_image(64, seed=seed)
     res = get_method(DEFAULT_METHOD)(img, scr, 2)
     assert image_iou(res.mask, gt, 2) > 0.95
+
+
+def test_functional_random_walker_matches_scikit_image():
+    """The direct-solve random walker gives scikit-image's probabilities (same weights), and its
+    reduced-grid variant keeps the strokes and the same labelling away from the borders."""
+    from skimage.segmentation import random_walker
+    from conftest import make_disc_image
+
+    img, gt, scr = make_disc_image(64, seed=1, rgb=False)
+    ours = F.random_walker(img, scr, 3)
+    labels = np.where(scr == 255, 0, scr.astype(np.int32) + 1)
+    ref = random_walker(img, labels, beta=130, mode="cg_j", tol=1e-6, return_full_prob=True)
+    assert ours.shape == (3, 64, 64) and ours.dtype == np.float32
+    assert np.allclose(ours[2], 0.0)  # no stroke of class 2
+    assert np.abs(ours[:2] - ref).max() < 1e-3
+    small = F.random_walker(img, scr, 3, max_side=32)
+    assert small.shape == (3, 64, 64)
+    m = scr != 255
+    assert (small.argmax(0)[m] == scr[m]).all()
+    assert (small.argmax(0) == ours.argmax(0)).mean() > 0.95
+
+
+def test_grey_stored_as_rgb_is_worked_as_grey():
+    from conftest import make_disc_image
+
+    img, _, scr = make_disc_image(64, seed=2, rgb=False)
+    rgb = np.repeat(img[..., None], 3, 2)
+    assert F.drop_replicated_channels(rgb).shape == (64, 64)
+    colour = rgb.copy()
+    colour[0, 0, 1] += 1
+    assert F.drop_replicated_channels(colour).shape == (64, 64, 3)
+    m = get_method(DEFAULT_METHOD)
+    assert np.allclose(m(rgb, scr, 2).probs, m(img, scr, 2).probs)
+
+
+def test_hybrid_binary_working_resolution():
+    """``binary_max_side`` sets the working grid of two-class images only."""
+    m = get_method("hybrid", max_side=64, binary_max_side=96)
+    assert m.working_max_side(2) == 96 and m.working_max_side(4) == 64
+    assert get_method("hybrid", max_side=64).working_max_side(2) == 64
+    with pytest.raises(UnknownMethodError, match="binary_max_side"):
+        get_method("hybrid", binary_max_side=5)

@@ -116,6 +116,7 @@ class PseudoLabeler(ABC):
         image = np.ascontiguousarray(image)
         scribbles = np.ascontiguousarray(scribbles)
         F.check_inputs(image, scribbles, num_classes)
+        image = F.drop_replicated_channels(image)
         prior = F.check_prior(prior, num_classes, image.shape[:2])
         prep = self.prepare(image, scribbles, num_classes, prior)
         if prep.classes.size == 1:
@@ -126,7 +127,8 @@ class PseudoLabeler(ABC):
     def prepare(self, image: np.ndarray, scribbles: np.ndarray, num_classes: int,
                 prior: np.ndarray | None) -> Prepared:
         cfg = self.config
-        s = F.working_scale(image.shape[:2], cfg.max_side) if cfg.max_side else 1.0
+        max_side = self.working_max_side(num_classes)
+        s = F.working_scale(image.shape[:2], max_side) if max_side else 1.0
         hw = (max(2, round(image.shape[0] * s)), max(2, round(image.shape[1] * s)))
         small = F.resize_image(image, hw)
         scr = F.resize_scribbles(scribbles, hw)
@@ -140,6 +142,10 @@ class PseudoLabeler(ABC):
         return Prepared(image=small, channels=F.to_float_channels(small), scribbles=scr,
                         num_classes=num_classes, classes=classes, prior=pr,
                         full_shape=image.shape[:2], scale=s)
+
+    def working_max_side(self, num_classes: int) -> int:
+        """Long side of the working resolution for ``num_classes`` classes (0 = full resolution)."""
+        return self.config.max_side
 
     @abstractmethod
     def label(self, prep: Prepared) -> np.ndarray:

@@ -75,50 +75,27 @@ def _colour_texture(channels: np.ndarray) -> np.ndarray:
 # ----------------------------------------------------------------------------- random walker
 @dataclass
 class RandomWalkerConfig(BaseConfig):
-    """scikit-image ``random_walker`` at the working resolution; ``beta`` as in scikit-image."""
+    """Random walker at the working resolution; ``beta`` as in scikit-image."""
 
     beta: float = 130.0
-    tol: float = 1e-3
 
     def __post_init__(self):
         super().__post_init__()
-        if self.beta <= 0 or self.tol <= 0:
-            raise ValueError("beta and tol must be positive")
+        if self.beta <= 0:
+            raise ValueError("beta must be positive")
 
 
 class RandomWalker(PseudoLabeler):
-    """scikit-image's random walker (Grady 2006), conjugate gradient with Jacobi preconditioner,
-    on the reduced working image; the prior is blended into its probabilities. (Named
-    ``random_walker_fast`` so that ``bench pseudo``'s full-resolution ``random_walker`` baseline
-    keeps its name.)"""
+    """Grady's random walker (2006) with scikit-image's edge weights, solved for all classes at once
+    by a sparse direct factorisation (:func:`functional.random_walker`) on the reduced working
+    image; the prior is blended into its probabilities. (Named ``random_walker_fast`` so that
+    ``bench pseudo``'s full-resolution scikit-image ``random_walker`` baseline keeps its name.)"""
 
     name = "random_walker_fast"
     Config = RandomWalkerConfig
 
     def label(self, prep: Prepared) -> np.ndarray:
-        return random_walker_probs(prep.image, prep.scribbles, prep.num_classes,
-                                   beta=self.config.beta, tol=self.config.tol)
-
-
-def random_walker_probs(image: np.ndarray, scribbles: np.ndarray, num_classes: int,
-                        beta: float = 130.0, tol: float = 1e-3) -> np.ndarray:
-    """``skimage.segmentation.random_walker`` (mode ``cg_j``) as ``(C, H, W)`` float32 probabilities."""
-    from skimage.segmentation import random_walker
-
-    classes = F.scribbled_classes(scribbles)
-    labels = np.zeros(scribbles.shape, np.int32)
-    for i, c in enumerate(classes):
-        labels[scribbles == c] = i + 1
-    import warnings
-
-    with warnings.catch_warnings():  # "probability range outside [0, 1]": harmless, renormalised below
-        warnings.simplefilter("ignore", UserWarning)
-        rw = random_walker(image, labels, beta=beta, mode="cg_j", tol=tol, return_full_prob=True,
-                           channel_axis=-1 if image.ndim == 3 else None)
-    rw = np.clip(rw, 0.0, None)
-    probs = np.zeros((num_classes, *scribbles.shape), np.float32)
-    probs[classes] = rw
-    return probs
+        return F.random_walker(prep.image, prep.scribbles, prep.num_classes, beta=self.config.beta)
 
 
 # ----------------------------------------------------------------------------- pixel classifier
@@ -206,82 +183,119 @@ def _smoothed(channels: np.ndarray, sigma: float = 1.0) -> np.ndarray:
 # ----------------------------------------------------------------------------- hybrid (default candidate)
 @dataclass
 class HybridConfig(PixelClassifierConfig):
-    """Pixel classifier + colour GMMs + geodesic distance + contrast-sensitive graph cut.
+    """Pixel classifier + random walker + colour GMMs + geodesic distance + contrast-sensitive graph cut.
 
-    ``clf_weight`` / ``gmm_weight`` / ``geo_weight``: weights of the classifier's ``-log p``, the
-    GMM colour/texture costs and the normalised geodesic distance in the unaries; ``components``:
-    Gaussians per class; ``iterations``: GrabCut-style refits of the GMMs on the labelling;
-    ``edge_scale``: geodesic contrast factor; ``smoothness``: Potts weight of the graph cut
-    (0 = no cut); ``soft_mix``: share of the soft unaries in the output probabilities;
-    ``rw_weight``: weight of the random walker's ``-log p`` (beta ``rw_beta``).
+    Two regimes with their own weights of the unary terms (0 = term off, not computed):
 
-    Binary rule (``grabcut_init``, two classes with background strokes, or the border rule): as
-    GrabCut does, every unscribbled pixel is "probably background" for the first colour fit (with
-    ``geo_init``: except pixels whose geodesic distance to a foreground stroke is under
-    ``geo_init_ratio`` times their distance to a background stroke, which start as foreground), and
-    ``binary_clf_weight`` / ``binary_rw_weight`` replace ``clf_weight`` / ``rw_weight`` (a
-    classifier trained on strokes alone has no such prior and floods unseen background)."""
+    * **multi-class** (``clf_weight``, ``rw_weight``, ``gmm_weight``, ``geo_weight``): more than
+      two classes, or two classes neither of which is 0. The classifier's ``-log p`` sharpens
+      borders, the random walker's ``-log p`` keeps each class near its strokes.
+    * **binary** (``binary_*`` weights; ``grabcut_init`` on, two classes, one of them 0, including
+      the foreground-only border rule): GrabCut-style colour GMMs refitted ``iterations`` times on
+      the labelling, plus the geodesic distance. As GrabCut does, every unscribbled pixel is
+      "probably background" for the first colour fit (with ``geo_init``: except pixels whose
+      geodesic distance to a foreground stroke is under ``geo_init_ratio`` times their distance to
+      a background stroke, which start as foreground). A classifier trained on strokes alone has
+      no such prior and floods unseen background.
+
+    ``components``: Gaussians per class; ``edge_scale``: geodesic contrast factor;
+    ``smoothness``: Potts weight of the graph cut (0 = no cut); ``soft_mix``: share of the soft
+    unaries in the output probabilities; ``rw_beta``: random-walker beta; ``rw_max_side``: long
+    side of the grid the random walker is solved on (0 = the working grid); ``sweeps``:
+    alpha-expansion sweeps (more than two classes); ``binary_max_side``: working resolution of the
+    binary regime (0 = ``max_side``; a binary cut is one cheap min-cut).
+    """
 
     clf_weight: float = 1.0
-    gmm_weight: float = 0.2
-    geo_weight: float = 0.2
+    rw_weight: float = 1.0
+    gmm_weight: float = 0.0
+    geo_weight: float = 0.0
+    binary_clf_weight: float = 0.0
+    binary_rw_weight: float = 0.0
+    binary_gmm_weight: float = 0.2
+    binary_geo_weight: float = 0.2
     components: int = 5
     iterations: int = 3
     edge_scale: float = 10.0
     smoothness: float = 1.0
     soft_mix: float = 0.3
     grabcut_init: bool = True
-    rw_weight: float = 1.0
     rw_beta: float = 130.0
-    binary_clf_weight: float = 0.0
-    binary_rw_weight: float = 0.0
+    rw_max_side: int = 64
+    sweeps: int = 1
     geo_init: bool = True
     geo_init_ratio: float = 0.25
+    n_features: int = 128
     max_side: int = 128
+    binary_max_side: int = 0
 
     def __post_init__(self):
         super().__post_init__()
         if min(self.clf_weight, self.gmm_weight, self.geo_weight, self.rw_weight, self.rw_beta,
-               self.binary_clf_weight, self.binary_rw_weight, self.edge_scale, self.smoothness) < 0:
+               self.binary_clf_weight, self.binary_rw_weight, self.binary_gmm_weight,
+               self.binary_geo_weight, self.edge_scale, self.smoothness) < 0:
             raise ValueError("weights, edge_scale and smoothness must be >= 0")
-        if not 0 <= self.soft_mix <= 1 or self.iterations < 1 or self.components < 1:
-            raise ValueError("soft_mix must be in [0, 1], iterations and components >= 1")
+        if not 0 <= self.soft_mix <= 1 or min(self.iterations, self.components, self.sweeps) < 1:
+            raise ValueError("soft_mix must be in [0, 1], iterations, components and sweeps >= 1")
+        if self.rw_max_side < 0 or (0 < self.rw_max_side < 16):
+            raise ValueError(f"rw_max_side must be 0 or at least 16, got {self.rw_max_side}")
+        if self.binary_max_side < 0 or (0 < self.binary_max_side < 16):
+            raise ValueError(f"binary_max_side must be 0 or at least 16, got {self.binary_max_side}")
 
 
 class Hybrid(PixelClassifier):
-    """Unaries = ``clf_weight * -log p(classifier) + gmm_weight * GMM cost + geo_weight *
-    geodesic distance + rw_weight * -log p(random walker)``, blended with the prior, labelled by a contrast-sensitive graph cut
-    (alpha-expansion for many classes); the GMMs are refitted on the labelling ``iterations`` times."""
+    """Unaries = ``clf_weight * -log p(classifier) + rw_weight * -log p(random walker) +
+    gmm_weight * GMM cost + geo_weight * geodesic distance`` (the ``binary_*`` weights in the
+    binary regime, see :class:`HybridConfig`), blended with the prior, labelled by a
+    contrast-sensitive graph cut (alpha-expansion for many classes); the GMMs are refitted on the
+    labelling ``iterations`` times."""
 
     name = "hybrid"
     Config = HybridConfig
     uses_prior = True
 
+    def _is_binary(self, classes: np.ndarray, num_classes: int) -> bool:
+        return self.config.grabcut_init and num_classes == 2 and 0 in classes
+
+    def working_max_side(self, num_classes: int) -> int:
+        cfg = self.config
+        if cfg.binary_max_side and cfg.grabcut_init and num_classes == 2:
+            return cfg.binary_max_side
+        return cfg.max_side
+
     def label(self, prep: Prepared) -> np.ndarray:
         cfg = self.config
-        binary = cfg.grabcut_init and prep.num_classes == 2 and 0 in prep.classes
-        clf_weight = cfg.binary_clf_weight if binary else cfg.clf_weight
-        rw_weight = cfg.binary_rw_weight if binary else cfg.rw_weight
-        a, b, ln = F.grid_edges(prep.scribbles.shape, diagonal=True)
-        base = np.zeros((prep.num_classes, *prep.scribbles.shape), np.float32)
-        if clf_weight > 0:
+        binary = self._is_binary(prep.classes, prep.num_classes)
+        if binary:
+            w_clf, w_rw = cfg.binary_clf_weight, cfg.binary_rw_weight
+            w_gmm, w_geo = cfg.binary_gmm_weight, cfg.binary_geo_weight
+        else:
+            w_clf, w_rw, w_gmm, w_geo = cfg.clf_weight, cfg.rw_weight, cfg.gmm_weight, cfg.geo_weight
+        shape = prep.scribbles.shape
+        base = np.zeros((prep.num_classes, *shape), np.float32)
+        if w_clf > 0:
             p = self.classify(prep)  # the prior is folded in here
-            base += clf_weight * F.probs_to_unary(p, 1e-3)
+            base += w_clf * F.probs_to_unary(p, 1e-3)
         else:
             base = F.blend_prior(base, prep.prior, cfg.prior_weight)
         d = None
-        if cfg.geo_weight > 0:
+        if w_geo > 0 or (binary and cfg.geo_init):
+            a8, b8, ln8 = F.grid_edges(shape, diagonal=True)
             d = F.geodesic_distances(_smoothed(prep.channels), prep.scribbles, prep.num_classes,
-                                     cfg.edge_scale, a, b, ln)
-            diag = float(np.hypot(*prep.scribbles.shape))
+                                     cfg.edge_scale, a8, b8, ln8)
+        if w_geo > 0:
+            diag = float(np.hypot(*shape))
             dn = np.where(np.isfinite(d), d, F.HARD) / (diag * (1 + cfg.edge_scale) * 0.1)
             dn = dn - dn.min(0, keepdims=True)
-            base += cfg.geo_weight * dn.astype(np.float32)
-        if rw_weight > 0:
-            rw = random_walker_probs(prep.image, prep.scribbles, prep.num_classes, beta=cfg.rw_beta)
-            base += rw_weight * F.probs_to_unary(F.normalize_probs(rw + 1e-6), 1e-3)
-        wts = F.contrast_weights(prep.channels, a, b, ln) if cfg.smoothness > 0 else None
-        feats = _colour_texture(prep.channels) if cfg.gmm_weight > 0 else None
+            base += w_geo * dn.astype(np.float32)
+        if w_rw > 0:
+            rw = F.random_walker(prep.image, prep.scribbles, prep.num_classes, cfg.rw_beta, cfg.rw_max_side)
+            base += w_rw * F.probs_to_unary(F.normalize_probs(rw + 1e-6), 1e-3)
+        wts = None
+        if cfg.smoothness > 0:
+            a, b, ln = F.grid_edges(shape, diagonal=True)
+            wts = F.contrast_weights(prep.channels, a, b, ln)
+        feats = _colour_texture(prep.channels) if w_gmm > 0 else None
         fit_on, labels = prep.scribbles, None
         if binary:
             # GrabCut's start: every unscribbled pixel is "probably background" for the first fit
@@ -291,15 +305,16 @@ class Hybrid(PixelClassifier):
                 dd = np.where(np.isfinite(d), d, np.inf)
                 near = dd[1] < cfg.geo_init_ratio * dd[0]
                 fit_on = np.where((prep.scribbles == F.NONE) & near, 1, fit_on).astype(np.uint8)
-        for _ in range(cfg.iterations if cfg.gmm_weight > 0 else 1):
+        for _ in range(cfg.iterations if w_gmm > 0 else 1):
             u = base
-            if cfg.gmm_weight > 0:
+            if w_gmm > 0:
                 g = F.gmm_unaries(feats, fit_on, prep.num_classes, k=cfg.components, seed=cfg.seed)
-                u = base + cfg.gmm_weight * np.minimum(g, 50.0)
+                u = base + w_gmm * np.minimum(g, 50.0)
             u = F.impose_scribbles(u, prep.scribbles)
             if wts is None:
                 return F.softmax(-np.minimum(u, 50.0))
-            labels = F.graph_cut(u, a, b, wts, cfg.smoothness, init=labels, labels_to_try=prep.classes)
+            labels = F.graph_cut(u, a, b, wts, cfg.smoothness, init=labels, labels_to_try=prep.classes,
+                                 sweeps=cfg.sweeps)
             fit_on = np.where(prep.scribbles != F.NONE, prep.scribbles, labels).astype(np.uint8)
         soft = F.softmax(-np.minimum(u, 50.0))
         return _soft_labels(labels, soft, prep.num_classes, cfg.soft_mix)
