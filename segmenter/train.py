@@ -13,10 +13,16 @@ unlabeled          mean teacher: EMA model on the weakly augmented view, student
                    augmented view, cross-entropy on the teacher's confident pixels
 =================  ====================================================================
 
+Round 0 (``TrainConfig.propagate``, default ``hybrid``): before training, every scribbled image
+without a dense label gets a pseudo-mask from :mod:`segmenter.pseudo` (strokes kept as hard
+labels), weighted by its per-pixel confidence; partial cross-entropy on the strokes stays on.
+
 Rounds of refinement (``TrainConfig.rounds``): after a share of the epochs the model predicts
-every weakly labelled training image, a mean-field CRF step refines the prediction with the
-scribbles as hard constraints, and the result becomes a confidence-weighted pseudo-mask for the
-next epochs; refinement stops once fewer than ``refine_tol`` of the pixels change.
+every weakly labelled training image; with ``refine="pseudo"`` the propagate method runs again
+with the model's probabilities as its prior (``refine="crf"``: a mean-field CRF step), scribbles
+as hard constraints, and the result becomes the confidence-weighted pseudo-mask for the next
+epochs (``crf`` is the default: the propagated masks already hold most of the gain, and the
+pseudo rerun costs as much as the propagation); refinement stops once fewer than ``refine_tol`` of the pixels change.
 
 Use::
 
@@ -76,6 +82,8 @@ class TrainConfig:
     refine_iterations: int = 5
     refine_tol: float = 0.005       # stop refining when fewer pixels than this change
     pseudo_weight: float = 1.0
+    propagate: str = "hybrid"       # segmenter.pseudo method that turns scribbles into pseudo-masks first; none = off
+    refine: str = "crf"             # refinement between rounds: pseudo (the propagate method with the model as prior) | crf
     checkpoint: str | None = None   # stem or .safetensors path, written every epoch
     resume: str | None = None
     encoder_weights: str | None = None  # local .safetensors of pretrained encoder weights
@@ -98,6 +106,16 @@ class TrainConfig:
             raise SegmenterError("refine_after must be between 0 and 1.")
         if not 0 <= self.unlabeled_threshold <= 1 or not 0 <= self.ema_decay < 1:
             raise SegmenterError("unlabeled_threshold must be in [0, 1] and ema_decay in [0, 1).")
+        if self.refine not in ("pseudo", "crf"):
+            raise SegmenterError(f"unknown refinement '{self.refine}'; use pseudo or crf.")
+        if self.propagate != "none":
+            from .pseudo import list_methods
+
+            if self.propagate not in list_methods():
+                raise SegmenterError(f"unknown pseudo-labelling method '{self.propagate}'; use none or one of "
+                                     f"{', '.join(list_methods())}.")
+        if self.refine == "pseudo" and self.propagate == "none":
+            raise SegmenterError("refine=pseudo reruns the propagate method; it cannot be used with propagate=none.")
         for k in ("dice_weight", "crf_weight", "tag_weight", "absent_weight", "unlabeled_weight", "pseudo_weight"):
             if getattr(self, k) < 0:
                 raise SegmenterError(f"{k} must not be negative.")
@@ -225,15 +243,47 @@ class Trainer:
         return bool(t[0] > 0), bool(t[1] > 0)
 
     # ------------------------------------------------------------------ refinement
+    def _propagate(self) -> int:
+        """Round 0: scribbles -> confidence-weighted pseudo-masks with the ``propagate`` method of
+        :mod:`segmenter.pseudo`, for scribbled images that have no dense label yet (a stored
+        pseudo-mask is kept). Returns how many images got one."""
+        from .pseudo import get_method
+
+        d, cfg = self.data, self.cfg
+        if cfg.propagate == "none":
+            return 0
+        todo = np.flatnonzero(((d.kind & SCRIBBLES) > 0) & ((d.kind & (FULL | COARSE | PSEUDO)) == 0))
+        method = get_method(cfg.propagate)
+        for i in todo:
+            r = method(d.images[i], d.scribbles[i], d.num_classes)
+            self._set_pseudo(i, r.mask, r.confidence)
+        return len(todo)
+
+    def _set_pseudo(self, i, mask, confidence) -> int:
+        """Store a pseudo-mask for cached image ``i``; returns how many of its pixels changed."""
+        d = self.data
+        changed = int((mask != d.dense[i]).sum())
+        d.dense[i] = mask
+        d.weight[i] = np.round(np.asarray(confidence) * 255 * self.cfg.pseudo_weight).clip(0, 255).astype(np.uint8)
+        d.kind[i] |= PSEUDO
+        return changed
+
     def _refine(self, model) -> float:
-        """Predict weakly labelled images, CRF-refine with scribbles clamped, store pseudo-masks.
-        Returns the fraction of their pixels whose label changed."""
+        """Predict weakly labelled images and refine: with ``refine="pseudo"`` the propagate method
+        reruns on scribbled images with the model's probabilities as its prior; otherwise (and for
+        images without scribbles) a CRF step, scribbles clamped. Stores the results as pseudo-masks
+        and returns the fraction of their pixels whose label changed."""
         import torch
 
         from .losses import crf_refine, suppress_absent
 
         d, cfg = self.data, self.cfg
         weak = np.flatnonzero(((d.kind & (SCRIBBLES | PSEUDO)) > 0) & ((d.kind & (FULL | COARSE)) == 0))
+        method = None
+        if cfg.refine == "pseudo":
+            from .pseudo import get_method
+
+            method = get_method(cfg.propagate)
         changed = total = 0
         model.eval()
         with torch.no_grad():
@@ -244,17 +294,21 @@ class Trainer:
                 with self._autocast():
                     lo = _logits(model(x)) + torch.flip(_logits(model(torch.flip(x, dims=[3]))), dims=[3])
                 lo = suppress_absent(lo.float() / 2, torch.from_numpy(d.tags[idx]).to(self.device))
+                probs = torch.softmax(lo, 1)
                 scr = torch.from_numpy(d.scribbles[idx]).to(self.device)
-                q = crf_refine(torch.softmax(lo, 1), x01, scr, iterations=cfg.refine_iterations,
+                q = crf_refine(probs, x01, scr, iterations=cfg.refine_iterations,
                                radius=cfg.crf_radius, sigma_rgb=cfg.crf_sigma_rgb, sigma_xy=cfg.crf_sigma_xy)
                 conf, lab = q.max(1)
                 lab = lab.to(torch.uint8).cpu().numpy()
                 conf = conf.float().cpu().numpy()
-                changed += int((lab != d.dense[idx]).sum())
-                total += lab.size
-                d.dense[idx] = lab
-                d.weight[idx] = np.round(conf * 255 * cfg.pseudo_weight).clip(0, 255).astype(np.uint8)
-                d.kind[idx] |= PSEUDO
+                probs_np = probs.cpu().numpy() if method is not None else None
+                for j, i in enumerate(idx):
+                    if method is not None and (d.scribbles[i] != IGNORE).any():
+                        r = method(d.images[i], d.scribbles[i], d.num_classes, prior=probs_np[j])
+                        changed += self._set_pseudo(i, r.mask, r.confidence)
+                    else:
+                        changed += self._set_pseudo(i, lab[j], conf[j])
+                    total += lab[j].size
         model.train()
         return changed / max(1, total)
 
@@ -327,6 +381,9 @@ class Trainer:
             n_local = len(ddp.shard(len(d), self.dist, 0, cfg.seed)) if self.dist.enabled else len(d)
             steps_per_epoch = max(1, math.ceil(n_local / cfg.batch_size))
             total_steps = steps_per_epoch * cfg.epochs
+            t0 = time.perf_counter()
+            propagated = self._propagate()
+            propagate_seconds = time.perf_counter() - t0
             refine_at = self._refine_epochs()
             refine_done = bool(rounds) and rounds[-1] < cfg.refine_tol
             crf_on = cfg.crf_weight > 0
@@ -335,8 +392,9 @@ class Trainer:
             self._emit("on_start", {"images": len(d), "counts": d.counts(), "epochs": cfg.epochs,
                                     "steps_per_epoch": steps_per_epoch, "device": self.device,
                                     "world_size": self.dist.world_size, "refine_at": refine_at,
+                                    "propagated": propagated,
                                     "start_epoch": start_epoch})
-            refine_seconds = 0.0
+            refine_seconds = propagate_seconds
             if start_epoch > 0 and any(e <= start_epoch for e in refine_at) and not refine_done:
                 t0 = time.perf_counter()
                 rounds.append(self._refine(teacher or raw_model))

@@ -171,7 +171,10 @@ def test_pretrained_encoder_weights_from_a_local_safetensors_file(tmp_path):
 
 class Recorder(TrainCallback):
     def __init__(self):
-        self.steps, self.epochs, self.ended, self.rounds = [], [], None, []
+        self.steps, self.epochs, self.ended, self.rounds, self.info = [], [], None, [], {}
+
+    def on_start(self, info):
+        self.info = info
 
     def on_step(self, p):
         self.steps.append(p)
@@ -253,3 +256,52 @@ def test_nan_loss_stops_with_a_message_and_keeps_the_checkpoint(tmp_path, monkey
     kept = load_checkpoint(ck)
     assert kept.state["epoch"] == 2
     assert all(torch.isfinite(v).all() for v in kept.model.state_dict().values() if v.is_floating_point())
+
+
+def test_scribbles_are_propagated_into_pseudo_masks_before_training():
+    """Round 0: each scribbled image gets a confidence-weighted pseudo-mask from segmenter.pseudo
+    (strokes kept), so the dense losses see the whole disc, not only the strokes."""
+    samples = disc_samples(4, "scribbles")
+    gts = [resize_labels(make_disc_image(64, seed=k, rgb=k % 2 == 0)[1], 64) for k in range(4)]
+    data = TrainSet.build(samples, 2, 64)
+    assert not (data.kind & PSEUDO).any() and (data.dense == IGNORE).all()
+    rec = Recorder()
+    Trainer(data, mcfg(), small(epochs=1, rounds=1), callbacks=[rec]).fit()
+    assert rec.info["propagated"] == 4
+    for i in range(4):
+        assert data.kind[i] & PSEUDO
+        hard = data.scribbles[i] != IGNORE
+        assert np.array_equal(data.dense[i][hard], data.scribbles[i][hard])
+        assert (data.dense[i] == gts[i]).mean() > 0.9
+        assert data.weight[i][hard].min() == 255 and data.weight[i].mean() > 100
+
+    off = TrainSet.build(disc_samples(2, "scribbles"), 2, 64)
+    Trainer(off, mcfg(), small(epochs=1, rounds=1, propagate="none")).fit()
+    assert not (off.kind & PSEUDO).any()
+    with pytest.raises(SegmenterError, match="unknown pseudo-labelling method 'nope'"):
+        small(propagate="nope")
+
+
+def test_refinement_can_rerun_the_pseudo_method_with_the_model_as_prior(monkeypatch):
+    from segmenter import pseudo
+
+    calls = []
+    real = pseudo.get_method
+
+    def spy(name=None, **kw):
+        m = real(name, **kw)
+
+        def call(image, scribbles, C, prior=None):
+            calls.append(prior is not None)
+            return m(image, scribbles, C, prior=prior)
+        return call
+    monkeypatch.setattr(pseudo, "get_method", spy)
+    data = TrainSet.build(disc_samples(4, "scribbles"), 2, 64)
+    res = Trainer(data, mcfg(), small(epochs=2, rounds=2, refine="pseudo")).fit()
+    assert len(res.rounds) == 1
+    assert calls == [False] * 4 + [True] * 4  # propagation, then the rerun with the model's probabilities
+    for i in range(4):
+        hard = data.scribbles[i] != IGNORE
+        assert np.array_equal(data.dense[i][hard], data.scribbles[i][hard])
+    with pytest.raises(SegmenterError, match="cannot be used with propagate=none"):
+        small(refine="pseudo", propagate="none")

@@ -57,6 +57,9 @@ def register(bsub) -> None:
     p.add_argument("--rounds", type=int, default=None, help="training rounds with refinement between them")
     p.add_argument("--crf-weight", type=float, default=None)
     p.add_argument("--semi", default=None, help="mean_teacher | none")
+    p.add_argument("--propagate", default=None,
+                   help="pseudo-labelling method for scribbles before training (default hybrid; none = off)")
+    p.add_argument("--refine", default=None, help="refinement between rounds: pseudo | crf")
     p.add_argument("--tta", action="store_true", help="flip test-time augmentation at evaluation")
     p.add_argument("--threads", type=int, default=0,
                    help="CPU threads for torch (0 = torch's default); both loops use the same")
@@ -321,7 +324,8 @@ def run_benchmark(args, FolderDataset) -> dict:
     label_seconds = time.perf_counter() - t0
     mcfg = ModelConfig(classes=ds.classes, arch=args.arch, encoder=args.encoder, size=args.size)
     overrides = {k: v for k, v in (("rounds", args.rounds), ("crf_weight", args.crf_weight),
-                                   ("semi", args.semi)) if v is not None}
+                                   ("semi", args.semi), ("propagate", args.propagate),
+                                   ("refine", args.refine)) if v is not None}
     tcfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                        device=args.device, **overrides)
     t0 = time.perf_counter()

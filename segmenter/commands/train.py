@@ -28,6 +28,11 @@ def register(sub) -> None:
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--no-amp", action="store_true", help="no mixed precision on the GPU")
     p.add_argument("--rounds", type=int, default=2, help="training rounds with pseudo-mask refinement between them")
+    p.add_argument("--propagate", default="hybrid",
+                   help="pseudo-labelling method (segmenter.pseudo) that turns scribbles into pseudo-masks before "
+                        "training; none = train on the strokes alone")
+    p.add_argument("--refine", default="crf", choices=("pseudo", "crf"),
+                   help="refinement between rounds: rerun the propagate method with the model as prior, or a CRF step")
     p.add_argument("--semi", default="mean_teacher", help="semi-supervised term for unlabeled images: mean_teacher | none")
     p.add_argument("--no-unlabeled", action="store_true", help="do not train on unlabeled images")
     p.add_argument("--no-pseudo", action="store_true", help="ignore stored pseudo-masks")
@@ -70,7 +75,7 @@ def cmd_train(args) -> int:
         mcfg.classes = project.class_names  # a mismatch is refused when the checkpoint loads
     tcfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=args.device,
                        amp=not args.no_amp, rounds=args.rounds, semi=args.semi,
-                       checkpoint=str(project.models_dir / name), resume=str(resume) if resume else None,
+                       propagate=args.propagate, refine=args.refine, checkpoint=str(project.models_dir / name), resume=str(resume) if resume else None,
                        encoder_weights=args.encoder_weights)
     data = TrainSet.build(samples, project.num_classes, mcfg.size, mcfg.in_channels)
     project.close() if hasattr(project, "close") else None
