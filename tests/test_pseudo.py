@@ -195,7 +195,7 @@ def test_functional_geodesic_distance_prefers_same_region():
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_default_method_fills_a_clear_disc_from_two_strokes(seed):
     """A short stroke inside a bright disc and one on the background: the default method must not
-    leave part of the disc as background (GrabCut's all-background start did, before geo_init)."""
+    leave part of the disc as background (GrabCut's all-background start did, before the geodesic start, binary_geo_init_ratio)."""
     from conftest import make_disc_image
 
     img, gt, scr = make_disc_image(64, seed=seed)

@@ -236,67 +236,97 @@ def restrict_to_classes(probs: np.ndarray, classes: np.ndarray) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- colour models (GMM)
-def fit_gmm(x: np.ndarray, k: int = 5, iters: int = 8, seed: int = 0, reg: float = 1e-3):
-    """Fit a full-covariance Gaussian mixture to ``x`` ``(N, D)`` float32 by EM (k-means++ start).
+def fit_gmm(x: np.ndarray, k: int = 5, iters: int = 8, seed: int = 0, reg: float = 1e-3, init=None,
+            q: np.ndarray | None = None):
+    """Fit a full-covariance Gaussian mixture to ``x`` ``(N, D)`` by EM (k-means++ start, or
+    ``init``, a previous fit of the same ``D``, as a warm start; ``q``: ``quadratic_features(x)``
+    when already computed).
 
-    Returns ``(weights (k,), means (k, D), precisions_chol (k, D, D), log_norm (k,))``.
+    Returns ``(weights (k,), means (k, D), precisions_chol (k, D, D), log_norm (k,))``, float64.
     """
     x = np.asarray(x, np.float64)
     n, d = x.shape
-    k = max(1, min(k, n // max(2 * d, 2)))
-    rng = np.random.default_rng(seed)
-    # k-means++ seeding then a few Lloyd steps
-    centers = [x[rng.integers(n)]]
-    for _ in range(1, k):
-        d2 = np.min(((x[:, None, :] - np.array(centers)[None]) ** 2).sum(-1), 1)
-        p = d2 / d2.sum() if d2.sum() > 0 else None
-        centers.append(x[rng.choice(n, p=p)])
-    centers = np.array(centers)
-    for _ in range(4):
-        a = ((x[:, None, :] - centers[None]) ** 2).sum(-1).argmin(1)
-        for j in range(k):
-            if (a == j).any():
-                centers[j] = x[a == j].mean(0)
-    resp = np.eye(k)[a]
     base_reg = reg + 1e-2 * x.var(0).mean()
-    for it in range(iters):
+    if init is not None and init[1].shape[1] == d and n >= init[1].shape[0] * 2 * d:
+        k = init[1].shape[0]
+        q = quadratic_features(x) if q is None else q
+        resp = _responsibilities(q, init)
+    else:
+        k = max(1, min(k, n // max(2 * d, 2)))
+        rng = np.random.default_rng(seed)
+        # k-means++ seeding then a few Lloyd steps
+        centers = np.empty((k, d))
+        centers[0] = x[rng.integers(n)]
+        d2 = ((x - centers[0]) ** 2).sum(1)
+        for j in range(1, k):
+            p = d2 / d2.sum() if d2.sum() > 0 else None
+            centers[j] = x[rng.choice(n, p=p)]
+            d2 = np.minimum(d2, ((x - centers[j]) ** 2).sum(1))
+        for _ in range(4):
+            a = _sq_dists(x, centers).argmin(1)
+            cnt = np.bincount(a, minlength=k)
+            sums = np.zeros((k, d))
+            np.add.at(sums, a, x)
+            centers = np.where(cnt[:, None] > 0, sums / np.maximum(cnt, 1)[:, None], centers)
+        resp = np.eye(k)[a]
+    gmm = None
+    for it in range(max(1, iters)):
+        if it:
+            q = quadratic_features(x) if q is None else q
+            resp = _responsibilities(q, gmm)
         nk = resp.sum(0) + 1e-9
         wts = nk / n
         means = (resp.T @ x) / nk[:, None]
-        prec_chol = np.empty((k, d, d))
-        log_det = np.empty(k)
-        for j in range(k):
-            diff = x - means[j]
-            cov = (resp[:, j, None] * diff).T @ diff / nk[j] + base_reg * np.eye(d)
-            L = np.linalg.cholesky(cov)
-            pc = np.linalg.inv(L).T
-            prec_chol[j] = pc
-            log_det[j] = np.log(np.diag(pc)).sum()
+        diff = x[None] - means[:, None]                                  # (k, n, d)
+        cov = (diff * resp.T[..., None]).transpose(0, 2, 1) @ diff / nk[:, None, None] + base_reg * np.eye(d)
+        prec_chol = np.linalg.inv(np.linalg.cholesky(cov)).transpose(0, 2, 1)
+        log_det = np.log(np.diagonal(prec_chol, axis1=1, axis2=2)).sum(1)
         log_norm = np.log(wts + 1e-12) + log_det - 0.5 * d * np.log(2 * np.pi)
-        if it == iters - 1:
-            break
-        lp = _gmm_component_logp(x, means, prec_chol, log_norm)
-        lp -= lp.max(1, keepdims=True)
-        resp = np.exp(lp)
-        resp /= resp.sum(1, keepdims=True)
-    return wts, means, prec_chol, log_norm
+        gmm = (wts, means, prec_chol, log_norm)
+    return gmm
 
 
-def _gmm_component_logp(x, means, prec_chol, log_norm):
-    k = means.shape[0]
-    out = np.empty((x.shape[0], k))
-    for j in range(k):
-        y = (x - means[j]) @ prec_chol[j]
-        out[:, j] = log_norm[j] - 0.5 * (y * y).sum(1)
-    return out
+def _sq_dists(x: np.ndarray, centers: np.ndarray) -> np.ndarray:
+    return (x * x).sum(1)[:, None] - 2 * x @ centers.T + (centers * centers).sum(1)[None]
 
 
-def gmm_loglik(x: np.ndarray, gmm) -> np.ndarray:
-    """Log-likelihood of each row of ``x`` ``(N, D)`` under a fitted GMM; ``(N,)`` float64."""
+def quadratic_features(x: np.ndarray) -> np.ndarray:
+    """``(N, D)`` -> ``(1 + D + D (D + 1) / 2, N)`` float64 (one row per feature): ``1``, ``x_i``,
+    ``x_i x_j`` (i <= j), so that every Gaussian's log-density is one matrix product (see
+    :func:`_gmm_component_logp`)."""
+    xt = np.asarray(x, np.float64).T
+    d = xt.shape[0]
+    rows = [np.ones((1, xt.shape[1])), xt] + [xt[i:] * xt[i] for i in range(d)]
+    return np.concatenate(rows, 0)
+
+
+def _responsibilities(q: np.ndarray, gmm) -> np.ndarray:
+    """``(N, k)`` posterior of each component."""
+    lp = _gmm_component_logp(q, gmm)
+    lp -= lp.max(0, keepdims=True)
+    r = np.exp(lp)
+    return (r / r.sum(0, keepdims=True)).T
+
+
+def _gmm_component_logp(q: np.ndarray, gmm) -> np.ndarray:
+    """``(k, N)`` log of each weighted component's density, from ``q = quadratic_features(x)``:
+    ``log_norm - x'Ax / 2 + (A mu)'x - mu'A mu / 2`` with ``A`` the precision matrix."""
     _, means, prec_chol, log_norm = gmm
-    lp = _gmm_component_logp(np.asarray(x, np.float64), means, prec_chol, log_norm)
-    m = lp.max(1)
-    return m + np.log(np.exp(lp - m[:, None]).sum(1))
+    d = means.shape[1]
+    prec = prec_chol @ prec_chol.transpose(0, 2, 1)                     # (k, d, d)
+    lin = (prec @ means[..., None])[..., 0]                             # (k, d)
+    const = log_norm - 0.5 * (lin * means).sum(1)
+    iu, ju = np.triu_indices(d)                                         # the order of quadratic_features
+    quad = -0.5 * prec[:, iu, ju] * np.where(iu == ju, 1.0, 2.0)        # (k, d (d + 1) / 2)
+    return np.concatenate([const[:, None], lin, quad], 1) @ q
+
+
+def gmm_loglik(x: np.ndarray, gmm, q: np.ndarray | None = None) -> np.ndarray:
+    """Log-likelihood of each row of ``x`` ``(N, D)`` under a fitted GMM; ``(N,)`` float64
+    (``q``: ``quadratic_features(x)`` when already computed)."""
+    lp = _gmm_component_logp(quadratic_features(x) if q is None else q, gmm)
+    m = lp.max(0)
+    return m + np.log(np.exp(lp - m).sum(0))
 
 
 def sample_scribbled(scribbles: np.ndarray, cls: int, max_n: int, rng: np.random.Generator) -> np.ndarray:
@@ -308,11 +338,19 @@ def sample_scribbled(scribbles: np.ndarray, cls: int, max_n: int, rng: np.random
 
 
 def gmm_unaries(feats: np.ndarray, scribbles: np.ndarray, num_classes: int, k: int = 5,
-                max_samples: int = 2000, seed: int = 0) -> np.ndarray:
+                max_samples: int = 2000, seed: int = 0, iters: int = 8, state: dict | None = None,
+                q: np.ndarray | None = None) -> np.ndarray:
     """Per-class GMM costs ``(C, H, W)`` float32 (``-log p(feature | class)``, shifted per pixel so
-    the best class costs 0). Classes without scribbles get :data:`HARD`."""
+    the best class costs 0), each class's mixture fitted by ``iters`` EM steps on (up to
+    ``max_samples`` of) its pixels in ``scribbles``. Classes without scribbles get :data:`HARD`.
+
+    ``state``: a dict kept between calls (GrabCut-style refits): each class's mixture starts from
+    its previous fit there and is stored back. ``q``: ``quadratic_features`` of the flattened
+    ``feats`` when already computed (it does not change between refits).
+    """
     h, w, d = feats.shape
     flat = feats.reshape(-1, d)
+    q = quadratic_features(flat) if q is None else q
     rng = np.random.default_rng(seed)
     ll = np.full((num_classes, h * w), -HARD, np.float64)
     for c in scribbled_classes(scribbles):
@@ -322,7 +360,11 @@ def gmm_unaries(feats: np.ndarray, scribbles: np.ndarray, num_classes: int, k: i
             mu = flat[idx].mean(0)
             ll[c] = -0.5 * ((flat - mu) ** 2).sum(1) / 0.05
             continue
-        ll[c] = gmm_loglik(flat, fit_gmm(flat[idx], k=k, seed=seed))
+        init = state.get(int(c)) if state is not None else None
+        gmm = fit_gmm(flat[idx], k=k, iters=iters, seed=seed, init=init, q=q[:, idx])
+        if state is not None:
+            state[int(c)] = gmm
+        ll[c] = gmm_loglik(flat, gmm, q)
     ll -= ll.max(0, keepdims=True)
     return np.minimum(-ll, HARD).reshape(num_classes, h, w).astype(np.float32)
 

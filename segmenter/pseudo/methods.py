@@ -190,17 +190,17 @@ class HybridConfig(PixelClassifierConfig):
     * **multi-class** (``clf_weight``, ``rw_weight``, ``gmm_weight``, ``geo_weight``): more than
       two classes, or two classes neither of which is 0. The classifier's ``-log p`` sharpens
       borders, the random walker's ``-log p`` keeps each class near its strokes.
-    * **binary** (``binary_*`` weights; ``grabcut_init`` on, two classes, one of them 0, including
-      the foreground-only border rule): GrabCut-style colour GMMs refitted ``iterations`` times on
-      the labelling, plus the geodesic distance. As GrabCut does, every unscribbled pixel is
-      "probably background" for the first colour fit (with ``geo_init``: except pixels whose
-      geodesic distance to a foreground stroke is under ``geo_init_ratio`` times their distance to
-      a background stroke, which start as foreground). A classifier trained on strokes alone has
-      no such prior and floods unseen background.
+    * **binary** (``binary_*`` settings; ``grabcut_init`` on, two classes, one of them 0):
+      GrabCut-style colour GMMs refitted ``iterations`` times on the labelling. As GrabCut does,
+      every unscribbled pixel is "probably background" for the first colour fit, except pixels
+      whose geodesic distance to a foreground stroke is under ``binary_geo_init_ratio`` times their
+      distance to a background stroke, which start as foreground (0 = GrabCut's start).
+      A classifier trained on strokes alone has no such prior and floods unseen background.
 
     ``components``: Gaussians per class; ``edge_scale``: geodesic contrast factor;
-    ``smoothness``: Potts weight of the graph cut (0 = no cut); ``soft_mix``: share of the soft
-    unaries in the output probabilities; ``rw_beta``: random-walker beta; ``rw_max_side``: long
+    ``smoothness`` (``binary_smoothness``): Potts weight of the graph cut (0 = no cut);
+    ``texture``: a gradient-texture feature beside colour in the GMMs; ``soft_mix``: share of the
+    soft unaries in the output probabilities; ``rw_beta``: random-walker beta; ``rw_max_side``: long
     side of the grid the random walker is solved on (0 = the working grid); ``sweeps``:
     alpha-expansion sweeps (more than two classes); ``binary_max_side``: working resolution of the
     binary regime (0 = ``max_side``; a binary cut is one cheap min-cut).
@@ -214,7 +214,9 @@ class HybridConfig(PixelClassifierConfig):
     binary_rw_weight: float = 0.0
     binary_gmm_weight: float = 0.2
     binary_geo_weight: float = 0.2
-    components: int = 5
+    binary_smoothness: float = 3.0
+    binary_geo_init_ratio: float = 0.25
+    components: int = 3
     iterations: int = 3
     edge_scale: float = 10.0
     smoothness: float = 1.0
@@ -223,17 +225,17 @@ class HybridConfig(PixelClassifierConfig):
     rw_beta: float = 130.0
     rw_max_side: int = 64
     sweeps: int = 1
-    geo_init: bool = True
-    geo_init_ratio: float = 0.25
     n_features: int = 128
     max_side: int = 128
     binary_max_side: int = 0
+    texture: bool = True
 
     def __post_init__(self):
         super().__post_init__()
         if min(self.clf_weight, self.gmm_weight, self.geo_weight, self.rw_weight, self.rw_beta,
                self.binary_clf_weight, self.binary_rw_weight, self.binary_gmm_weight,
-               self.binary_geo_weight, self.edge_scale, self.smoothness) < 0:
+               self.binary_geo_weight, self.binary_smoothness, self.binary_geo_init_ratio,
+               self.edge_scale, self.smoothness) < 0:
             raise ValueError("weights, edge_scale and smoothness must be >= 0")
         if not 0 <= self.soft_mix <= 1 or min(self.iterations, self.components, self.sweeps) < 1:
             raise ValueError("soft_mix must be in [0, 1], iterations, components and sweeps >= 1")
@@ -266,11 +268,13 @@ class Hybrid(PixelClassifier):
     def label(self, prep: Prepared) -> np.ndarray:
         cfg = self.config
         binary = self._is_binary(prep.classes, prep.num_classes)
+        geo_init = 0.0
         if binary:
-            w_clf, w_rw = cfg.binary_clf_weight, cfg.binary_rw_weight
-            w_gmm, w_geo = cfg.binary_gmm_weight, cfg.binary_geo_weight
+            w_clf, w_rw, w_gmm = cfg.binary_clf_weight, cfg.binary_rw_weight, cfg.binary_gmm_weight
+            w_geo, smoothness, geo_init = cfg.binary_geo_weight, cfg.binary_smoothness, cfg.binary_geo_init_ratio
         else:
             w_clf, w_rw, w_gmm, w_geo = cfg.clf_weight, cfg.rw_weight, cfg.gmm_weight, cfg.geo_weight
+            smoothness = cfg.smoothness
         shape = prep.scribbles.shape
         base = np.zeros((prep.num_classes, *shape), np.float32)
         if w_clf > 0:
@@ -279,7 +283,7 @@ class Hybrid(PixelClassifier):
         else:
             base = F.blend_prior(base, prep.prior, cfg.prior_weight)
         d = None
-        if w_geo > 0 or (binary and cfg.geo_init):
+        if w_geo > 0 or geo_init > 0:
             a8, b8, ln8 = F.grid_edges(shape, diagonal=True)
             d = F.geodesic_distances(_smoothed(prep.channels), prep.scribbles, prep.num_classes,
                                      cfg.edge_scale, a8, b8, ln8)
@@ -292,18 +296,20 @@ class Hybrid(PixelClassifier):
             rw = F.random_walker(prep.image, prep.scribbles, prep.num_classes, cfg.rw_beta, cfg.rw_max_side)
             base += w_rw * F.probs_to_unary(F.normalize_probs(rw + 1e-6), 1e-3)
         wts = None
-        if cfg.smoothness > 0:
+        if smoothness > 0:
             a, b, ln = F.grid_edges(shape, diagonal=True)
             wts = F.contrast_weights(prep.channels, a, b, ln)
-        feats = _colour_texture(prep.channels) if w_gmm > 0 else None
+        feats = None
+        if w_gmm > 0:
+            feats = _colour_texture(prep.channels) if cfg.texture else prep.channels
         fit_on, labels = prep.scribbles, None
         if binary:
             # GrabCut's start: every unscribbled pixel is "probably background" for the first fit
             fit_on = np.where(prep.scribbles == F.NONE, 0, prep.scribbles).astype(np.uint8)
-            if cfg.geo_init and d is not None:
+            if geo_init > 0:
                 # ... except pixels much closer (geodesically) to a foreground than to a background stroke
                 dd = np.where(np.isfinite(d), d, np.inf)
-                near = dd[1] < cfg.geo_init_ratio * dd[0]
+                near = dd[1] < geo_init * dd[0]
                 fit_on = np.where((prep.scribbles == F.NONE) & near, 1, fit_on).astype(np.uint8)
         for _ in range(cfg.iterations if w_gmm > 0 else 1):
             u = base
@@ -313,7 +319,7 @@ class Hybrid(PixelClassifier):
             u = F.impose_scribbles(u, prep.scribbles)
             if wts is None:
                 return F.softmax(-np.minimum(u, 50.0))
-            labels = F.graph_cut(u, a, b, wts, cfg.smoothness, init=labels, labels_to_try=prep.classes,
+            labels = F.graph_cut(u, a, b, wts, smoothness, init=labels, labels_to_try=prep.classes,
                                  sweeps=cfg.sweeps)
             fit_on = np.where(prep.scribbles != F.NONE, prep.scribbles, labels).astype(np.uint8)
         soft = F.softmax(-np.minimum(u, 50.0))
