@@ -27,9 +27,13 @@ The stable entry point (used by ``bench train --supervision tags`` and ``python 
 2. :func:`compute_cams`: multi-scale and flipped CAMs, ReLU'd and normalised to ``[0, 1]`` per
    class, classes tagged absent set to zero. :func:`cams_to_mask` turns them into the raw mask
    (argmax among the possible classes; the background class, if any, scores a constant threshold).
-3. :func:`refine`: confident CAM regions become seeds, propagated with image affinities
-   (pixel-adaptive refinement over a multi-dilation neighbourhood), restricted to the tagged
-   classes; scribbles are clamped. Confidence is the refined class probability.
+3. With ``refine="em"`` (default), :func:`em_probs`: the CAM probabilities of every image start
+   and steer an appearance EM over all the tagged images at once (:mod:`segmenter.cam_em`: per-class
+   distributions of quantised colour/texture/position words, per-image class proportions).
+4. :func:`refine`: the probabilities are sharpened by per-image colour histograms (``"em"``),
+   propagated with image affinities (PAMR: pixel-adaptive refinement over a multi-dilation
+   neighbourhood), restricted to the tagged classes; scribbles are clamped. Confidence is the
+   refined class probability.
 
 Background: a class that is never tagged absent (e.g. ``background`` in acdc or the horse set)
 cannot be learned from tags; it is treated as the background (a constant score
@@ -53,7 +57,7 @@ from segmenter.errors import NoLabelsError, SegmenterError
 
 PRESENT, ABSENT, UNKNOWN = 1, 0, -1
 IGNORE = 255
-REFINERS = ("pamr", "none")
+REFINERS = ("em", "pamr", "none")
 
 
 @dataclass
@@ -68,6 +72,11 @@ class TagConfig:
     ``bg_threshold``: background score against CAMs normalised to ``[0, 1]``.
     ``seed_threshold``: normalised CAM score a pixel needs to seed the refinement.
     ``min_confidence``: refined pixels below it become 255 (no label).
+    ``refine``: ``"em"`` (the CAM probabilities start and steer an appearance EM over all images,
+    :mod:`segmenter.cam_em`, then per-image colour histograms and PAMR), ``"pamr"`` (PAMR on the
+    CAM probabilities) or ``"none"``. ``em_iters``, ``em_words``, ``em_cam_weight``: the EM's
+    iterations, words per vocabulary and the weight of the CAM prior in it; ``colour_strength``:
+    exponent of the per-image colour likelihood (0 = off).
     """
 
     encoder: str = "resnet18"
@@ -86,7 +95,11 @@ class TagConfig:
     bg_threshold: float = 0.6
     seed_threshold: float = 0.3
     refine_iters: int = 10
-    refine: str = "pamr"
+    refine: str = "em"
+    em_iters: int = 10
+    em_words: int = 48
+    em_cam_weight: float = 1.0
+    colour_strength: float = 1.0
     min_confidence: float = 0.0
     device: str = "cpu"
     seed: int = 0
@@ -114,6 +127,9 @@ class TagConfig:
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
                 raise SegmenterError(f"{name} must be in [0, 1], got {v}.")
+        if self.em_iters < 0 or self.em_words < 2 or self.em_cam_weight < 0 or self.colour_strength < 0:
+            raise SegmenterError("em_iters, em_cam_weight and colour_strength must be >= 0 and em_words >= 2, got "
+                                 f"{self.em_iters}, {self.em_cam_weight}, {self.colour_strength}, {self.em_words}.")
         if self.refine not in REFINERS:
             raise SegmenterError(f"unknown refinement {self.refine!r}; valid: {', '.join(sorted(REFINERS))}.")
         if self.device not in ("cpu", "cuda", "auto"):
@@ -467,19 +483,31 @@ def scores_to_probs(scores: np.ndarray, temperature: float = 0.1) -> np.ndarray:
     return s.softmax(0).numpy()
 
 
+def cam_probs(cams: np.ndarray, tags_row: np.ndarray, bg: np.ndarray, config: TagConfig) -> np.ndarray:
+    """CAMs ``(C, H, W)`` -> ``(C, H, W)`` float32 probabilities over the classes the image may hold
+    (background classes scoring ``bg_threshold``)."""
+    return scores_to_probs(_scores_with_background(cams, tags_row, bg, config))
+
+
 def refine(image: np.ndarray, cams: np.ndarray, tags_row: np.ndarray, bg: np.ndarray, config: TagConfig,
-           scribbles: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+           scribbles: np.ndarray | None = None, probs: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """CAMs ``(C, H, W)`` -> pseudo-mask ``(H, W)`` uint8 and confidence ``(H, W)`` float32.
 
-    Scores (with background) become probabilities, are propagated along image affinities and
-    restricted to the classes the image may hold; scribbles (255 = none) are hard constraints.
+    Scores (with background) become probabilities (or ``probs`` ``(C, H, W)`` float32 is used as
+    given, e.g. the appearance EM's), are sharpened by per-image colour histograms (``refine="em"``),
+    propagated along image affinities and restricted to the classes the image may hold; scribbles
+    (255 = none) are hard constraints.
     """
     h, w = cams.shape[1:]
     if (tags_row == UNKNOWN).all() and (scribbles is None or (scribbles == IGNORE).all()):
         return np.full((h, w), IGNORE, np.uint8), np.zeros((h, w), np.float32)
-    scores = _scores_with_background(cams, tags_row, bg, config)
-    probs = scores_to_probs(scores)
-    if config.refine == "pamr":
+    if probs is None:
+        probs = cam_probs(cams, tags_row, bg, config)
+    if config.refine == "em" and config.colour_strength > 0:
+        from segmenter.cam_em import local_colour_refine
+
+        probs = local_colour_refine(image, probs, config.colour_strength)
+    if config.refine in ("pamr", "em"):
         probs = pamr(image, probs, config.refine_iters, clamp=scribbles)
     elif scribbles is not None:
         sel = scribbles != IGNORE
@@ -487,7 +515,7 @@ def refine(image: np.ndarray, cams: np.ndarray, tags_row: np.ndarray, bg: np.nda
         probs[np.minimum(scribbles[sel], probs.shape[0] - 1), np.flatnonzero(sel.ravel()) // w,
               np.flatnonzero(sel.ravel()) % w] = 1.0
     mask = probs.argmax(0).astype(np.uint8)
-    conf = probs.max(0).astype(np.float32)
+    conf = np.clip(probs.max(0), 0.0, 1.0).astype(np.float32)
     if config.min_confidence > 0:
         low = conf < config.min_confidence
         mask[low] = IGNORE
@@ -540,8 +568,41 @@ def _check_inputs(images, tags, num_classes, scribbles) -> np.ndarray:
 
 
 def method_name(config: TagConfig) -> str:
-    """Provenance of the pseudo-masks, e.g. ``tags:cam-resnet18+pamr``."""
-    return f"tags:cam-{config.encoder}+{config.refine}"
+    """Provenance of the pseudo-masks, e.g. ``tags:cam-resnet18+em+pamr``."""
+    steps = "em+colour+pamr" if config.refine == "em" else config.refine
+    return f"tags:cam-{config.encoder}+{steps}"
+
+
+def em_probs(images: list[np.ndarray], tags: np.ndarray, cam_priors: list[np.ndarray | None],
+             config: TagConfig) -> list[np.ndarray]:
+    """The appearance EM of :mod:`segmenter.cam_em` started and steered by the CAM probabilities
+    ``cam_priors`` (N ``(C, h, w)`` float32, any resolution); returns N ``(C, H, W)`` float32 at
+    each image's size (zero for classes tagged absent)."""
+    import cv2
+
+    from segmenter.cam_em import EMConfig, appearance_em
+
+    cfg = EMConfig(iters=config.em_iters, words=config.em_words, cam_weight=config.em_cam_weight, seed=config.seed)
+    out = []
+    for im, q in zip(images, appearance_em(images, tags, cam_priors, cfg)):
+        h, w = np.asarray(im).shape[:2]
+        if q.shape[1:] != (h, w):
+            q = cv2.resize(np.ascontiguousarray(q.transpose(1, 2, 0)), (w, h), interpolation=cv2.INTER_LINEAR)
+            q = q.reshape(h, w, -1).transpose(2, 0, 1)
+        out.append(np.ascontiguousarray(q, dtype=np.float32))
+    return out
+
+
+def _shrink(probs: np.ndarray, side: int | None = None) -> np.ndarray:
+    """``(C, H, W)`` float32 -> area-resized to a long side of at most ``side`` (the EM's grid)."""
+    import cv2
+
+    from segmenter.cam_em import EMConfig, working_shape
+
+    h, w = working_shape(probs.shape[1:], side or EMConfig.work_side)
+    if (h, w) == probs.shape[1:]:
+        return probs
+    return np.stack([cv2.resize(p, (w, h), interpolation=cv2.INTER_AREA) for p in probs])
 
 
 def run_tags(images: list[np.ndarray], tags: np.ndarray, num_classes: int, config: TagConfig | None = None,
@@ -563,14 +624,25 @@ def run_tags(images: list[np.ndarray], tags: np.ndarray, num_classes: int, confi
     t0 = time.perf_counter()
     masks, confs, cam_masks = [], [], []
     chunk = 64
+    use_em = config.refine == "em"
+    priors: list[np.ndarray | None] = []
     for start in range(0, len(images), chunk):
         sl = slice(start, start + chunk)
         cams = compute_cams_batch(model, images[sl], tags[sl], config)
         for j, cam in enumerate(cams):
             i = start + j
-            scr = None if scribbles is None else scribbles[i]
             cam_masks.append(cams_to_mask(cam, tags[i], bg, config))
+            if use_em:  # the EM needs every image's CAMs first; keep them small
+                priors.append(_shrink(cam_probs(cam, tags[i], bg, config)))
+                continue
+            scr = None if scribbles is None else scribbles[i]
             m, c = refine(images[i], cam, tags[i], bg, config, scribbles=scr)
+            masks.append(m)
+            confs.append(c)
+    if use_em:
+        for i, p in enumerate(em_probs(images, tags, priors, config)):
+            scr = None if scribbles is None else scribbles[i]
+            m, c = refine(images[i], p, tags[i], bg, config, scribbles=scr, probs=p)
             masks.append(m)
             confs.append(c)
     return TagsResult(masks, confs, cam_masks, msgs, stats, time.perf_counter() - t0, method_name(config),

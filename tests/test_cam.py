@@ -284,3 +284,92 @@ def test_auto_epochs_keep_the_work_bounded():
     c = cm.TagConfig()
     assert cm.epochs_for(c, 300) == 13 and cm.epochs_for(c, 10) == 30 and cm.epochs_for(c, 100000) == 2
     assert cm.epochs_for(cm.TagConfig(epochs=4), 300) == 4
+
+
+# ----------------------------------------------------------------------------- appearance EM (cam_em)
+
+from segmenter import cam_em  # noqa: E402
+
+
+def test_pixel_features_are_comparable_across_images():
+    img, _ = scene(0, True, True)
+    f = cam_em.pixel_features(img)
+    assert f.dtype == np.float32 and f.shape == (SIZE, SIZE, 8 + 13 * len(cam_em.SIGMAS) + 2)
+    grey = cam_em.pixel_features(img[..., 0])
+    assert grey.shape == f.shape
+    # no per-image scaling: a flat red patch has the same colour features whatever else the image holds
+    a = np.full((32, 32, 3), (200, 30, 30), np.uint8)
+    b = a.copy()
+    b[:, 16:] = (30, 30, 200)
+    fa, fb = cam_em.pixel_features(a), cam_em.pixel_features(b)
+    np.testing.assert_allclose(fa[8, 4, :8], fb[8, 4, :8], atol=1e-5)
+
+
+def test_em_config_is_validated():
+    for kw in (dict(work_side=2), dict(words=1), dict(cam_weight=-1.0), dict(theta_smoothing=0.0)):
+        with pytest.raises(SegmenterError):
+            cam_em.EMConfig(**kw)
+    with pytest.raises(SegmenterError, match="em_words"):
+        cm.TagConfig(em_words=1)
+
+
+def _object_iou(q, gts, tags, step):
+    """Mean IoU of the tagged object classes (1, 2) of posteriors ``q`` against ``gts[::step]``."""
+    out = []
+    for qq, g, t in zip(q, gts, tags):
+        m, g = qq.argmax(0), g[::step, ::step]
+        out += [((m == c) & (g == c)).sum() / max(((m == c) | (g == c)).sum(), 1) for c in (1, 2) if t[c] == 1]
+    return float(np.mean(out))
+
+
+def test_appearance_em_learns_classes_from_tags_alone():
+    """Without any prior the EM still finds the objects (weakly on this toy: the background class,
+    never absent, absorbs much; in the pipeline the CAMs start it)."""
+    imgs, gts, tags = scenes(18)
+    tags = tags.copy()
+    tags[0] = -1  # an untagged image gets nothing
+    q = cam_em.appearance_em(imgs, tags, None, cam_em.EMConfig(work_side=32, words=16, iters=10))
+    assert len(q) == len(imgs) and not q[0].any()
+    for k in range(1, len(imgs)):
+        assert q[k].shape == (3, 32, 32) and q[k].dtype == np.float32
+        np.testing.assert_allclose(q[k].sum(0), 1.0, atol=1e-4)
+        assert not q[k][tags[k] == 0].any()  # absent classes get nothing
+    start = cam_em.appearance_em(imgs, tags, None, cam_em.EMConfig(work_side=32, words=16, iters=0))
+    assert _object_iou(q[1:], gts[1:], tags[1:], 2) > _object_iou(start[1:], gts[1:], tags[1:], 2) + 0.2
+
+
+def test_appearance_em_keeps_a_good_prior():
+    imgs, gts, tags = scenes(18)
+    priors = []
+    for g in gts:
+        p = np.eye(3, dtype=np.float32)[g].transpose(2, 0, 1) * 0.7 + 0.1
+        priors.append(p / p.sum(0))
+    cfg_ = cam_em.EMConfig(work_side=64, words=16, iters=5)
+    q = cam_em.appearance_em(imgs, tags, priors, cfg_)
+    alone = cam_em.appearance_em(imgs, tags, None, cfg_)
+    # the naive-Bayes words pull a near-perfect prior somewhat (0.80 here), far less than no prior
+    assert _object_iou(q, gts, tags, 1) > max(0.75, _object_iou(alone, gts, tags, 1) + 0.2)
+
+
+def test_local_colour_refine_sharpens_blurry_probabilities():
+    import cv2
+
+    img, gt = scene(1, True, True)
+    p = np.eye(3, dtype=np.float32)[gt].transpose(2, 0, 1)
+    p = np.stack([cv2.GaussianBlur(c, (0, 0), 5) for c in p]) + 0.05
+    p[1] = 0.0  # a class that cannot be there stays out
+    p /= p.sum(0)
+    r = cam_em.local_colour_refine(img, p)
+    assert r.shape == p.shape and r.dtype == np.float32 and not r[1].any()
+    np.testing.assert_allclose(r.sum(0), 1.0, atol=1e-4)
+    ok = gt != 1
+    before, after = (p.argmax(0) == gt)[ok].mean(), (r.argmax(0) == gt)[ok].mean()
+    assert after > before and after > 0.99, (before, after)
+
+
+def test_refine_modes_em_and_pamr_both_run(trained):
+    imgs, gts, tags, _ = trained
+    for mode in ("em", "pamr", "none"):
+        res = cm.run_tags(imgs[:6], tags[:6], 3, cfg(epochs=1, refine=mode))
+        assert mode in res.method or mode == "none"
+        assert all(m.shape == (SIZE, SIZE) for m in res.masks)
