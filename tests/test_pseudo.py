@@ -243,3 +243,99 @@ def test_hybrid_binary_working_resolution():
     assert get_method("hybrid", max_side=64).working_max_side(2) == 64
     with pytest.raises(UnknownMethodError, match="binary_max_side"):
         get_method("hybrid", binary_max_side=5)
+
+
+def _object_and_lookalike_on_border(seed: int = 0):
+    """A red disc (the object) and a red band along the top edge (background with the object's
+    colour, separated from it), a foreground stroke in the disc and a background stroke on the left."""
+    rng = np.random.default_rng(seed)
+    h = w = 96
+    img = np.empty((h, w, 3), np.float32)
+    img[:] = (40, 90, 40)
+    yy, xx = np.mgrid[:h, :w]
+    disc = (yy - 55) ** 2 + (xx - 48) ** 2 < 22 ** 2
+    img[disc] = (200, 40, 40)
+    img[yy < 10] = (185, 55, 45)
+    img = np.clip(img + rng.normal(0, 12, img.shape), 0, 255).astype(np.uint8)
+    scr = np.full((h, w), 255, np.uint8)
+    scr[55, 35:62] = 1
+    scr[20:90, 5] = 0
+    return img, scr, disc.astype(np.uint8)
+
+
+def test_hybrid_soft_border_prior_stops_lookalike_background_on_the_border():
+    img, scr, gt = _object_and_lookalike_on_border()
+    leaky = get_method("hybrid", binary_border_weight=0.0)(img, scr, 2)
+    assert leaky.mask[:10].mean() > 0.5  # the colour model alone takes the band as object
+    res = get_method("hybrid")(img, scr, 2)
+    _check_result(res, scr, 2)
+    assert res.mask[:10].mean() < 0.05 and image_iou(res.mask, gt, 2) > 0.95
+
+
+def test_hybrid_soft_border_prior_keeps_an_object_touching_the_border(disc):
+    img, scr, gt = disc
+    # shift the object so that it touches the left edge
+    img, gt = np.roll(img, -gt.nonzero()[1].min(), axis=1), np.roll(gt, -gt.nonzero()[1].min(), axis=1)
+    scr = np.full(gt.shape, 255, np.uint8)
+    ys, xs = np.nonzero(gt)
+    scr[ys.min() + (ys.max() - ys.min()) // 2, xs.min():xs.max() // 2] = 1
+    scr[:, -3] = 0
+    res = get_method("hybrid")(img, scr, 2)
+    assert image_iou(res.mask, gt, 2) > 0.85
+
+
+def test_functional_border_proximity():
+    p = F.border_proximity((20, 30), 0.1)
+    assert p.shape == (20, 30) and p.dtype == np.float32
+    assert np.allclose(p[0], 1.0) and np.allclose(p[:, -1], 1.0)
+    assert p[10, 15] < p[5, 15] < p[1, 15] < 1.0
+    assert np.isclose(p[3, 15], np.exp(-3 / 3.0))
+
+
+def test_hybrid_geodesic_on_a_reduced_grid_approximates_the_full_one():
+    from segmenter.pseudo.base import Prepared
+    from segmenter.pseudo.methods import _geodesic
+
+    img = np.full((96, 128), 120, np.uint8)
+    scr = np.full(img.shape, 255, np.uint8)
+    scr[20:30, 20] = 0
+    scr[60, 90:100] = 1
+    prep = Prepared(image=img, channels=F.to_float_channels(img), scribbles=scr, num_classes=2,
+                    classes=np.array([0, 1]), prior=None, full_shape=img.shape, scale=1.0)
+    full = _geodesic(prep, 10.0, 0)
+    small = _geodesic(prep, 10.0, 32)
+    assert small.shape == full.shape == (2, 96, 128)
+    # a flat image: Euclidean-like distances, in working pixels, on both grids
+    assert np.median(np.abs(small - full) / np.maximum(full, 1.0)) < 0.15
+    assert (small.argmin(0) == full.argmin(0)).mean() > 0.97
+
+
+def test_hybrid_gmm_refits_are_warm_started(monkeypatch, disc):
+    from segmenter.pseudo import methods
+
+    calls = []
+    real = F.gmm_unaries
+
+    def spy(*args, **kw):
+        calls.append((kw["iters"], kw["state"], dict(kw["state"])))
+        return real(*args, **kw)
+
+    monkeypatch.setattr(methods.F, "gmm_unaries", spy)
+    img, scr, _ = disc
+    get_method("hybrid", iterations=3, refit_iters=2)(img, scr, 2)
+    assert [c[0] for c in calls] == [8, 2, 2]
+    assert calls[1][1] is calls[0][1] and not calls[0][2] and set(calls[1][2]) == {0, 1}
+
+
+def test_grey_upsampling_guide(monkeypatch, disc):
+    from segmenter.pseudo import base
+
+    guides = []
+    real = F.edge_aware_upsample
+    monkeypatch.setattr(base.F, "edge_aware_upsample", lambda p, g, *a: guides.append(g.ndim) or real(p, g, *a))
+    img, scr, gt = disc
+    big, bscr = np.kron(img, np.ones((4, 4, 1), np.uint8)), np.kron(scr, np.ones((4, 4), np.uint8))
+    for grey in (False, True):
+        res = get_method("graphcut", max_side=64, upsample_grey=grey)(big, bscr, 2)
+        _check_result(res, bscr, 2)
+    assert guides == [3, 2]

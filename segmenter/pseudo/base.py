@@ -22,6 +22,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
 from . import functional as F
@@ -47,7 +48,8 @@ class BaseConfig:
     ``max_side``: long side of the working resolution (0 = full resolution); ``upsample_radius``
     and ``upsample_eps``: guided-filter radius (in full-resolution pixels per working pixel) and
     regulariser of the edge-aware upsampling; ``prior_weight``: weight of ``-log(prior)`` in the
-    unaries; ``border_width``: width in working pixels of the foreground-only background band.
+    unaries; ``border_width``: width in working pixels of the foreground-only background band;
+    ``upsample_grey``: guide the upsampling by the grey image instead of the colour image (faster).
     """
 
     max_side: int = 160
@@ -55,6 +57,7 @@ class BaseConfig:
     upsample_eps: float = 1e-3
     prior_weight: float = 1.0
     border_width: int = 2
+    upsample_grey: bool = False
     seed: int = 0
 
     def __post_init__(self):
@@ -74,7 +77,8 @@ class Prepared:
 
     ``image``: ``(h, w[, 3])`` uint8; ``channels``: ``(h, w, K)`` float32 (Lab or intensity);
     ``scribbles``: ``(h, w)`` uint8 with the background rule applied; ``prior``: ``(C, h, w)``
-    float32 or None; ``classes``: the scribbled class indices (after the background rule).
+    float32 or None; ``classes``: the scribbled class indices (after the background rule);
+    ``border_background``: True when the foreground-only rule supplied the background strokes.
     """
 
     image: np.ndarray
@@ -85,6 +89,7 @@ class Prepared:
     prior: np.ndarray | None
     full_shape: tuple[int, int]
     scale: float
+    border_background: bool = False
 
 
 class PseudoLabeler(ABC):
@@ -135,13 +140,14 @@ class PseudoLabeler(ABC):
         if not (scr != F.NONE).any():  # strokes too thin to survive: keep their pixels anyway
             scr = _nearest_scribbles(scribbles, hw)
         classes = F.scribbled_classes(scr)
-        if classes.size == 1 and classes[0] != 0:
+        border_background = bool(classes.size == 1 and classes[0] != 0)
+        if border_background:
             scr = F.add_border_background(scr, cfg.border_width)
             classes = F.scribbled_classes(scr)
         pr = F.normalize_probs(F.resize_probs(prior, hw)) if prior is not None else None
         return Prepared(image=small, channels=F.to_float_channels(small), scribbles=scr,
                         num_classes=num_classes, classes=classes, prior=pr,
-                        full_shape=image.shape[:2], scale=s)
+                        full_shape=image.shape[:2], scale=s, border_background=border_background)
 
     def working_max_side(self, num_classes: int) -> int:
         """Long side of the working resolution for ``num_classes`` classes (0 = full resolution)."""
@@ -157,7 +163,8 @@ class PseudoLabeler(ABC):
         probs = F.normalize_probs(F.restrict_to_classes(probs, prep.classes))
         if probs.shape[1:] != tuple(prep.full_shape):
             r = max(1, round(cfg.upsample_radius / max(prep.scale, 1e-6)))
-            guide = F.to_float_channels(image)
+            grey = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_RGB2GRAY) if cfg.upsample_grey else None
+            guide = F.to_float_channels(image if grey is None else grey)
             probs = F.edge_aware_upsample(probs, guide if guide.shape[2] == 3 else guide[..., 0], r,
                                           cfg.upsample_eps)
             probs = F.restrict_to_classes(probs, prep.classes)

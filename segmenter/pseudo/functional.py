@@ -72,6 +72,16 @@ def border_band(shape: tuple[int, int], width: int) -> np.ndarray:
     return band
 
 
+def border_proximity(shape: tuple[int, int], band: float) -> np.ndarray:
+    """``(H, W)`` float32 in (0, 1]: ``exp(-d / (band * max(H, W)))`` with ``d`` the distance in
+    pixels to the nearest image edge (1 on the border, fading inwards)."""
+    h, w = shape
+    y = np.minimum(np.arange(h), np.arange(h)[::-1])[:, None]
+    x = np.minimum(np.arange(w), np.arange(w)[::-1])[None, :]
+    d = np.minimum(y, x).astype(np.float32)
+    return np.exp(-d / max(band * max(h, w), 1e-6)).astype(np.float32)
+
+
 def add_border_background(scribbles: np.ndarray, width: int = 2) -> np.ndarray:
     """Foreground-only rule: mark the unscribbled image border as class 0 (background).
 

@@ -173,6 +173,26 @@ class Geodesic(PseudoLabeler):
         return F.softmax(-u)
 
 
+def _geodesic(prep: Prepared, edge_scale: float, max_side: int) -> np.ndarray:
+    """Geodesic distances ``(C, h, w)`` float32 on the working grid, computed on a grid reduced to
+    ``max_side`` (0 = the working grid) and upsampled bilinearly, in working-grid pixels."""
+    shape = prep.scribbles.shape
+    if not max_side or max(shape) <= max_side:
+        return F.geodesic_distances(_smoothed(prep.channels), prep.scribbles, prep.num_classes, edge_scale)
+    s = F.working_scale(shape, max_side)
+    hw = (max(2, round(shape[0] * s)), max(2, round(shape[1] * s)))
+    scr = F.resize_scribbles(prep.scribbles, hw)
+    if F.scribbled_classes(scr).size != prep.classes.size:
+        return F.geodesic_distances(_smoothed(prep.channels), prep.scribbles, prep.num_classes, edge_scale)
+    small = np.dstack([F.resize_image(np.ascontiguousarray(prep.channels[..., i]), hw)
+                       for i in range(prep.channels.shape[2])])
+    d = F.geodesic_distances(_smoothed(small), scr, prep.num_classes, edge_scale)
+    finite = np.isfinite(d)
+    d = np.where(finite, d, F.HARD).astype(np.float32)
+    up = F.resize_probs(d, shape) / s
+    return np.where(F.resize_probs(finite.astype(np.float32), shape) > 0.5, up, np.inf).astype(np.float32)
+
+
 def _smoothed(channels: np.ndarray, sigma: float = 1.0) -> np.ndarray:
     import cv2
 
@@ -196,6 +216,11 @@ class HybridConfig(PixelClassifierConfig):
       whose geodesic distance to a foreground stroke is under ``binary_geo_init_ratio`` times their
       distance to a background stroke, which start as foreground (0 = GrabCut's start).
       A classifier trained on strokes alone has no such prior and floods unseen background.
+      GrabCut's other assumption, "the object lies inside the frame", enters softly: the
+      foreground pays ``binary_border_weight * exp(-d / (binary_border_band * long side))`` at
+      distance ``d`` from the image edge (background regions that touch the border stop leaking
+      into the object; an object touching the border still wins where its colour model is clear).
+      Not applied when the strokes are foreground-only (the border is then hard background).
 
     ``components``: Gaussians per class; ``edge_scale``: geodesic contrast factor;
     ``smoothness`` (``binary_smoothness``): Potts weight of the graph cut (0 = no cut);
@@ -203,7 +228,10 @@ class HybridConfig(PixelClassifierConfig):
     soft unaries in the output probabilities; ``rw_beta``: random-walker beta; ``rw_max_side``: long
     side of the grid the random walker is solved on (0 = the working grid); ``sweeps``:
     alpha-expansion sweeps (more than two classes); ``binary_max_side``: working resolution of the
-    binary regime (0 = ``max_side``; a binary cut is one cheap min-cut).
+    binary regime (0 = ``max_side``; a binary cut is one cheap min-cut); ``geo_max_side``: long side
+    of the grid the geodesic distances are computed on (0 = the working grid; upsampled bilinearly);
+    ``refit_iters``: EM steps of each GMM refit after the first fit (8 steps), warm-started from the
+    previous fit; ``upsample_grey``: grey guide for the edge-aware upsampling (a third of the work).
     """
 
     clf_weight: float = 1.0
@@ -213,9 +241,14 @@ class HybridConfig(PixelClassifierConfig):
     binary_clf_weight: float = 0.0
     binary_rw_weight: float = 0.0
     binary_gmm_weight: float = 0.2
-    binary_geo_weight: float = 0.2
-    binary_smoothness: float = 3.0
+    binary_geo_weight: float = 0.1
+    binary_smoothness: float = 2.5
     binary_geo_init_ratio: float = 0.25
+    binary_border_weight: float = 1.0
+    binary_border_band: float = 0.05
+    geo_max_side: int = 64
+    refit_iters: int = 3
+    upsample_grey: bool = True
     components: int = 3
     iterations: int = 3
     edge_scale: float = 10.0
@@ -243,6 +276,10 @@ class HybridConfig(PixelClassifierConfig):
             raise ValueError(f"rw_max_side must be 0 or at least 16, got {self.rw_max_side}")
         if self.binary_max_side < 0 or (0 < self.binary_max_side < 16):
             raise ValueError(f"binary_max_side must be 0 or at least 16, got {self.binary_max_side}")
+        if self.geo_max_side < 0 or (0 < self.geo_max_side < 16):
+            raise ValueError(f"geo_max_side must be 0 or at least 16, got {self.geo_max_side}")
+        if self.binary_border_weight < 0 or self.binary_border_band <= 0 or self.refit_iters < 1:
+            raise ValueError("binary_border_weight must be >= 0, binary_border_band > 0 and refit_iters >= 1")
 
 
 class Hybrid(PixelClassifier):
@@ -284,9 +321,12 @@ class Hybrid(PixelClassifier):
             base = F.blend_prior(base, prep.prior, cfg.prior_weight)
         d = None
         if w_geo > 0 or geo_init > 0:
-            a8, b8, ln8 = F.grid_edges(shape, diagonal=True)
-            d = F.geodesic_distances(_smoothed(prep.channels), prep.scribbles, prep.num_classes,
-                                     cfg.edge_scale, a8, b8, ln8)
+            d = _geodesic(prep, cfg.edge_scale, cfg.geo_max_side)
+        border_cost = None
+        if binary and cfg.binary_border_weight > 0 and not prep.border_background:
+            border_cost = cfg.binary_border_weight * F.border_proximity(shape, cfg.binary_border_band)
+            fg = int(prep.classes[prep.classes != 0][0])
+            base[fg] += border_cost
         if w_geo > 0:
             diag = float(np.hypot(*shape))
             dn = np.where(np.isfinite(d), d, F.HARD) / (diag * (1 + cfg.edge_scale) * 0.1)
@@ -311,10 +351,14 @@ class Hybrid(PixelClassifier):
                 dd = np.where(np.isfinite(d), d, np.inf)
                 near = dd[1] < geo_init * dd[0]
                 fit_on = np.where((prep.scribbles == F.NONE) & near, 1, fit_on).astype(np.uint8)
-        for _ in range(cfg.iterations if w_gmm > 0 else 1):
+        state, q = {}, None
+        if w_gmm > 0:
+            q = F.quadratic_features(feats.reshape(-1, feats.shape[-1]))
+        for it in range(cfg.iterations if w_gmm > 0 else 1):
             u = base
             if w_gmm > 0:
-                g = F.gmm_unaries(feats, fit_on, prep.num_classes, k=cfg.components, seed=cfg.seed)
+                g = F.gmm_unaries(feats, fit_on, prep.num_classes, k=cfg.components, seed=cfg.seed,
+                                  iters=8 if it == 0 else cfg.refit_iters, state=state, q=q)
                 u = base + w_gmm * np.minimum(g, 50.0)
             u = F.impose_scribbles(u, prep.scribbles)
             if wts is None:
