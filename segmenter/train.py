@@ -21,8 +21,7 @@ Rounds of refinement (``TrainConfig.rounds``): after a share of the epochs the m
 every weakly labelled training image; with ``refine="pseudo"`` the propagate method runs again
 with the model's probabilities as its prior (``refine="crf"``: a mean-field CRF step), scribbles
 as hard constraints, and the result becomes the confidence-weighted pseudo-mask for the next
-epochs (``crf`` is the default: the propagated masks already hold most of the gain, and the
-pseudo rerun costs as much as the propagation); refinement stops once fewer than ``refine_tol`` of the pixels change.
+epochs; refinement stops once fewer than ``refine_tol`` of the pixels change.
 
 Use::
 
@@ -77,13 +76,18 @@ class TrainConfig:
     unlabeled_threshold: float = 0.9
     ema_decay: float = 0.99
     rampup: float = 0.3             # share of the steps over which the unlabeled weight ramps up
-    rounds: int = 2                 # training rounds; refinement between rounds
+    rounds: int = 3                 # training rounds; refinement between rounds
     refine_after: float = 0.5       # share of the epochs before the first refinement
     refine_iterations: int = 5
     refine_tol: float = 0.005       # stop refining when fewer pixels than this change
     pseudo_weight: float = 1.0
+    confidence_power: float = 1.0   # pseudo-label weight = pseudo_weight x confidence ** power (sharpens squeezed confidences)
     propagate: str = "hybrid"       # segmenter.pseudo method that turns scribbles into pseudo-masks first; none = off
-    refine: str = "crf"             # refinement between rounds: pseudo (the propagate method with the model as prior) | crf
+    refine: str = "auto"            # refinement between rounds: pseudo (the propagate method with the model as
+                                    # prior) | crf | auto (pseudo, or crf when propagate is none)
+    refine_prior_weight: float = 1.0  # weight of the model's probabilities in the pseudo rerun
+    refine_disagree_weight: float = 1.0  # factor on the weight of refined pixels where the rerun and the model disagree
+    refine_keep_previous: bool = True  # the rerun's prior is model x previous pseudo-mask (a weak model cannot undo good labels)
     checkpoint: str | None = None   # stem or .safetensors path, written every epoch
     resume: str | None = None
     encoder_weights: str | None = None  # local .safetensors of pretrained encoder weights
@@ -106,8 +110,10 @@ class TrainConfig:
             raise SegmenterError("refine_after must be between 0 and 1.")
         if not 0 <= self.unlabeled_threshold <= 1 or not 0 <= self.ema_decay < 1:
             raise SegmenterError("unlabeled_threshold must be in [0, 1] and ema_decay in [0, 1).")
-        if self.refine not in ("pseudo", "crf"):
-            raise SegmenterError(f"unknown refinement '{self.refine}'; use pseudo or crf.")
+        if self.refine not in ("auto", "pseudo", "crf"):
+            raise SegmenterError(f"unknown refinement '{self.refine}'; use auto, pseudo or crf.")
+        if self.refine == "auto":
+            self.refine = "crf" if self.propagate == "none" else "pseudo"
         if self.propagate != "none":
             from .pseudo import list_methods
 
@@ -116,7 +122,8 @@ class TrainConfig:
                                      f"{', '.join(list_methods())}.")
         if self.refine == "pseudo" and self.propagate == "none":
             raise SegmenterError("refine=pseudo reruns the propagate method; it cannot be used with propagate=none.")
-        for k in ("dice_weight", "crf_weight", "tag_weight", "absent_weight", "unlabeled_weight", "pseudo_weight"):
+        for k in ("dice_weight", "crf_weight", "tag_weight", "absent_weight", "unlabeled_weight", "pseudo_weight",
+                  "refine_prior_weight", "refine_disagree_weight", "confidence_power"):
             if getattr(self, k) < 0:
                 raise SegmenterError(f"{k} must not be negative.")
         self.device = resolve_device_name(self.device)
@@ -264,9 +271,25 @@ class Trainer:
         d = self.data
         changed = int((mask != d.dense[i]).sum())
         d.dense[i] = mask
-        d.weight[i] = np.round(np.asarray(confidence) * 255 * self.cfg.pseudo_weight).clip(0, 255).astype(np.uint8)
+        w = np.asarray(confidence, np.float32) ** self.cfg.confidence_power
+        d.weight[i] = np.round(w * 255 * self.cfg.pseudo_weight).clip(0, 255).astype(np.uint8)
         d.kind[i] |= PSEUDO
         return changed
+
+    def _previous_probs(self, i) -> np.ndarray:
+        """``(C, S, S)`` float32 probabilities of image ``i``'s current pseudo-mask: its confidence on
+        its label, the rest shared by the other classes (uniform where it has no label)."""
+        d = self.data
+        C = d.num_classes
+        lab = d.dense[i]
+        w = np.clip(d.weight[i].astype(np.float32) / 255.0 / max(self.cfg.pseudo_weight, 1e-6), 0.0, 1.0)
+        conf = np.clip(w ** (1.0 / max(self.cfg.confidence_power, 1e-6)), 1.0 / C + 1e-3, 0.99)
+        p = np.repeat(((1.0 - conf) / (C - 1))[None], C, 0)
+        has = lab != IGNORE
+        yy, xx = np.nonzero(has)
+        p[lab[has], yy, xx] = conf[has]
+        p[:, ~has] = 1.0 / C
+        return p.astype(np.float32)
 
     def _refine(self, model) -> float:
         """Predict weakly labelled images and refine: with ``refine="pseudo"`` the propagate method
@@ -283,7 +306,7 @@ class Trainer:
         if cfg.refine == "pseudo":
             from .pseudo import get_method
 
-            method = get_method(cfg.propagate)
+            method = get_method(cfg.propagate, prior_weight=cfg.refine_prior_weight)
         changed = total = 0
         model.eval()
         with torch.no_grad():
@@ -304,8 +327,15 @@ class Trainer:
                 probs_np = probs.cpu().numpy() if method is not None else None
                 for j, i in enumerate(idx):
                     if method is not None and (d.scribbles[i] != IGNORE).any():
-                        r = method(d.images[i], d.scribbles[i], d.num_classes, prior=probs_np[j])
-                        changed += self._set_pseudo(i, r.mask, r.confidence)
+                        prior = probs_np[j]
+                        if cfg.refine_keep_previous:
+                            prior = prior * self._previous_probs(i)
+                            prior /= prior.sum(0, keepdims=True)
+                        r = method(d.images[i], d.scribbles[i], d.num_classes, prior=prior)
+                        w = r.confidence
+                        if cfg.refine_disagree_weight != 1.0:
+                            w = np.where(r.mask == probs_np[j].argmax(0), w, w * cfg.refine_disagree_weight)
+                        changed += self._set_pseudo(i, r.mask, w)
                     else:
                         changed += self._set_pseudo(i, lab[j], conf[j])
                     total += lab[j].size

@@ -305,3 +305,17 @@ def test_refinement_can_rerun_the_pseudo_method_with_the_model_as_prior(monkeypa
         assert np.array_equal(data.dense[i][hard], data.scribbles[i][hard])
     with pytest.raises(SegmenterError, match="cannot be used with propagate=none"):
         small(refine="pseudo", propagate="none")
+
+
+def test_refinement_prior_keeps_the_previous_pseudo_mask_in_play():
+    """The rerun's prior is model x previous pseudo-mask: the previous labels as probabilities
+    (their confidence on their class, the rest shared; uniform where unlabelled)."""
+    data = TrainSet.build(disc_samples(1, "scribbles"), 2, 64)
+    data.dense[0] = 1
+    data.dense[0, :4] = 0
+    data.dense[0, -4:] = IGNORE
+    data.weight[0] = 204  # confidence 0.8
+    p = Trainer(data, mcfg(), small())._previous_probs(0)
+    assert p.shape == (2, 64, 64) and p.dtype == np.float32
+    assert np.allclose(p.sum(0), 1.0)
+    assert np.allclose(p[1, 10:50], 0.8) and np.allclose(p[0, :4], 0.8) and np.allclose(p[:, -4:], 0.5)

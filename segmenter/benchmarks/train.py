@@ -60,6 +60,8 @@ def register(bsub) -> None:
     p.add_argument("--propagate", default=None,
                    help="pseudo-labelling method for scribbles before training (default hybrid; none = off)")
     p.add_argument("--refine", default=None, help="refinement between rounds: pseudo | crf")
+    p.add_argument("--refine-prior-weight", type=float, default=None,
+                   help="weight of the model's probabilities when the pseudo method reruns (default 1)")
     p.add_argument("--tta", action="store_true", help="flip test-time augmentation at evaluation")
     p.add_argument("--threads", type=int, default=0,
                    help="CPU threads for torch (0 = torch's default); both loops use the same")
@@ -325,7 +327,8 @@ def run_benchmark(args, FolderDataset) -> dict:
     mcfg = ModelConfig(classes=ds.classes, arch=args.arch, encoder=args.encoder, size=args.size)
     overrides = {k: v for k, v in (("rounds", args.rounds), ("crf_weight", args.crf_weight),
                                    ("semi", args.semi), ("propagate", args.propagate),
-                                   ("refine", args.refine)) if v is not None}
+                                   ("refine", args.refine), ("refine_prior_weight", args.refine_prior_weight))
+                 if v is not None}
     tcfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                        device=args.device, **overrides)
     t0 = time.perf_counter()

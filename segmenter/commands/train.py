@@ -27,12 +27,13 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--no-amp", action="store_true", help="no mixed precision on the GPU")
-    p.add_argument("--rounds", type=int, default=2, help="training rounds with pseudo-mask refinement between them")
+    p.add_argument("--rounds", type=int, default=3, help="training rounds with pseudo-mask refinement between them")
     p.add_argument("--propagate", default="hybrid",
                    help="pseudo-labelling method (segmenter.pseudo) that turns scribbles into pseudo-masks before "
                         "training; none = train on the strokes alone")
-    p.add_argument("--refine", default="crf", choices=("pseudo", "crf"),
-                   help="refinement between rounds: rerun the propagate method with the model as prior, or a CRF step")
+    p.add_argument("--refine", default="auto", choices=("auto", "pseudo", "crf"),
+                   help="refinement between rounds: rerun the propagate method with the model (and the previous "
+                        "pseudo-mask) as prior, or a CRF step; auto = pseudo unless --propagate none")
     p.add_argument("--semi", default="mean_teacher", help="semi-supervised term for unlabeled images: mean_teacher | none")
     p.add_argument("--no-unlabeled", action="store_true", help="do not train on unlabeled images")
     p.add_argument("--no-pseudo", action="store_true", help="ignore stored pseudo-masks")
