@@ -86,7 +86,6 @@ class TrainConfig:
     refine: str = "auto"            # refinement between rounds: pseudo (the propagate method with the model as
                                     # prior) | crf | auto (pseudo, or crf when propagate is none)
     refine_prior_weight: float = 1.0  # weight of the model's probabilities in the pseudo rerun
-    refine_disagree_weight: float = 1.0  # factor on the weight of refined pixels where the rerun and the model disagree
     refine_keep_previous: bool = True  # the rerun's prior is model x previous pseudo-mask (a weak model cannot undo good labels)
     checkpoint: str | None = None   # stem or .safetensors path, written every epoch
     resume: str | None = None
@@ -123,7 +122,7 @@ class TrainConfig:
         if self.refine == "pseudo" and self.propagate == "none":
             raise SegmenterError("refine=pseudo reruns the propagate method; it cannot be used with propagate=none.")
         for k in ("dice_weight", "crf_weight", "tag_weight", "absent_weight", "unlabeled_weight", "pseudo_weight",
-                  "refine_prior_weight", "refine_disagree_weight", "confidence_power"):
+                  "refine_prior_weight", "confidence_power"):
             if getattr(self, k) < 0:
                 raise SegmenterError(f"{k} must not be negative.")
         self.device = resolve_device_name(self.device)
@@ -332,10 +331,7 @@ class Trainer:
                             prior = prior * self._previous_probs(i)
                             prior /= prior.sum(0, keepdims=True)
                         r = method(d.images[i], d.scribbles[i], d.num_classes, prior=prior)
-                        w = r.confidence
-                        if cfg.refine_disagree_weight != 1.0:
-                            w = np.where(r.mask == probs_np[j].argmax(0), w, w * cfg.refine_disagree_weight)
-                        changed += self._set_pseudo(i, r.mask, w)
+                        changed += self._set_pseudo(i, r.mask, r.confidence)
                     else:
                         changed += self._set_pseudo(i, lab[j], conf[j])
                     total += lab[j].size

@@ -319,3 +319,15 @@ def test_refinement_prior_keeps_the_previous_pseudo_mask_in_play():
     assert p.shape == (2, 64, 64) and p.dtype == np.float32
     assert np.allclose(p.sum(0), 1.0)
     assert np.allclose(p[1, 10:50], 0.8) and np.allclose(p[0, :4], 0.8) and np.allclose(p[:, -4:], 0.5)
+
+
+def test_confidence_power_sharpens_pseudo_label_weights():
+    data = TrainSet.build(disc_samples(1, "scribbles"), 2, 64)
+    conf = np.full((64, 64), 0.8, np.float32)
+    tr = Trainer(data, mcfg(), small(confidence_power=2.0, pseudo_weight=1.0))
+    tr._set_pseudo(0, np.ones((64, 64), np.uint8), conf)
+    assert data.kind[0] & PSEUDO and (data.dense[0] == 1).all()
+    assert np.all(data.weight[0] == round(0.64 * 255))
+    assert np.allclose(tr._previous_probs(0)[1], 0.8, atol=0.01)  # the power is undone for the prior
+    with pytest.raises(SegmenterError, match="confidence_power"):
+        small(confidence_power=-1)
