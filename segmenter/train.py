@@ -317,15 +317,21 @@ class Trainer:
                     lo = _logits(model(x)) + torch.flip(_logits(model(torch.flip(x, dims=[3]))), dims=[3])
                 lo = suppress_absent(lo.float() / 2, torch.from_numpy(d.tags[idx]).to(self.device))
                 probs = torch.softmax(lo, 1)
-                scr = torch.from_numpy(d.scribbles[idx]).to(self.device)
-                q = crf_refine(probs, x01, scr, iterations=cfg.refine_iterations,
-                               radius=cfg.crf_radius, sigma_rgb=cfg.crf_sigma_rgb, sigma_xy=cfg.crf_sigma_xy)
-                conf, lab = q.max(1)
-                lab = lab.to(torch.uint8).cpu().numpy()
-                conf = conf.float().cpu().numpy()
-                probs_np = probs.cpu().numpy() if method is not None else None
+                # images the pseudo method reruns on need no CRF step; the rest (no method, or no strokes) do
+                rerun = np.array([method is not None and bool((d.scribbles[i] != IGNORE).any()) for i in idx])
+                lab = conf = None
+                if not rerun.all():
+                    sel = torch.from_numpy(np.flatnonzero(~rerun)).to(self.device)
+                    scr = torch.from_numpy(d.scribbles[idx[~rerun]]).to(self.device)
+                    q = crf_refine(probs[sel], x01[sel], scr, iterations=cfg.refine_iterations,
+                                   radius=cfg.crf_radius, sigma_rgb=cfg.crf_sigma_rgb, sigma_xy=cfg.crf_sigma_xy)
+                    conf, lab = q.max(1)
+                    lab = lab.to(torch.uint8).cpu().numpy()
+                    conf = conf.float().cpu().numpy()
+                probs_np = probs.cpu().numpy() if rerun.any() else None
+                k = 0
                 for j, i in enumerate(idx):
-                    if method is not None and (d.scribbles[i] != IGNORE).any():
+                    if rerun[j]:
                         prior = probs_np[j]
                         if cfg.refine_keep_previous:
                             prior = prior * self._previous_probs(i)
@@ -333,8 +339,9 @@ class Trainer:
                         r = method(d.images[i], d.scribbles[i], d.num_classes, prior=prior)
                         changed += self._set_pseudo(i, r.mask, r.confidence)
                     else:
-                        changed += self._set_pseudo(i, lab[j], conf[j])
-                    total += lab[j].size
+                        changed += self._set_pseudo(i, lab[k], conf[k])
+                        k += 1
+                    total += d.dense[i].size
         model.train()
         return changed / max(1, total)
 

@@ -331,3 +331,20 @@ def test_confidence_power_sharpens_pseudo_label_weights():
     assert np.allclose(tr._previous_probs(0)[1], 0.8, atol=0.01)  # the power is undone for the prior
     with pytest.raises(SegmenterError, match="confidence_power"):
         small(confidence_power=-1)
+
+
+def test_refinement_mixes_the_pseudo_rerun_and_the_crf_step_in_one_batch():
+    """Scribbled images rerun the pseudo method; a pseudo-mask-only image (no strokes) gets the CRF step."""
+    img, gt, _ = make_disc_image(64, seed=9, rgb=True)
+    samples = disc_samples(3, "scribbles") + [Sample(img, name="p", mask=gt, mask_kind="pseudo")]
+    data = TrainSet.build(samples, 2, 64)
+    res = Trainer(data, mcfg(), small(epochs=2, rounds=2)).fit()
+    assert len(res.rounds) == 1 and (data.kind & PSEUDO).all()
+    # the stroke-less image got exactly the CRF step that an all-CRF refinement gives it
+    crf = TrainSet.build(samples, 2, 64)
+    Trainer(crf, mcfg(), small(epochs=2, rounds=2, refine="crf")).fit()
+    assert (data.dense[3] != IGNORE).all() and (data.dense[3] == crf.dense[3]).mean() > 0.99
+    assert not np.array_equal(data.dense[:3], crf.dense[:3])  # the scribbled ones took the pseudo rerun
+    for i in range(3):
+        hard = data.scribbles[i] != IGNORE
+        assert np.array_equal(data.dense[i][hard], data.scribbles[i][hard])
