@@ -3,7 +3,7 @@
 A checkpoint is two files side by side::
 
     <stem>.safetensors   tensors: "model.*" (weights), optionally "optim.*" (optimizer state),
-                         "teacher.*" (mean-teacher weights)
+                         "teacher.*" (EMA teacher weights)
     <stem>.json          {"format": "weakseg-checkpoint", "config": ModelConfig, "state": {...}}
 
 ``state`` holds JSON-able training state (epoch, step, optimizer scalars) for resuming.

@@ -9,8 +9,11 @@ pseudo-mask        cross-entropy weighted per pixel by its confidence
 coarse mask        cross-entropy with the boundary band ignored / down-weighted (see data.py)
 image tags         multi-label BCE of the classification head (smp ``aux_params``); classes
                    tagged absent are pushed to zero probability (and suppressed at prediction)
-unlabeled          mean teacher: EMA model on the weakly augmented view, student on a strongly
-                   augmented view, cross-entropy on the teacher's confident pixels
+unlabeled          self-training (default): at every refinement point an EMA teacher predicts the
+                   unlabeled images (flip TTA); its confident pixels become confidence-weighted
+                   pseudo-labels that the student learns under strong photometric augmentation.
+                   ``mean_teacher``: the teacher predicts every step instead (one more forward
+                   pass per unlabeled image per step, hence slower)
 =================  ====================================================================
 
 Round 0 (``TrainConfig.propagate``, default ``hybrid``): before training, every scribbled image
@@ -47,7 +50,7 @@ from .data import COARSE, FULL, IGNORE, PSEUDO, SCRIBBLES, TAGS, Augmenter, Trai
 from .errors import CheckpointError, SegmenterError, TrainingStopped
 from .models import ModelConfig, create_model, load_checkpoint, save_checkpoint
 
-SEMI_METHODS = ("mean_teacher", "none")
+SEMI_METHODS = ("self_training", "mean_teacher", "none")
 
 
 @dataclass
@@ -71,7 +74,7 @@ class TrainConfig:
     crf_downscale: int = 2
     tag_weight: float = 0.2
     absent_weight: float = 1.0
-    semi: str = "mean_teacher"      # for unlabeled images: mean_teacher | none
+    semi: str = "self_training"     # for unlabeled images: self_training | mean_teacher | none
     unlabeled_weight: float = 1.0
     unlabeled_threshold: float = 0.9
     ema_decay: float = 0.99
@@ -226,10 +229,15 @@ class Trainer:
             for cb in self.callbacks:
                 getattr(cb, name)(*args)
 
-    def _refine_epochs(self) -> list[int]:
-        """Epoch counts after which refinement runs (empty when nothing is weakly labelled)."""
-        weak = ((self.data.kind & (SCRIBBLES | PSEUDO)) > 0) & ((self.data.kind & (FULL | COARSE)) == 0)
-        if self.cfg.rounds < 2 or not weak.any():
+    def _weak(self) -> np.ndarray:
+        """Indices of the images whose dense label comes from scribbles or a pseudo-mask."""
+        k = self.data.kind
+        return np.flatnonzero(((k & (SCRIBBLES | PSEUDO)) > 0) & ((k & (FULL | COARSE)) == 0))
+
+    def _refine_epochs(self, self_training: bool = False) -> list[int]:
+        """Epoch counts after which refinement runs (empty when nothing is weakly labelled and no
+        unlabeled image is self-trained)."""
+        if self.cfg.rounds < 2 or not (len(self._weak()) or self_training):
             return []
         E, R = self.cfg.epochs, self.cfg.rounds
         first = E * self.cfg.refine_after
@@ -297,10 +305,10 @@ class Trainer:
         and returns the fraction of their pixels whose label changed."""
         import torch
 
-        from .losses import crf_refine, suppress_absent
+        from .losses import crf_refine
 
         d, cfg = self.data, self.cfg
-        weak = np.flatnonzero(((d.kind & (SCRIBBLES | PSEUDO)) > 0) & ((d.kind & (FULL | COARSE)) == 0))
+        weak = self._weak()
         method = None
         if cfg.refine == "pseudo":
             from .pseudo import get_method
@@ -311,12 +319,7 @@ class Trainer:
         with torch.no_grad():
             for s in range(0, len(weak), 32):
                 idx = weak[s:s + 32]
-                x01 = images_to_tensor(d.images[idx], self.device)
-                x = normalize(x01, self.mcfg.mean, self.mcfg.std)
-                with self._autocast():
-                    lo = _logits(model(x)) + torch.flip(_logits(model(torch.flip(x, dims=[3]))), dims=[3])
-                lo = suppress_absent(lo.float() / 2, torch.from_numpy(d.tags[idx]).to(self.device))
-                probs = torch.softmax(lo, 1)
+                x01, probs = self._predict(model, idx)
                 # images the pseudo method reruns on need no CRF step; the rest (no method, or no strokes) do
                 rerun = np.array([method is not None and bool((d.scribbles[i] != IGNORE).any()) for i in idx])
                 lab = conf = None
@@ -344,6 +347,44 @@ class Trainer:
                     total += d.dense[i].size
         model.train()
         return changed / max(1, total)
+
+    def _predict(self, model, idx):
+        """``(images in [0, 1], class probabilities)`` of cached images ``idx`` with flip TTA, classes
+        tagged absent suppressed (no_grad, eval mode set by the caller)."""
+        import torch
+
+        from .losses import suppress_absent
+
+        d = self.data
+        x01 = images_to_tensor(d.images[idx], self.device)
+        x = normalize(x01, self.mcfg.mean, self.mcfg.std)
+        with self._autocast():
+            lo = _logits(model(x)) + torch.flip(_logits(model(torch.flip(x, dims=[3]))), dims=[3])
+        lo = suppress_absent(lo.float() / 2, torch.from_numpy(d.tags[idx]).to(self.device))
+        return x01, torch.softmax(lo, 1)
+
+    def _label_unlabeled(self, model, unlabeled: np.ndarray) -> float:
+        """Self-training: the (EMA) model labels the unlabeled images; pixels at least
+        ``unlabeled_threshold`` confident become pseudo-labels weighted by ``unlabeled_weight`` x
+        confidence, the rest are ignored. Returns the share of pixels kept."""
+        import torch
+
+        d, cfg = self.data, self.cfg
+        kept = total = 0
+        model.eval()
+        with torch.no_grad():
+            for s in range(0, len(unlabeled), 32):
+                idx = unlabeled[s:s + 32]
+                _, probs = self._predict(model, idx)
+                conf, lab = probs.max(1)
+                conf, lab = conf.cpu().numpy(), lab.to(torch.uint8).cpu().numpy()
+                ok = conf >= cfg.unlabeled_threshold
+                d.dense[idx] = np.where(ok, lab, IGNORE)
+                d.weight[idx] = np.round(np.where(ok, conf, 0.0) * cfg.unlabeled_weight * 255).clip(0, 255).astype(np.uint8)
+                kept += int(ok.sum())
+                total += ok.size
+        model.train()
+        return kept / max(1, total)
 
     def _autocast(self):
         import contextlib
@@ -392,9 +433,12 @@ class Trainer:
             model = ddp.wrap(model, self.dist, self.device)
 
             unl_idx = d.kind == 0
-            use_teacher = cfg.semi == "mean_teacher" and unl_idx.any() and cfg.unlabeled_weight > 0
+            unlabeled = np.flatnonzero(unl_idx)
+            semi_on = cfg.semi != "none" and len(unlabeled) > 0 and cfg.unlabeled_weight > 0
+            use_teacher = semi_on and cfg.semi == "mean_teacher"   # teacher forward every step
+            self_train = semi_on and cfg.semi == "self_training"   # teacher labels at refinement points
             teacher = None
-            if use_teacher:
+            if semi_on:
                 teacher = copy.deepcopy(raw_model).eval()
                 if ckpt is not None and ckpt.teacher_state() is not None:
                     teacher.load_state_dict(ckpt.teacher_state())
@@ -417,8 +461,9 @@ class Trainer:
             t0 = time.perf_counter()
             propagated = self._propagate()
             propagate_seconds = time.perf_counter() - t0
-            refine_at = self._refine_epochs()
-            refine_done = bool(rounds) and rounds[-1] < cfg.refine_tol
+            refine_at = self._refine_epochs(self_train)
+            has_weak = len(self._weak()) > 0
+            refine_done = not has_weak or (bool(rounds) and rounds[-1] < cfg.refine_tol)
             crf_on = cfg.crf_weight > 0
             is_weak = torch.from_numpy(((d.kind & FULL) == 0).astype(np.float32))
 
@@ -428,9 +473,12 @@ class Trainer:
                                     "propagated": propagated,
                                     "start_epoch": start_epoch})
             refine_seconds = propagate_seconds
-            if start_epoch > 0 and any(e <= start_epoch for e in refine_at) and not refine_done:
+            if start_epoch > 0 and any(e <= start_epoch for e in refine_at):
                 t0 = time.perf_counter()
-                rounds.append(self._refine(teacher or raw_model))
+                if not refine_done:
+                    rounds.append(self._refine(teacher or raw_model))
+                if self_train:
+                    self._label_unlabeled(teacher, unlabeled)
                 refine_seconds += time.perf_counter() - t0
 
             loop_seconds, images_seen = 0.0, 0
@@ -465,7 +513,7 @@ class Trainer:
                     tags = torch.from_numpy(d.tags[idx]).to(self.device)
                     unl = torch.from_numpy(unl_idx[idx]).to(self.device)
                     x_in = x01
-                    if use_teacher and bool(unl.any()):
+                    if semi_on and bool(unl.any()):
                         x_in = x01.clone()
                         x_in[unl] = photometric(x01[unl], strong=True, generator=gen)
 
@@ -535,14 +583,17 @@ class Trainer:
                     break
                 metrics = {k: v / steps_per_epoch for k, v in sums.items()}
                 metrics["epoch"] = epoch + 1
-                if epoch + 1 in refine_at and not refine_done:
+                if epoch + 1 in refine_at:
                     t0 = time.perf_counter()
-                    changed = self._refine(teacher or raw_model)
+                    if not refine_done:
+                        changed = self._refine(teacher or raw_model)
+                        rounds.append(changed)
+                        metrics["refine_changed"] = changed
+                        refine_done = changed < cfg.refine_tol
+                        self._emit("on_round_end", len(rounds), changed)
+                    if self_train:
+                        metrics["unlabeled_kept"] = self._label_unlabeled(teacher, unlabeled)
                     refine_seconds += time.perf_counter() - t0
-                    rounds.append(changed)
-                    metrics["refine_changed"] = changed
-                    refine_done = changed < cfg.refine_tol
-                    self._emit("on_round_end", len(rounds), changed)
                 history.append(metrics)
                 if cfg.checkpoint and self.dist.is_main:
                     ckpt_path = str(save_checkpoint(cfg.checkpoint, raw_model, mcfg, optimizer=opt, teacher=teacher,

@@ -195,7 +195,7 @@ def test_mixed_supervision_run_with_refinement_checkpoint_and_resume(tmp_path):
     data = TrainSet.build(samples, 2, 64)
     rec = Recorder()
     ck = tmp_path / "run"
-    cfg = small(epochs=2, rounds=2, refine_after=0.5, checkpoint=str(ck))
+    cfg = small(epochs=2, rounds=2, refine_after=0.5, checkpoint=str(ck), semi="mean_teacher")
     res = Trainer(data, mcfg(), cfg, callbacks=[rec]).fit()
     assert res.epochs_done == 2 and res.steps == 6 and res.images_seen == 2 * 10
     # every loss term took part: full/pseudo (dense), scribbles, CRF, tags, absent, mean teacher
@@ -211,7 +211,8 @@ def test_mixed_supervision_run_with_refinement_checkpoint_and_resume(tmp_path):
     loaded = load_checkpoint(ck, expected_classes=CLASSES)
     assert loaded.state["epoch"] == 2 and loaded.teacher_state() is not None
     # resume to 3 epochs: continues from epoch 2 with the optimiser state
-    res2 = Trainer(data, mcfg(), small(epochs=3, rounds=2, checkpoint=str(ck), resume=str(ck))).fit()
+    res2 = Trainer(data, mcfg(), small(epochs=3, rounds=2, checkpoint=str(ck), resume=str(ck),
+                                       semi="mean_teacher")).fit()
     assert res2.epochs_done == 3 and res2.steps == 9 and res2.images_seen == 10
     assert load_checkpoint(ck).state["epoch"] == 3
 
@@ -348,3 +349,29 @@ def test_refinement_mixes_the_pseudo_rerun_and_the_crf_step_in_one_batch():
     for i in range(3):
         hard = data.scribbles[i] != IGNORE
         assert np.array_equal(data.dense[i][hard], data.scribbles[i][hard])
+
+
+def test_self_training_labels_the_unlabeled_images_at_refinement_points():
+    """Default semi-supervised mode: the EMA teacher labels the unlabeled images between rounds;
+    only its confident pixels are kept, weighted by confidence, and they are mostly right. With
+    ``semi="none"`` the unlabeled images stay without labels."""
+    def run(semi):
+        samples = disc_samples(6, "full") + disc_samples(4, "none", start=6)
+        data = TrainSet.build(samples, 2, 64)
+        res = Trainer(data, mcfg(), small(epochs=6, rounds=2, refine_after=0.5, lr=3e-3, semi=semi,
+                                          unlabeled_threshold=0.6)).fit()
+        return data, res
+
+    data, res = run("self_training")
+    assert TrainConfig().semi == "self_training"
+    kept = [h["unlabeled_kept"] for h in res.history if "unlabeled_kept" in h]
+    assert len(kept) == 1 and kept[0] > 0.5                        # one refinement point (after epoch 3)
+    assert "unlabeled" not in res.history[0]                      # no per-step teacher pass
+    gts = [make_disc_image(64, seed=k, rgb=k % 2 == 0)[1] for k in range(6, 10)]
+    for i, gt in zip(range(6, 10), gts):
+        has = data.dense[i] != IGNORE
+        assert has.any() and (data.weight[i][has] >= round(0.6 * 255)).all() and (data.weight[i][~has] == 0).all()
+        assert (data.dense[i][has] == gt[has]).mean() > 0.9
+    assert data.counts()["unlabeled"] == 4                          # still counted as unlabeled images
+    data0, res0 = run("none")
+    assert (data0.dense[6:] == IGNORE).all() and not any("unlabeled_kept" in h for h in res0.history)

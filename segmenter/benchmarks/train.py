@@ -13,8 +13,9 @@ fraction, e.g. ``mixed:full=0.1,scribbles:real=0.4,tags=0.3,coarse=0.2`` (kinds:
 PX pixels, ``unlabeled``); what the fractions leave is unlabeled.
 
 Timing, honestly: ``images_per_s`` is training images per second of the training loop (batch
-assembly, augmentation, every loss term, the teacher's extra forward pass on unlabeled images,
-the optimiser step). ``bare_images_per_s`` is a plain smp loop (same model, batch and size,
+assembly, augmentation, every loss term, the teacher's forward pass on unlabeled images with
+``--semi mean_teacher``, the optimiser step); the default self-training labels unlabeled images
+at the refinement points, outside the loop. ``bare_images_per_s`` is a plain smp loop (same model, batch and size,
 cross-entropy on random labels, random inputs already in memory) timed in the same process.
 Refinement passes between rounds (``refine_seconds``) and data caching (``prepare_seconds``)
 are outside both loops but inside ``train_seconds``; ``images_per_s_overall`` divides by
@@ -56,7 +57,7 @@ def register(bsub) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--rounds", type=int, default=None, help="training rounds with refinement between them")
     p.add_argument("--crf-weight", type=float, default=None)
-    p.add_argument("--semi", default=None, help="mean_teacher | none")
+    p.add_argument("--semi", default=None, help="self_training (default) | mean_teacher | none")
     p.add_argument("--propagate", default=None,
                    help="pseudo-labelling method for scribbles before training (default hybrid; none = off)")
     p.add_argument("--refine", default=None, help="refinement between rounds: pseudo | crf")

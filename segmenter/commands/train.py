@@ -34,7 +34,9 @@ def register(sub) -> None:
     p.add_argument("--refine", default="auto", choices=("auto", "pseudo", "crf"),
                    help="refinement between rounds: rerun the propagate method with the model (and the previous "
                         "pseudo-mask) as prior, or a CRF step; auto = pseudo unless --propagate none")
-    p.add_argument("--semi", default="mean_teacher", help="semi-supervised term for unlabeled images: mean_teacher | none")
+    p.add_argument("--semi", default="self_training",
+                   help="semi-supervised term for unlabeled images: self_training (teacher pseudo-labels at every "
+                        "refinement point) | mean_teacher (teacher every step, slower) | none")
     p.add_argument("--no-unlabeled", action="store_true", help="do not train on unlabeled images")
     p.add_argument("--no-pseudo", action="store_true", help="ignore stored pseudo-masks")
     p.add_argument("--imported-as", default="full", choices=("full", "coarse"),
