@@ -375,3 +375,31 @@ def test_self_training_labels_the_unlabeled_images_at_refinement_points():
     assert data.counts()["unlabeled"] == 4                          # still counted as unlabeled images
     data0, res0 = run("none")
     assert (data0.dense[6:] == IGNORE).all() and not any("unlabeled_kept" in h for h in res0.history)
+
+
+def test_crf_loss_only_on_images_without_a_dense_label(monkeypatch):
+    """Once scribbles are propagated into pseudo-masks the gated CRF loss is off for those images
+    (it pulls against the dense labels); it stays on for images with no dense label (unlabeled,
+    tags), and on the strokes when propagation is off."""
+    seen = []
+    real = L.gated_crf_loss
+
+    def spy(probs, x01, *a, image_weight=None, **k):
+        seen.append(image_weight.detach().cpu().numpy().copy())
+        return real(probs, x01, *a, image_weight=image_weight, **k)
+
+    monkeypatch.setattr(L, "gated_crf_loss", spy)
+
+    def weights(propagate, extra):
+        seen.clear()
+        samples = disc_samples(4, "scribbles") + extra
+        data = TrainSet.build(samples, 2, 64)
+        Trainer(data, mcfg(), small(epochs=1, batch_size=len(samples), rounds=1, propagate=propagate,
+                                    semi="none")).fit()
+        return seen
+
+    w = weights("hybrid", disc_samples(2, "none", start=4) + disc_samples(2, "tags", start=6))
+    # one step, the whole set in one (shuffled) batch: 4 propagated images off, 4 sparse ones on
+    assert len(w) == 1 and sorted(w[0].tolist()) == [0, 0, 0, 0, 1, 1, 1, 1]
+    assert weights("none", [])[0].tolist() == [1, 1, 1, 1]
+    assert weights("hybrid", []) == []        # nothing sparse in the batch: the term is not computed
