@@ -403,3 +403,20 @@ def test_crf_loss_only_on_images_without_a_dense_label(monkeypatch):
     assert len(w) == 1 and sorted(w[0].tolist()) == [0, 0, 0, 0, 1, 1, 1, 1]
     assert weights("none", [])[0].tolist() == [1, 1, 1, 1]
     assert weights("hybrid", []) == []        # nothing sparse in the batch: the term is not computed
+
+
+def test_self_labelled_unlabeled_images_leave_the_crf_loss(monkeypatch):
+    seen = []
+    real = L.gated_crf_loss
+
+    def spy(probs, x01, *a, image_weight=None, **k):
+        seen.append(sorted(image_weight.detach().cpu().numpy().tolist()))
+        return real(probs, x01, *a, image_weight=image_weight, **k)
+
+    monkeypatch.setattr(L, "gated_crf_loss", spy)
+    samples = disc_samples(2, "full") + disc_samples(2, "tags", start=2) + disc_samples(2, "none", start=4)
+    data = TrainSet.build(samples, 2, 64)
+    Trainer(data, mcfg(), small(epochs=2, batch_size=6, rounds=2, refine_after=0.5, semi="self_training",
+                                unlabeled_threshold=0.0)).fit()
+    # epoch 1: tags + unlabeled images are sparse; after the self-training labels, only the tagged ones
+    assert seen == [[0, 0, 1, 1, 1, 1], [0, 0, 0, 0, 1, 1]]
