@@ -44,8 +44,9 @@ def _bench(tmp_path, *extra):
 def test_bench_train_acdc_scribbles_and_semi_supervised(tmp_path):
     acdc = str(dataset_path("acdc"))
     r = _bench(tmp_path, "--data", acdc, "--train-split", "fold2+fold3", "--test-split", "fold5",
-               "--supervision", "scribbles:real", "--labeled-fraction", "0.5")
+               "--supervision", "scribbles:real", "--labeled-fraction", "0.5", "--refine-after", "0.3")
     assert KEYS <= set(r) and r["task"] == "train" and r["n_train"] == 16 and r["n_test"] == 8
+    assert r["train_config"]["refine_after"] == 0.3 and r["train_config"]["semi"] == "self_training"
     assert r["counts"]["scribbles"] == 8 and r["counts"]["unlabeled"] == 8
     assert 0 <= r["test_miou"] <= 1 and r["images_per_s"] > 0 and r["bare_images_per_s"] > 0
     r2 = _bench(tmp_path, "--data", acdc, "--train-split", "fold2", "--test-split", "fold5",

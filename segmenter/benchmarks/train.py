@@ -56,6 +56,8 @@ def register(bsub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--rounds", type=int, default=None, help="training rounds with refinement between them")
+    p.add_argument("--refine-after", type=float, default=None,
+                   help="share of the epochs before the first refinement (default 0.5)")
     p.add_argument("--crf-weight", type=float, default=None)
     p.add_argument("--semi", default=None, help="self_training (default) | mean_teacher | none")
     p.add_argument("--propagate", default=None,
@@ -328,7 +330,8 @@ def run_benchmark(args, FolderDataset) -> dict:
     mcfg = ModelConfig(classes=ds.classes, arch=args.arch, encoder=args.encoder, size=args.size)
     overrides = {k: v for k, v in (("rounds", args.rounds), ("crf_weight", args.crf_weight),
                                    ("semi", args.semi), ("propagate", args.propagate),
-                                   ("refine", args.refine), ("refine_prior_weight", args.refine_prior_weight))
+                                   ("refine", args.refine), ("refine_prior_weight", args.refine_prior_weight),
+                                   ("refine_after", args.refine_after))
                  if v is not None}
     tcfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                        device=args.device, **overrides)
