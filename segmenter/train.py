@@ -666,6 +666,11 @@ class ProgressBar(TrainCallback):
     def on_round_end(self, round_index: int, changed: float) -> None:
         self.stream.write(f"\nrefinement round {round_index}: {changed * 100:.2f}% of pseudo-mask pixels changed\n")
 
+    def on_epoch_end(self, p: Progress, metrics: dict) -> None:
+        if "unlabeled_kept" in metrics:
+            self.stream.write(f"\nself-training after epoch {metrics['epoch']}: the teacher labelled "
+                              f"{metrics['unlabeled_kept'] * 100:.1f}% of the unlabeled images' pixels confidently\n")
+
     def on_end(self, result: TrainResult) -> None:
         self.stream.write("\n")
         self.stream.flush()

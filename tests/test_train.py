@@ -1,4 +1,5 @@
 """The weak-supervision trainer on tiny synthetic data (64 px discs, resnet18, a few steps)."""
+import io
 import threading
 
 import numpy as np
@@ -10,7 +11,7 @@ from segmenter import losses as L
 from segmenter.data import (IGNORE, PSEUDO, Augmenter, Sample, TrainSet, boundary_band, resize_labels)
 from segmenter.errors import CheckpointError, NoLabelsError, SegmenterError, TrainingStopped
 from segmenter.models import ModelConfig, create_model, load_checkpoint, save_checkpoint
-from segmenter.train import TrainCallback, TrainConfig, Trainer
+from segmenter.train import ProgressBar, TrainCallback, TrainConfig, Trainer
 
 CLASSES = ["background", "disc"]
 
@@ -364,6 +365,9 @@ def test_self_training_labels_the_unlabeled_images_at_refinement_points():
 
     data, res = run("self_training")
     assert TrainConfig().semi == "self_training"
+    bar = io.StringIO()
+    ProgressBar(bar).on_epoch_end(None, res.history[2])
+    assert "self-training after epoch 3: the teacher labelled" in bar.getvalue()
     kept = [h["unlabeled_kept"] for h in res.history if "unlabeled_kept" in h]
     assert len(kept) == 1 and kept[0] > 0.5                        # one refinement point (after epoch 3)
     assert "unlabeled" not in res.history[0]                      # no per-step teacher pass
