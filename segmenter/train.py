@@ -328,7 +328,12 @@ class Trainer:
                 if not rerun.all():
                     sel = torch.from_numpy(np.flatnonzero(~rerun)).to(self.device)
                     scr = torch.from_numpy(d.scribbles[idx[~rerun]]).to(self.device)
-                    q = crf_refine(probs[sel], x01[sel], scr, iterations=cfg.refine_iterations,
+                    p_sel = probs[sel]
+                    if cfg.refine_keep_previous:  # as for the pseudo rerun: a weak model cannot undo good labels
+                        prev = np.stack([self._previous_probs(i) for i in idx[~rerun]])
+                        p_sel = p_sel * torch.from_numpy(prev).to(self.device)
+                        p_sel = p_sel / p_sel.sum(1, keepdim=True).clamp_min(1e-12)
+                    q = crf_refine(p_sel, x01[sel], scr, iterations=cfg.refine_iterations,
                                    radius=cfg.crf_radius, sigma_rgb=cfg.crf_sigma_rgb, sigma_xy=cfg.crf_sigma_xy)
                     conf, lab = q.max(1)
                     lab = lab.to(torch.uint8).cpu().numpy()

@@ -335,18 +335,26 @@ def test_confidence_power_sharpens_pseudo_label_weights():
         small(confidence_power=-1)
 
 
-def test_refinement_mixes_the_pseudo_rerun_and_the_crf_step_in_one_batch():
+def test_refinement_mixes_the_pseudo_rerun_and_the_crf_step_in_one_batch(monkeypatch):
     """Scribbled images rerun the pseudo method; a pseudo-mask-only image (no strokes) gets the CRF step."""
     img, gt, _ = make_disc_image(64, seed=9, rgb=True)
     samples = disc_samples(3, "scribbles") + [Sample(img, name="p", mask=gt, mask_kind="pseudo")]
     data = TrainSet.build(samples, 2, 64)
+    crf_batches = []
+    real_crf = L.crf_refine
+
+    def spy(probs, *a, **k):
+        crf_batches.append(probs.shape[0])
+        return real_crf(probs, *a, **k)
+
+    monkeypatch.setattr(L, "crf_refine", spy)
     res = Trainer(data, mcfg(), small(epochs=2, rounds=2)).fit()
+    assert crf_batches == [1]  # the three scribbled images took the pseudo rerun, not the CRF step
     assert len(res.rounds) == 1 and (data.kind & PSEUDO).all()
     # the stroke-less image got exactly the CRF step that an all-CRF refinement gives it
     crf = TrainSet.build(samples, 2, 64)
     Trainer(crf, mcfg(), small(epochs=2, rounds=2, refine="crf")).fit()
     assert (data.dense[3] != IGNORE).all() and (data.dense[3] == crf.dense[3]).mean() > 0.99
-    assert not np.array_equal(data.dense[:3], crf.dense[:3])  # the scribbled ones took the pseudo rerun
     for i in range(3):
         hard = data.scribbles[i] != IGNORE
         assert np.array_equal(data.dense[i][hard], data.scribbles[i][hard])
@@ -424,3 +432,34 @@ def test_self_labelled_unlabeled_images_leave_the_crf_loss(monkeypatch):
                                 unlabeled_threshold=0.0)).fit()
     # epoch 1: tags + unlabeled images are sparse; after the self-training labels, only the tagged ones
     assert seen == [[0, 0, 1, 1, 1, 1], [0, 0, 0, 0, 1, 1]]
+
+
+def test_crf_refinement_also_keeps_the_previous_pseudo_mask_in_play(monkeypatch):
+    """Stroke-less pseudo-masks (tags, stored pseudo-masks) are refined by the CRF step from the
+    model's probabilities times the previous mask's, as the pseudo rerun is: a weak model cannot
+    overwrite good labels. ``refine_keep_previous=False`` gives the CRF the model alone."""
+    img, gt, _ = make_disc_image(64, seed=9, rgb=True)
+    conf = np.full((64, 64), 0.9, np.float32)
+    samples = [Sample(img, name="p", mask=gt, mask_kind="pseudo", confidence=conf)] + disc_samples(2, "full", start=1)
+    got = {}
+    real_crf, real_predict = L.crf_refine, Trainer._predict
+
+    def crf_spy(probs, *a, **k):
+        got["crf_in"] = probs.detach().clone()
+        return real_crf(probs, *a, **k)
+
+    def predict_spy(self, model, idx):
+        x01, probs = real_predict(self, model, idx)
+        got["model"] = probs.detach().clone()
+        return x01, probs
+
+    monkeypatch.setattr(L, "crf_refine", crf_spy)
+    monkeypatch.setattr(Trainer, "_predict", predict_spy)
+    for keep in (True, False):
+        data = TrainSet.build(samples, 2, 64)
+        tr = Trainer(data, mcfg(), small(epochs=2, rounds=2, refine_keep_previous=keep))
+        prev = tr._previous_probs(0)
+        tr.fit()
+        model = got["model"][0].numpy()
+        want = model * prev / (model * prev).sum(0, keepdims=True) if keep else model
+        assert np.allclose(got["crf_in"][0].numpy(), want, atol=1e-5)
