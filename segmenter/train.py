@@ -302,8 +302,9 @@ class Trainer:
 
     def _refine(self, model) -> float:
         """Predict weakly labelled images and refine: with ``refine="pseudo"`` the propagate method
-        reruns on scribbled images with the model's probabilities as its prior; otherwise (and for
-        images without scribbles) a CRF step, scribbles clamped. Stores the results as pseudo-masks
+        reruns on scribbled images with the model's probabilities (times the previous pseudo-mask's,
+        ``refine_keep_previous``) as its prior; otherwise (and for images without scribbles) a CRF
+        step from the same probabilities, scribbles clamped. Stores the results as pseudo-masks
         and returns the fraction of their pixels whose label changed."""
         import torch
 
@@ -317,47 +318,51 @@ class Trainer:
 
             method = get_method(cfg.propagate, prior_weight=cfg.refine_prior_weight)
         changed = total = 0
-        model.eval()
-        with torch.no_grad():
-            for s in range(0, len(weak), 32):
-                idx = weak[s:s + 32]
-                x01, probs = self._predict(model, idx)
-                # images the pseudo method reruns on need no CRF step; the rest (no method, or no strokes) do
-                rerun = np.array([method is not None and bool((d.scribbles[i] != IGNORE).any()) for i in idx])
-                lab = conf = None
-                if not rerun.all():
-                    sel = torch.from_numpy(np.flatnonzero(~rerun)).to(self.device)
-                    scr = torch.from_numpy(d.scribbles[idx[~rerun]]).to(self.device)
-                    p_sel = probs[sel]
-                    if cfg.refine_keep_previous:  # as for the pseudo rerun: a weak model cannot undo good labels
-                        prev = np.stack([self._previous_probs(i) for i in idx[~rerun]])
-                        p_sel = p_sel * torch.from_numpy(prev).to(self.device)
-                        p_sel = p_sel / p_sel.sum(1, keepdim=True).clamp_min(1e-12)
-                    q = crf_refine(p_sel, x01[sel], scr, iterations=cfg.refine_iterations,
-                                   radius=cfg.crf_radius, sigma_rgb=cfg.crf_sigma_rgb, sigma_xy=cfg.crf_sigma_xy)
-                    conf, lab = q.max(1)
-                    lab = lab.to(torch.uint8).cpu().numpy()
-                    conf = conf.float().cpu().numpy()
-                probs_np = probs.cpu().numpy() if rerun.any() else None
-                k = 0
-                for j, i in enumerate(idx):
-                    if rerun[j]:
-                        prior = probs_np[j]
-                        if cfg.refine_keep_previous:
-                            prior = prior * self._previous_probs(i)
-                            prior /= prior.sum(0, keepdims=True)
-                        r = method(d.images[i], d.scribbles[i], d.num_classes, prior=prior)
-                        changed += self._set_pseudo(i, r.mask, r.confidence)
-                    else:
-                        changed += self._set_pseudo(i, lab[k], conf[k])
-                        k += 1
-                    total += d.dense[i].size
-        model.train()
+        for idx, x01, probs in self._predictions(model, weak):
+            if cfg.refine_keep_previous:  # prior = model x previous pseudo-mask: a weak model cannot undo good labels
+                prev = torch.from_numpy(np.stack([self._previous_probs(i) for i in idx])).to(self.device)
+                probs = probs * prev
+                probs = probs / probs.sum(1, keepdim=True).clamp_min(1e-12)
+            # images the pseudo method reruns on need no CRF step; the rest (no method, or no strokes) do
+            rerun = np.array([method is not None and bool((d.scribbles[i] != IGNORE).any()) for i in idx])
+            lab = conf = None
+            if not rerun.all():
+                sel = torch.from_numpy(np.flatnonzero(~rerun)).to(self.device)
+                scr = torch.from_numpy(d.scribbles[idx[~rerun]]).to(self.device)
+                q = crf_refine(probs[sel], x01[sel], scr, iterations=cfg.refine_iterations,
+                               radius=cfg.crf_radius, sigma_rgb=cfg.crf_sigma_rgb, sigma_xy=cfg.crf_sigma_xy)
+                conf, lab = q.max(1)
+                lab = lab.to(torch.uint8).cpu().numpy()
+                conf = conf.float().cpu().numpy()
+            probs_np = probs.cpu().numpy() if rerun.any() else None
+            k = 0
+            for j, i in enumerate(idx):
+                if rerun[j]:
+                    r = method(d.images[i], d.scribbles[i], d.num_classes, prior=probs_np[j])
+                    changed += self._set_pseudo(i, r.mask, r.confidence)
+                else:
+                    changed += self._set_pseudo(i, lab[k], conf[k])
+                    k += 1
+                total += d.dense[i].size
         return changed / max(1, total)
+
+    def _predictions(self, model, indices: np.ndarray, batch: int = 32):
+        """Yield ``(idx, images in [0, 1], probabilities)`` for cached images ``indices`` in batches
+        (:meth:`_predict`), the model in eval mode without gradients; train mode is restored after."""
+        import torch
+
+        model.eval()
+        try:
+            with torch.no_grad():
+                for s in range(0, len(indices), batch):
+                    idx = indices[s:s + batch]
+                    yield (idx, *self._predict(model, idx))
+        finally:
+            model.train()
 
     def _predict(self, model, idx):
         """``(images in [0, 1], class probabilities)`` of cached images ``idx`` with flip TTA, classes
-        tagged absent suppressed (no_grad, eval mode set by the caller)."""
+        tagged absent suppressed (no_grad and eval mode are the caller's, see :meth:`_predictions`)."""
         import torch
 
         from .losses import suppress_absent
@@ -378,19 +383,14 @@ class Trainer:
 
         d, cfg = self.data, self.cfg
         kept = total = 0
-        model.eval()
-        with torch.no_grad():
-            for s in range(0, len(unlabeled), 32):
-                idx = unlabeled[s:s + 32]
-                _, probs = self._predict(model, idx)
-                conf, lab = probs.max(1)
-                conf, lab = conf.cpu().numpy(), lab.to(torch.uint8).cpu().numpy()
-                ok = conf >= cfg.unlabeled_threshold
-                d.dense[idx] = np.where(ok, lab, IGNORE)
-                d.weight[idx] = np.round(np.where(ok, conf, 0.0) * cfg.unlabeled_weight * 255).clip(0, 255).astype(np.uint8)
-                kept += int(ok.sum())
-                total += ok.size
-        model.train()
+        for idx, _, probs in self._predictions(model, unlabeled):
+            conf, lab = probs.max(1)
+            conf, lab = conf.cpu().numpy(), lab.to(torch.uint8).cpu().numpy()
+            ok = conf >= cfg.unlabeled_threshold
+            d.dense[idx] = np.where(ok, lab, IGNORE)
+            d.weight[idx] = np.round(np.where(ok, conf, 0.0) * cfg.unlabeled_weight * 255).clip(0, 255).astype(np.uint8)
+            kept += int(ok.sum())
+            total += ok.size
         return kept / max(1, total)
 
     def _autocast(self):
