@@ -6,6 +6,7 @@ class index, 255 = none; probabilities are ``(C, H, W)`` float32 summing to 1 ov
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import cv2
@@ -301,12 +302,12 @@ def _sq_dists(x: np.ndarray, centers: np.ndarray) -> np.ndarray:
 
 
 def quadratic_features(x: np.ndarray) -> np.ndarray:
-    """``(N, D)`` -> ``(1 + D + D (D + 1) / 2, N)`` float64 (one row per feature): ``1``, ``x_i``,
+    """``(N, D)`` -> ``(1 + D + D (D + 1) / 2, N)`` float32 (one row per feature): ``1``, ``x_i``,
     ``x_i x_j`` (i <= j), so that every Gaussian's log-density is one matrix product (see
-    :func:`_gmm_component_logp`)."""
-    xt = np.asarray(x, np.float64).T
+    :func:`_gmm_component_logp`; float32 halves its cost, and the densities are only compared)."""
+    xt = np.asarray(x, np.float32).T
     d = xt.shape[0]
-    rows = [np.ones((1, xt.shape[1])), xt] + [xt[i:] * xt[i] for i in range(d)]
+    rows = [np.ones((1, xt.shape[1]), np.float32), xt] + [xt[i:] * xt[i] for i in range(d)]
     return np.concatenate(rows, 0)
 
 
@@ -318,6 +319,12 @@ def _responsibilities(q: np.ndarray, gmm) -> np.ndarray:
     return (r / r.sum(0, keepdims=True)).T
 
 
+@functools.lru_cache(maxsize=8)
+def _triu(d: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    iu, ju = np.triu_indices(d)
+    return iu, ju, np.where(iu == ju, 1.0, 2.0)
+
+
 def _gmm_component_logp(q: np.ndarray, gmm) -> np.ndarray:
     """``(k, N)`` log of each weighted component's density, from ``q = quadratic_features(x)``:
     ``log_norm - x'Ax / 2 + (A mu)'x - mu'A mu / 2`` with ``A`` the precision matrix."""
@@ -326,9 +333,9 @@ def _gmm_component_logp(q: np.ndarray, gmm) -> np.ndarray:
     prec = prec_chol @ prec_chol.transpose(0, 2, 1)                     # (k, d, d)
     lin = (prec @ means[..., None])[..., 0]                             # (k, d)
     const = log_norm - 0.5 * (lin * means).sum(1)
-    iu, ju = np.triu_indices(d)                                         # the order of quadratic_features
-    quad = -0.5 * prec[:, iu, ju] * np.where(iu == ju, 1.0, 2.0)        # (k, d (d + 1) / 2)
-    return np.concatenate([const[:, None], lin, quad], 1) @ q
+    iu, ju, twice = _triu(d)                                            # the order of quadratic_features
+    quad = -0.5 * prec[:, iu, ju] * twice                               # (k, d (d + 1) / 2)
+    return np.concatenate([const[:, None], lin, quad], 1).astype(q.dtype) @ q
 
 
 def gmm_loglik(x: np.ndarray, gmm, q: np.ndarray | None = None) -> np.ndarray:
