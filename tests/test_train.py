@@ -463,3 +463,27 @@ def test_crf_refinement_also_keeps_the_previous_pseudo_mask_in_play(monkeypatch)
         model = got["model"][0].numpy()
         want = model * prev / (model * prev).sum(0, keepdims=True) if keep else model
         assert np.allclose(got["crf_in"][0].numpy(), want, atol=1e-5)
+
+
+def test_refinement_starts_early_for_stroke_less_pseudo_masks_unless_told():
+    """``refine_after=None`` (the default): tag / stored pseudo-masks (no strokes) are refined after
+    a fifth of the epochs, scribble propagations after half; an explicit share always wins."""
+    pseudo = []
+    for k in range(4):
+        img, gt, _ = make_disc_image(64, seed=k)
+        pseudo.append(Sample(img, name=f"p{k}", mask=gt, mask_kind="pseudo",
+                             confidence=np.full(gt.shape, 0.8, np.float32), tags={0: "present", 1: "present"}))
+    tagged = TrainSet.build(pseudo, 2, 64)
+    scribbled = TrainSet.build(disc_samples(4), 2, 64)
+    assert TrainConfig().refine_after is None
+    assert Trainer(tagged, mcfg(), small(epochs=10))._refine_epochs() == [2, 6]
+    assert Trainer(scribbled, mcfg(), small(epochs=10))._refine_epochs() == [5, 8]
+    assert Trainer(tagged, mcfg(), small(epochs=10, refine_after=0.5))._refine_epochs() == [5, 8]
+    assert Trainer(tagged, mcfg(), small(epochs=2, rounds=2))._refine_epochs() == [1]  # never before epoch 1
+    # one stroke anywhere among the weak images: the scribble schedule
+    mixed = TrainSet.build(pseudo[:3] + disc_samples(1), 2, 64)
+    assert Trainer(mixed, mcfg(), small(epochs=10))._refine_epochs() == [5, 8]
+    res = Trainer(tagged, mcfg(), small(epochs=3, rounds=2)).fit()
+    assert res.refine_at == [1] and len(res.rounds) == 1
+    with pytest.raises(SegmenterError, match="refine_after"):
+        TrainConfig(refine_after=1.5)

@@ -57,7 +57,8 @@ def register(bsub) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--rounds", type=int, default=None, help="training rounds with refinement between them")
     p.add_argument("--refine-after", type=float, default=None,
-                   help="share of the epochs before the first refinement (default 0.5)")
+                   help="share of the epochs before the first refinement (default: 0.5, or 0.2 when no "
+                        "weakly labelled image has strokes, e.g. tags)")
     p.add_argument("--crf-weight", type=float, default=None)
     p.add_argument("--semi", default=None, help="self_training (default) | mean_teacher | none")
     p.add_argument("--propagate", default=None,
@@ -371,7 +372,7 @@ def run_benchmark(args, FolderDataset) -> dict:
         "train_split": args.train_split, "test_split": args.test_split, "counts": data.counts(),
         "loop_seconds": res.loop_seconds, "refine_seconds": res.refine_seconds,
         "prepare_seconds": prepare_seconds, "label_seconds": label_seconds, "test_seconds": test_seconds,
-        "rounds_changed": res.rounds, "steps": res.steps, "per_class_iou": metric.per_class_iou(),
+        "rounds_changed": res.rounds, "refine_at": res.refine_at, "steps": res.steps, "per_class_iou": metric.per_class_iou(),
         "train_config": {k: v for k, v in vars(tcfg).items() if k not in ("checkpoint", "resume")},
     }
 
