@@ -372,7 +372,8 @@ def run_benchmark(args, FolderDataset) -> dict:
         "train_split": args.train_split, "test_split": args.test_split, "counts": data.counts(),
         "loop_seconds": res.loop_seconds, "refine_seconds": res.refine_seconds,
         "prepare_seconds": prepare_seconds, "label_seconds": label_seconds, "test_seconds": test_seconds,
-        "rounds_changed": res.rounds, "refine_at": res.refine_at, "steps": res.steps, "per_class_iou": metric.per_class_iou(),
+        "rounds_changed": res.rounds, "refine_at": res.refine_at, "steps": res.steps,
+        "per_class_iou": metric.per_class_iou(),
         "train_config": {k: v for k, v in vars(tcfg).items() if k not in ("checkpoint", "resume")},
     }
 
