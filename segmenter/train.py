@@ -673,8 +673,10 @@ class ProgressBar(TrainCallback):
     def on_start(self, info: dict) -> None:
         c = info["counts"]
         parts = ", ".join(f"{v} {k}" for k, v in c.items() if k != "images" and v)
+        at = info.get("refine_at") or []
         print(f"training on {info['images']} images ({parts}) on {info['device']}"
-              f"{' x' + str(info['world_size']) if info['world_size'] > 1 else ''}", file=self.stream)
+              f"{' x' + str(info['world_size']) if info['world_size'] > 1 else ''}"
+              f"{'; refinement after epoch ' + ', '.join(map(str, at)) if at else ''}", file=self.stream)
 
     def on_step(self, p: Progress) -> None:
         frac = p.global_step / max(1, p.total_steps)

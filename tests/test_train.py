@@ -483,7 +483,9 @@ def test_refinement_starts_early_for_stroke_less_pseudo_masks_unless_told():
     # one stroke anywhere among the weak images: the scribble schedule
     mixed = TrainSet.build(pseudo[:3] + disc_samples(1), 2, 64)
     assert Trainer(mixed, mcfg(), small(epochs=10))._refine_epochs() == [5, 8]
-    res = Trainer(tagged, mcfg(), small(epochs=3, rounds=2)).fit()
+    bar = io.StringIO()
+    res = Trainer(tagged, mcfg(), small(epochs=3, rounds=2), callbacks=[ProgressBar(bar)]).fit()
     assert res.refine_at == [1] and len(res.rounds) == 1
+    assert "training on 4 images" in bar.getvalue() and "; refinement after epoch 1\n" in bar.getvalue()
     with pytest.raises(SegmenterError, match="refine_after"):
         TrainConfig(refine_after=1.5)
