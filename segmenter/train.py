@@ -246,7 +246,7 @@ class Trainer:
         E, R = self.cfg.epochs, self.cfg.rounds
         first = E * self._refine_share()
         out = sorted({max(1, int(round(first + (E - first) * r / (R - 1)))) for r in range(R - 1)})
-        return [e for e in out if 1 <= e < E]
+        return [e for e in out if e < E]
 
     def _refine_share(self) -> float:
         """``refine_after``, or when it is None: 0.2 if weakly labelled images exist and none has a
@@ -257,7 +257,7 @@ class Trainer:
         if self.cfg.refine_after is not None:
             return self.cfg.refine_after
         weak = self._weak()
-        if len(weak) and not (self.data.scribbles[weak] != IGNORE).any():
+        if len(weak) and not (self.data.kind[weak] & SCRIBBLES).any():
             return 0.2
         return 0.5
 
