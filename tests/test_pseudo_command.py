@@ -100,3 +100,22 @@ def test_bench_pseudo_report_keys(tmp_path, capsys):
     assert json.loads(out.read_text())["methods"]["graphcut"]["miou"] > 0.7
     assert main(["bench", "pseudo", "--data", str(tmp_path / "tiny"), "--scribbles", "nope"]) == 2
     assert "known: s" in capsys.readouterr().err
+
+
+def test_commands_name_the_layer_that_holds_the_strokes(tmp_path, disc, capsys):
+    """An imported dataset's scribble set lands in a layer of its own name; `pseudo` and `train` on
+    the default layer then say where the strokes are instead of 'no scribbles'."""
+    from annotations.store import Project
+
+    img, _, scr = disc
+    p = Project.create(tmp_path / "proj", classes=["background", "object"])
+    Image.fromarray(img).save(tmp_path / "disc.png")
+    info = p.add_image(tmp_path / "disc.png")
+    p.save_scribbles(info.id, scr, layer="real")
+    for cmd in (["pseudo", str(p.root)], ["train", str(p.root), "--epochs", "1", "--size", "64", "--device", "cpu"]):
+        assert main(cmd) == 2
+        err = capsys.readouterr().err
+        assert "layer 'real': add --layer real." in err and "Traceback" not in err
+    assert p.mask_info(info.id, "pseudo") is None
+    assert main(["pseudo", str(p.root), "--layer", "real"]) == 0
+    assert p.mask_info(info.id, "pseudo") is not None

@@ -54,7 +54,10 @@ def pseudo_project(project, method: str | None = None, image_ids=None, layer: st
         else:
             todo.append((iid, scr))
     if not todo and not explicit:
-        raise NoLabelsError("no image in the project has scribbles: draw strokes first (nothing was written).")
+        from ._layers import other_layers_hint
+
+        raise NoLabelsError("no image in the project has scribbles: draw strokes first (nothing was written)."
+                            + other_layers_hint(project, layer))
     written = []
     for k, (iid, scr) in enumerate(todo):
         image = project.load_image(iid)

@@ -51,9 +51,12 @@ def register(sub) -> None:
 def cmd_train(args) -> int:
     from annotations.store import Project
     from segmenter.data import ProjectSamples, TrainSet
+    from segmenter.errors import NoLabelsError
     from segmenter.models import ModelConfig, latest_checkpoint
     from segmenter.predict import resolve_model
     from segmenter.train import ProgressBar, TrainConfig, Trainer
+
+    from ._layers import other_layers_hint
 
     project = Project.open(args.project)
     ids = project.image_set(args.image_set) if args.image_set else None
@@ -80,7 +83,10 @@ def cmd_train(args) -> int:
                        amp=not args.no_amp, rounds=args.rounds, semi=args.semi,
                        propagate=args.propagate, refine=args.refine, checkpoint=str(project.models_dir / name), resume=str(resume) if resume else None,
                        encoder_weights=args.encoder_weights)
-    data = TrainSet.build(samples, project.num_classes, mcfg.size, mcfg.in_channels)
+    try:
+        data = TrainSet.build(samples, project.num_classes, mcfg.size, mcfg.in_channels)
+    except NoLabelsError as e:
+        raise NoLabelsError(str(e) + other_layers_hint(project, args.layer)) from None
     project.close() if hasattr(project, "close") else None
     callbacks = [] if args.quiet else [ProgressBar()]
     res = Trainer(data, mcfg, tcfg, callbacks=callbacks).fit()
