@@ -252,13 +252,12 @@ class HybridConfig(PixelClassifierConfig):
     components: int = 3
     iterations: int = 3
     edge_scale: float = 10.0
-    smoothness: float = 1.0
+    smoothness: float = 2.0
     soft_mix: float = 0.3
     grabcut_init: bool = True
     rw_beta: float = 130.0
     rw_max_side: int = 64
     sweeps: int = 1
-    n_features: int = 128
     max_side: int = 128
     binary_max_side: int = 0
     texture: bool = True
