@@ -188,6 +188,8 @@ class Project:
         self.db_path = self.root / DB_NAME
         if not _create and not self.db_path.is_file():
             raise ProjectError(f"{self.root}: not a project (no {DB_NAME}); create it with 'init'.")
+        #: the scribble layer the scribble methods use when they are given none (``app.py --layer``)
+        self.scribble_layer = DEFAULT_LAYER
         self._local = threading.local()
         self._conns: list[sqlite3.Connection] = []
         self._conns_lock = threading.Lock()
@@ -589,7 +591,8 @@ class Project:
         return np.ascontiguousarray(arr)
 
     # ----------------------------------------------------------------- scribbles
-    def scribble_version(self, image_id: int, layer: str = DEFAULT_LAYER) -> int:
+    def scribble_version(self, image_id: int, layer: str | None = None) -> int:
+        layer = self.scribble_layer if layer is None else layer
         r = self._q("SELECT version FROM scribble_heads WHERE image_id = ? AND layer = ?", (int(image_id), layer))
         return r[0][0] if r else 0
 
@@ -600,8 +603,9 @@ class Project:
             rows = self._q("SELECT layer FROM scribble_heads WHERE image_id = ? ORDER BY layer", (int(image_id),))
         return [r[0] for r in rows]
 
-    def scribbles(self, image_id: int, layer: str = DEFAULT_LAYER, version: int | None = None) -> np.ndarray | None:
+    def scribbles(self, image_id: int, layer: str | None = None, version: int | None = None) -> np.ndarray | None:
         """Current (or a given version's) scribbles: ``(H, W) uint8``, 255 = none; ``None`` if never drawn."""
+        layer = self.scribble_layer if layer is None else layer
         v = self.scribble_version(image_id, layer) if version is None else int(version)
         if v == 0:
             return None
@@ -611,7 +615,7 @@ class Project:
             raise NotFoundError(f"image {image_id} has no scribble version {v} in layer '{layer}'.")
         return imageio.read_label_map(self.root / r[0][0])
 
-    def save_scribbles(self, image_id: int, scribbles: np.ndarray, *, layer: str = DEFAULT_LAYER,
+    def save_scribbles(self, image_id: int, scribbles: np.ndarray, *, layer: str | None = None,
                        expected_version: int | None = None, author: str | None = None) -> int:
         """Save a new version of an image's scribbles; returns the new version number.
 
@@ -620,7 +624,7 @@ class Project:
         and nothing is written. ``None`` skips the check (last writer wins).
         """
         arr = self.check_label_map(image_id, scribbles)
-        layer = str(layer).strip() or DEFAULT_LAYER
+        layer = str(self.scribble_layer if layer is None else layer).strip() or DEFAULT_LAYER
         with self.transaction() as conn:
             return self._save_scribbles_locked(conn, int(image_id), arr, layer, expected_version, author)
 
@@ -650,8 +654,9 @@ class Project:
         return [r[0] for r in conn.execute("SELECT version FROM scribble_versions WHERE image_id = ? AND layer = ? "
                                            "ORDER BY version", (image_id, layer))]
 
-    def undo_scribbles(self, image_id: int, layer: str = DEFAULT_LAYER) -> int:
+    def undo_scribbles(self, image_id: int, layer: str | None = None) -> int:
         """Move the head back one version (0 = no scribbles); returns the new head. Redo undoes it."""
+        layer = self.scribble_layer if layer is None else layer
         with self.transaction() as conn:
             cur = self.scribble_version(image_id, layer)
             if cur == 0:
@@ -661,8 +666,9 @@ class Project:
                          (prev, int(image_id), layer))
         return prev
 
-    def redo_scribbles(self, image_id: int, layer: str = DEFAULT_LAYER) -> int:
+    def redo_scribbles(self, image_id: int, layer: str | None = None) -> int:
         """Move the head forward one version, if an undo left one; returns the new head."""
+        layer = self.scribble_layer if layer is None else layer
         with self.transaction() as conn:
             row = conn.execute("SELECT version, latest FROM scribble_heads WHERE image_id = ? AND layer = ?",
                                (int(image_id), layer)).fetchone()

@@ -57,7 +57,7 @@ def train_target(project: Project, epochs: int, size: int, batch_size: int = 8):
         held = split_validation(final_ids)
         train_ids = [i for i in ids if i not in held]
         job.report(message=f"preparing {len(train_ids)} training image(s)…", epochs=epochs)
-        samples = ProjectSamples(project, train_ids)
+        samples = ProjectSamples(project, train_ids, layer=project.scribble_layer)
         data = TrainSet.build(samples, project.num_classes, size)
         name = f"app-unet-resnet18-{time.strftime('%Y%m%d-%H%M%S')}"
         mcfg = ModelConfig(classes=project.class_names, size=size)

@@ -103,3 +103,74 @@ def test_auth_protects_the_page_and_the_canvas_api(tmp_path):
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_layer_choice_follows_the_imported_strokes(tmp_path):
+    """An imported dataset's strokes live in a layer named after its set: the app opens that layer
+    (and says so) when 'default' has none; --layer wins; an empty name is refused."""
+    import numpy as np
+
+    from annotations.imageio import encode_image_png
+    from annotations.store import Project
+
+    p = Project.create(tmp_path / "p")
+    assert app_main.choose_layer(p, None) == ("default", "")
+    img = np.zeros((16, 16, 3), np.uint8)
+    iid = p.add_image(encode_image_png(img), name="a.png").id
+    strokes = np.full((16, 16), 255, np.uint8)
+    strokes[2:4, 2:10] = 1
+    p.save_scribbles(iid, strokes, layer="real")
+    layer, note = app_main.choose_layer(p, None)
+    assert layer == "real" and "'real'" in note and "--layer" in note
+    assert app_main.choose_layer(p, "mine") == ("mine", "")
+    with pytest.raises(ValueError, match="--layer"):
+        app_main.choose_layer(p, "  ")
+    p.save_scribbles(iid, strokes, layer="default")
+    assert app_main.choose_layer(p, None) == ("default", "")
+
+
+def test_the_app_draws_in_the_chosen_layer(tmp_path, monkeypatch):
+    """With ``scribble_layer`` set (app.py --layer), the canvas loads, saves, undoes and trains on
+    that layer; the other layers are left alone."""
+    import numpy as np
+
+    from annotations.imageio import encode_image_png
+    from annotations.store import Project
+    from app import canvas, handlers
+
+    p = Project.create(tmp_path / "p")
+    iid = p.add_image(encode_image_png(np.zeros((16, 16, 3), np.uint8)), name="a.png").id
+    real = np.full((16, 16), 255, np.uint8)
+    real[2:4, 2:10] = 1
+    p.save_scribbles(iid, real, layer="real")
+    p.scribble_layer = "real"
+    tok = handlers.register_project(p)
+    msg = handlers.load_message(p, tok, iid)
+    assert np.array_equal(canvas.rle_decode(msg["labels"], (16, 16)), real) and msg["version"] == 1
+    more = real.copy()
+    more[10:12, 2:10] = 0
+    assert p.save_scribbles(iid, more, expected_version=1) == 2
+    assert np.array_equal(p.scribbles(iid, layer="real"), more) and p.scribbles(iid, layer="default") is None
+    assert p.undo_scribbles(iid) == 1 and p.scribble_version(iid, "real") == 1
+    assert p.redo_scribbles(iid) == 2
+    # the app's training job reads the same layer
+    import segmenter.data
+    from app import training
+
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def spy(project, ids, layer="default", **kw):
+        seen["layer"] = layer
+        raise Stop
+
+    class Job:
+        def report(self, **kw):
+            pass
+
+    monkeypatch.setattr(segmenter.data, "ProjectSamples", spy)
+    with pytest.raises(Stop):
+        training.train_target(p, epochs=1, size=64)(Job())
+    assert seen["layer"] == "real"
