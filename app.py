@@ -44,27 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--classes", default="background,object",
                    help="classes of a new project, comma-separated (default: background,object)")
     p.add_argument("--layer", default=None,
-                   help="scribble layer to draw in and train on (default: 'default', or the project's only "
-                        "other layer when 'default' has no strokes, e.g. a dataset's imported set)")
+                   help="scribble layer to draw in and train on (default: 'default', or, when it has no strokes, "
+                        "the project's first other layer, e.g. a dataset's imported set)")
     return p
-
-
-def choose_layer(project, requested: str | None) -> tuple[str, str]:
-    """The scribble layer the app works in, and a line for the console (``""`` if nothing to say).
-    ``requested`` wins; otherwise ``default``, unless it holds no strokes and the project has other
-    layers (an import puts a dataset's scribble set in a layer of its own name): then the first."""
-    from annotations.store import DEFAULT_LAYER
-
-    if requested is not None:
-        layer = requested.strip()
-        if not layer:
-            raise ValueError("--layer needs a name.")
-        return layer, ""
-    layers = project.scribble_layers()
-    if not layers or DEFAULT_LAYER in layers:
-        return DEFAULT_LAYER, ""
-    return layers[0], (f"scribble layer: '{layers[0]}' (layer '{DEFAULT_LAYER}' has no strokes; the project has "
-                       f"{', '.join(repr(x) for x in layers)}; --layer chooses another)")
 
 
 def check_args(args) -> tuple[str, str] | None:
@@ -102,6 +84,8 @@ def main(argv=None) -> int:
     except AnnotationError as e:
         print(f"app.py: error: {e}", file=sys.stderr)
         return 2
+    from app.handlers import choose_layer
+
     try:
         project.scribble_layer, note = choose_layer(project, args.layer)
     except ValueError as e:

@@ -28,7 +28,7 @@ import numpy as np
 
 from annotations import imageio
 from annotations.errors import AnnotationError, NotFoundError, StaleWriteError
-from annotations.store import STATUS_ORDER, Project, sanitize_name
+from annotations.store import DEFAULT_LAYER, STATUS_ORDER, Project, sanitize_name
 
 from . import canvas
 
@@ -69,6 +69,30 @@ def project_for(token: str | None) -> Project:
     return p
 
 
+def choose_layer(project, requested: str | None) -> tuple[str, str]:
+    """The scribble layer the app works in, and a line for the console (``""`` if nothing to say).
+    ``requested`` wins; otherwise ``default``, unless it holds no strokes and the project has other
+    layers (an import puts a dataset's scribble set in a layer of its own name): then the first."""
+    if requested is not None:
+        layer = requested.strip()
+        if not layer:
+            raise ValueError("--layer needs a name.")
+        return layer, ""
+    layers = project.scribble_layers()
+    if not layers or DEFAULT_LAYER in layers:
+        return DEFAULT_LAYER, ""
+    return layers[0], (f"scribble layer: '{layers[0]}' (layer '{DEFAULT_LAYER}' has no strokes; the project has "
+                       f"{', '.join(repr(x) for x in layers)}; --layer chooses another)")
+
+
+def project_line(project: Project) -> str:
+    """The page's project line (Markdown): the folder, and the scribble layer when it is not ``default``."""
+    line = f"**Project** `{project.root}`"
+    if project.scribble_layer != DEFAULT_LAYER:
+        line += f" · scribble layer `{project.scribble_layer}`"
+    return line
+
+
 def open_project(path: str, classes_text: str = "") -> Project:
     """Open the project at ``path``, or create it with the comma-separated ``classes_text``."""
     path = str(path or "").strip()
@@ -76,7 +100,9 @@ def open_project(path: str, classes_text: str = "") -> Project:
         raise AppError("enter the folder of a project to open or create.")
     root = Path(os.path.expanduser(path))
     if (root / "project.db").is_file():
-        return Project.open(root)
+        project = Project.open(root)
+        project.scribble_layer = choose_layer(project, None)[0]
+        return project
     names = [c.strip() for c in str(classes_text or "").split(",") if c.strip()]
     if root.exists() and root.is_dir() and any(root.iterdir()):
         raise AppError(f"{root}: the folder is not empty and holds no project; choose an empty or new folder.")

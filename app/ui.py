@@ -146,7 +146,7 @@ def build_ui(project: Project) -> gr.Blocks:
             from annotations.formats import list_formats
 
             formats = list_formats()
-            return (*show(tok, image_id, filt), f"**Project** `{p.root}`", *class_outputs(p),
+            return (*show(tok, image_id, filt), handlers.project_line(p), *class_outputs(p),
                     gr.update(choices=formats, value="folder" if "folder" in formats else formats[0]),
                     jobs.progress_html(_snap(p)))
 
@@ -276,7 +276,7 @@ def build_ui(project: Project) -> gr.Blocks:
         def on_open(path, classes_text, filt):
             p = handlers.open_project(path, classes_text)
             tok = handlers.register_project(p)
-            return (tok, *show(tok, handlers.first_image(p), filt), f"**Project** `{p.root}`", *class_outputs(p),
+            return (tok, *show(tok, handlers.first_image(p), filt), handlers.project_line(p), *class_outputs(p),
                     jobs.progress_html(_snap(p)))
 
         listen(open_btn.click, on_open, [proj_path, proj_classes, status_filter],

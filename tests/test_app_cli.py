@@ -107,26 +107,34 @@ def test_auth_protects_the_page_and_the_canvas_api(tmp_path):
 
 def test_layer_choice_follows_the_imported_strokes(tmp_path):
     """An imported dataset's strokes live in a layer named after its set: the app opens that layer
-    (and says so) when 'default' has none; --layer wins; an empty name is refused."""
+    (and says so) when 'default' has none, also for a project opened from the page; --layer wins;
+    an empty name is refused."""
     import numpy as np
 
     from annotations.imageio import encode_image_png
     from annotations.store import Project
+    from app import handlers
 
     p = Project.create(tmp_path / "p")
-    assert app_main.choose_layer(p, None) == ("default", "")
+    assert handlers.choose_layer(p, None) == ("default", "")
     img = np.zeros((16, 16, 3), np.uint8)
     iid = p.add_image(encode_image_png(img), name="a.png").id
     strokes = np.full((16, 16), 255, np.uint8)
     strokes[2:4, 2:10] = 1
     p.save_scribbles(iid, strokes, layer="real")
-    layer, note = app_main.choose_layer(p, None)
+    layer, note = handlers.choose_layer(p, None)
     assert layer == "real" and "'real'" in note and "--layer" in note
-    assert app_main.choose_layer(p, "mine") == ("mine", "")
+    assert handlers.choose_layer(p, "mine") == ("mine", "")
     with pytest.raises(ValueError, match="--layer"):
-        app_main.choose_layer(p, "  ")
-    p.save_scribbles(iid, strokes, layer="default")
-    assert app_main.choose_layer(p, None) == ("default", "")
+        handlers.choose_layer(p, "  ")
+    # a project opened from the page gets the same choice, and the page names the layer
+    p.close()
+    opened = handlers.open_project(str(tmp_path / "p"))
+    assert opened.scribble_layer == "real" and "scribble layer `real`" in handlers.project_line(opened)
+    opened.save_scribbles(iid, strokes, layer="default")
+    assert handlers.choose_layer(opened, None) == ("default", "")
+    assert "scribble layer" not in handlers.project_line(Project.open(tmp_path / "p"))
+    opened.close()
 
 
 def test_the_app_draws_in_the_chosen_layer(tmp_path, monkeypatch):
