@@ -591,8 +591,12 @@ class Project:
         return np.ascontiguousarray(arr)
 
     # ----------------------------------------------------------------- scribbles
+    def _layer(self, layer: str | None) -> str:
+        """``layer``, or :attr:`scribble_layer` when it is None (the scribble methods' default)."""
+        return self.scribble_layer if layer is None else layer
+
     def scribble_version(self, image_id: int, layer: str | None = None) -> int:
-        layer = self.scribble_layer if layer is None else layer
+        layer = self._layer(layer)
         r = self._q("SELECT version FROM scribble_heads WHERE image_id = ? AND layer = ?", (int(image_id), layer))
         return r[0][0] if r else 0
 
@@ -605,7 +609,7 @@ class Project:
 
     def scribbles(self, image_id: int, layer: str | None = None, version: int | None = None) -> np.ndarray | None:
         """Current (or a given version's) scribbles: ``(H, W) uint8``, 255 = none; ``None`` if never drawn."""
-        layer = self.scribble_layer if layer is None else layer
+        layer = self._layer(layer)
         v = self.scribble_version(image_id, layer) if version is None else int(version)
         if v == 0:
             return None
@@ -624,7 +628,7 @@ class Project:
         and nothing is written. ``None`` skips the check (last writer wins).
         """
         arr = self.check_label_map(image_id, scribbles)
-        layer = str(self.scribble_layer if layer is None else layer).strip() or DEFAULT_LAYER
+        layer = str(self._layer(layer)).strip() or DEFAULT_LAYER
         with self.transaction() as conn:
             return self._save_scribbles_locked(conn, int(image_id), arr, layer, expected_version, author)
 
@@ -656,7 +660,7 @@ class Project:
 
     def undo_scribbles(self, image_id: int, layer: str | None = None) -> int:
         """Move the head back one version (0 = no scribbles); returns the new head. Redo undoes it."""
-        layer = self.scribble_layer if layer is None else layer
+        layer = self._layer(layer)
         with self.transaction() as conn:
             cur = self.scribble_version(image_id, layer)
             if cur == 0:
@@ -668,7 +672,7 @@ class Project:
 
     def redo_scribbles(self, image_id: int, layer: str | None = None) -> int:
         """Move the head forward one version, if an undo left one; returns the new head."""
-        layer = self.scribble_layer if layer is None else layer
+        layer = self._layer(layer)
         with self.transaction() as conn:
             row = conn.execute("SELECT version, latest FROM scribble_heads WHERE image_id = ? AND layer = ?",
                                (int(image_id), layer)).fetchone()
