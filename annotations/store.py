@@ -607,6 +607,12 @@ class Project:
             rows = self._q("SELECT layer FROM scribble_heads WHERE image_id = ? ORDER BY layer", (int(image_id),))
         return [r[0] for r in rows]
 
+    def fallback_layer(self, layer: str) -> str | None:
+        """The layer to turn to when ``layer`` holds no strokes but other layers do (an import puts a
+        dataset's scribble set in a layer of its own name): the first of them; else ``None``."""
+        layers = self.scribble_layers()
+        return None if not layers or layer in layers else layers[0]
+
     def scribbles(self, image_id: int, layer: str | None = None, version: int | None = None) -> np.ndarray | None:
         """Current (or a given version's) scribbles: ``(H, W) uint8``, 255 = none; ``None`` if never drawn."""
         layer = self._layer(layer)

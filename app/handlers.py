@@ -78,11 +78,11 @@ def choose_layer(project, requested: str | None) -> tuple[str, str]:
         if not layer:
             raise ValueError("--layer needs a name.")
         return layer, ""
-    layers = project.scribble_layers()
-    if not layers or DEFAULT_LAYER in layers:
+    alt = project.fallback_layer(DEFAULT_LAYER)
+    if alt is None:
         return DEFAULT_LAYER, ""
-    return layers[0], (f"scribble layer: '{layers[0]}' (layer '{DEFAULT_LAYER}' has no strokes; the project has "
-                       f"{', '.join(repr(x) for x in layers)}; --layer chooses another)")
+    return alt, (f"scribble layer: '{alt}' (layer '{DEFAULT_LAYER}' has no strokes; the project has "
+                 f"{', '.join(repr(x) for x in project.scribble_layers())}; --layer chooses another)")
 
 
 def project_line(project: Project) -> str:

@@ -144,6 +144,16 @@ def test_scribble_versions_undo_redo_and_stale_write(tmp_path, proj):
     assert proj.scribble_layers(img.id) == ["default", "expert"]
 
 
+def test_fallback_layer_names_the_first_layer_with_strokes(tmp_path, proj):
+    path, _ = _png(tmp_path)
+    img = proj.add_image(path)
+    assert proj.fallback_layer("default") is None  # no strokes anywhere
+    proj.save_scribbles(img.id, np.full((24, 32), 255, np.uint8), layer="real")
+    proj.save_scribbles(img.id, np.full((24, 32), 255, np.uint8), layer="zeta")
+    assert proj.fallback_layer("default") == "real"
+    assert proj.fallback_layer("zeta") is None  # the wanted layer has strokes
+
+
 @pytest.mark.parametrize("bad, match", [
     (np.zeros((10, 10), np.uint8), "is 10x10 but the image is 32x24"),
     (np.full((24, 32), 3, np.uint8), "class index 3 but the project has 3 classes"),

@@ -5,8 +5,8 @@ from __future__ import annotations
 def other_layers_hint(project, layer: str) -> str:
     """A sentence naming the project's scribble layers when ``layer`` has none of them (an import
     puts a dataset's scribble set in a layer of its own name), else ``""``."""
-    layers = project.scribble_layers()
-    if not layers or layer in layers:
+    alt = project.fallback_layer(layer)
+    if alt is None:
         return ""
     return (f" Scribble layer '{layer}' is empty; this project's strokes are in layer "
-            f"{', '.join(repr(x) for x in layers)}: add --layer {layers[0]}.")
+            f"{', '.join(repr(x) for x in project.scribble_layers())}: add --layer {alt}.")
