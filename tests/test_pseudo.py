@@ -265,11 +265,12 @@ def _object_and_lookalike_on_border(seed: int = 0):
 
 def test_hybrid_soft_border_prior_stops_lookalike_background_on_the_border():
     img, scr, gt = _object_and_lookalike_on_border()
-    leaky = get_method("hybrid", binary_border_weight=0.0)(img, scr, 2)
+    leaky = get_method("hybrid", binary_border_weight=0.0, binary_border_offset=None)(img, scr, 2)
     assert leaky.mask[:10].mean() > 0.5  # the colour model alone takes the band as object
-    res = get_method("hybrid")(img, scr, 2)
-    _check_result(res, scr, 2)
-    assert res.mask[:10].mean() < 0.05 and image_iou(res.mask, gt, 2) > 0.95
+    for kw in ({}, {"binary_border_offset": None}):  # the soft border cost alone stops it too
+        res = get_method("hybrid", **kw)(img, scr, 2)
+        _check_result(res, scr, 2)
+        assert res.mask[:10].mean() < 0.05 and image_iou(res.mask, gt, 2) > 0.95
 
 
 def test_hybrid_soft_border_prior_keeps_an_object_touching_the_border(disc):
@@ -282,6 +283,53 @@ def test_hybrid_soft_border_prior_keeps_an_object_touching_the_border(disc):
     scr[:, -3] = 0
     res = get_method("hybrid")(img, scr, 2)
     assert image_iou(res.mask, gt, 2) > 0.85
+
+
+def _object_and_lookalike_reaching_the_border(seed=0):
+    """A red disc with a foreground stroke; a band of the same red along the top edge that touches
+    the disc; the background stroke far away at the bottom."""
+    rng = np.random.default_rng(seed)
+    h, w = 96, 128
+    img = np.full((h, w, 3), (90, 110, 90), np.float64)
+    yy, xx = np.mgrid[:h, :w]
+    img[yy < 32] = (200, 40, 40)
+    disc = (yy - 56) ** 2 + (xx - 64) ** 2 < 25 ** 2
+    img[disc] = (200, 40, 40)
+    img = np.clip(img + rng.normal(0, 12, img.shape), 0, 255).astype(np.uint8)
+    scr = np.full((h, w), 255, np.uint8)
+    scr[60, 50:80] = 1
+    scr[88, 10:40] = 0
+    return img, scr, disc.astype(np.uint8)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_hybrid_border_as_weak_background_stroke_stops_a_leak(seed):
+    img, scr, gt = _object_and_lookalike_reaching_the_border(seed)
+    leaky = get_method("hybrid", binary_border_offset=None)(img, scr, 2)
+    assert leaky.mask[:24].mean() > 0.5  # without it the band joins the object
+    res = get_method("hybrid")(img, scr, 2)
+    _check_result(res, scr, 2)
+    assert res.mask[:24].mean() < 0.05 and image_iou(res.mask, gt, 2) > 0.95
+
+
+def test_functional_border_background_offset_and_kept_object_edge():
+    from segmenter.pseudo.methods import _add_border_background
+
+    h, w = 40, 60
+    flat = np.zeros((h, w, 1), np.float32)
+    graph = F.geodesic_graph(flat, 10.0)
+    scr = np.full((h, w), 255, np.uint8)
+    scr[36:, 30] = 1          # a foreground stroke running out of the bottom edge
+    scr[5, 5:10] = 0
+    d = F.geodesic_distances(flat, scr, 2, 10.0, graph=graph)
+    diag = float(np.hypot(h, w))
+    out = _add_border_background(d, scr, graph, offset=0.5, keep_ratio=0.35)
+    assert np.array_equal(out[1], d[1]) and (out[0] <= d[0]).all()
+    # far from every stroke, on the border: the border stroke's distance, offset x diagonal
+    assert np.isclose(out[0, 0, w - 1], min(d[0, 0, w - 1], 0.5 * diag), rtol=1e-4)
+    # the border next to the foreground stroke is not part of the background stroke
+    assert out[0, h - 1, 30] == d[0, h - 1, 30]
+    assert out[0, h - 1, 31] > 0.5 * diag
 
 
 def test_functional_border_proximity():

@@ -511,31 +511,47 @@ def graph_cut(unary: np.ndarray, a: np.ndarray, b: np.ndarray, weights: np.ndarr
 
 
 # ----------------------------------------------------------------------------- geodesic distances
-def geodesic_distances(channels: np.ndarray, scribbles: np.ndarray, num_classes: int,
-                       edge_scale: float = 10.0, a=None, b=None, lengths=None) -> np.ndarray:
-    """Geodesic distance of every pixel to each class's strokes, ``(C, H, W)`` float32.
-
-    Edge length = ``length * (1 + edge_scale * |I_a - I_b| / mean|I_a - I_b|)`` on the 8-connected
-    grid (a flat image gives the Euclidean distance in pixels, image edges lengthen paths that
-    cross them). ``channels``: ``(H, W, K)`` float32. Classes without strokes get ``inf``.
-    """
+def geodesic_graph(channels: np.ndarray, edge_scale: float = 10.0, a=None, b=None, lengths=None):
+    """The 8-connected grid graph (scipy CSR) of :func:`geodesic_distances`: edge length =
+    ``length * (1 + edge_scale * |I_a - I_b| / mean|I_a - I_b|)``. ``channels``: ``(H, W, K)`` float32."""
     from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import dijkstra
 
-    h, w = scribbles.shape
+    h, w = channels.shape[:2]
     if a is None:
         a, b, lengths = grid_edges((h, w), diagonal=True)
     flat = channels.reshape(-1, channels.shape[-1])
     diff = np.sqrt(((flat[a] - flat[b]) ** 2).sum(1))
     diff = diff / max(float(diff.mean()), 1e-6)
     cost = lengths * (1.0 + edge_scale * diff) + 1e-6
-    graph = coo_matrix((cost, (a, b)), shape=(h * w, h * w)).tocsr()
-    out = np.full((num_classes, h * w), np.inf, np.float32)
-    sflat = scribbles.ravel()
+    return coo_matrix((cost, (a, b)), shape=(h * w, h * w)).tocsr()
+
+
+def geodesic_to(graph, seeds: np.ndarray) -> np.ndarray:
+    """``(H, W)`` float32 geodesic distance on ``graph`` to the pixels where ``seeds`` (bool
+    ``(H, W)``) is set (``inf`` everywhere when none is)."""
+    from scipy.sparse.csgraph import dijkstra
+
+    idx = np.flatnonzero(seeds.ravel())
+    if idx.size == 0:
+        return np.full(seeds.shape, np.inf, np.float32)
+    return dijkstra(graph, directed=False, indices=idx, min_only=True).astype(np.float32).reshape(seeds.shape)
+
+
+def geodesic_distances(channels: np.ndarray, scribbles: np.ndarray, num_classes: int,
+                       edge_scale: float = 10.0, a=None, b=None, lengths=None, graph=None) -> np.ndarray:
+    """Geodesic distance of every pixel to each class's strokes, ``(C, H, W)`` float32.
+
+    Edge length = ``length * (1 + edge_scale * |I_a - I_b| / mean|I_a - I_b|)`` on the 8-connected
+    grid (a flat image gives the Euclidean distance in pixels, image edges lengthen paths that
+    cross them). ``channels``: ``(H, W, K)`` float32. Classes without strokes get ``inf``.
+    ``graph``: the :func:`geodesic_graph` of ``channels``, when the caller already has it.
+    """
+    if graph is None:
+        graph = geodesic_graph(channels, edge_scale, a, b, lengths)
+    out = np.full((num_classes, *scribbles.shape), np.inf, np.float32)
     for c in scribbled_classes(scribbles):
-        seeds = np.flatnonzero(sflat == c)
-        out[c] = dijkstra(graph, directed=False, indices=seeds, min_only=True)
-    return out.reshape(num_classes, h, w)
+        out[c] = geodesic_to(graph, scribbles == c)
+    return out
 
 
 # ----------------------------------------------------------------------------- random walker

@@ -173,24 +173,52 @@ class Geodesic(PseudoLabeler):
         return F.softmax(-u)
 
 
-def _geodesic(prep: Prepared, edge_scale: float, max_side: int) -> np.ndarray:
+def _geodesic(prep: Prepared, edge_scale: float, max_side: int, border: tuple[float, float] | None = None) -> np.ndarray:
     """Geodesic distances ``(C, h, w)`` float32 on the working grid, computed on a grid reduced to
-    ``max_side`` (0 = the working grid) and upsampled bilinearly, in working-grid pixels."""
+    ``max_side`` (0 = the working grid) and upsampled bilinearly, in working-grid pixels.
+    ``border``: ``(offset, keep_ratio)`` adds the image border as a weak background stroke
+    (:func:`_add_border_background`)."""
     shape = prep.scribbles.shape
-    if not max_side or max(shape) <= max_side:
-        return F.geodesic_distances(_smoothed(prep.channels), prep.scribbles, prep.num_classes, edge_scale)
-    s = F.working_scale(shape, max_side)
-    hw = (max(2, round(shape[0] * s)), max(2, round(shape[1] * s)))
-    scr = F.resize_scribbles(prep.scribbles, hw)
-    if F.scribbled_classes(scr).size != prep.classes.size:
-        return F.geodesic_distances(_smoothed(prep.channels), prep.scribbles, prep.num_classes, edge_scale)
-    small = np.dstack([F.resize_image(np.ascontiguousarray(prep.channels[..., i]), hw)
-                       for i in range(prep.channels.shape[2])])
-    d = F.geodesic_distances(_smoothed(small), scr, prep.num_classes, edge_scale)
+    channels, scr, s = prep.channels, prep.scribbles, 1.0
+    if max_side and max(shape) > max_side:
+        s = F.working_scale(shape, max_side)
+        hw = (max(2, round(shape[0] * s)), max(2, round(shape[1] * s)))
+        small = F.resize_scribbles(prep.scribbles, hw)
+        if F.scribbled_classes(small).size == prep.classes.size:
+            channels = np.dstack([F.resize_image(np.ascontiguousarray(prep.channels[..., i]), hw)
+                                  for i in range(prep.channels.shape[2])])
+            scr = small
+        else:  # a class's strokes vanish on the reduced grid: stay on the working grid
+            s = 1.0
+    smooth = _smoothed(channels)
+    graph = F.geodesic_graph(smooth, edge_scale)
+    d = F.geodesic_distances(smooth, scr, prep.num_classes, edge_scale, graph=graph)
+    if border is not None:
+        d = _add_border_background(d, scr, graph, *border)
+    if s == 1.0:
+        return d
     finite = np.isfinite(d)
     d = np.where(finite, d, F.HARD).astype(np.float32)
     up = F.resize_probs(d, shape) / s
     return np.where(F.resize_probs(finite.astype(np.float32), shape) > 0.5, up, np.inf).astype(np.float32)
+
+
+def _add_border_background(d: np.ndarray, scribbles: np.ndarray, graph, offset: float,
+                           keep_ratio: float) -> np.ndarray:
+    """``d`` (geodesic distances to the strokes; class 0 = background) with the image border as a
+    weak background stroke: ``d[0] = min(d[0], distance to the border + offset x diagonal)``.
+    Border pixels that are geodesically much nearer a foreground stroke than a background one
+    (``d_fg < keep_ratio x d_bg``: an object running out of the frame) are not part of that stroke.
+    Regions that reach the rest of the border without crossing an image edge, and lie far from
+    every stroke, become background-like."""
+    ring = np.zeros(scribbles.shape, bool)
+    ring[0, :] = ring[-1, :] = ring[:, 0] = ring[:, -1] = True
+    seeds = ring & (scribbles == F.NONE)
+    fg = np.min(np.delete(d, 0, axis=0), 0)
+    seeds &= ~(fg < keep_ratio * d[0])
+    out = d.copy()
+    out[0] = np.minimum(d[0], F.geodesic_to(graph, seeds) + offset * float(np.hypot(*scribbles.shape)))
+    return out
 
 
 def _smoothed(channels: np.ndarray, sigma: float = 1.0) -> np.ndarray:
@@ -221,6 +249,12 @@ class HybridConfig(PixelClassifierConfig):
       distance ``d`` from the image edge (background regions that touch the border stop leaking
       into the object; an object touching the border still wins where its colour model is clear).
       Not applied when the strokes are foreground-only (the border is then hard background).
+      The border is also a *weak background stroke* for the geodesic distances (initial fit and
+      geodesic cost): ``d_bg = min(d_bg, distance to the border + binary_border_offset x diagonal)``
+      (``None`` = off), so that a look-alike region reaching the border, far from every stroke,
+      is not taken into the object; border pixels geodesically nearer a foreground stroke than
+      ``binary_border_keep_ratio`` times a background one (an object running out of the frame)
+      are left out of that stroke.
 
     ``components``: Gaussians per class; ``edge_scale``: geodesic contrast factor;
     ``smoothness`` (``binary_smoothness``): Potts weight of the graph cut (0 = no cut);
@@ -246,6 +280,8 @@ class HybridConfig(PixelClassifierConfig):
     binary_geo_init_ratio: float = 0.25
     binary_border_weight: float = 1.0
     binary_border_band: float = 0.05
+    binary_border_offset: float | None = 1.0
+    binary_border_keep_ratio: float = 0.35
     geo_max_side: int = 64
     refit_iters: int = 3
     upsample_grey: bool = True
@@ -279,6 +315,8 @@ class HybridConfig(PixelClassifierConfig):
             raise ValueError(f"geo_max_side must be 0 or at least 16, got {self.geo_max_side}")
         if self.binary_border_weight < 0 or self.binary_border_band <= 0 or self.refit_iters < 1:
             raise ValueError("binary_border_weight must be >= 0, binary_border_band > 0 and refit_iters >= 1")
+        if (self.binary_border_offset is not None and self.binary_border_offset < 0) or self.binary_border_keep_ratio < 0:
+            raise ValueError("binary_border_offset must be >= 0 (or None) and binary_border_keep_ratio >= 0")
 
 
 class Hybrid(PixelClassifier):
@@ -320,7 +358,10 @@ class Hybrid(PixelClassifier):
             base = F.blend_prior(base, prep.prior, cfg.prior_weight)
         d = None
         if w_geo > 0 or geo_init > 0:
-            d = _geodesic(prep, cfg.edge_scale, cfg.geo_max_side)
+            border = None
+            if binary and cfg.binary_border_offset is not None and not prep.border_background:
+                border = (cfg.binary_border_offset, cfg.binary_border_keep_ratio)
+            d = _geodesic(prep, cfg.edge_scale, cfg.geo_max_side, border)
         border_cost = None
         if binary and cfg.binary_border_weight > 0 and not prep.border_background:
             border_cost = cfg.binary_border_weight * F.border_proximity(shape, cfg.binary_border_band)
