@@ -249,6 +249,7 @@ def test_next_and_back_keeps_the_strokes(page, project_dir):
 
 
 def test_undo_and_redo(page, project_dir):
+    wait_saved(page)  # no save still in flight from the previous step: its version is the one to undo
     s = state(page)
     page.click(f"{ROOT} .ws-undo")
     page.wait_for_function(f"() => document.querySelector('{ROOT}')._ws.doc.version === {s['version'] - 1}")
