@@ -355,7 +355,7 @@ def sample_scribbled(scribbles: np.ndarray, cls: int, max_n: int, rng: np.random
 
 
 def gmm_unaries(feats: np.ndarray, scribbles: np.ndarray, num_classes: int, k: int = 5,
-                max_samples: int = 2000, seed: int = 0, iters: int = 8, state: dict | None = None,
+                max_samples: int = 1000, seed: int = 0, iters: int = 8, state: dict | None = None,
                 q: np.ndarray | None = None) -> np.ndarray:
     """Per-class GMM costs ``(C, H, W)`` float32 (``-log p(feature | class)``, shifted per pixel so
     the best class costs 0), each class's mixture fitted by ``iters`` EM steps on (up to
