@@ -76,7 +76,9 @@ class TagConfig:
     :mod:`segmenter.cam_em`, then per-image colour histograms and PAMR), ``"pamr"`` (PAMR on the
     CAM probabilities) or ``"none"``. ``em_iters``, ``em_words``, ``em_cam_weight``: the EM's
     iterations, words per vocabulary and the weight of the CAM prior in it; ``colour_strength``:
-    exponent of the per-image colour likelihood (0 = off).
+    exponent of the per-image colour likelihood (0 = off). ``encoder_weights``: a local
+    ``.safetensors`` file of pretrained encoder weights (as the trainer's ``--encoder-weights``);
+    ``None`` = random initialisation, no download.
     """
 
     encoder: str = "resnet18"
@@ -104,6 +106,7 @@ class TagConfig:
     device: str = "cpu"
     seed: int = 0
     threads: int = 0
+    encoder_weights: str | None = None
 
     def __post_init__(self):
         if self.size < 32 or self.size % 32:
@@ -134,6 +137,10 @@ class TagConfig:
             raise SegmenterError(f"unknown refinement {self.refine!r}; valid: {', '.join(sorted(REFINERS))}.")
         if self.device not in ("cpu", "cuda", "auto"):
             raise SegmenterError(f"device must be cpu, cuda or auto, got {self.device!r}.")
+        if self.encoder_weights:
+            from segmenter.models import check_encoder_weights_path
+
+            check_encoder_weights_path(self.encoder_weights)
 
 
 
@@ -173,6 +180,17 @@ class TagNet(nn.Module):
                if feats[i].shape[-2:] != base else p(feats[i])
                for p, i in zip(self.proj, self.levels)]
         return self.cls(self.fuse(torch.cat(ups, 1)))
+
+
+def build_tagnet(config: TagConfig, num_classes: int) -> TagNet:
+    """A :class:`TagNet` for ``config``, its encoder loaded from ``config.encoder_weights`` when given
+    (:func:`segmenter.models.load_encoder_weights`: safetensors only, a clear error otherwise)."""
+    model = TagNet(config.encoder, num_classes, config.depth)
+    if config.encoder_weights:
+        from segmenter.models import load_encoder_weights
+
+        load_encoder_weights(model, config.encoder_weights)
+    return model
 
 
 def _resolve_device(name: str) -> torch.device:
@@ -279,7 +297,7 @@ def train_classifier(images: list[np.ndarray], tags: np.ndarray, num_classes: in
     device = _resolve_device(config.device)
     g = torch.Generator().manual_seed(config.seed)
     torch.manual_seed(config.seed)
-    model = TagNet(config.encoder, num_classes, config.depth).to(device)
+    model = build_tagnet(config, num_classes).to(device)
     idx = np.flatnonzero((tags != UNKNOWN).any(1) & ((tags == PRESENT).any(1)))
     size = (config.size, config.size)
     epochs = epochs_for(config, len(idx))
@@ -570,7 +588,8 @@ def _check_inputs(images, tags, num_classes, scribbles) -> np.ndarray:
 def method_name(config: TagConfig) -> str:
     """Provenance of the pseudo-masks, e.g. ``tags:cam-resnet18+em+pamr``."""
     steps = "em+colour+pamr" if config.refine == "em" else config.refine
-    return f"tags:cam-{config.encoder}+{steps}"
+    pretrained = "(pretrained)" if config.encoder_weights else ""
+    return f"tags:cam-{config.encoder}{pretrained}+{steps}"
 
 
 def em_probs(images: list[np.ndarray], tags: np.ndarray, cam_priors: list[np.ndarray | None],

@@ -129,6 +129,20 @@ def create_model(cfg: ModelConfig, encoder_weights: str | Path | None = None):
     return model
 
 
+def check_encoder_weights_path(path: str | Path) -> Path:
+    """``path`` as a :class:`Path` if it names an existing ``.safetensors`` file, else a
+    :class:`CheckpointError` that says what is wrong (checked before any long work starts)."""
+    p = Path(path)
+    if p.suffix != ".safetensors":
+        raise CheckpointError(
+            f"{p.name}: encoder weights must be a .safetensors file (pickle files are never loaded); "
+            "convert it once with safetensors.torch.save_file."
+        )
+    if not p.is_file():
+        raise CheckpointError(f"{p}: encoder weights file not found.")
+    return p
+
+
 def load_encoder_weights(model, path: str | Path) -> int:
     """Load pretrained encoder weights from a local safetensors file; returns the tensors loaded.
 
@@ -136,12 +150,7 @@ def load_encoder_weights(model, path: str | Path) -> int:
     smp model's weights). Tensors whose shape differs (e.g. the first conv for other channels) are
     skipped. Raises :class:`CheckpointError` when the file is unreadable or nothing matches.
     """
-    p = Path(path)
-    if p.suffix != ".safetensors":
-        raise CheckpointError(
-            f"{p.name}: encoder weights must be a .safetensors file (pickle files are never loaded); "
-            "convert it once with safetensors.torch.save_file."
-        )
+    p = check_encoder_weights_path(path)
     tensors = _read_safetensors(p)
     target = model.encoder.state_dict()
     picked = {}

@@ -101,6 +101,10 @@ class TrainConfig:
     def __post_init__(self):
         if self.epochs < 1:
             raise SegmenterError(f"epochs must be at least 1, got {self.epochs}.")
+        if self.encoder_weights:
+            from .models import check_encoder_weights_path
+
+            check_encoder_weights_path(self.encoder_weights)
         if self.batch_size < 1:
             raise SegmenterError(f"batch size must be at least 1, got {self.batch_size}.")
         if not (self.lr > 0 and math.isfinite(self.lr)):

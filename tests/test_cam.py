@@ -280,6 +280,75 @@ def test_tags_command_without_tags_exits_2_with_a_message(tmp_path, capsys):
     assert "no image has a tag" in capsys.readouterr().err
 
 
+def _encoder_weights_file(tmp_path, seed=1):
+    """A safetensors file of a resnet18 encoder's weights (random, seeded), and the encoder."""
+    import torch
+    from safetensors.torch import save_file
+
+    torch.manual_seed(seed)
+    donor = cm.TagNet("resnet18", 2, depth=3).encoder
+    path = tmp_path / "enc.safetensors"
+    save_file({k: v.contiguous() for k, v in donor.state_dict().items()}, str(path))
+    return path, donor
+
+
+def test_tag_classifier_starts_from_pretrained_encoder_weights(tmp_path):
+    import torch
+
+    path, donor = _encoder_weights_file(tmp_path)
+    torch.manual_seed(2)
+    model = cm.build_tagnet(cm.TagConfig(encoder_weights=str(path)), 3)
+    for k in ("conv1.weight", "layer2.0.conv1.weight"):
+        assert torch.equal(model.encoder.state_dict()[k], donor.state_dict()[k])
+    torch.manual_seed(2)
+    plain = cm.build_tagnet(cm.TagConfig(), 3)
+    assert not torch.equal(plain.encoder.state_dict()["conv1.weight"], donor.state_dict()["conv1.weight"])
+    assert cm.method_name(cm.TagConfig(encoder_weights=str(path))).startswith("tags:cam-resnet18(pretrained)+")
+
+
+@pytest.mark.parametrize("name, word", [("enc.pth", "never loaded"), ("missing.safetensors", "not found")])
+def test_bad_encoder_weights_are_refused_before_any_work(tmp_path, capsys, name, word):
+    from annotations.imageio import encode_image_png
+    from annotations.store import Project
+    from segmenter.cli import main
+
+    (tmp_path / "enc.pth").write_bytes(b"pickle")
+    with pytest.raises(SegmenterError, match=word):
+        cm.TagConfig(encoder_weights=str(tmp_path / name))
+    p = Project.create(tmp_path / "proj", classes=["background", "object"])
+    info = p.add_image(encode_image_png(scene(0, True, False)[0]), name="a.png")
+    p.set_tag(info.id, 1, "present")
+    p.close()
+    assert main(["tags", str(tmp_path / "proj"), "--encoder-weights", str(tmp_path / name)]) == 2
+    assert word in capsys.readouterr().err
+    with Project.open(tmp_path / "proj") as p:
+        assert p.mask_info(info.id, "pseudo") is None
+
+
+def test_bench_tags_and_train_take_encoder_weights(tmp_path, monkeypatch):
+    from segmenter.cli import main
+
+    seen = []
+    real = cm.tags_to_pseudo_masks
+    monkeypatch.setattr(cm, "tags_to_pseudo_masks", lambda *a, **k: seen.append(a[3]) or real(*a, **k))
+
+    path, _ = _encoder_weights_file(tmp_path)
+    _write_dataset(tmp_path / "toy")
+    out = tmp_path / "r.json"
+    assert main(["bench", "tags", "--data", str(tmp_path / "toy"), "--split", "train", "--limit", "4",
+                 "--epochs", "1", "--size", "64", "--encoder-weights", str(path), "--out", str(out)]) == 0
+    r = json.loads(out.read_text())
+    assert r["encoder_weights"] == str(path) and r["method"].startswith("tags:cam-resnet18(pretrained)")
+    out = tmp_path / "t.json"
+    assert main(["bench", "train", "--data", str(tmp_path / "toy"), "--train-split", "train",
+                 "--test-split", "train", "--supervision", "tags", "--limit-train", "4", "--limit-test", "2",
+                 "--epochs", "1", "--size", "64", "--bare-steps", "1", "--encoder-weights", str(path),
+                 "--out", str(out)]) == 0
+    r = json.loads(out.read_text())
+    assert r["train_config"]["encoder_weights"] == str(path)  # the segmentation model
+    assert [c.encoder_weights for c in seen] == [str(path)]   # and the tag classifier
+
+
 def test_auto_epochs_keep_the_work_bounded():
     c = cm.TagConfig()
     assert cm.epochs_for(c, 300) == 13 and cm.epochs_for(c, 10) == 30 and cm.epochs_for(c, 100000) == 2

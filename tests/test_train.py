@@ -166,6 +166,11 @@ def test_pretrained_encoder_weights_from_a_local_safetensors_file(tmp_path):
     (tmp_path / "enc.pth").write_bytes(b"pickle")
     with pytest.raises(CheckpointError, match="never loaded"):
         create_model(cfg, encoder_weights=tmp_path / "enc.pth")
+    # the training config refuses a bad file at once, before labels are built
+    with pytest.raises(CheckpointError, match="never loaded"):
+        TrainConfig(encoder_weights=str(tmp_path / "enc.pth"))
+    with pytest.raises(CheckpointError, match="not found"):
+        TrainConfig(encoder_weights=str(tmp_path / "gone.safetensors"))
 
 
 # ----------------------------------------------------------------------------- training

@@ -27,6 +27,8 @@ def register(bsub) -> None:
     p.add_argument("--epochs", type=int, default=None, help="classifier epochs (default: TagConfig's)")
     p.add_argument("--size", type=int, default=None, help="classifier input side in px, multiple of 32")
     p.add_argument("--encoder", default=None, help="smp encoder name (default resnet18)")
+    p.add_argument("--encoder-weights", default=None,
+                   help="local .safetensors file of pretrained encoder weights (default: none, no download)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"))
     p.add_argument("--out", default=None, help="JSON report path")
@@ -46,7 +48,7 @@ def config_from_args(args):
     """A :class:`segmenter.cam.TagConfig` from the common command-line options (None = default)."""
     from segmenter.cam import TagConfig
 
-    kw = {k: getattr(args, k) for k in ("epochs", "size", "encoder", "seed", "device")
+    kw = {k: getattr(args, k) for k in ("epochs", "size", "encoder", "encoder_weights", "seed", "device")
           if getattr(args, k, None) is not None}
     return TagConfig(**kw)
 
@@ -87,6 +89,7 @@ def run(args) -> int:
         "train_seconds": res.train.seconds, "infer_seconds": res.infer_seconds, "total_seconds": total,
         "pseudo_coverage": cover, "method": res.method,
         "epochs": res.train.epochs, "size": config.size, "encoder": config.encoder, "seed": config.seed,
+        "encoder_weights": config.encoder_weights,
         "background_classes": [ds.classes[c] for c in res.background],
         "pseudo_per_class_iou": dict(zip(ds.classes, pseudo_m.per_class_iou())),
         "cam_per_class_iou": dict(zip(ds.classes, cam_m.per_class_iou())),

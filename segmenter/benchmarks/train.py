@@ -53,6 +53,9 @@ def register(bsub) -> None:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--arch", default="unet")
     p.add_argument("--encoder", default="resnet18")
+    p.add_argument("--encoder-weights", default=None,
+                   help="local .safetensors file of pretrained encoder weights, for the model and the tag "
+                        "classifier (default: none, no download)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--rounds", type=int, default=None, help="training rounds with refinement between them")
@@ -143,8 +146,9 @@ def coarse_mask(gt: np.ndarray, px: int, seed: int) -> np.ndarray:
     return out
 
 
-def build_samples(ds, ids, supervision, labeled_fraction, no_unlabeled, seed):
-    """Training :class:`Sample` list for ``ids`` under ``supervision`` (see the module doc)."""
+def build_samples(ds, ids, supervision, labeled_fraction, no_unlabeled, seed, tag_config=None):
+    """Training :class:`Sample` list for ``ids`` under ``supervision`` (see the module doc);
+    ``tag_config``: the :class:`segmenter.cam.TagConfig` of the tags pipeline (default: its defaults)."""
     from dataclasses import replace
 
     from segmenter.data import Sample
@@ -196,11 +200,11 @@ def build_samples(ds, ids, supervision, labeled_fraction, no_unlabeled, seed):
             samples.append(Sample(img, name=iid, tags=tags))
             tag_jobs.append(len(samples) - 1)
     if tag_jobs:
-        _add_cam_pseudo_masks(samples, tag_jobs, C, seed)
+        _add_cam_pseudo_masks(samples, tag_jobs, C, tag_config)
     return samples
 
 
-def _add_cam_pseudo_masks(samples, jobs, C, seed):
+def _add_cam_pseudo_masks(samples, jobs, C, tag_config=None):
     """Tags -> (mask, confidence) per image through :func:`segmenter.cam.tags_to_pseudo_masks`."""
     try:
         from segmenter.cam import tags_to_pseudo_masks
@@ -210,7 +214,7 @@ def _add_cam_pseudo_masks(samples, jobs, C, seed):
     for r, j in enumerate(jobs):
         for c, st in samples[j].tags.items():
             tags[r, c] = 1 if st == "present" else 0
-    out = tags_to_pseudo_masks([samples[j].image for j in jobs], tags, C)
+    out = tags_to_pseudo_masks([samples[j].image for j in jobs], tags, C, tag_config)
     for j, (mask, conf) in zip(jobs, out):
         samples[j].mask, samples[j].mask_kind, samples[j].confidence = mask, "pseudo", conf
 
@@ -304,6 +308,10 @@ def run_benchmark(args, FolderDataset) -> dict:
     if not 0 < args.labeled_fraction <= 1:
         raise UsageError(f"--labeled-fraction must be in (0, 1], got {args.labeled_fraction}")
     parse_supervision(args.supervision)  # validate before loading anything
+    if args.encoder_weights:
+        from segmenter.models import check_encoder_weights_path
+
+        check_encoder_weights_path(args.encoder_weights)
     if args.save_model and args.out:
         from pathlib import Path
 
@@ -326,7 +334,13 @@ def run_benchmark(args, FolderDataset) -> dict:
         raise UsageError("the training or test split has no images")
 
     t0 = time.perf_counter()
-    samples = build_samples(ds, ids, args.supervision, args.labeled_fraction, args.no_unlabeled, args.seed)
+    tag_config = None
+    if any(name == "tags" for name, _, _ in parse_supervision(args.supervision)):
+        from segmenter.cam import TagConfig
+
+        tag_config = TagConfig(encoder=args.encoder, encoder_weights=args.encoder_weights)
+    samples = build_samples(ds, ids, args.supervision, args.labeled_fraction, args.no_unlabeled, args.seed,
+                            tag_config)
     label_seconds = time.perf_counter() - t0
     mcfg = ModelConfig(classes=ds.classes, arch=args.arch, encoder=args.encoder, size=args.size)
     overrides = {k: v for k, v in (("rounds", args.rounds), ("crf_weight", args.crf_weight),
@@ -335,7 +349,7 @@ def run_benchmark(args, FolderDataset) -> dict:
                                    ("refine_after", args.refine_after))
                  if v is not None}
     tcfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                       device=args.device, **overrides)
+                       device=args.device, encoder_weights=args.encoder_weights, **overrides)
     t0 = time.perf_counter()
     data = TrainSet.build(samples, ds.num_classes, args.size, mcfg.in_channels)
     prepare_seconds = time.perf_counter() - t0

@@ -17,6 +17,8 @@ def register(sub) -> None:
     p.add_argument("--epochs", type=int, default=None, help="classifier epochs")
     p.add_argument("--size", type=int, default=None, help="classifier input side in px, multiple of 32")
     p.add_argument("--encoder", default=None, help="smp encoder name (default resnet18)")
+    p.add_argument("--encoder-weights", default=None,
+                   help="local .safetensors file of pretrained encoder weights (default: none, no download)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"))
     p.add_argument("--dry-run", action="store_true", help="make the masks but save nothing")
