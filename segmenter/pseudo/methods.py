@@ -211,9 +211,7 @@ def _add_border_background(d: np.ndarray, scribbles: np.ndarray, graph, offset: 
     (``d_fg < keep_ratio x d_bg``: an object running out of the frame) are not part of that stroke.
     Regions that reach the rest of the border without crossing an image edge, and lie far from
     every stroke, become background-like."""
-    ring = np.zeros(scribbles.shape, bool)
-    ring[0, :] = ring[-1, :] = ring[:, 0] = ring[:, -1] = True
-    seeds = ring & (scribbles == F.NONE)
+    seeds = F.border_band(scribbles.shape, 1) & (scribbles == F.NONE)
     fg = np.min(np.delete(d, 0, axis=0), 0)
     seeds &= ~(fg < keep_ratio * d[0])
     out = d.copy()
