@@ -307,11 +307,15 @@ def run_benchmark(args, FolderDataset) -> dict:
         torch.set_num_threads(args.threads)
     if not 0 < args.labeled_fraction <= 1:
         raise UsageError(f"--labeled-fraction must be in (0, 1], got {args.labeled_fraction}")
-    parse_supervision(args.supervision)  # validate before loading anything
-    if args.encoder_weights:
-        from segmenter.models import check_encoder_weights_path
-
-        check_encoder_weights_path(args.encoder_weights)
+    parts = parse_supervision(args.supervision)  # validate before loading anything
+    overrides = {k: v for k, v in (("rounds", args.rounds), ("crf_weight", args.crf_weight),
+                                   ("semi", args.semi), ("propagate", args.propagate),
+                                   ("refine", args.refine), ("refine_prior_weight", args.refine_prior_weight),
+                                   ("refine_after", args.refine_after))
+                 if v is not None}
+    # made (and so validated, the encoder weights file included) before any label is built
+    tcfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                       device=args.device, encoder_weights=args.encoder_weights, **overrides)
     if args.save_model and args.out:
         from pathlib import Path
 
@@ -335,7 +339,7 @@ def run_benchmark(args, FolderDataset) -> dict:
 
     t0 = time.perf_counter()
     tag_config = None
-    if any(name == "tags" for name, _, _ in parse_supervision(args.supervision)):
+    if any(name == "tags" for name, _, _ in parts):
         from segmenter.cam import TagConfig
 
         tag_config = TagConfig(encoder=args.encoder, encoder_weights=args.encoder_weights)
@@ -343,13 +347,6 @@ def run_benchmark(args, FolderDataset) -> dict:
                             tag_config)
     label_seconds = time.perf_counter() - t0
     mcfg = ModelConfig(classes=ds.classes, arch=args.arch, encoder=args.encoder, size=args.size)
-    overrides = {k: v for k, v in (("rounds", args.rounds), ("crf_weight", args.crf_weight),
-                                   ("semi", args.semi), ("propagate", args.propagate),
-                                   ("refine", args.refine), ("refine_prior_weight", args.refine_prior_weight),
-                                   ("refine_after", args.refine_after))
-                 if v is not None}
-    tcfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                       device=args.device, encoder_weights=args.encoder_weights, **overrides)
     t0 = time.perf_counter()
     data = TrainSet.build(samples, ds.num_classes, args.size, mcfg.in_channels)
     prepare_seconds = time.perf_counter() - t0
