@@ -315,24 +315,15 @@ _PREVIEW_LOCK = threading.Lock()
 
 
 def prediction_prior(project: Project, image_id: int) -> np.ndarray | None:
-    """The image's current prediction as a prior ``(C, H, W) float32`` for the pseudo-labeller.
+    """The image's current prediction as a prior ``(C, H, W) float32`` for the pseudo-labeller
+    (:func:`segmenter.preview.prediction_prior`: the predicted class gets the stored confidence,
+    0.9 when none was stored). ``None`` when the image has no prediction."""
+    from segmenter.preview import prediction_prior as prior_of
 
-    The predicted class gets the stored confidence (0.9 when none was stored), the others share
-    the rest; ignored pixels are uniform. ``None`` when the image has no prediction.
-    """
     mask = project.mask(image_id, "predicted")
     if mask is None:
         return None
-    c = project.num_classes
-    conf = project.confidence(image_id, "predicted")
-    if conf is None:
-        conf = np.full(mask.shape, 0.9, np.float32)
-    conf = np.clip(conf, 1.0 / c, 0.99).astype(np.float32)
-    prior = np.broadcast_to(((1.0 - conf) / max(c - 1, 1))[None], (c,) + mask.shape).copy()
-    ys, xs = np.nonzero(mask != IGNORE)
-    prior[mask[ys, xs], ys, xs] = conf[ys, xs]
-    prior[:, mask == IGNORE] = 1.0 / c
-    return prior
+    return prior_of(mask, project.confidence(image_id, "predicted"), project.num_classes)
 
 
 def preview_function():
@@ -350,8 +341,10 @@ def preview_result(project: Project, image_id: int, method: str | None = None,
 
     ``scribbles``: ``(H, W) uint8`` strokes as the page holds them (default: the stored ones), so
     the preview need not wait for the save. Uses the segmenter's own preview function
-    (:func:`segmenter.pseudo.preview`) with the prediction, if any, as the prior; cached by the
-    strokes' content, the class count and the prediction.
+    (:func:`segmenter.pseudo.preview`); on an image with a prediction the strokes correct it
+    (predicted regions no stroke contradicts keep their class, see
+    :func:`segmenter.preview.correct_prediction`). Cached by the strokes' content, the class count
+    and the prediction.
     """
     scr = project.scribbles(image_id) if scribbles is None else project.check_label_map(image_id, scribbles)
     if scr is None or not (scr != IGNORE).any():
@@ -366,8 +359,10 @@ def preview_result(project: Project, image_id: int, method: str | None = None,
     preview = preview_function()
     img = project.load_image(image_id)
     t0 = time.perf_counter()
-    result, _overlay = preview(img, scr, project.num_classes, method=method,
-                               prior=prediction_prior(project, image_id), colors=_colors(project))
+    predicted = project.mask(image_id, "predicted") if pred is not None else None
+    conf = project.confidence(image_id, "predicted") if pred is not None else None
+    result, _overlay = preview(img, scr, project.num_classes, method=method, colors=_colors(project),
+                               prediction=predicted, prediction_confidence=conf)
     dt = time.perf_counter() - t0
     with _PREVIEW_LOCK:
         _PREVIEW_CACHE[key] = result

@@ -207,10 +207,16 @@ class PredictSummary:
 
 
 def predict_project(project, model: str | None = None, image_ids=None, *, device: str = "auto", tta: bool = False,
-                    mode: str = "resize", batch_size: int = 8, callback=None, cancel=None) -> PredictSummary:
+                    mode: str = "resize", batch_size: int = 8, callback=None, cancel=None,
+                    scribbles: bool = True, layer: str | None = None) -> PredictSummary:
     """Predict masks for ``image_ids`` (default: every image) and save them as kind ``predicted``
     with the model version, a confidence map and the image's uncertainty. Classes tagged absent
-    on an image are suppressed. ``callback(done, total)`` is called after each batch."""
+    on an image are suppressed. On an image with strokes (in scribble ``layer``; default: the
+    project's current layer, as the app draws in) the prediction is
+    corrected by them, as the app's live preview does (:func:`segmenter.preview.correct_prediction`:
+    every stroke keeps its class, the predicted regions no stroke contradicts keep theirs; strokes of
+    a class tagged absent are left out); ``scribbles=False`` stores the model's own output.
+    ``callback(done, total)`` is called after each batch."""
     path = resolve_model(project, model)
     pred = Predictor.from_checkpoint(path, expected_classes=project.class_names, device=device, tta=tta,
                                      mode=mode, batch_size=batch_size)
@@ -226,9 +232,19 @@ def predict_project(project, model: str | None = None, image_ids=None, *, device
         chunk = ids[s:s + batch_size]
         images = [project.load_image(i) for i in chunk]
         absent = [[c for c, st in project.tags(i).items() if st == "absent"] for i in chunk]
-        for i, p in zip(chunk, pred.predict(images, absent=absent)):
-            project.save_mask(i, p.mask, "predicted", source=source, model_version=version,
-                              confidence=p.confidence, uncertainty=p.uncertainty)
+        for i, im, ab, p in zip(chunk, images, absent, pred.predict(images, absent=absent)):
+            mask, conf, src = p.mask, p.confidence, source
+            scr = project.scribbles(i, layer=layer) if scribbles else None
+            if scr is not None:
+                scr = np.where(np.isin(scr, ab), 255, scr).astype(np.uint8)
+            if scr is not None and (scr != 255).any():
+                from .pseudo import DEFAULT_METHOD
+                from .preview import correct_prediction
+
+                r = correct_prediction(im, scr, mask, pred.cfg.num_classes, conf)
+                mask, conf, src = r.mask, r.confidence, f"{source}+{DEFAULT_METHOD}(strokes)"
+            project.save_mask(i, mask, "predicted", source=src, model_version=version,
+                              confidence=conf, uncertainty=p.uncertainty)
             done.append((i, project.image_info(i).name, p.uncertainty))
         if callback is not None:
             callback(len(done), len(ids))

@@ -3,6 +3,11 @@
 ::
 
     result, overlay = preview(image, scribbles, num_classes)   # PseudoResult, (H, W, 3) uint8
+    result, overlay = preview(image, scribbles, num_classes, prediction=mask)   # strokes correct a prediction
+
+On an image that already has a predicted mask, strokes are corrections of it
+(:func:`correct_prediction`): the predicted regions that no stroke contradicts keep their class,
+also for classes nobody drew, and the pseudo-labeller re-segments the rest around the strokes.
 """
 from __future__ import annotations
 
@@ -44,15 +49,99 @@ def overlay(image: np.ndarray, mask: np.ndarray, colors: np.ndarray, alpha: floa
     return np.clip(out + 0.5, 0, 255).astype(np.uint8)
 
 
+def prediction_prior(mask: np.ndarray, confidence: np.ndarray | None, num_classes: int) -> np.ndarray:
+    """A predicted mask as a prior ``(C, H, W)`` float32 for the pseudo-labeller: the predicted
+    class gets the confidence (0.9 where none is given), the other classes share the rest;
+    pixels without a prediction (255) are uniform."""
+    c = num_classes
+    conf = np.full(mask.shape, 0.9, np.float32) if confidence is None else np.asarray(confidence, np.float32)
+    conf = np.clip(conf, 1.0 / c, 0.99).astype(np.float32)
+    prior = np.broadcast_to(((1.0 - conf) / max(c - 1, 1))[None], (c,) + mask.shape).copy()
+    ys, xs = np.nonzero(mask != 255)
+    prior[mask[ys, xs], ys, xs] = conf[ys, xs]
+    prior[:, mask == 255] = 1.0 / c
+    return prior
+
+
+def correction_seeds(prediction: np.ndarray, scribbles: np.ndarray, num_classes: int,
+                     margin: float = 0.03, reach: float = 0.15) -> np.ndarray:
+    """Strokes for re-segmenting ``prediction`` ((H, W) uint8) around a person's ``scribbles``.
+
+    Every connected region of the prediction that no stroke of another class touches lends, as a
+    stroke of its class, its pixels farther than ``reach`` x the long side from every stroke (the
+    prediction stands where nobody drew) and, nearer, its core: the pixels at least ``margin`` x
+    the long side (2 px at least, half the region's thickness at most) inside it, so that near the
+    strokes it keeps its class while its outline is found again. A region that a stroke of
+    another class touches lends nothing: the person says it is wrong. The person's strokes lie on
+    top. ``(H, W)`` uint8, 255 = none.
+    """
+    import cv2
+    from scipy import ndimage
+
+    h, w = prediction.shape
+    r = max(2.0, margin * max(h, w))
+    seeds = np.full((h, w), 255, np.uint8)
+    drawn = scribbles != 255
+    far = cv2.distanceTransform((~drawn).astype(np.uint8), cv2.DIST_L2, 3) > reach * max(h, w)
+    for c in range(num_classes):
+        region = (prediction == c).astype(np.uint8)
+        if not region.any():
+            continue
+        n, lab = cv2.connectedComponents(region, connectivity=8)
+        dt = cv2.distanceTransform(region, cv2.DIST_L2, 3)
+        deepest = np.asarray(ndimage.maximum(dt, lab, index=np.arange(n)), np.float32)
+        core = (region > 0) & ((dt >= np.minimum(r, 0.5 * deepest)[lab]) | far)
+        wrong = np.unique(lab[drawn & (scribbles != c) & (region > 0)])
+        core &= ~np.isin(lab, wrong[wrong > 0])
+        seeds[core] = c
+    seeds[drawn] = scribbles[drawn]
+    return seeds
+
+
+def correct_prediction(image, scribbles, prediction, num_classes: int, confidence=None,
+                       method: str | None = None):
+    """The ``prediction`` ((H, W) uint8 mask, optional ``confidence``) corrected by ``scribbles``:
+    a :class:`~segmenter.pseudo.PseudoResult` of the pseudo-labeller ``method`` run on the
+    :func:`correction_seeds` with the prediction as its prior. The strokes keep their class;
+    predicted regions no stroke contradicts keep theirs (confidence: the prediction's in their
+    cores); regions a stroke contradicts and all boundaries are re-segmented."""
+    from segmenter.pseudo import PseudoResult, get_method
+    from segmenter.pseudo import functional as F
+
+    image = np.asarray(image)
+    scribbles = np.asarray(scribbles)
+    prediction = np.asarray(prediction)
+    F.check_inputs(image, scribbles, num_classes)
+    if prediction.shape != scribbles.shape:
+        from annotations.errors import LabelMapError
+
+        raise LabelMapError(f"the prediction is {prediction.shape[1]}x{prediction.shape[0]} but the scribbles "
+                            f"are {scribbles.shape[1]}x{scribbles.shape[0]}.")
+    prediction = np.where(prediction < num_classes, prediction, 255).astype(np.uint8)
+    seeds = correction_seeds(prediction, scribbles, num_classes)
+    r = get_method(method)(image, seeds, num_classes,
+                           prior=prediction_prior(prediction, confidence, num_classes))
+    conf = r.confidence
+    if confidence is not None:  # seed cores are the model's word, not the person's
+        lent = (seeds != 255) & (scribbles == 255)
+        conf = np.where(lent, np.asarray(confidence, np.float32), conf).astype(np.float32)
+    return PseudoResult(probs=r.probs, mask=r.mask, confidence=conf)
+
+
 def preview(image, scribbles, num_classes: int, method: str | None = None, prior=None, colors=None,
-            alpha: float = 0.5):
+            alpha: float = 0.5, prediction=None, prediction_confidence=None):
     """``(PseudoResult, overlay (H, W, 3) uint8)`` for ``image`` ((H, W) or (H, W, 3) uint8) and
     ``scribbles`` ((H, W) uint8, 255 = none); ``method`` defaults to
-    :data:`segmenter.pseudo.DEFAULT_METHOD`; ``prior``: optional ``(C, H, W)`` float32 (e.g. the
-    current prediction); ``colors``: one RGB triple per class. Raises ``NoLabelsError`` when
-    nothing is drawn, ``LabelMapError`` for a map of the wrong size or an unknown class."""
+    :data:`segmenter.pseudo.DEFAULT_METHOD`; ``prior``: optional ``(C, H, W)`` float32;
+    ``prediction`` (+ ``prediction_confidence``): the image's predicted mask, which the strokes
+    then correct (:func:`correct_prediction`); ``colors``: one RGB triple per class. Raises
+    ``NoLabelsError`` when nothing is drawn, ``LabelMapError`` for a map of the wrong size or an
+    unknown class."""
     from segmenter.pseudo import get_method
 
-    result = get_method(method)(image, scribbles, num_classes, prior=prior)
+    if prediction is not None:
+        result = correct_prediction(image, scribbles, prediction, num_classes, prediction_confidence, method)
+    else:
+        result = get_method(method)(image, scribbles, num_classes, prior=prior)
     cols = class_colors(num_classes, colors)
     return result, overlay(np.asarray(image), result.mask, cols, alpha, np.asarray(scribbles))

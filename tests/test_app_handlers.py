@@ -195,7 +195,7 @@ def test_preview_overlay_follows_the_scribbles(project, token):
     assert (np.abs(inside.astype(int) - colors[1]).sum(1) == 0).mean() > 0.7
 
 
-def test_preview_uses_the_prediction_as_prior(project, token, monkeypatch):
+def test_preview_corrects_the_prediction(project, token, monkeypatch):
     iid = project.image_ids()[0]
     _, gt, scr = make_disc_image(64, seed=0)
     conf = np.full((64, 64), 0.8, np.float32)
@@ -207,20 +207,42 @@ def test_preview_uses_the_prediction_as_prior(project, token, monkeypatch):
     seen = {}
     real = handlers.preview_function()
 
-    def spy(image, scribbles, num_classes, method=None, prior=None, colors=None, alpha=0.5):
-        seen["prior"] = prior
-        return real(image, scribbles, num_classes, method=method, prior=prior, colors=colors)
+    def spy(image, scribbles, num_classes, method=None, prior=None, colors=None, alpha=0.5, prediction=None,
+            prediction_confidence=None):
+        seen["prediction"], seen["confidence"] = prediction, prediction_confidence
+        return real(image, scribbles, num_classes, method=method, prior=prior, colors=colors,
+                    prediction=prediction, prediction_confidence=prediction_confidence)
 
     monkeypatch.setattr(handlers, "preview_function", lambda: spy)
     handlers.canvas_save({"project": token, "image_id": iid, "labels": canvas.rle_encode(scr), "version": 0})
     r = handlers.canvas_preview({"project": token, "image_id": iid, "kind": "preview"})
-    assert r["overlay"] and seen["prior"] is not None
-    np.testing.assert_allclose(seen["prior"], prior)
-    # a new prediction (same scribbles) is a new prior: the cached preview is not reused
+    assert r["overlay"] and np.array_equal(seen["prediction"], gt)
+    np.testing.assert_allclose(seen["confidence"], conf)
+    # a new prediction (same scribbles) is corrected anew: the cached preview is not reused
     project.save_mask(iid, 1 - gt, "predicted", source="test", confidence=conf, uncertainty=0.3)
     handlers.canvas_preview({"project": token, "image_id": iid, "kind": "preview"})
-    np.testing.assert_allclose(seen["prior"], handlers.prediction_prior(project, iid))
-    assert not np.allclose(seen["prior"], prior)
+    assert np.array_equal(seen["prediction"], 1 - gt)
+
+
+def test_a_correction_stroke_keeps_the_predicted_classes_nobody_drew(tmp_path):
+    """Three classes predicted; the person draws one stroke of class 1 only. The preview (and so
+    'Accept as final') keeps class 2's predicted region instead of dropping the class."""
+    p = Project.create(tmp_path / "p", classes=["bg", "a", "b"])
+    img = np.full((64, 64, 3), 40, np.uint8)
+    img[10:30, 10:30] = 200
+    img[35:60, 35:60] = 120
+    iid = p.add_image(encode_image_png(img), name="x.png").id
+    pred = np.zeros((64, 64), np.uint8)
+    pred[10:30, 10:30] = 1
+    pred[35:60, 35:60] = 2
+    p.save_mask(iid, pred, "predicted", source="model:test", model_version="v1", uncertainty=0.2)
+    scr = np.full((64, 64), 255, np.uint8)
+    scr[15:18, 12:28] = 1
+    p.save_scribbles(iid, scr)
+    result, _ = handlers.preview_result(p, iid)
+    assert (result.mask == pred).mean() > 0.99 and (result.mask == 2).sum() > 500
+    assert "final" in handlers.accept_final(p, iid, "preview")
+    assert (p.mask(iid, "final") == 2).sum() > 500
 
 
 def test_warm_up_runs_the_preview(monkeypatch):

@@ -101,6 +101,34 @@ def test_train_and_predict_commands_write_predicted_masks(tmp_path, capsys):
     assert p.mask_info(p.image_by_name("d0").id, "predicted") is None  # not selected
 
 
+def test_predictions_of_scribbled_images_keep_the_strokes(tmp_path, capsys):
+    """An untrained model predicts anything; on an image with strokes the stored prediction is
+    corrected by them (every stroke pixel keeps its class: an export never contradicts what a
+    person drew), unless --ignore-scribbles asks for the model's own output."""
+    from segmenter.cli import main
+
+    p = _project(tmp_path)
+    torch.manual_seed(0)
+    cfg = ModelConfig(classes=CLASSES, size=64)
+    model = create_model(cfg)
+    save_checkpoint(p.models_dir / "raw", model, cfg)
+    d1, d0 = p.image_by_name("d1").id, p.image_by_name("d0").id  # d1 scribbled, d0 a final mask only
+    assert main(["predict", str(p.root), "--device", "cpu", "--model", "raw"]) == 0
+    scr = p.scribbles(d1)
+    drawn = scr != 255
+    assert np.array_equal(p.mask(d1, "predicted")[drawn], scr[drawn])
+    assert p.mask_info(d1, "predicted").source == "model:unet/resnet18+hybrid(strokes)"
+    assert p.mask_info(d0, "predicted").source == "model:unet/resnet18"
+    capsys.readouterr()
+    assert main(["predict", str(p.root), "--device", "cpu", "--model", "raw", "--ignore-scribbles"]) == 0
+    raw = Predictor(model, cfg, device="cpu").predict([p.load_image(d1)])[0].mask
+    assert np.array_equal(p.mask(d1, "predicted"), raw)
+    assert p.mask_info(d1, "predicted").source == "model:unet/resnet18"
+    # strokes in another layer are not this layer's
+    assert main(["predict", str(p.root), "--device", "cpu", "--model", "raw", "--layer", "other"]) == 0
+    assert p.mask_info(d1, "predicted").source == "model:unet/resnet18"
+
+
 def test_commands_refuse_bad_projects_with_one_line(tmp_path, capsys):
     from annotations.store import Project
     from segmenter.cli import main

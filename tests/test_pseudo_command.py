@@ -67,6 +67,54 @@ def test_preview_returns_result_and_overlay(disc):
         preview(img, np.full(gt.shape, 255, np.uint8), 2)
 
 
+def _three_regions():
+    img = np.full((64, 64, 3), 40, np.uint8)
+    img[10:30, 10:30] = 200
+    img[35:60, 35:60] = 120
+    pred = np.zeros((64, 64), np.uint8)
+    pred[10:30, 10:30] = 1
+    pred[35:60, 35:60] = 2
+    return img, pred
+
+
+def test_strokes_correct_a_prediction_without_dropping_undrawn_classes():
+    from annotations.errors import LabelMapError
+    from segmenter.preview import correct_prediction, correction_seeds, prediction_prior
+    from segmenter.pseudo import get_method, preview
+
+    img, pred = _three_regions()
+    scr = np.full((64, 64), 255, np.uint8)
+    scr[15:18, 12:28] = 1  # one stroke, class 1 only
+    # the plain pseudo-labeller with the prediction as prior drops class 2 (nobody drew it) ...
+    plain = get_method(None)(img, scr, 3, prior=prediction_prior(pred, None, 3))
+    assert (plain.mask == 2).sum() == 0
+    # ... the correction keeps every predicted region no stroke contradicts
+    fixed = correct_prediction(img, scr, pred, 3)
+    assert np.array_equal(fixed.mask, pred)
+    seeds = correction_seeds(pred, scr, 3)
+    assert (seeds[35:60, 35:60] == 2).all()  # far from every stroke: the whole region, outline included
+    assert (seeds[10:30, 10:30] == 255).any()  # near the stroke: the outline is found again
+    res, _ = preview(img, scr, 3, prediction=pred)
+    assert np.array_equal(res.mask, pred)
+    # a stroke of class 1 inside the region predicted as 2: that region lends no seeds and flips
+    scr2 = scr.copy()
+    scr2[45:48, 40:55] = 1
+    seeds = correction_seeds(pred, scr2, 3)
+    assert not (seeds == 2).any() and (seeds[10:30, 10:30] == 1).any() and (seeds == 0).any()
+    fixed = correct_prediction(img, scr2, pred, 3)
+    assert (fixed.mask[35:60, 35:60] == 1).mean() > 0.95 and (fixed.mask[scr2 != 255] == 1).all()
+    # region cores lent as seeds carry the prediction's confidence, the strokes 1
+    conf = np.full((64, 64), 0.7, np.float32)
+    fixed = correct_prediction(img, scr, pred, 3, confidence=conf)
+    assert fixed.confidence[16, 20] == pytest.approx(1.0) and fixed.confidence[47, 47] == pytest.approx(0.7)
+    # a thin region keeps a core; bad sizes are named
+    thin = pred.copy()
+    thin[2:4, 40:60] = 2
+    assert (correction_seeds(thin, scr, 3)[2:4, 40:60] == 2).any()
+    with pytest.raises(LabelMapError, match="prediction"):
+        correct_prediction(img, scr, pred[:32], 3)
+
+
 def _tiny_dataset(root, n=3):
     from conftest import make_disc_image
 

@@ -1,7 +1,10 @@
 """``python -m segmenter predict PROJECT``: masks of kind ``predicted`` for all or some images.
 
 Each mask is saved with the model version, a confidence map and the image's uncertainty (mean
-normalised entropy); the most uncertain images are listed: annotate those next.
+normalised entropy); the most uncertain images are listed: annotate those next. On an image with
+strokes the prediction is corrected by them, as in the app's live preview: a stroke's pixels keep
+its class, so an export never contradicts what a person drew (``--ignore-scribbles``: the model's
+own output).
 """
 from __future__ import annotations
 
@@ -20,6 +23,10 @@ def register(sub) -> None:
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--top", type=int, default=10, help="list this many most uncertain images")
+    p.add_argument("--layer", default="default", help="scribble layer whose strokes correct the predictions "
+                                                      "(default: default)")
+    p.add_argument("--ignore-scribbles", action="store_true",
+                   help="store the model's own output, not corrected by the images' strokes")
     p.set_defaults(func=cmd_predict)
 
 
@@ -58,7 +65,8 @@ def cmd_predict(args) -> int:
         sys.stderr.flush()
 
     summary = predict_project(project, args.model, ids, device=args.device, tta=args.tta, mode=args.mode,
-                              batch_size=args.batch_size, callback=progress)
+                              batch_size=args.batch_size, callback=progress, scribbles=not args.ignore_scribbles,
+                              layer=args.layer)
     sys.stderr.write("\n")
     for line in summary.lines(args.top):
         print(line)
