@@ -64,7 +64,8 @@ def prediction_prior(mask: np.ndarray, confidence: np.ndarray | None, num_classe
 
 
 def correction_seeds(prediction: np.ndarray, scribbles: np.ndarray, num_classes: int,
-                     margin: float = 0.03, reach: float = 0.15) -> np.ndarray:
+                     margin: float = 0.03, reach: float = 0.15, confidence: np.ndarray | None = None,
+                     min_confidence: float = 0.8) -> np.ndarray:
     """Strokes for re-segmenting ``prediction`` ((H, W) uint8) around a person's ``scribbles``.
 
     Every connected region of the prediction that no stroke of another class touches lends, as a
@@ -72,8 +73,10 @@ def correction_seeds(prediction: np.ndarray, scribbles: np.ndarray, num_classes:
     prediction stands where nobody drew) and, nearer, its core: the pixels at least ``margin`` x
     the long side (2 px at least, half the region's thickness at most) inside it, so that near the
     strokes it keeps its class while its outline is found again. A region that a stroke of
-    another class touches lends nothing: the person says it is wrong. The person's strokes lie on
-    top. ``(H, W)`` uint8, 255 = none.
+    another class touches lends nothing: the person says it is wrong. With the prediction's
+    ``confidence``, only pixels at least ``min_confidence`` sure are lent (an unsure prediction
+    stands nowhere; the strokes then decide, with it as prior). The person's strokes lie on top.
+    ``(H, W)`` uint8, 255 = none.
     """
     import cv2
     from scipy import ndimage
@@ -94,6 +97,8 @@ def correction_seeds(prediction: np.ndarray, scribbles: np.ndarray, num_classes:
         wrong = np.unique(lab[drawn & (scribbles != c) & (region > 0)])
         core &= ~np.isin(lab, wrong[wrong > 0])
         seeds[core] = c
+    if confidence is not None:
+        seeds[np.asarray(confidence) < min_confidence] = 255
     seeds[drawn] = scribbles[drawn]
     return seeds
 
@@ -103,8 +108,9 @@ def correct_prediction(image, scribbles, prediction, num_classes: int, confidenc
     """The ``prediction`` ((H, W) uint8 mask, optional ``confidence``) corrected by ``scribbles``:
     a :class:`~segmenter.pseudo.PseudoResult` of the pseudo-labeller ``method`` run on the
     :func:`correction_seeds` with the prediction as its prior. The strokes keep their class;
-    predicted regions no stroke contradicts keep theirs (confidence: the prediction's in their
-    cores); regions a stroke contradicts and all boundaries are re-segmented."""
+    predicted regions no stroke contradicts keep theirs where the prediction is sure (confidence:
+    the prediction's there); regions a stroke contradicts and outlines near the strokes are
+    re-segmented."""
     from segmenter.pseudo import PseudoResult, get_method
     from segmenter.pseudo import functional as F
 
@@ -118,7 +124,7 @@ def correct_prediction(image, scribbles, prediction, num_classes: int, confidenc
         raise LabelMapError(f"the prediction is {prediction.shape[1]}x{prediction.shape[0]} but the scribbles "
                             f"are {scribbles.shape[1]}x{scribbles.shape[0]}.")
     prediction = np.where(prediction < num_classes, prediction, 255).astype(np.uint8)
-    seeds = correction_seeds(prediction, scribbles, num_classes)
+    seeds = correction_seeds(prediction, scribbles, num_classes, confidence=confidence)
     r = get_method(method)(image, seeds, num_classes,
                            prior=prediction_prior(prediction, confidence, num_classes))
     conf = r.confidence

@@ -104,9 +104,14 @@ def test_strokes_correct_a_prediction_without_dropping_undrawn_classes():
     fixed = correct_prediction(img, scr2, pred, 3)
     assert (fixed.mask[35:60, 35:60] == 1).mean() > 0.95 and (fixed.mask[scr2 != 255] == 1).all()
     # region cores lent as seeds carry the prediction's confidence, the strokes 1
-    conf = np.full((64, 64), 0.7, np.float32)
+    conf = np.full((64, 64), 0.9, np.float32)
     fixed = correct_prediction(img, scr, pred, 3, confidence=conf)
-    assert fixed.confidence[16, 20] == pytest.approx(1.0) and fixed.confidence[47, 47] == pytest.approx(0.7)
+    assert fixed.confidence[16, 20] == pytest.approx(1.0) and fixed.confidence[47, 47] == pytest.approx(0.9)
+    # an unsure prediction lends no seeds: the strokes decide, with it as the prior
+    unsure = np.full((64, 64), 0.55, np.float32)
+    assert np.array_equal(correction_seeds(pred, scr, 3, confidence=unsure), scr)
+    fixed = correct_prediction(img, scr, pred, 3, confidence=unsure)
+    assert np.array_equal(fixed.mask, get_method(None)(img, scr, 3, prior=prediction_prior(pred, unsure, 3)).mask)
     # a thin region keeps a core; bad sizes are named
     thin = pred.copy()
     thin[2:4, 40:60] = 2
