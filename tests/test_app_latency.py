@@ -61,3 +61,30 @@ def test_cli_on_a_folder_dataset_with_simulated_strokes(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "segmenter", "bench", "latency", "--data", str(data), "--scribbles",
                           "nope"], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "no scribble set 'nope'" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_measure_times_strokes_correcting_a_prediction(monkeypatch, tmp_path):
+    """--correct passes each image's mask to the app's preview function as its prediction."""
+    from segmenter.pseudo import preview
+
+    seen = []
+
+    def spy(image, scribbles, num_classes, method=None, prediction=None, **kw):
+        seen.append(prediction)
+        return preview(image, scribbles, num_classes, method=method, prediction=prediction, **kw)
+
+    monkeypatch.setattr(latency, "preview_function", lambda: spy)
+    samples = [(img, scr, gt) for img, gt, scr in (make_disc_image(64, seed=i) for i in range(2))]
+    rep = latency.measure(samples, 2, correct=True)
+    assert rep["correct"] is True and rep["n"] == 4 and rep["p50_s"] > 0
+    assert all(p is not None for p in seen) and np.array_equal(seen[-1], samples[-1][2])
+    data = tmp_path / "ds"
+    (data / "images").mkdir(parents=True)
+    (data / "masks").mkdir()
+    (data / "meta.json").write_text(json.dumps({"name": "tiny", "classes": ["background", "object"]}))
+    img, gt, _ = make_disc_image(80, seed=0)
+    (data / "images" / "d0.png").write_bytes(encode_image_png(img))
+    (data / "images" / "nomask.png").write_bytes(encode_image_png(img))
+    write_label_png(data / "masks" / "d0.png", gt)
+    got = list(latency.dataset_samples(data, None, None, 64, with_mask=True))
+    assert len(got) == 1 and got[0][2].shape == got[0][1].shape == (64, 64)

@@ -13,7 +13,11 @@ Each image is timed twice, as an annotator builds it up: with the first half of 
 the first set there), else are simulated from the masks (:mod:`segmenter.simulate`, seed 0).
 Without ``--data``: ``../shared/datasets/grabcut`` beside the repository if present, else
 synthetic discs. Report keys: ``task: "latency", n, p50_s, p95_s, size`` (+ ``mean_s``,
-``max_s``, ``method``, ``dataset``, ``n_images``).
+``max_s``, ``method``, ``dataset``, ``n_images``, ``correct``).
+
+``--correct`` times the other path of the same function: strokes correcting a prediction (an
+image that has a predicted mask; :func:`segmenter.preview.correct_prediction`), with the image's
+ground-truth mask standing in for a sure prediction (every region lends seeds: the most work).
 """
 from __future__ import annotations
 
@@ -35,6 +39,8 @@ def register(bsub) -> None:
     p.add_argument("--limit", type=int, default=30, help="first N images (default 30)")
     p.add_argument("--size", type=int, default=512, help="long side of the images in pixels (default 512)")
     p.add_argument("--method", default=None, help="pseudo-labelling method (default: the app's default)")
+    p.add_argument("--correct", action="store_true",
+                   help="time strokes correcting a prediction (the ground-truth mask stands in for it)")
     p.add_argument("--out", default=None, help="JSON report path")
     p.set_defaults(func=run)
 
@@ -67,8 +73,9 @@ def synthetic_samples(n: int, size: int, seed: int = 0):
         yield img, scr
 
 
-def dataset_samples(data: Path, scribble_set: str | None, limit: int | None, size: int):
-    """``(image, scribbles)`` at ``size`` px from a folder dataset; simulated strokes when it has none."""
+def dataset_samples(data: Path, scribble_set: str | None, limit: int | None, size: int, with_mask: bool = False):
+    """``(image, scribbles)`` at ``size`` px from a folder dataset; simulated strokes when it has none.
+    ``with_mask``: ``(image, scribbles, mask)``, images without a ground-truth mask skipped."""
     from annotations.errors import AnnotationError
     from annotations.folder import FolderDataset
 
@@ -83,6 +90,8 @@ def dataset_samples(data: Path, scribble_set: str | None, limit: int | None, siz
     for sid in ds.ids:
         if limit is not None and k >= limit:
             return
+        if with_mask and not ds.has_mask(sid):
+            continue
         scr = ds.scribbles(use, sid) if use else None
         if scr is None:
             if not ds.has_mask(sid):
@@ -90,9 +99,13 @@ def dataset_samples(data: Path, scribble_set: str | None, limit: int | None, siz
             scr = simulate_scribbles(ds.mask(sid), ds.num_classes, SimulationConfig(seed=0))
         if not (scr != 255).any():
             continue
-        img, (scr,) = _resize(ds.image(sid), [scr], size)
         k += 1
-        yield img, scr
+        if with_mask:
+            img, (scr, gt) = _resize(ds.image(sid), [scr, ds.mask(sid)], size)
+            yield img, scr, gt
+        else:
+            img, (scr,) = _resize(ds.image(sid), [scr], size)
+            yield img, scr
 
 
 def first_half_of_strokes(scribbles: np.ndarray) -> np.ndarray:
@@ -115,9 +128,10 @@ def preview_function():
     return preview
 
 
-def measure(samples, num_classes: int, method: str | None = None) -> dict:
+def measure(samples, num_classes: int, method: str | None = None, correct: bool = False) -> dict:
     """Time the app's preview function (:func:`preview_function`) on each ``(image, scribbles)``
-    (half, then all strokes)."""
+    (half, then all strokes); ``correct``: on ``(image, scribbles, prediction)``, the strokes
+    correcting the prediction."""
     from segmenter.pseudo import DEFAULT_METHOD
 
     preview = preview_function()
@@ -127,18 +141,22 @@ def measure(samples, num_classes: int, method: str | None = None) -> dict:
         from annotations.errors import AnnotationError
 
         raise AnnotationError("no image with scribbles to time.")
-    preview(samples[0][0], samples[0][1], num_classes, method=method)  # warm-up, not timed
+    def pred(sample):
+        return sample[2] if correct else None
+
+    preview(samples[0][0], samples[0][1], num_classes, method=method, prediction=pred(samples[0]))  # warm-up
     times = []
-    for img, scr in samples:
+    for sample in samples:
+        img, scr = sample[0], sample[1]
         for s in (first_half_of_strokes(scr), scr):
             t0 = time.perf_counter()
-            preview(img, s, num_classes, method=method)
+            preview(img, s, num_classes, method=method, prediction=pred(sample))
             times.append(time.perf_counter() - t0)
     t = np.asarray(times)
     return {"task": "latency", "method": method or DEFAULT_METHOD, "function": "segmenter.pseudo.preview",
             "n": int(t.size), "n_images": len(samples), "p50_s": float(np.percentile(t, 50)),
             "p95_s": float(np.percentile(t, 95)), "mean_s": float(t.mean()), "max_s": float(t.max()),
-            "size": int(max(samples[0][0].shape[:2]))}
+            "size": int(max(samples[0][0].shape[:2])), "correct": bool(correct)}
 
 
 def run(args) -> int:
@@ -153,15 +171,20 @@ def run(args) -> int:
         from annotations.folder import FolderDataset
 
         num_classes = FolderDataset.open(data).num_classes
-        samples = dataset_samples(data, args.scribbles, args.limit, args.size)
+        samples = dataset_samples(data, args.scribbles, args.limit, args.size, with_mask=args.correct)
         name = data.resolve().name
     else:
+        if args.correct:
+            from annotations.errors import AnnotationError
+
+            raise AnnotationError("--correct needs --data: a dataset with ground-truth masks to stand in for predictions.")
         num_classes = 2
         samples = synthetic_samples(args.limit or 30, args.size)
         name = "synthetic"
-    report = measure(samples, num_classes, args.method)
+    report = measure(samples, num_classes, args.method, correct=args.correct)
     report["dataset"] = name
     write_report(report, args.out)
-    print(f"latency  {name}  size {report['size']} px  method {report['method']}  n {report['n']}  "
+    print(f"latency  {name}{'  correcting a prediction' if args.correct else ''}  size {report['size']} px  "
+          f"method {report['method']}  n {report['n']}  "
           f"p50 {report['p50_s']:.3f} s  p95 {report['p95_s']:.3f} s  max {report['max_s']:.3f} s")
     return 0
