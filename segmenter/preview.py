@@ -68,24 +68,31 @@ def correction_seeds(prediction: np.ndarray, scribbles: np.ndarray, num_classes:
                      min_confidence: float = 0.8) -> np.ndarray:
     """Strokes for re-segmenting ``prediction`` ((H, W) uint8) around a person's ``scribbles``.
 
-    Every connected region of the prediction that no stroke of another class touches lends, as a
-    stroke of its class, its pixels farther than ``reach`` x the long side from every stroke (the
-    prediction stands where nobody drew) and, nearer, its core: the pixels at least ``margin`` x
-    the long side (2 px at least, half the region's thickness at most) inside it, so that near the
-    strokes it keeps its class while its outline is found again. A region that a stroke of
-    another class touches lends nothing: the person says it is wrong. With the prediction's
-    ``confidence``, only pixels at least ``min_confidence`` sure are lent (an unsure prediction
-    stands nowhere; the strokes then decide, with it as prior). The person's strokes lie on top.
-    ``(H, W)`` uint8, 255 = none.
+    The prediction lends its pixels as strokes of their predicted class where nobody drew: farther
+    than ``reach`` x the long side from every stroke. Nearer, it lends only the cores of its
+    regions (pixels at least ``margin`` x the long side, 2 px at least and half the region's
+    thickness at most, inside them), so their outlines are found again; and a region that a
+    stroke of another class lies in lends nothing within ``reach`` of that stroke: the person
+    says the prediction is wrong there.
+    With the prediction's ``confidence``, only pixels at least ``min_confidence`` sure are lent,
+    unless that would leave a single class (one stroke on an unsure prediction would otherwise
+    paint the whole image). The person's strokes lie on top. ``(H, W)`` uint8, 255 = none.
     """
     import cv2
     from scipy import ndimage
 
     h, w = prediction.shape
     r = max(2.0, margin * max(h, w))
+    near = reach * max(h, w)
     seeds = np.full((h, w), 255, np.uint8)
     drawn = scribbles != 255
-    far = cv2.distanceTransform((~drawn).astype(np.uint8), cv2.DIST_L2, 3) > reach * max(h, w)
+
+    def distance_to(strokes):
+        if not strokes.any():
+            return np.full((h, w), np.inf, np.float32)
+        return cv2.distanceTransform((~strokes).astype(np.uint8), cv2.DIST_L2, 3)
+
+    far = distance_to(drawn) > near
     for c in range(num_classes):
         region = (prediction == c).astype(np.uint8)
         if not region.any():
@@ -94,11 +101,16 @@ def correction_seeds(prediction: np.ndarray, scribbles: np.ndarray, num_classes:
         dt = cv2.distanceTransform(region, cv2.DIST_L2, 3)
         deepest = np.asarray(ndimage.maximum(dt, lab, index=np.arange(n)), np.float32)
         core = (region > 0) & ((dt >= np.minimum(r, 0.5 * deepest)[lab]) | far)
-        wrong = np.unique(lab[drawn & (scribbles != c) & (region > 0)])
-        core &= ~np.isin(lab, wrong[wrong > 0])
+        other = drawn & (scribbles != c)
+        touched = np.unique(lab[other & (region > 0)])
+        if touched.size:  # a region a stroke of another class lies in: wrong around that stroke
+            core &= ~(np.isin(lab, touched[touched > 0]) & (distance_to(other) <= near))
         seeds[core] = c
     if confidence is not None:
-        seeds[np.asarray(confidence) < min_confidence] = 255
+        sure = np.where(np.asarray(confidence) >= min_confidence, seeds, 255)
+        sure[drawn] = scribbles[drawn]
+        if np.unique(sure[sure != 255]).size > 1:
+            seeds = sure
     seeds[drawn] = scribbles[drawn]
     return seeds
 
