@@ -75,8 +75,9 @@ def correction_seeds(prediction: np.ndarray, scribbles: np.ndarray, num_classes:
     stroke of another class lies in lends nothing within ``reach`` of that stroke: the person
     says the prediction is wrong there.
     With the prediction's ``confidence``, only pixels at least ``min_confidence`` sure are lent,
-    unless that would leave a single class (one stroke on an unsure prediction would otherwise
-    paint the whole image). The person's strokes lie on top. ``(H, W)`` uint8, 255 = none.
+    unless that would leave background strokes alone (which would paint the whole image
+    background; strokes of one other class alone take the image border as background, see
+    :mod:`segmenter.pseudo.base`). The person's strokes lie on top. ``(H, W)`` uint8, 255 = none.
     """
     import cv2
     from scipy import ndimage
@@ -109,7 +110,8 @@ def correction_seeds(prediction: np.ndarray, scribbles: np.ndarray, num_classes:
     if confidence is not None:
         sure = np.where(np.asarray(confidence) >= min_confidence, seeds, 255)
         sure[drawn] = scribbles[drawn]
-        if np.unique(sure[sure != 255]).size > 1:
+        left = np.unique(sure[sure != 255])
+        if not (left.size == 1 and left[0] == 0):
             seeds = sure
     seeds[drawn] = scribbles[drawn]
     return seeds

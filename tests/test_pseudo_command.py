@@ -121,8 +121,13 @@ def test_strokes_correct_a_prediction_without_dropping_undrawn_classes():
     assert np.array_equal(correction_seeds(pred, two, 3, confidence=unsure), two)
     fixed = correct_prediction(img, two, pred, 3, confidence=unsure)
     assert np.array_equal(fixed.mask, get_method(None)(img, two, 3, prior=prediction_prior(pred, unsure, 3)).mask)
-    # ... unless the strokes hold one class only (it would paint the whole image): then it lends anyway
-    assert np.array_equal(correction_seeds(pred, scr, 3, confidence=unsure), correction_seeds(pred, scr, 3))
+    # ... also beside strokes of one object class (the image border is then background) ...
+    assert np.array_equal(correction_seeds(pred, scr, 3, confidence=unsure), scr)
+    # ... but background strokes alone would paint the whole image: then it lends anyway
+    bg = np.full((64, 64), 255, np.uint8)
+    bg[62, :] = 0
+    assert np.array_equal(correction_seeds(pred, bg, 3, confidence=unsure), correction_seeds(pred, bg, 3))
+    assert (correct_prediction(img, bg, pred, 3, confidence=unsure).mask == 2).sum() > 500
     # a thin region keeps a core; bad sizes are named
     thin = pred.copy()
     thin[2:4, 40:60] = 2
