@@ -314,18 +314,6 @@ _PREVIEW_CACHE: OrderedDict = OrderedDict()
 _PREVIEW_LOCK = threading.Lock()
 
 
-def prediction_prior(project: Project, image_id: int) -> np.ndarray | None:
-    """The image's current prediction as a prior ``(C, H, W) float32`` for the pseudo-labeller
-    (:func:`segmenter.preview.prediction_prior`: the predicted class gets the stored confidence,
-    0.9 when none was stored). ``None`` when the image has no prediction."""
-    from segmenter.preview import prediction_prior as prior_of
-
-    mask = project.mask(image_id, "predicted")
-    if mask is None:
-        return None
-    return prior_of(mask, project.confidence(image_id, "predicted"), project.num_classes)
-
-
 def preview_function():
     """The segmenter's live-preview function, ``(image, scribbles, num_classes, method=None,
     prior=None, colors=None) -> (PseudoResult, overlay)``: the very function ``python -m segmenter

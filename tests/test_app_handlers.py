@@ -200,7 +200,9 @@ def test_preview_corrects_the_prediction(project, token, monkeypatch):
     _, gt, scr = make_disc_image(64, seed=0)
     conf = np.full((64, 64), 0.8, np.float32)
     project.save_mask(iid, gt, "predicted", source="test", confidence=conf, uncertainty=0.3)
-    prior = handlers.prediction_prior(project, iid)
+    from segmenter.preview import prediction_prior
+
+    prior = prediction_prior(project.mask(iid, "predicted"), project.confidence(iid, "predicted"), 2)
     assert prior.shape == (2, 64, 64) and prior.dtype == np.float32
     np.testing.assert_allclose(prior.sum(0), 1.0, atol=1e-5)
     assert np.allclose(prior[1][gt == 1], 0.8) and np.allclose(prior[0][gt == 1], 0.2)
