@@ -415,3 +415,45 @@ def test_filter_upload_and_new_class(page, tmp_path):
     page.locator(f"{ROOT} .ws-class", has_text="shadow").wait_for()
     assert page.locator(f"{ROOT} .ws-tag", has_text="shadow").count() == 1
     shot(page, "19-upload-and-new-class")
+
+
+def test_a_save_answered_mid_stroke_does_not_store_half_a_stroke(browser, server, project_dir):
+    """A stroke's save is answered while the next stroke is still being drawn: the half-drawn
+    stroke is not saved as a version of its own, so the store gains exactly one version per
+    stroke and an undo takes back a whole stroke. (Whether the answer comes before or after the
+    next stroke begins is the server's timing: the pair of strokes is drawn until it overlaps.)"""
+    ctx = browser.new_context(viewport={"width": 1500, "height": 1000})
+    pg = ctx.new_page()
+    pg.set_default_timeout(TIMEOUT)
+    try:
+        pg.goto(server)
+        pg.wait_for_selector(f"{ROOT}[data-ready='1']")
+        goto_image(pg, "#ws-next-todo")
+        pick_class(pg, 1)
+        box = pg.locator(f"{ROOT} canvas.ws-labels").bounding_box()
+
+        def at(fx, fy):
+            return box["x"] + fx * box["width"], box["y"] + fy * box["height"]
+
+        inflight = f"() => document.querySelector('{ROOT}')._ws.doc.inflight"
+        for attempt in range(12):
+            wait_saved(pg)
+            before = state(pg)
+            y = 0.1 + 0.07 * attempt
+            stroke(pg, [(0.1, y), (0.3, y)])
+            pg.mouse.move(*at(0.5, y))
+            pg.mouse.down()
+            overlap = pg.evaluate(inflight)  # the first stroke's save not yet answered
+            pg.wait_for_function(f"() => !({inflight[6:]})")
+            for k in range(1, 10):
+                pg.mouse.move(*at(0.5 + 0.04 * k, y))
+            pg.mouse.up()
+            wait_saved(pg)
+            if overlap:
+                break
+        assert overlap, "in 12 tries every save was answered before the next stroke began"
+        after = state(pg)
+        _, version, _ = stored(project_dir, before["id"])
+        assert after["version"] == version == before["version"] + 2
+    finally:
+        ctx.close()

@@ -229,7 +229,8 @@
   }
 
   async function flush(d) {
-    if (d.inflight || !d.dirty) { updateFlags(); return; }
+    // a stroke being drawn is sent when it ends (endStroke), never half-drawn: one version per stroke
+    if (d.inflight || !d.dirty || (S.drawing && d === S.doc)) { updateFlags(); return; }
     d.inflight = true;
     d.dirty = false;
     updateFlags();
@@ -460,6 +461,7 @@
   }
   cv.addEventListener('pointerup', endStroke);
   cv.addEventListener('pointercancel', endStroke);
+  cv.addEventListener('lostpointercapture', endStroke);  // a stroke always ends, so it is always saved
   cv.addEventListener('pointerleave', () => { cursor.style.display = 'none'; });
   stage.addEventListener('wheel', (e) => {
     if (!e.ctrlKey || !S.W) return;
