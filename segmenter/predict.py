@@ -217,6 +217,9 @@ def predict_project(project, model: str | None = None, image_ids=None, *, device
     every stroke keeps its class, the predicted regions no stroke contradicts keep theirs; strokes of
     a class tagged absent are left out); ``scribbles=False`` stores the model's own output.
     ``callback(done, total)`` is called after each batch."""
+    from .preview import correct_prediction
+    from .pseudo import DEFAULT_METHOD
+
     path = resolve_model(project, model)
     pred = Predictor.from_checkpoint(path, expected_classes=project.class_names, device=device, tta=tta,
                                      mode=mode, batch_size=batch_size)
@@ -236,13 +239,10 @@ def predict_project(project, model: str | None = None, image_ids=None, *, device
             mask, conf, src = p.mask, p.confidence, source
             scr = project.scribbles(i, layer=layer) if scribbles else None
             if scr is not None:
-                scr = np.where(np.isin(scr, ab), 255, scr).astype(np.uint8)
-            if scr is not None and (scr != 255).any():
-                from .pseudo import DEFAULT_METHOD
-                from .preview import correct_prediction
-
-                r = correct_prediction(im, scr, mask, pred.cfg.num_classes, conf)
-                mask, conf, src = r.mask, r.confidence, f"{source}+{DEFAULT_METHOD}(strokes)"
+                scr = np.where(np.isin(scr, ab), 255, scr).astype(np.uint8)  # the tag wins
+                if (scr != 255).any():
+                    r = correct_prediction(im, scr, mask, pred.cfg.num_classes, conf)
+                    mask, conf, src = r.mask, r.confidence, f"{source}+{DEFAULT_METHOD}(strokes)"
             project.save_mask(i, mask, "predicted", source=src, model_version=version,
                               confidence=conf, uncertainty=p.uncertainty)
             done.append((i, project.image_info(i).name, p.uncertainty))

@@ -103,9 +103,9 @@ def correction_seeds(prediction: np.ndarray, scribbles: np.ndarray, num_classes:
         deepest = np.asarray(ndimage.maximum(dt, lab, index=np.arange(n)), np.float32)
         core = (region > 0) & ((dt >= np.minimum(r, 0.5 * deepest)[lab]) | far)
         other = drawn & (scribbles != c)
-        touched = np.unique(lab[other & (region > 0)])
+        touched = np.unique(lab[other & (region > 0)])  # region labels only (never 0)
         if touched.size:  # a region a stroke of another class lies in: wrong around that stroke
-            core &= ~(np.isin(lab, touched[touched > 0]) & (distance_to(other) <= near))
+            core &= ~(np.isin(lab, touched) & (distance_to(other) <= near))
         seeds[core] = c
     if confidence is not None:
         sure = np.where(np.asarray(confidence) >= min_confidence, seeds, 255)
