@@ -352,7 +352,8 @@ def test_bench_tags_and_train_take_encoder_weights(tmp_path, monkeypatch):
 
 def test_auto_epochs_keep_the_work_bounded():
     c = cm.TagConfig()
-    assert cm.epochs_for(c, 300) == 13 and cm.epochs_for(c, 10) == 30 and cm.epochs_for(c, 100000) == 2
+    assert cm.epochs_for(c, 300) == 30 and cm.epochs_for(c, 10) == 30 and cm.epochs_for(c, 100000) == 2
+    assert cm.epochs_for(c, 3303) == 20 and cm.epochs_for(c, 5000) == 13
     assert cm.epochs_for(cm.TagConfig(epochs=4), 300) == 4
 
 
