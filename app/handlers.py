@@ -346,9 +346,10 @@ def preview_result(project: Project, image_id: int, method: str | None = None,
             return _PREVIEW_CACHE[key], 0.0
     preview = preview_function()
     img = project.load_image(image_id)
+    predicted = conf = None
+    if pred is not None:
+        predicted, conf = project.mask(image_id, "predicted"), project.confidence(image_id, "predicted")
     t0 = time.perf_counter()
-    predicted = project.mask(image_id, "predicted") if pred is not None else None
-    conf = project.confidence(image_id, "predicted") if pred is not None else None
     result, _overlay = preview(img, scr, project.num_classes, method=method, colors=_colors(project),
                                prediction=predicted, prediction_confidence=conf)
     dt = time.perf_counter() - t0

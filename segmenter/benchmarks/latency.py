@@ -100,12 +100,8 @@ def dataset_samples(data: Path, scribble_set: str | None, limit: int | None, siz
         if not (scr != 255).any():
             continue
         k += 1
-        if with_mask:
-            img, (scr, gt) = _resize(ds.image(sid), [scr, ds.mask(sid)], size)
-            yield img, scr, gt
-        else:
-            img, (scr,) = _resize(ds.image(sid), [scr], size)
-            yield img, scr
+        img, maps = _resize(ds.image(sid), [scr, ds.mask(sid)] if with_mask else [scr], size)
+        yield (img, *maps)
 
 
 def first_half_of_strokes(scribbles: np.ndarray) -> np.ndarray:
