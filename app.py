@@ -95,15 +95,13 @@ def main(argv=None) -> int:
         print(note)
     import threading
 
-    from app.handlers import MAX_UPLOAD_BYTES, warm_up
-    from app.ui import build_ui, css
+    from app.handlers import warm_up
+    from app.ui import build_ui, launch
 
     demo = build_ui(project)
     threading.Thread(target=warm_up, name="weakseg-warm-up", daemon=True).start()
     print(f"project: {project.root}  ({len(project.image_ids())} images)")
-    demo.queue(default_concurrency_limit=4).launch(
-        server_name=args.host, server_port=args.port, auth=auth, max_file_size=MAX_UPLOAD_BYTES,
-        css=css(), ssr_mode=False, show_error=False, footer_links=[])
+    launch(demo, args.host, args.port, auth)
     return 0
 
 

@@ -48,6 +48,15 @@ def css() -> str:
     return canvas.asset("app.css")
 
 
+def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int = 7860, auth=None, block: bool = True) -> None:
+    """Serve ``demo`` as ``app.py`` does (queue, upload limit, styles, no stack traces in the page);
+    ``block=False`` returns once the server listens (``demo.close()`` stops it)."""
+    demo.queue(default_concurrency_limit=4).launch(
+        server_name=host, server_port=port, auth=auth, max_file_size=handlers.MAX_UPLOAD_BYTES,
+        css=css(), ssr_mode=False, show_error=False, footer_links=[], prevent_thread_lock=not block,
+        quiet=not block)
+
+
 def build_ui(project: Project) -> gr.Blocks:
     start_token = handlers.register_project(project)
 
