@@ -25,6 +25,8 @@ if present, else synthetic discs), resized to ``--size`` px on the long side. Re
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import socket
 import tempfile
 import threading
@@ -200,7 +202,8 @@ def measure(samples, num_classes: int, annotators: int = 8, strokes: int = 20, p
                 t.join()
             wall = time.perf_counter() - t0
         finally:
-            demo.close()
+            with contextlib.redirect_stdout(io.StringIO()):  # gradio's "Closing server" line
+                demo.close()
             project.close()
         reopened = Project.open(proj_root)  # what is on disk, not what a handle remembers
         try:
