@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .latency import DEFAULT_DATA, dataset_samples, synthetic_samples
+from .latency import DEFAULT_DATA, resize_sample, synthetic_samples
 
 NONE = 255
 
@@ -238,8 +238,9 @@ def run(args) -> int:
     if data is not None:
         from annotations.folder import FolderDataset
 
-        num_classes = FolderDataset.open(data).num_classes
-        samples = list(dataset_samples(data, None, args.images, args.size))
+        ds = FolderDataset.open(data)
+        num_classes = ds.num_classes
+        samples = [resize_sample(ds.image(sid), [], args.size) for sid in ds.ids[:args.images]]  # images only
         name = data.resolve().name
     else:
         num_classes = 2

@@ -45,7 +45,7 @@ def register(bsub) -> None:
     p.set_defaults(func=run)
 
 
-def _resize(image: np.ndarray, labels: list[np.ndarray], size: int):
+def resize_sample(image: np.ndarray, labels: list[np.ndarray], size: int):
     """Image to ``size`` on the long side (area / cubic), label maps with nearest neighbour."""
     import cv2
 
@@ -100,7 +100,7 @@ def dataset_samples(data: Path, scribble_set: str | None, limit: int | None, siz
         if not (scr != 255).any():
             continue
         k += 1
-        img, maps = _resize(ds.image(sid), [scr, ds.mask(sid)] if with_mask else [scr], size)
+        img, maps = resize_sample(ds.image(sid), [scr, ds.mask(sid)] if with_mask else [scr], size)
         yield (img, *maps)
 
 
