@@ -116,8 +116,11 @@ def _annotate(a: Annotator, url: str, component: int, token: str, image_ids: lis
 
     def call(client, fn: str, payload: dict) -> tuple[dict, float]:
         t0 = time.perf_counter()
-        r = client.post(url, json={"session_hash": session, "component_id": component, "fn_name": fn,
-                                   "data": dict(payload, project=token)})
+        try:
+            r = client.post(url, json={"session_hash": session, "component_id": component, "fn_name": fn,
+                                       "data": dict(payload, project=token)})
+        except httpx.HTTPError as e:  # the server did not answer: an error, not a crash of the run
+            return {"error": f"{type(e).__name__}: {e}"}, time.perf_counter() - t0
         dt = time.perf_counter() - t0
         if r.status_code != 200:
             return {"error": f"HTTP {r.status_code}: {r.text[:200]}"}, dt
@@ -158,7 +161,7 @@ def _canvas_component(demo) -> int:
 
 
 def measure(samples, num_classes: int, annotators: int = 8, strokes: int = 20, pause: float = 0.2,
-            preview: bool = True, root: Path | None = None) -> dict:
+            preview: bool = True) -> dict:
     """Serve a project of ``samples`` (images) and run ``annotators`` threads of ``strokes`` saves
     each against it; the report of the module docstring (without ``dataset`` and ``size``)."""
     from annotations.errors import AnnotationError
@@ -174,15 +177,16 @@ def measure(samples, num_classes: int, annotators: int = 8, strokes: int = 20, p
     images = [s[0] for s in samples]
     if not images:
         raise AnnotationError("no image to annotate.")
+    smallest = min(min(img.shape[:2]) for img in images)
+    if smallest < annotators:
+        raise AnnotationError(f"images of {smallest} px are too small for {annotators} annotators "
+                              "(each draws on its own rows).")
     with tempfile.TemporaryDirectory(prefix="bench-app-") as tmp:
-        proj_root = Path(root or tmp) / "project"
+        proj_root = Path(tmp) / "project"
         project = Project.create(proj_root, classes=[f"class{c}" for c in range(num_classes)])
         image_ids = [project.add_image(encode_image_png(img), name=f"image{i:03d}.png", allow_same_content=True).id
                      for i, img in enumerate(images)]
         shapes = {iid: img.shape[:2] for iid, img in zip(image_ids, images)}
-        if min(min(s) for s in shapes.values()) < annotators:
-            raise AnnotationError(f"images of {min(min(s) for s in shapes.values())} px are too small for "
-                                  f"{annotators} annotators (each draws on its own rows).")
         demo = build_ui(project)
         port = _free_port()
         launch(demo, port=port, block=False)
