@@ -4,10 +4,11 @@ Nothing here imports gradio; ``app/ui.py`` wires these functions to components a
 :class:`~annotations.errors.AnnotationError` into a message in the page. Label maps are
 ``(H, W) uint8`` (class index, 255 = none); images ``(H, W)`` or ``(H, W, 3)`` uint8.
 
-The canvas in the page talks to :func:`canvas_save`, :func:`canvas_preview`, :func:`canvas_undo`,
+The canvas in the page talks to :func:`canvas_save`, :func:`canvas_preview`, :func:`canvas_tag`,
 ... with small JSON dicts (see ``static/canvas.js``); each returns a dict and never raises for a
 person's mistake: errors come back as ``{"error": message}`` so the page can show them while
-keeping the strokes it holds.
+keeping the strokes it holds. Undo and redo live in the page (its own strokes only) and reach the
+store as saves, merged like any other (:func:`save_scribbles_merged`).
 """
 from __future__ import annotations
 
@@ -508,27 +509,6 @@ def canvas_preview(payload: dict) -> dict:
     return out
 
 
-def _undo_redo(payload: dict, redo: bool) -> dict:
-    project, image_id = _req(payload)
-    v = project.redo_scribbles(image_id) if redo else project.undo_scribbles(image_id)
-    scr = project.scribbles(image_id)
-    if scr is None:
-        scr = _blank(project, image_id)
-    return {"version": v, "labels": canvas.rle_encode(scr), "status": project.status(image_id)}
-
-
-@_guard
-def canvas_undo(payload: dict) -> dict:
-    """Undo the last saved stroke (store-side history): ``{version, labels}``."""
-    return _undo_redo(payload, redo=False)
-
-
-@_guard
-def canvas_redo(payload: dict) -> dict:
-    """Redo the last undone stroke: ``{version, labels}``."""
-    return _undo_redo(payload, redo=True)
-
-
 @_guard
 def canvas_tag(payload: dict) -> dict:
     """``{project, image_id, class_idx, state}`` -> ``{"tags": {idx: state}, "status"}``."""
@@ -556,8 +536,7 @@ def canvas_accept(payload: dict) -> dict:
     return {"message": msg, "status": project.status(image_id)}
 
 
-CANVAS_FUNCTIONS = (canvas_save, canvas_preview, canvas_undo, canvas_redo, canvas_tag, canvas_mask_layer,
-                    canvas_accept)
+CANVAS_FUNCTIONS = (canvas_save, canvas_preview, canvas_tag, canvas_mask_layer, canvas_accept)
 
 
 # ---------------------------------------------------------------------------------- classes

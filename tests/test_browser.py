@@ -6,6 +6,7 @@ tests run in order, each leaving a screenshot in ``test-artifacts/browser/``. Ne
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -163,6 +164,23 @@ def open_by_name(pg, name: str) -> int:
     return state(pg)["id"]
 
 
+@contextlib.contextmanager
+def two_windows(browser, server, image_name: str):
+    """Two browser contexts (two people) with the app open on the same image: ``(page_a, page_b)``."""
+    contexts = [browser.new_context(viewport={"width": 1300, "height": 950}) for _ in range(2)]
+    try:
+        pages = [c.new_page() for c in contexts]
+        for pg in pages:
+            pg.set_default_timeout(TIMEOUT)
+            pg.goto(server)
+            pg.wait_for_selector(f"{ROOT}[data-ready='1']")
+            open_by_name(pg, image_name)
+        yield pages
+    finally:
+        for c in contexts:
+            c.close()
+
+
 def stored(project_dir, image_id):
     with Project.open(project_dir) as p:
         return p.scribbles(image_id), p.scribble_version(image_id), p.tags(image_id)
@@ -249,17 +267,23 @@ def test_next_and_back_keeps_the_strokes(page, project_dir):
 
 
 def test_undo_and_redo(page, project_dir):
-    wait_saved(page)  # no save still in flight from the previous step: its version is the one to undo
+    """Undo takes back this window's last stroke (here the eraser stroke) and saves that as a new
+    version; redo puts it back, again as a new version."""
+    wait_saved(page)
     s = state(page)
     page.click(f"{ROOT} .ws-undo")
-    page.wait_for_function(f"() => document.querySelector('{ROOT}')._ws.doc.version === {s['version'] - 1}")
+    page.wait_for_function(f"() => document.querySelector('{ROOT}')._ws.doc.version === {s['version'] + 1}")
+    wait_saved(page)
     undone = state(page)
     assert undone["counts"]["1"] > s["counts"]["1"]  # the eraser stroke is undone
-    assert stored(project_dir, s["id"])[1] == s["version"] - 1
+    scr, version, _ = stored(project_dir, s["id"])
+    assert version == s["version"] + 1 and (scr == 1).sum() == undone["counts"]["1"]
     shot(page, "06-undo")
     page.keyboard.press("Control+y")  # redo by keyboard
-    page.wait_for_function(f"() => document.querySelector('{ROOT}')._ws.doc.version === {s['version']}")
+    page.wait_for_function(f"() => document.querySelector('{ROOT}')._ws.doc.version === {s['version'] + 2}")
+    wait_saved(page)
     assert state(page)["counts"] == s["counts"]
+    assert (stored(project_dir, s["id"])[0] == 1).sum() == s["counts"]["1"]
     wait_preview(page)
     shot(page, "07-redo")
 
@@ -346,15 +370,7 @@ def test_errors_show_in_the_page(page):
 
 
 def test_two_windows_keep_each_others_work(browser, server, project_dir):
-    ctx_a = browser.new_context(viewport={"width": 1300, "height": 950})
-    ctx_b = browser.new_context(viewport={"width": 1300, "height": 950})
-    try:
-        pa, pb = ctx_a.new_page(), ctx_b.new_page()
-        for pg in (pa, pb):
-            pg.set_default_timeout(TIMEOUT)
-            pg.goto(server)
-            pg.wait_for_selector(f"{ROOT}[data-ready='1']")
-            open_by_name(pg, f"disc{N_IMAGES - 1}.png")
+    with two_windows(browser, server, f"disc{N_IMAGES - 1}.png") as (pa, pb):
         ia, ib = state(pa)["id"], state(pb)["id"]
         assert ia == ib
         base = stored(project_dir, ia)[0]
@@ -386,9 +402,41 @@ def test_two_windows_keep_each_others_work(browser, server, project_dir):
             assert sum(s["counts"].values()) == int((scr != 255).sum()) > base_n
         shot(pa, "16-two-windows-a")
         shot(pb, "17-two-windows-b")
-    finally:
-        ctx_a.close()
-        ctx_b.close()
+
+
+def test_undo_in_one_window_leaves_the_other_windows_strokes(browser, server, project_dir):
+    """Two people on one image: A's undo takes back A's stroke only, B's stays, before and after
+    B draws on; A's redo brings A's stroke back beside B's."""
+    with two_windows(browser, server, f"disc{N_IMAGES - 2}.png") as (pa, pb):
+        iid = state(pa)["id"]
+
+        def count(cls):
+            scr = stored(project_dir, iid)[0]
+            return 0 if scr is None else int((scr == cls).sum())
+
+        fg0, bg0 = count(1), count(0)
+        pick_class(pa, 1)
+        stroke(pa, [(0.2, 0.3), (0.45, 0.3)])
+        wait_saved(pa)
+        fg1 = count(1)
+        pick_class(pb, 0)
+        stroke(pb, [(0.2, 0.75), (0.45, 0.75)])
+        wait_saved(pb)
+        bg1 = count(0)
+        assert fg1 > fg0 and bg1 > bg0
+        pa.click(f"{ROOT} .ws-undo")
+        pa.wait_for_function(f"() => document.querySelector('{ROOT}')._ws.doc.version === {state(pb)['version'] + 1}")
+        wait_saved(pa)
+        assert count(1) == fg0 and count(0) == bg1  # A's stroke gone, B's kept
+        assert state(pa)["counts"].get("0", 0) == bg1  # and A's window shows B's stroke
+        stroke(pb, [(0.6, 0.85), (0.8, 0.85)])  # B draws on from the version before A's undo
+        wait_saved(pb)
+        assert count(1) == fg0 and count(0) > bg1  # A's undone stroke does not come back
+        pa.keyboard.press("Control+y")
+        wait_saved(pa)
+        pa.wait_for_function(f"() => document.querySelector('{ROOT}')._ws.doc.version === {state(pb)['version'] + 1}")
+        assert count(1) == fg1 and count(0) > bg1
+        shot(pa, "18-undo-in-one-of-two-windows")
 
 
 def test_filter_upload_and_new_class(page, tmp_path):

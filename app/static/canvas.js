@@ -4,8 +4,10 @@
 // in a "doc" per image and layer, so a tool, brush-size or image change can never drop strokes.
 // After every stroke the doc is saved through server.canvas_save (one request in flight per doc;
 // strokes drawn meanwhile are sent next), then the overlay is refreshed through
-// server.canvas_preview. Undo/redo of scribbles use the store's versions (server.canvas_undo /
-// canvas_redo); the mask editor keeps a local history. Messages from Python arrive in
+// server.canvas_preview. Undo/redo take back this page's own strokes (a history of pixel changes
+// per image and layer, kept across image changes) and are saved like strokes, merged on top of
+// whatever another window saved meanwhile: one annotator's undo never removes another's strokes.
+// Messages from Python arrive in
 // props.value (JSON): {"type": "load" | "empty" | "classes" | "refresh", ...}.
 (function () {
   const root = element.querySelector('.ws-root');
@@ -19,7 +21,8 @@
     proj: null, id: null, W: 0, H: 0, classes: [], lut: [], cls: 1, erase: false, size: 6, zoom: 1,
     mode: 'scribbles', docs: {}, doc: null, overlayKind: 'preview', overlayKinds: ['preview'],
     overlayWanted: false, overlayBusy: false, strokeEnd: 0, opacity: 0.45, tags: {}, imgData: null,
-    drawing: false, last: null, pointerId: null, busy: false, status: '', seq: 0,
+    drawing: false, last: null, pointerId: null, status: '', seq: 0,
+    hist: {}, before: null,  // docKey -> {undo: [], redo: []} of {idx, before, after}; labels at stroke start
   };
   root._ws = S;  // for tests and debugging
 
@@ -69,13 +72,30 @@
   const allDocs = {};  // key -> doc, every doc with unsaved work stays here until saved
   function docKey(id, layer) { return id + ':' + layer; }
   function makeDoc(id, layer, W, H, labels, version, kind) {
-    const d = {id, layer, W, H, labels, version, kind: kind || '', dirty: false, inflight: false,
-               history: [], future: []};
+    const d = {id, layer, W, H, labels, version, kind: kind || '', dirty: false, inflight: false};
     const k = docKey(id, layer);
     const old = allDocs[k];
     if (old && (old.dirty || old.inflight)) return old;  // keep unsaved strokes of a revisited image
     allDocs[k] = d;
     return d;
+  }
+
+  const HISTORY = 100;  // undo steps kept per image and layer
+  function histOf(d) {
+    const k = docKey(d.id, d.layer);
+    return S.hist[k] || (S.hist[k] = {undo: [], redo: []});
+  }
+  function record(d, before) {
+    // one undo step: the pixels this edit changed, with their values before and after it
+    const L = d.labels, idx = [];
+    for (let i = 0; i < L.length; i++) if (L[i] !== before[i]) idx.push(i);
+    if (!idx.length) return;
+    const ix = Int32Array.from(idx), b = new Uint8Array(ix.length), a = new Uint8Array(ix.length);
+    for (let k = 0; k < ix.length; k++) { b[k] = before[ix[k]]; a[k] = L[ix[k]]; }
+    const h = histOf(d);
+    h.undo.push({idx: ix, before: b, after: a});
+    if (h.undo.length > HISTORY) h.undo.shift();
+    h.redo = [];
   }
 
   // ------------------------------------------------------------------ rendering
@@ -248,7 +268,12 @@
     if (d.layer === 'mask') d.kind = 'final';
     if (r.labels) {  // merged with someone else's work: take theirs plus what was drawn since
       const merged = rleDecode(r.labels, d.W * d.H), cur = d.labels;
-      for (let i = 0; i < cur.length; i++) if (cur[i] !== sent[i]) merged[i] = cur[i];
+      // a stroke under way: the other window's pixels are not part of it (its undo leaves them)
+      const b = S.drawing && d === S.doc && S.before && S.before.length === cur.length ? S.before : null;
+      for (let i = 0; i < cur.length; i++) {
+        if (b && merged[i] !== sent[i]) b[i] = merged[i];
+        if (cur[i] !== sent[i]) merged[i] = cur[i];
+      }
       d.labels = merged;
       if (d === S.doc) renderAll();
     }
@@ -311,42 +336,31 @@
     setStatus('Tag saved: ' + (S.classes.find((c) => c.idx === idx) || {name: idx}).name + ' ' + state);
     notifySaved(r.status);
   }
-  async function undoRedo(redo) {
+  function undoRedo(redo) {
     const d = S.doc;
-    if (!d) return;
-    if (d.layer === 'mask') {  // local history of the mask editor
-      const from = redo ? d.future : d.history, to = redo ? d.history : d.future;
-      if (!from.length) { setStatus('Nothing to ' + (redo ? 'redo' : 'undo') + '.'); return; }
-      to.push(d.labels.slice());
-      d.labels = from.pop();
-      d.dirty = true;
-      renderAll();
-      flush(d);
-      return;
+    if (!d || S.drawing) return;
+    const h = histOf(d), from = redo ? h.redo : h.undo, to = redo ? h.undo : h.redo;
+    if (!from.length) { setStatus('Nothing to ' + (redo ? 'redo' : 'undo') + ' in this window.'); return; }
+    const e = from.pop(), want = redo ? e.after : e.before, have = redo ? e.before : e.after;
+    let kept = 0;
+    for (let k = 0; k < e.idx.length; k++) {
+      const i = e.idx[k];
+      if (d.labels[i] === have[k]) d.labels[i] = want[k]; else kept++;  // drawn over since (another window): theirs
     }
-    if (S.busy) return;
-    S.busy = true;  // no drawing while the store moves the head: a stroke then would resurrect the undone one
-    let r = null;
-    try {
-      await waitSaved(d);
-      r = await call(redo ? 'canvas_redo' : 'canvas_undo', {image_id: d.id});
-    } finally { S.busy = false; }
-    if (!r || d !== S.doc) return;
-    d.version = r.version;
-    d.labels = rleDecode(r.labels, d.W * d.H);
+    to.push(e);
+    d.dirty = true;
     renderAll();
-    updateFlags();
-    setStatus((redo ? 'Redone' : 'Undone') + ' \u00b7 version ' + r.version);
     S.strokeEnd = performance.now();
-    S.seq++;
-    requestOverlay();
-    notifySaved(r.status);
+    setStatus((redo ? 'Redone' : 'Undone') + (kept ? ' (pixels drawn over since are kept)' : ''));
+    flush(d);
+    if (d.layer === 'scribbles') { S.seq++; requestOverlay(); }
   }
   function clearAll() {
     const d = S.doc;
     if (!d) return;
-    if (d.layer === 'mask') { d.history.push(d.labels.slice()); d.future = []; }
+    const before = d.labels;
     d.labels = new Uint8Array(d.W * d.H).fill(255);
+    record(d, before);
     d.dirty = true;
     renderAll();
     S.strokeEnd = performance.now();
@@ -424,12 +438,12 @@
     cursor.style.height = px + 'px';
   }
   cv.addEventListener('pointerdown', (e) => {
-    if (!S.doc || e.button !== 0 || S.busy) return;
+    if (!S.doc || e.button !== 0) return;
     e.preventDefault();
     cv.setPointerCapture(e.pointerId);
     S.drawing = true;
     S.pointerId = e.pointerId;
-    if (S.doc.layer === 'mask') { S.doc.history.push(S.doc.labels.slice()); if (S.doc.history.length > 30) S.doc.history.shift(); S.doc.future = []; }
+    S.before = S.doc.labels.slice();
     S.last = toImage(e);
     segment(S.last, S.last);
     S.doc.dirty = true;
@@ -450,6 +464,8 @@
     S.drawing = false;
     S.strokeEnd = performance.now();
     if (S.doc) {
+      if (S.before && S.before.length === S.doc.labels.length) record(S.doc, S.before);
+      S.before = null;
       S.doc.dirty = true;
       flush(S.doc);
       if (S.doc.layer === 'scribbles') {
