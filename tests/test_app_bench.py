@@ -34,10 +34,11 @@ def test_lost_strokes_counts_missing_pixels_not_own_overwrites():
 
 
 def test_concurrent_annotators_lose_nothing_through_the_served_app():
-    rep = bench_app.measure(latency.synthetic_samples(2, 64), 2, annotators=3, strokes=4, pause=0.0, preview=True)
+    rep = bench_app.measure(latency.synthetic_samples(2, 64), 2, annotators=3, strokes=6, pause=0.0, preview=True,
+                            undo_every=3)
     assert rep["task"] == "app" and rep["annotators"] == 3 and rep["images"] == 2
     assert rep["errors"] == 0, rep["first_error"]
-    assert rep["saves"] == 12 and rep["lost_writes"] == 0
+    assert rep["saves"] == 18 and rep["undos"] > 0 and rep["lost_writes"] == 0
     assert 0 < rep["p50_s"] <= rep["p95_s"] and 0 < rep["preview_p50_s"] <= rep["preview_p95_s"]
 
 

@@ -11,15 +11,17 @@ draw on them at the same time over HTTP, through the same server calls the page 
 (``canvas_save``, then ``canvas_preview`` with the strokes, as the page asks for the live preview
 after every stroke). Annotator ``i`` works through the images in turn, starting at image ``i``, so
 several of them edit the same image at once; each keeps its own copy of an image's strokes and the
-version it last saw, as a page does, so every save after another annotator's is a merge. Strokes
+version it last saw, as a page does, so every save after another annotator's is a merge. Every
+``--undo-every``-th save is an undo of the annotator's own last stroke on that image, as the page
+undoes: the stroke's pixels back to what they were, saved like a stroke. Strokes
 are short horizontal lines on the rows ``y % N == i``: nobody draws over anybody else, so after the
-run every pixel of every acknowledged save (unless the same annotator drew over it later) must be
-in the store, read back from disk through a fresh handle. A stroke missing a pixel there is a
+run every pixel of every acknowledged save (unless the same annotator drew over it or undid it
+later) must be in the store, read back from disk through a fresh handle. A stroke missing a pixel there is a
 **lost write** (must be 0).
 
 Images: the first ``M`` of ``DIR`` (default ``../shared/datasets/grabcut`` beside the repository
 if present, else synthetic discs), resized to ``--size`` px on the long side. Report keys:
-``task: "app", annotators, images, saves, p50_s, p95_s`` (save latency, request to answer),
+``task: "app", annotators, images, saves, undos, p50_s, p95_s`` (save latency, request to answer),
 ``lost_writes``, ``errors`` (saves answered with an error), ``preview_p50_s``, ``preview_p95_s``,
 ``saves_per_s``, ``wall_s``, ``size``, ``dataset``.
 """
@@ -52,6 +54,9 @@ def register(bsub) -> None:
     p.add_argument("--strokes", type=int, default=20, help="strokes (saves) per annotator (default 20)")
     p.add_argument("--pause", type=float, default=0.2, help="seconds between an annotator's strokes (default 0.2)")
     p.add_argument("--no-preview", action="store_true", help="save only; no live-preview request after a stroke")
+    p.add_argument("--undo-every", type=int, default=5,
+                   help="every Nth save is an undo of the annotator's own last stroke on that image, as the "
+                        "page does it (default 5; 0 = none)")
     p.add_argument("--size", type=int, default=512, help="long side of the images in pixels (default 512)")
     p.add_argument("--out", default=None, help="JSON report path")
     p.set_defaults(func=run)
@@ -66,7 +71,9 @@ class Annotator:
     shapes: dict
     rng: np.random.Generator
     docs: dict = field(default_factory=dict)         # image id -> [labels, version]
-    acked: list = field(default_factory=list)        # (image id, rows, cols, class) of acknowledged strokes
+    acked: list = field(default_factory=list)        # (image id, rows, cols, class or values) acknowledged
+    undo: dict = field(default_factory=dict)         # image id -> [(rows, cols, values before)] of own strokes
+    undos: int = 0                                   # acknowledged undo saves
     save_s: list = field(default_factory=list)
     preview_s: list = field(default_factory=list)
     errors: list = field(default_factory=list)
@@ -83,8 +90,8 @@ class Annotator:
 
 
 def lost_strokes(stored: dict, acked: list, shapes: dict) -> int:
-    """How many acknowledged strokes ``(image id, rows, cols, class)`` (in the order each annotator
-    drew them; different annotators never share a pixel) miss a pixel in ``stored`` (image id ->
+    """How many acknowledged strokes ``(image id, rows, cols, class or per-pixel values)`` (in the
+    order each annotator saved them, undos included; different annotators never share a pixel) miss a pixel in ``stored`` (image id ->
     scribble map or None). A pixel belongs to the last stroke over it: an annotator's own later
     stroke in another class is an overwrite, not a loss."""
     owner = {iid: np.full(shape, -1, np.int64) for iid, shape in shapes.items()}
@@ -107,7 +114,7 @@ def _free_port() -> int:
 
 
 def _annotate(a: Annotator, url: str, component: int, token: str, image_ids: list[int], num_classes: int,
-              strokes: int, pause: float, preview: bool, start: threading.Barrier) -> None:
+              strokes: int, pause: float, preview: bool, undo_every: int, start: threading.Barrier) -> None:
     import httpx
 
     from app import canvas
@@ -132,7 +139,13 @@ def _annotate(a: Annotator, url: str, component: int, token: str, image_ids: lis
             image_id = image_ids[(a.index + k) % len(image_ids)]
             h, w = a.shapes[image_id]
             doc = a.docs.setdefault(image_id, [np.full((h, w), NONE, np.uint8), 0])
-            rows, cols, cls = a.stroke(image_id, num_classes)
+            own = a.undo.setdefault(image_id, [])
+            undoing = bool(undo_every and (k + 1) % undo_every == 0 and own)
+            if undoing:  # take back this annotator's last stroke here (cls: the values before it)
+                rows, cols, cls = own.pop()
+            else:
+                rows, cols, cls = a.stroke(image_id, num_classes)
+                own.append((rows, cols, doc[0][rows, cols].copy()))
             doc[0][rows, cols] = cls
             rle = canvas.rle_encode(doc[0])
             r, dt = call(client, "canvas_save", {"image_id": image_id, "layer": "scribbles", "labels": rle,
@@ -142,6 +155,7 @@ def _annotate(a: Annotator, url: str, component: int, token: str, image_ids: lis
             else:
                 a.save_s.append(dt)
                 a.acked.append((image_id, rows, cols, cls))
+                a.undos += undoing
                 doc[1] = int(r["version"])
                 if r.get("labels") is not None:  # merged with another annotator's strokes
                     doc[0] = canvas.rle_decode(r["labels"], (h, w))
@@ -161,7 +175,7 @@ def _canvas_component(demo) -> int:
 
 
 def measure(samples, num_classes: int, annotators: int = 8, strokes: int = 20, pause: float = 0.2,
-            preview: bool = True) -> dict:
+            preview: bool = True, undo_every: int = 5) -> dict:
     """Serve a project of ``samples`` (images) and run ``annotators`` threads of ``strokes`` saves
     each against it; the report of the module docstring (without ``dataset`` and ``size``)."""
     from annotations.errors import AnnotationError
@@ -172,8 +186,8 @@ def measure(samples, num_classes: int, annotators: int = 8, strokes: int = 20, p
 
     if annotators < 1 or strokes < 1:
         raise AnnotationError("--annotators and --strokes must be at least 1.")
-    if pause < 0:
-        raise AnnotationError(f"--pause must be >= 0, not {pause}.")
+    if pause < 0 or undo_every < 0:
+        raise AnnotationError(f"--pause and --undo-every must be >= 0, not {pause} and {undo_every}.")
     images = [s[0] for s in samples]
     if not images:
         raise AnnotationError("no image to annotate.")
@@ -196,7 +210,8 @@ def measure(samples, num_classes: int, annotators: int = 8, strokes: int = 20, p
             people = [Annotator(i, annotators, shapes, np.random.default_rng(i)) for i in range(annotators)]
             start = threading.Barrier(annotators + 1)
             threads = [threading.Thread(target=_annotate, args=(a, url, component, token, image_ids, num_classes,
-                                                                strokes, pause, preview, start), daemon=True)
+                                                                strokes, pause, preview, undo_every, start),
+                                       daemon=True)
                        for a in people]
             for t in threads:
                 t.start()
@@ -223,6 +238,7 @@ def measure(samples, num_classes: int, annotators: int = 8, strokes: int = 20, p
         return float(np.percentile(x, q)) if x.size else float("nan")
 
     return {"task": "app", "annotators": annotators, "images": len(image_ids), "saves": int(save_s.size),
+            "undos": sum(a.undos for a in people),
             "p50_s": pct(save_s, 50), "p95_s": pct(save_s, 95), "lost_writes": lost_strokes(stored, acked, shapes),
             "errors": len(errors), "first_error": errors[0] if errors else None,
             "preview_p50_s": pct(prev_s, 50), "preview_p95_s": pct(prev_s, 95),
@@ -250,11 +266,13 @@ def run(args) -> int:
         num_classes = 2
         samples = list(synthetic_samples(args.images, args.size))
         name = "synthetic"
-    report = measure(samples, num_classes, args.annotators, args.strokes, args.pause, not args.no_preview)
+    report = measure(samples, num_classes, args.annotators, args.strokes, args.pause, not args.no_preview,
+                     args.undo_every)
     report.update(size=args.size, dataset=name)
     write_report(report, args.out)
     print(f"app  {name}  {report['annotators']} annotators on {report['images']} images  saves {report['saves']}  "
-          f"p50 {report['p50_s']:.3f} s  p95 {report['p95_s']:.3f} s  lost writes {report['lost_writes']}  "
+          f"(undos {report['undos']})  p50 {report['p50_s']:.3f} s  p95 {report['p95_s']:.3f} s  "
+          f"lost writes {report['lost_writes']}  "
           f"errors {report['errors']}" + (f" (first: {report['first_error']})" if report["errors"] else "")
           + (f"  preview p50 {report['preview_p50_s']:.3f} s  p95 {report['preview_p95_s']:.3f} s"
              if not args.no_preview else ""))
