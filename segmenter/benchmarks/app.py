@@ -3,7 +3,7 @@
 ::
 
     python -m segmenter bench app [--data DIR] [--images M] [--annotators N] [--strokes K]
-                                  [--pause S] [--no-preview] [--size 512] [--out FILE]
+                                  [--pause S] [--undo-every U] [--no-preview] [--size 512] [--out FILE]
 
 The real app (the page :func:`app.ui.build_ui` builds, served by :func:`app.ui.launch` as
 ``app.py`` serves it) runs on a throw-away project of ``M`` images, and ``N`` simulated annotators
@@ -13,10 +13,10 @@ after every stroke). Annotator ``i`` works through the images in turn, starting 
 several of them edit the same image at once; each keeps its own copy of an image's strokes and the
 version it last saw, as a page does, so every save after another annotator's is a merge. Every
 ``--undo-every``-th save is an undo of the annotator's own last stroke on that image, as the page
-undoes: the stroke's pixels back to what they were, saved like a stroke. Strokes
-are short horizontal lines on the rows ``y % N == i``: nobody draws over anybody else, so after the
-run every pixel of every acknowledged save (unless the same annotator drew over it or undid it
-later) must be in the store, read back from disk through a fresh handle. A stroke missing a pixel there is a
+undoes: the stroke's pixels back to what they were, saved like a stroke. Strokes are short
+horizontal lines on the rows ``y % N == i``: nobody draws over anybody else, so after the run every
+pixel of every acknowledged save (unless the same annotator drew over it or undid it later) must be
+in the store, read back from disk through a fresh handle. A save missing a pixel there is a
 **lost write** (must be 0).
 
 Images: the first ``M`` of ``DIR`` (default ``../shared/datasets/grabcut`` beside the repository
