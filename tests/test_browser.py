@@ -319,6 +319,8 @@ def test_review_most_uncertain_and_accept(page, project_dir):
         assert p.status(iid) == "final"
         assert p.mask_info(iid, "final").source.startswith("app:accepted(predicted")
     # the mask editor paints the final mask directly
+    with Project.open(project_dir) as p:
+        accepted = p.mask(iid, "final")
     page.click(f"{ROOT} .ws-mode[data-mode='mask']")
     page.wait_for_selector(f"{ROOT}[data-mode='mask']")
     pick_class(page, 1)
@@ -330,6 +332,14 @@ def test_review_most_uncertain_and_accept(page, project_dir):
         assert (m[int(0.9 * SIZE), 5:25] == 1).all()
         assert p.mask_info(iid, "final").source.startswith("app:mask-editor")
     shot(page, "12-mask-editor")
+    page.click(f"{ROOT} .ws-undo")  # the editor's undo saves the mask as it was before the stroke
+    wait_saved(page)
+    with Project.open(project_dir) as p:
+        np.testing.assert_array_equal(p.mask(iid, "final"), accepted)
+    page.click(f"{ROOT} .ws-redo")
+    wait_saved(page)
+    with Project.open(project_dir) as p:
+        np.testing.assert_array_equal(p.mask(iid, "final"), m)
     page.click(f"{ROOT} .ws-mode[data-mode='scribbles']")
 
 
