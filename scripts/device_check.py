@@ -43,14 +43,15 @@ def make_dataset(root: Path, n: int = 96, size: int = 96, seed: int = 0) -> Path
     rng = np.random.default_rng(seed)
     for sub in ("images", "masks", "scribbles/sim", "splits"):
         (root / sub).mkdir(parents=True, exist_ok=True)
+    colours = np.array([[70, 90, 60], [200, 120, 60], [80, 80, 210]], np.float32)  # per class
     ids = []
     for i in range(n):
         gt = np.zeros((size, size), np.uint8)
         cy, cx = rng.integers(size // 4, 3 * size // 4, 2)
         cv2.circle(gt, (int(cx), int(cy)), int(rng.integers(size // 8, size // 4)), 1, -1)
         y0 = int(rng.integers(0, size - size // 6))
-        gt[y0:y0 + size // 8, size // 10:size - size // 10][gt[y0:y0 + size // 8, size // 10:size - size // 10] == 0] = 2
-        colours = np.array([[70, 90, 60], [200, 120, 60], [80, 80, 210]], np.float32)
+        bar = gt[y0:y0 + size // 8, size // 10:size - size // 10]  # a view: the bar behind the disc
+        bar[bar == 0] = 2
         img = colours[gt] + rng.normal(0, 18, (size, size, 3))
         img = np.clip(img, 0, 255).astype(np.uint8)
         name = f"s{i:03d}"
@@ -136,7 +137,6 @@ def main(argv=None) -> int:
         proj = tmp / "proj"
         rc, log, _ = sh([py, "-m", "segmenter", "import", str(proj), str(data), "--create"])
         check("import", rc == 0, log=None if rc == 0 else log)
-        ck = tmp / "ck"
         train = [py, "-m", "segmenter", "train", str(proj), "--layer", "sim", "--imported-as", "coarse",
                  "--epochs", "2", "--size", "64", "--device", args.device, "--quiet"]
         rc, log, secs = sh(train + ["--name", "check"])

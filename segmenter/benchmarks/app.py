@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .latency import DEFAULT_DATA, resize_sample, synthetic_samples
+from .latency import resize_sample, resolve_data, synthetic_samples
 
 NONE = 255
 
@@ -91,9 +91,9 @@ class Annotator:
 
 def lost_strokes(stored: dict, acked: list, shapes: dict) -> int:
     """How many acknowledged strokes ``(image id, rows, cols, class or per-pixel values)`` (in the
-    order each annotator saved them, undos included; different annotators never share a pixel) miss a pixel in ``stored`` (image id ->
-    scribble map or None). A pixel belongs to the last stroke over it: an annotator's own later
-    stroke in another class is an overwrite, not a loss."""
+    order each annotator saved them, undos included; different annotators never share a pixel)
+    miss a pixel in ``stored`` (image id -> scribble map or None). A pixel belongs to the last
+    stroke over it: an annotator's own later stroke in another class is an overwrite, not a loss."""
     owner = {iid: np.full(shape, -1, np.int64) for iid, shape in shapes.items()}
     want = {iid: np.full(shape, NONE, np.uint8) for iid, shape in shapes.items()}
     for k, (image_id, rows, cols, cls) in enumerate(acked):
@@ -254,7 +254,7 @@ def run(args) -> int:
         raise AnnotationError(f"--size must be at least 16 pixels, not {args.size}.")
     if args.images < 1:
         raise AnnotationError(f"--images must be at least 1, not {args.images}.")
-    data = Path(args.data) if args.data else (DEFAULT_DATA if (DEFAULT_DATA / "meta.json").is_file() else None)
+    data = resolve_data(args.data)
     if data is not None:
         from annotations.folder import FolderDataset
 

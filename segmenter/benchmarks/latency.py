@@ -155,6 +155,14 @@ def measure(samples, num_classes: int, method: str | None = None, correct: bool 
             "size": int(max(samples[0][0].shape[:2])), "correct": bool(correct)}
 
 
+def resolve_data(data: str | None) -> Path | None:
+    """``--data`` as given, else ``../shared/datasets/grabcut`` beside the repository if present,
+    else None (synthetic images)."""
+    if data:
+        return Path(data)
+    return DEFAULT_DATA if (DEFAULT_DATA / "meta.json").is_file() else None
+
+
 def run(args) -> int:
     from segmenter.benchmarks import write_report
 
@@ -162,7 +170,7 @@ def run(args) -> int:
         from annotations.errors import AnnotationError
 
         raise AnnotationError(f"--size must be at least 16 pixels, not {args.size}.")
-    data = Path(args.data) if args.data else (DEFAULT_DATA if (DEFAULT_DATA / "meta.json").is_file() else None)
+    data = resolve_data(args.data)
     if data is not None:
         from annotations.folder import FolderDataset
 
