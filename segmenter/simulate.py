@@ -31,7 +31,7 @@ class SimulationConfig:
     0.15 sqrt(area) of its stroke (median over images) is, on the GrabCut images, 0.49 foreground /
     0.47 background for these defaults against 0.47 / 0.48 for the people's set1 and set2 on
     average (the earlier erosion 0.3 and min_length 0.5 gave 0.30 / 0.34); on ACDC they still reach
-    less far than the real scribbles (0.62 / 0.58 / 0.27 against 0.61 / 0.76 / 0.58 for the three
+    less far than the real scribbles (0.62 / 0.57 / 0.27 against 0.61 / 0.76 / 0.58 for the three
     structures). ``tests/test_simulate.py`` holds the check."""
 
     strokes_per_class: int = 1
