@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .latency import resize_sample, resolve_data, synthetic_samples
+from .latency import check_size, resize_sample, resolve_data, synthetic_samples
 
 NONE = 255
 
@@ -250,8 +250,7 @@ def run(args) -> int:
 
     from segmenter.benchmarks import write_report
 
-    if args.size < 16:
-        raise AnnotationError(f"--size must be at least 16 pixels, not {args.size}.")
+    check_size(args.size)
     if args.images < 1:
         raise AnnotationError(f"--images must be at least 1, not {args.images}.")
     data = resolve_data(args.data)

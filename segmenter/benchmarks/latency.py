@@ -155,6 +155,14 @@ def measure(samples, num_classes: int, method: str | None = None, correct: bool 
             "size": int(max(samples[0][0].shape[:2])), "correct": bool(correct)}
 
 
+def check_size(size: int) -> None:
+    """``--size`` of the latency and app benchmarks: at least 16 px on the long side."""
+    if size < 16:
+        from annotations.errors import AnnotationError
+
+        raise AnnotationError(f"--size must be at least 16 pixels, not {size}.")
+
+
 def resolve_data(data: str | None) -> Path | None:
     """``--data`` as given, else ``../shared/datasets/grabcut`` beside the repository if present,
     else None (synthetic images)."""
@@ -166,10 +174,7 @@ def resolve_data(data: str | None) -> Path | None:
 def run(args) -> int:
     from segmenter.benchmarks import write_report
 
-    if args.size < 16:
-        from annotations.errors import AnnotationError
-
-        raise AnnotationError(f"--size must be at least 16 pixels, not {args.size}.")
+    check_size(args.size)
     data = resolve_data(args.data)
     if data is not None:
         from annotations.folder import FolderDataset
