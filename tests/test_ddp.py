@@ -52,3 +52,32 @@ def test_ddp_two_processes_gloo_cpu(tmp_path):
     assert abs(ranks[0]["checksum"] - ranks[1]["checksum"]) < 1e-6 * ranks[0]["checksum"]
     doc = json.loads((tmp_path / "ddp.json").read_text())  # written by rank 0 only
     assert doc["state"]["epoch"] == 2
+
+
+def test_train_command_under_torchrun_reports_once(tmp_path):
+    """What the README tells a user with several GPUs, on CPU: ``torchrun -m segmenter train``
+    trains in 2 processes, writes one checkpoint, and only the first process reports it."""
+    sys.path.insert(0, str(REPO / "tests"))
+    from conftest import make_disc_image
+
+    from annotations.imageio import encode_image_png
+    from annotations.store import Project
+
+    with Project.create(tmp_path / "proj", classes=["bg", "disc"]) as p:
+        for k in range(6):
+            img, gt, scr = make_disc_image(64, seed=k)
+            info = p.add_image(encode_image_png(img), name=f"d{k}.png")
+            if k % 2:
+                p.save_mask(info.id, gt, "final", source="test")
+            else:
+                p.save_scribbles(info.id, scr)
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    env.pop("WORLD_SIZE", None)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "segmenter",
+           "train", str(tmp_path / "proj"), "--size", "64", "--epochs", "2", "--batch-size", "2", "--name", "m",
+           "--device", "cpu", "--quiet"]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=500, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    reports = [line for line in r.stdout.splitlines() if line.startswith("model ")]
+    assert len(reports) == 1 and "m.safetensors" in reports[0], r.stdout
+    assert sorted(x.name for x in (tmp_path / "proj" / "models").iterdir()) == ["m.json", "m.safetensors"]

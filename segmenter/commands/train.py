@@ -89,7 +89,10 @@ def cmd_train(args) -> int:
         raise NoLabelsError(str(e) + other_layers_hint(project, args.layer)) from None
     project.close() if hasattr(project, "close") else None
     callbacks = [] if args.quiet else [ProgressBar()]
-    res = Trainer(data, mcfg, tcfg, callbacks=callbacks).fit()
+    trainer = Trainer(data, mcfg, tcfg, callbacks=callbacks)
+    res = trainer.fit()
+    if not trainer.dist.is_main:  # under torchrun the first process reports for the run
+        return 1 if res.stopped else 0
     if res.stopped:
         print(res.message)
         return 1
