@@ -101,6 +101,23 @@ def test_train_and_predict_commands_write_predicted_masks(tmp_path, capsys):
     assert p.mask_info(p.image_by_name("d0").id, "predicted") is None  # not selected
 
 
+def test_train_names_the_layer_its_strokes_are_in(tmp_path, capsys):
+    """Strokes in another layer than --layer: training runs on the other labels and says where the
+    strokes are (an import puts a dataset's scribble set in a layer of its own name)."""
+    from segmenter.cli import main
+
+    p = _project(tmp_path, labels=False)
+    img, gt, scr = make_disc_image(64, seed=0)
+    ids = p.image_ids()
+    p.save_mask(ids[0], gt, "final", source="test")
+    p.save_scribbles(ids[1], scr, layer="sim")
+    assert main(["train", str(p.root), "--size", "64", "--epochs", "1", "--device", "cpu", "--quiet"]) == 0
+    assert "layer 'default' is empty" in capsys.readouterr().err
+    assert main(["train", str(p.root), "--layer", "sim", "--size", "64", "--epochs", "1", "--device", "cpu",
+                 "--quiet"]) == 0
+    assert "note:" not in capsys.readouterr().err
+
+
 def test_predictions_of_scribbled_images_keep_the_strokes(tmp_path, capsys):
     """An untrained model predicts anything; on an image with strokes the stored prediction is
     corrected by them (every stroke pixel keeps its class: an export never contradicts what a

@@ -8,6 +8,8 @@ used in one run (see :mod:`segmenter.train`). The checkpoint goes to ``PROJECT/m
 """
 from __future__ import annotations
 
+import os
+import sys
 import time
 
 
@@ -87,6 +89,9 @@ def cmd_train(args) -> int:
         data = TrainSet.build(samples, project.num_classes, mcfg.size, mcfg.in_channels)
     except NoLabelsError as e:
         raise NoLabelsError(str(e) + other_layers_hint(project, args.layer)) from None
+    hint = other_layers_hint(project, args.layer)
+    if hint and os.environ.get("RANK", "0") == "0":  # other labels carry the run; say whose strokes it leaves out
+        print("note:" + hint, file=sys.stderr)
     project.close() if hasattr(project, "close") else None
     callbacks = [] if args.quiet else [ProgressBar()]
     trainer = Trainer(data, mcfg, tcfg, callbacks=callbacks)
