@@ -1,7 +1,7 @@
 """Training and prediction from the app, as background :class:`~app.jobs.Job` s.
 
-Thin adapters over :mod:`segmenter.train` (``Trainer`` with a callback and a cancel event) and
-:func:`segmenter.predict.predict_project`. The validation mIoU is measured on images with a
+Thin adapters over :mod:`segmenter.train` (``Trainer`` with a callback and a cancel event),
+:func:`segmenter.predict.predict_project` and :func:`segmenter.cam.tags_project` (masks from tags). The validation mIoU is measured on images with a
 final mask that were held out of training (a fifth of them, at least one, when there are three
 or more); with fewer, on the final masks of the training images, and the page says so.
 """
@@ -113,6 +113,26 @@ def predict_target(project: Project):
     return run
 
 
+def tags_target(project: Project, size: int = 128):
+    """The job body: train the tag classifier on the tagged images and save their pseudo-masks."""
+
+    def run(job: jobs.Job) -> str:
+        from segmenter.cam import TagConfig, tags_project
+
+        def on_epoch(epoch: int, epochs: int, loss: float) -> None:
+            # the classifier is most of the time; the masks take the last tenth
+            job.report(fraction=0.9 * epoch / max(epochs, 1), epoch=epoch, epochs=epochs, loss=float(loss),
+                       loss_point=(epoch, float(loss)),
+                       message="making the masks…" if epoch == epochs else "training the tag classifier…")
+
+        summary = tags_project(project, TagConfig(size=size, device="auto"), layer=project.scribble_layer,
+                               progress=on_epoch, cancel=job.cancel, on_stage=lambda m: job.report(message=m))
+        warn = "".join(f" Note: {w}" for w in summary.warnings)
+        return f"Masks from tags: {summary.message()}.{warn}"
+
+    return run
+
+
 def start_training(project: Project, epochs: int = 5, size: int = 128) -> jobs.Job:
     from annotations.errors import AnnotationError
 
@@ -121,6 +141,18 @@ def start_training(project: Project, epochs: int = 5, size: int = 128) -> jobs.J
     if size not in SIZES:
         raise AnnotationError(f"training size must be one of {', '.join(map(str, SIZES))}, not {size}.")
     return jobs.start_job(str(project.root), "training", train_target(project, epochs, size))
+
+
+def start_tags(project: Project, size: int = 128) -> jobs.Job:
+    """Masks from tags in the background; refuses at once, with the reason, when no image has a tag."""
+    from annotations.errors import AnnotationError
+
+    if size not in SIZES:
+        raise AnnotationError(f"classifier size must be one of {', '.join(map(str, SIZES))}, not {size}.")
+    if not any(project.all_tags().values()):
+        raise AnnotationError("No image has a tag yet: mark classes present or absent on some images first "
+                              "(the tag buttons under the canvas).")
+    return jobs.start_job(str(project.root), "masks from tags", tags_target(project, size))
 
 
 def start_predict(project: Project) -> jobs.Job:

@@ -108,6 +108,11 @@ def build_ui(project: Project) -> gr.Blocks:
                         cancel_btn = gr.Button("Cancel", variant="secondary", elem_id="ws-cancel")
                     train_progress = gr.HTML(jobs.progress_html(None), elem_id="ws-train-progress")
                     predict_btn = gr.Button("Predict the images without a final mask", elem_id="ws-predict", size="sm")
+                    tags_btn = gr.Button("Masks from tags (class activation maps)", elem_id="ws-tags-masks",
+                                         size="sm")
+                    gr.Markdown("<span class='ws-sub'>Trains a classifier on the image tags and stores a "
+                                "pseudo-mask for every tagged image (strokes there are kept); the next training "
+                                "uses them.</span>")
                     timer = gr.Timer(1.0, active=False)
                 with gr.Accordion("Classes", open=False, elem_id="ws-classes-panel"):
                     class_table = gr.Dataframe(headers=["index", "name", "colour"], interactive=False,
@@ -213,6 +218,13 @@ def build_ui(project: Project) -> gr.Blocks:
             return jobs.progress_html(_snap(p)), gr.Timer(active=True)
 
         listen(predict_btn.click, on_predict, [token], [train_progress, timer])
+
+        def on_tags(tok, px):
+            p = handlers.project_for(tok)
+            training.start_tags(p, size=int(px or 128))
+            return jobs.progress_html(_snap(p)), gr.Timer(active=True)
+
+        listen(tags_btn.click, on_tags, [token, size], [train_progress, timer])
 
         def on_cancel(tok):
             p = handlers.project_for(tok)

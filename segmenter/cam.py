@@ -240,6 +240,13 @@ def epochs_for(config: TagConfig, n_images: int) -> int:
     return int(min(30, max(2, round(AUTO_STEPS_IMAGES / max(1, n_images)))))
 
 
+def _check_cancel(cancel) -> None:
+    if cancel is not None and cancel.is_set():
+        from segmenter.errors import TrainingStopped
+
+        raise TrainingStopped("cancelled: no pseudo-mask was made from the tags.")
+
+
 def _known_classes(tags: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per class: ever tagged present, ever tagged absent. ``tags`` (N, C) int8."""
     return (tags == PRESENT).any(0), (tags == ABSENT).any(0)
@@ -288,10 +295,13 @@ class TrainStats:
 
 
 def train_classifier(images: list[np.ndarray], tags: np.ndarray, num_classes: int,
-                     config: TagConfig, progress=None) -> tuple[TagNet, TrainStats]:
+                     config: TagConfig, progress=None, cancel=None) -> tuple[TagNet, TrainStats]:
     """Train :class:`TagNet` on the images with at least one known tag.
 
     ``images``: list of uint8 images; ``tags``: ``(N, C)`` int8 (1 / 0 / -1).
+    ``progress(epoch, epochs, loss)`` is called after each epoch; ``cancel`` (an object with
+    ``is_set()``, e.g. ``threading.Event``) stops the training at the next step with
+    :class:`~segmenter.errors.TrainingStopped`.
     Returns the model (eval mode) and :class:`TrainStats`.
     """
     t0 = time.perf_counter()
@@ -318,6 +328,7 @@ def train_classifier(images: list[np.ndarray], tags: np.ndarray, num_classes: in
     for ep in range(epochs):
         perm = torch.randperm(n, generator=g)
         for s in range(steps_per_epoch):
+            _check_cancel(cancel)
             b = perm[s * bs:(s + 1) * bs]
             x = x_all[b]
             flip = torch.rand(len(b), generator=g) < 0.5
@@ -627,10 +638,12 @@ def _shrink(probs: np.ndarray, side: int | None = None) -> np.ndarray:
 
 def run_tags(images: list[np.ndarray], tags: np.ndarray, num_classes: int, config: TagConfig | None = None,
              scribbles: list[np.ndarray | None] | None = None, class_names: list[str] | None = None,
-             progress=None) -> TagsResult:
+             progress=None, cancel=None) -> TagsResult:
     """Train the tag classifier on ``images`` and make their pseudo-masks (see the module docstring).
 
-    Raises :class:`NoLabelsError` when no image has a tag (nor a scribble).
+    ``progress`` and ``cancel`` as in :func:`train_classifier` (``cancel`` is also checked between
+    chunks of images while the masks are made). Raises :class:`NoLabelsError` when no image has a
+    tag (nor a scribble), :class:`~segmenter.errors.TrainingStopped` when cancelled.
     """
     config = config or TagConfig()
     tags = _check_inputs(images, tags, num_classes, scribbles)
@@ -639,7 +652,7 @@ def run_tags(images: list[np.ndarray], tags: np.ndarray, num_classes: int, confi
     msgs = tag_warnings(tags, class_names)
     if config.threads:
         torch.set_num_threads(config.threads)
-    model, stats = train_classifier(images, tags, num_classes, config, progress=progress)
+    model, stats = train_classifier(images, tags, num_classes, config, progress=progress, cancel=cancel)
     bg = background_classes(tags, config)
     t0 = time.perf_counter()
     masks, confs, cam_masks = [], [], []
@@ -647,6 +660,7 @@ def run_tags(images: list[np.ndarray], tags: np.ndarray, num_classes: int, confi
     use_em = config.refine == "em"
     priors: list[np.ndarray | None] = []
     for start in range(0, len(images), chunk):
+        _check_cancel(cancel)
         sl = slice(start, start + chunk)
         cams = compute_cams_batch(model, images[sl], tags[sl], config)
         for j, cam in enumerate(cams):
@@ -660,6 +674,7 @@ def run_tags(images: list[np.ndarray], tags: np.ndarray, num_classes: int, confi
             masks.append(m)
             confs.append(c)
     if use_em:
+        _check_cancel(cancel)
         for i, p in enumerate(em_probs(images, tags, priors, config)):
             scr = None if scribbles is None else scribbles[i]
             m, c = refine(images[i], p, tags[i], bg, config, scribbles=scr, probs=p)
@@ -682,3 +697,69 @@ def tags_to_pseudo_masks(images: list[np.ndarray], tags: np.ndarray, num_classes
     for w in res.warnings:
         _warnings.warn(w, stacklevel=2)
     return list(zip(res.masks, res.confidences))
+
+
+# ----------------------------------------------------------------------------------------------
+# the project store
+
+
+def project_tags(project, image_ids: list[int]) -> np.ndarray:
+    """``(N, C)`` int8 tags of ``image_ids`` in ``project`` (1 present, 0 absent, -1 unknown)."""
+    all_tags = project.all_tags()
+    t = np.full((len(image_ids), project.num_classes), UNKNOWN, np.int8)
+    for r, iid in enumerate(image_ids):
+        for c, state in all_tags.get(iid, {}).items():
+            if 0 <= c < project.num_classes:
+                t[r, c] = PRESENT if state == "present" else ABSENT
+    return t
+
+
+@dataclass
+class ProjectTagsSummary:
+    """What :func:`tags_project` did: the tagged images (``image_ids``), whether their pseudo-masks
+    were saved, and the :class:`TagsResult` fields a person wants to read."""
+
+    image_ids: list[int]
+    saved: bool
+    method: str
+    warnings: list[str]
+    train: TrainStats
+    infer_seconds: float
+
+    def message(self) -> str:
+        verb = "saved" if self.saved else "would save"
+        n = len(self.image_ids)
+        return (f"{verb} {n} pseudo-mask{'' if n == 1 else 's'} (source {self.method}); "
+                f"training {self.train.seconds:.1f} s, masks {self.infer_seconds:.1f} s")
+
+
+def tags_project(project, config: TagConfig | None = None, image_ids=None, *, layer: str = "default",
+                 save: bool = True, progress=None, cancel=None, on_stage=None) -> ProjectTagsSummary:
+    """Tags of a project -> pseudo-masks in its store (``python -m segmenter tags`` and the app).
+
+    Every image of ``image_ids`` (default: all) with at least one tag is used; the strokes of
+    scribble ``layer`` are hard constraints (and make their classes present). With ``save`` each
+    such image gets a mask of kind ``pseudo`` whose source is the method and whose confidence is
+    the refined probability; nothing is saved when the run fails or is cancelled. ``progress`` and
+    ``cancel`` as in :func:`run_tags`; ``on_stage(message)``, if given, hears what starts (for a log or a page).
+    Raises :class:`NoLabelsError` when no image has a tag.
+    """
+    config = config or TagConfig()
+    ids = list(image_ids) if image_ids is not None else project.image_ids()
+    tags = project_tags(project, ids)
+    keep = [r for r in range(len(ids)) if (tags[r] != UNKNOWN).any()]
+    if not keep:
+        raise NoLabelsError("no image has a tag; tag images (class present / absent) first.")
+    ids = [ids[r] for r in keep]
+    tags = tags[keep]
+    images = [project.load_image(i) for i in ids]
+    scribbles = [project.scribbles(i, layer=layer) for i in ids]
+    if on_stage:
+        on_stage(f"{len(ids)} tagged images, {project.num_classes} classes; training the tag classifier "
+                       f"({config.encoder}, {epochs_for(config, len(ids))} epochs, {config.size} px)")
+    res = run_tags(images, tags, project.num_classes, config, scribbles=scribbles,
+                   class_names=project.class_names, progress=progress, cancel=cancel)
+    if save:
+        for iid, m, c in zip(ids, res.masks, res.confidences):
+            project.save_mask(iid, m, "pseudo", source=res.method, confidence=c)
+    return ProjectTagsSummary(ids, save, res.method, res.warnings, res.train, res.infer_seconds)

@@ -182,7 +182,9 @@ def appearance_em(images: list[np.ndarray], tags: np.ndarray, priors: list[np.nd
         f = pixel_features(images[i])
         h, w = shapes[i]
         if f.shape[:2] != (h, w):
-            f = cv2.resize(f, (w, h), interpolation=cv2.INTER_AREA).reshape(h, w, -1)
+            # OpenCV's area resize takes at most 4 channels at a non-integer scale
+            f = np.dstack([cv2.resize(np.ascontiguousarray(f[..., k:k + 4]), (w, h), interpolation=cv2.INTER_AREA)
+                           .reshape(h, w, -1) for k in range(0, f.shape[-1], 4)])
         feats.append(f.reshape(h * w, -1))
     sizes = np.array([len(f) for f in feats])
     starts = np.concatenate([[0], np.cumsum(sizes)])

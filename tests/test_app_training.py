@@ -54,3 +54,60 @@ def test_train_then_predict_in_the_background(tmp_path):
     assert all(p.mask_info(i, "predicted").uncertainty is not None for i in p.image_ids()[3:])
     assert handlers.next_most_uncertain(p, None) in p.image_ids()[3:]
     assert "width:100.0%" in jobs.progress_html(snap)
+
+
+def _tagged_project(root, n=6):
+    """Discs (object present) and plain dark textures (object absent), every image tagged."""
+    p = Project.create(root, classes=["background", "object"])
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        if i % 2 == 0:
+            img, _, _ = make_disc_image(64, seed=i)
+        else:
+            img = np.clip(60 + rng.normal(0, 18, (64, 64, 3)), 0, 255).astype(np.uint8)
+        info = p.add_image(encode_image_png(img), name=f"t{i}.png")
+        p.set_tag(info.id, 1, "present" if i % 2 == 0 else "absent")
+    return p
+
+
+def test_masks_from_tags_need_a_tag_first(tmp_path):
+    p = Project.create(tmp_path / "p")
+    img, _, _ = make_disc_image(64)
+    p.add_image(encode_image_png(img), name="a.png")
+    with pytest.raises(AnnotationError, match="No image has a tag"):
+        training.start_tags(p)
+    with pytest.raises(AnnotationError, match="size"):
+        training.start_tags(p, size=100)
+    assert p.mask_info(p.image_ids()[0], "pseudo") is None
+
+
+def test_masks_from_tags_in_the_background(tmp_path):
+    """The app's 'Masks from tags' job: every tagged image gets a pseudo-mask from the tag
+    pipeline, its strokes kept; the status list shows them as pseudo."""
+    p = _tagged_project(tmp_path / "p")
+    first = p.image_ids()[0]
+    scr = np.full((64, 64), 255, np.uint8)
+    scr[:2, :2] = 0  # a background stroke in the disc image's corner
+    p.save_scribbles(first, scr)
+    job = training.start_tags(p, size=64)
+    job.thread.join(240)
+    snap = job.snapshot()
+    assert snap["status"] == "done", snap["message"]
+    assert snap["fraction"] == 1.0 and snap["epochs"] >= 2 and snap["losses"]
+    assert "saved 6 pseudo-masks" in snap["message"]
+    for i in p.image_ids():
+        info = p.mask_info(i, "pseudo")
+        assert info is not None and info.source.startswith("tags:cam")
+    assert (p.mask(first, "pseudo")[:2, :2] == 0).all()
+    assert not (p.mask(p.image_ids()[1], "pseudo") == 1).any()  # tagged absent: never the object
+    assert set(p.statuses().values()) == {"pseudo"}
+
+
+def test_cancelled_masks_from_tags_save_nothing(tmp_path):
+    p = _tagged_project(tmp_path / "p")
+    job = training.start_tags(p, size=64)
+    jobs.cancel_job(str(p.root))
+    job.thread.join(240)
+    snap = job.snapshot()
+    assert snap["status"] == "cancelled" and "no pseudo-mask" in snap["message"]
+    assert all(p.mask_info(i, "pseudo") is None for i in p.image_ids())

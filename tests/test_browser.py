@@ -515,3 +515,21 @@ def test_a_save_answered_mid_stroke_does_not_store_half_a_stroke(browser, server
         assert after["version"] == version == before["version"] + 2
     finally:
         ctx.close()
+
+
+def test_masks_from_tags(page, project_dir):
+    """Tag the shown image, press 'Masks from tags': the job ends and the image has a tag pseudo-mask."""
+    iid = state(page)["id"]
+    page.click(f"{ROOT} .ws-tag[data-cls='1'] .ws-tagbtn[data-state='present']")
+    page.wait_for_selector(f"{ROOT} .ws-tag[data-cls='1'][data-state='present']")
+    page.click("#ws-tags-masks")
+    page.wait_for_function("""() => {
+        const b = document.querySelector('#ws-train-progress .ws-pbar');
+        return b && b.dataset.status === 'done'
+            && document.querySelector('#ws-train-progress').innerText.includes('Masks from tags');
+    }""", timeout=240_000)
+    assert "saved" in page.inner_text("#ws-train-progress")
+    with Project.open(project_dir) as p:
+        info = p.mask_info(iid, "pseudo")
+        assert info is not None and info.source.startswith("tags:cam")
+    shot(page, "15-masks-from-tags")

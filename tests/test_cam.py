@@ -444,3 +444,15 @@ def test_refine_modes_em_and_pamr_both_run(trained):
         res = cm.run_tags(imgs[:6], tags[:6], 3, cfg(epochs=1, refine=mode))
         assert mode in res.method or mode == "none"
         assert all(m.shape == (SIZE, SIZE) for m in res.masks)
+
+
+def test_appearance_em_shrinks_images_by_any_factor():
+    """Images larger than the EM's grid by a non-integer factor (96 px onto 64, 64 onto 48) are
+    shrunk too: OpenCV's area resize refuses more than 4 channels there, and the tag pipeline
+    failed on such projects (the app's 'Masks from tags' on 96 px images)."""
+    imgs, _, tags = scenes(6)
+    imgs = [np.kron(im, np.ones((3, 3, 1), np.uint8))[:96, :96] if k % 2 else im for k, im in enumerate(imgs)]
+    q = cam_em.appearance_em(imgs, tags, None, cam_em.EMConfig(work_side=48, words=8, iters=2))
+    assert [a.shape for a in q] == [(3, 48, 48)] * 6
+    for a in q:
+        np.testing.assert_allclose(a.sum(0), 1.0, atol=1e-4)

@@ -7,6 +7,8 @@ confidence. Scribbles are hard constraints where an image has both.
 """
 from __future__ import annotations
 
+from segmenter.errors import NoLabelsError
+
 
 def register(sub) -> None:
     p = sub.add_parser("tags", help="image-level tags -> CAM pseudo-masks saved in the project",
@@ -25,49 +27,23 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def tags_matrix(project, image_ids: list[int]):
-    """``(N, C)`` int8 tags of the images (1 present, 0 absent, -1 unknown) from the store."""
-    import numpy as np
-
-    all_tags = project.all_tags()
-    t = np.full((len(image_ids), project.num_classes), -1, np.int8)
-    for r, iid in enumerate(image_ids):
-        for c, state in all_tags.get(iid, {}).items():
-            if 0 <= c < project.num_classes:
-                t[r, c] = 1 if state == "present" else 0
-    return t
-
-
 def run(args) -> int:
     from annotations.store import Project
     from segmenter.benchmarks.tags import config_from_args
-    from segmenter.cam import UNKNOWN, epochs_for, run_tags
-    from segmenter.errors import NoLabelsError
+    from segmenter.cam import tags_project
 
     project = Project.open(args.project)
-    infos = project.images(image_set=args.image_set)
-    ids = [im.id for im in infos]
-    tags = tags_matrix(project, ids)
-    keep = [r for r in range(len(ids)) if (tags[r] != UNKNOWN).any()]
-    if not keep:
-        where = f" in set '{args.image_set}'" if args.image_set else ""
-        raise NoLabelsError(f"no image{where} has a tag; tag images (class present / absent) first.")
-    ids = [ids[r] for r in keep]
-    tags = tags[keep]
+    ids = [im.id for im in project.images(image_set=args.image_set)]
     config = config_from_args(args)
-    images = [project.load_image(i) for i in ids]
-    scribbles = [project.scribbles(i, layer=args.layer) for i in ids]
-    print(f"{len(ids)} tagged images, {project.num_classes} classes; training the tag classifier "
-          f"({config.encoder}, {epochs_for(config, len(ids))} epochs, {config.size} px)", flush=True)
-    res = run_tags(images, tags, project.num_classes, config, scribbles=scribbles,
-                   class_names=project.class_names,
-                   progress=lambda e, n, loss: print(f"  epoch {e}/{n} loss {loss:.4f}", flush=True))
-    for w in res.warnings:
+    try:
+        summary = tags_project(project, config, ids, layer=args.layer, save=not args.dry_run,
+                               on_stage=lambda m: print(m, flush=True),
+                               progress=lambda e, n, loss: print(f"  epoch {e}/{n} loss {loss:.4f}", flush=True))
+    except NoLabelsError as e:
+        if args.image_set:
+            raise NoLabelsError(f"{e} (looked in set '{args.image_set}')") from None
+        raise
+    for w in summary.warnings:
         print(f"warning: {w}")
-    if not args.dry_run:
-        for iid, m, c in zip(ids, res.masks, res.confidences):
-            project.save_mask(iid, m, "pseudo", source=res.method, confidence=c)
-    verb = "would save" if args.dry_run else "saved"
-    print(f"{verb} {len(ids)} pseudo-masks (source {res.method}); "
-          f"training {res.train.seconds:.1f} s, masks {res.infer_seconds:.1f} s")
+    print(summary.message())
     return 0
