@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from segmenter.benchmarks.app import free_port
+
 REPO = Path(__file__).resolve().parents[1]
 spec = importlib.util.spec_from_file_location("app_main", REPO / "app.py")
 app_main = importlib.util.module_from_spec(spec)
@@ -61,15 +63,12 @@ def test_page_builds(tmp_path):
 
 def test_auth_protects_the_page_and_the_canvas_api(tmp_path):
     """With --auth, nothing (config, canvas server functions) answers before a login."""
-    import socket
     import time
     import urllib.error
     import urllib.parse
     import urllib.request
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     proc = subprocess.Popen([sys.executable, str(REPO / "app.py"), str(tmp_path / "p"), "--port", str(port),
                              "--auth", "ann:secret"], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

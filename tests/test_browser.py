@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ import pytest
 from annotations.imageio import encode_image_png
 from annotations.store import Project
 from conftest import make_disc_image
+from segmenter.benchmarks.app import free_port
 
 pytestmark = pytest.mark.browser
 
@@ -41,12 +41,6 @@ if not os.path.exists(CHROMIUM):
 sync_api = pytest.importorskip("playwright.sync_api")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def project_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("browser") / "proj"
@@ -61,7 +55,7 @@ def project_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def server(project_dir):
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    port = _free_port()
+    port = free_port()
     log = open(ARTIFACTS / "app.log", "w")
     env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", PYTHONUNBUFFERED="1")
     proc = subprocess.Popen([sys.executable, str(REPO / "app.py"), str(project_dir), "--port", str(port)],

@@ -107,7 +107,8 @@ def lost_strokes(stored: dict, acked: list, shapes: dict) -> int:
     return len(lost)
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now (the tests start the app on one too)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -202,7 +203,7 @@ def measure(samples, num_classes: int, annotators: int = 8, strokes: int = 20, p
                      for i, img in enumerate(images)]
         shapes = {iid: img.shape[:2] for iid, img in zip(image_ids, images)}
         demo = build_ui(project)
-        port = _free_port()
+        port = free_port()
         launch(demo, port=port, block=False)
         try:
             url = f"http://127.0.0.1:{port}/gradio_api/component_server"
