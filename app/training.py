@@ -1,9 +1,10 @@
 """Training and prediction from the app, as background :class:`~app.jobs.Job` s.
 
 Thin adapters over :mod:`segmenter.train` (``Trainer`` with a callback and a cancel event),
-:func:`segmenter.predict.predict_project` and :func:`segmenter.cam.tags_project` (masks from tags). The validation mIoU is measured on images with a
-final mask that were held out of training (a fifth of them, at least one, when there are three
-or more); with fewer, on the final masks of the training images, and the page says so.
+:func:`segmenter.predict.predict_project` and :func:`segmenter.cam.tags_project` (masks from
+tags). The validation mIoU is measured on images with a final mask that were held out of
+training (a fifth of them, at least one, when there are three or more); with fewer, on the final
+masks of the training images, and the page says so.
 """
 from __future__ import annotations
 
