@@ -216,6 +216,12 @@ def _cosine_lr(step: int, total: int, base: float, warmup: int) -> float:
     return base * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, t))))
 
 
+def _pseudo_image(image: np.ndarray) -> np.ndarray:
+    """A cached training image as the pseudo-labellers take it: ``(S, S, 1)`` (``--channels 1``)
+    becomes ``(S, S)``."""
+    return image[..., 0] if image.ndim == 3 and image.shape[-1] == 1 else image
+
+
 class Trainer:
     """Trains an smp model on a :class:`TrainSet`; see the module docstring."""
 
@@ -290,7 +296,7 @@ class Trainer:
         todo = np.flatnonzero(((d.kind & SCRIBBLES) > 0) & ((d.kind & (FULL | COARSE | PSEUDO)) == 0))
         method = get_method(cfg.propagate)
         for i in todo:
-            r = method(d.images[i], d.scribbles[i], d.num_classes)
+            r = method(_pseudo_image(d.images[i]), d.scribbles[i], d.num_classes)
             self._set_pseudo(i, r.mask, r.confidence)
         return len(todo)
 
@@ -357,7 +363,7 @@ class Trainer:
             k = 0
             for j, i in enumerate(idx):
                 if rerun[j]:
-                    r = method(d.images[i], d.scribbles[i], d.num_classes, prior=probs_np[j])
+                    r = method(_pseudo_image(d.images[i]), d.scribbles[i], d.num_classes, prior=probs_np[j])
                     changed += self._set_pseudo(i, r.mask, r.confidence)
                 else:
                     changed += self._set_pseudo(i, lab[k], conf[k])
@@ -532,6 +538,9 @@ class Trainer:
                     idx = np.asarray(order[step * cfg.batch_size:(step + 1) * cfg.batch_size])
                     if len(idx) == 0:
                         idx = np.asarray(order[:cfg.batch_size])
+                    if len(idx) == 1:  # batch norm needs two values per channel (deeplabv3plus pools to 1x1)
+                        other = [j for j in order if j != idx[0]]
+                        idx = np.append(idx, other[0] if other else idx[0])
                     imgs = np.empty((len(idx),) + d.images.shape[1:], np.uint8)
                     labs = np.empty((len(idx), d.size, d.size, 3), np.uint8)
                     for j, i in enumerate(idx):

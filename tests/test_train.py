@@ -230,6 +230,15 @@ def test_training_reduces_the_loss_on_full_masks():
     assert last < first * 0.7
 
 
+@pytest.mark.parametrize("n", [1, 3])
+def test_a_batch_of_one_image_trains_deeplabv3plus(n):
+    """DeepLabV3+ pools to 1x1 before a batch norm, which refuses a batch of one image: a project
+    of one image, or 3 at batch size 2, crashed with a ValueError."""
+    data = TrainSet.build(disc_samples(n, "full"), 2, 64)
+    res = Trainer(data, mcfg(arch="deeplabv3plus", aux_head=False), small(epochs=1, batch_size=2)).fit()
+    assert res.epochs_done == 1 and np.isfinite(res.history[-1]["loss"])
+
+
 def test_cancel_stops_cleanly_and_keeps_the_last_checkpoint(tmp_path):
     data = TrainSet.build(disc_samples(8), 2, 64)
     stop = threading.Event()
@@ -494,3 +503,11 @@ def test_refinement_starts_early_for_stroke_less_pseudo_masks_unless_told():
     assert "training on 4 images" in bar.getvalue() and "; refinement after epoch 1\n" in bar.getvalue()
     with pytest.raises(SegmenterError, match="refine_after"):
         TrainConfig(refine_after=1.5)
+
+
+def test_one_channel_training_propagates_the_strokes():
+    """``--channels 1`` caches (S, S, 1) images; the pseudo-labellers take (S, S) or (S, S, 3), and
+    every project with strokes failed ('the image must be (H, W) or (H, W, 3)')."""
+    data = TrainSet.build(disc_samples(3), 2, 64, channels=1)
+    res = Trainer(data, mcfg(in_channels=1, aux_head=False), small(epochs=1, batch_size=3)).fit()
+    assert res.epochs_done == 1 and (data.kind & PSEUDO).all()
