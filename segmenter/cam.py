@@ -112,8 +112,9 @@ class TagConfig:
     def __post_init__(self):
         if self.size < 32 or self.size % 32:
             raise SegmenterError(f"size must be a multiple of 32 and at least 32, got {self.size}.")
-        if self.epochs is not None and self.epochs < 0:
-            raise SegmenterError(f"epochs must be >= 0, got {self.epochs}.")
+        if self.epochs is not None and self.epochs < 1:
+            raise SegmenterError(f"epochs must be at least 1 (an untrained classifier gives meaningless masks), "
+                                 f"got {self.epochs}.")
         if self.batch_size < 1:
             raise SegmenterError(f"batch_size must be >= 1, got {self.batch_size}.")
         if not self.lr > 0:

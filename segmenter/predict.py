@@ -220,6 +220,8 @@ def predict_project(project, model: str | None = None, image_ids=None, *, device
     from .preview import correct_prediction
     from .pseudo import DEFAULT_METHOD
 
+    if batch_size < 1:
+        raise SegmenterError(f"the batch size must be at least 1, got {batch_size}.")
     path = resolve_model(project, model)
     pred = Predictor.from_checkpoint(path, expected_classes=project.class_names, device=device, tta=tta,
                                      mode=mode, batch_size=batch_size)

@@ -55,7 +55,7 @@ def trained():
 
 # ----------------------------------------------------------------------------- config, input checks
 
-@pytest.mark.parametrize("kw, word", [(dict(size=50), "size"), (dict(epochs=-1), "epochs"),
+@pytest.mark.parametrize("kw, word", [(dict(size=50), "size"), (dict(epochs=-1), "epochs"), (dict(epochs=0), "untrained"),
                                       (dict(scales=()), "scales"), (dict(background="x"), "background"),
                                       (dict(refine="crf"), "pamr"), (dict(seed_threshold=2.0), "seed_threshold")])
 def test_config_is_validated_with_helpful_messages(kw, word):

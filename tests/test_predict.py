@@ -99,6 +99,15 @@ def test_train_and_predict_commands_write_predicted_masks(tmp_path, capsys):
     assert p.confidence(info.image_id, "predicted").shape == (64, 64)
     assert (p.mask(p.image_by_name("d3").id, "predicted") == 0).all()  # disc tagged absent
     assert p.mask_info(p.image_by_name("d0").id, "predicted") is None  # not selected
+    # bad input, refused before any work, one line each
+    models = sorted(x.name for x in p.models_dir.iterdir())
+    for argv, word in [(["train", str(p.root), "--name", "m"], "exists already"),
+                       (["train", str(p.root), "--name", "../escaped"], "plain file name"),
+                       (["predict", str(p.root), "--batch-size", "0"], "batch size")]:
+        assert main(argv + ["--device", "cpu"]) == 2, argv
+        assert word in capsys.readouterr().err
+    assert sorted(x.name for x in p.models_dir.iterdir()) == models
+    assert not (p.root / "escaped.safetensors").exists()
 
 
 def test_train_names_the_layer_its_strokes_are_in(tmp_path, capsys):

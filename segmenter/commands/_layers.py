@@ -1,5 +1,19 @@
-"""Helpers shared by the commands that read one scribble layer (``--layer``)."""
+"""Helpers shared by the commands: the scribble layer they read (``--layer``), the images they name
+(``--images``)."""
 from __future__ import annotations
+
+
+def resolve_image(project, key: str) -> int:
+    """The id of the image ``key`` names: an image name (or its stem), else an image id. A name wins,
+    so ``2`` is the image named ``2.png`` when there is one."""
+    from annotations.errors import NotFoundError
+
+    try:
+        return project.image_by_name(key).id
+    except NotFoundError:
+        if key.isdigit():
+            return project.image_info(int(key)).id
+        raise
 
 
 def other_layers_hint(project, layer: str) -> str:

@@ -14,7 +14,7 @@ def register(sub) -> None:
                        description=__doc__.split("\n\n")[0])
     p.add_argument("project", help="project folder")
     p.add_argument("--model", default=None, help="model name or checkpoint path (default: the newest)")
-    p.add_argument("--images", nargs="*", default=None, help="image names or ids (default: every image)")
+    p.add_argument("--images", nargs="*", default=None, help="image names or ids, a name first (default: every image)")
     p.add_argument("--image-set", default=None, help="only the images of this set")
     p.add_argument("--status", default=None, help="only images of this status (e.g. untouched, scribbled)")
     p.add_argument("--tta", action="store_true", help="flip test-time augmentation")
@@ -31,24 +31,13 @@ def register(sub) -> None:
 
 
 def _select(project, args) -> list[int] | None:
+    from ._layers import resolve_image
+
     if args.images:
-        out = []
-        for key in args.images:
-            out.append(int(key) if key.isdigit() and not _has_name(project, key) else project.image_by_name(key).id)
-        return out
+        return [resolve_image(project, key) for key in args.images]
     if args.image_set or args.status:
         return [im.id for im in project.images(status=args.status, image_set=args.image_set)]
     return None
-
-
-def _has_name(project, key: str) -> bool:
-    from annotations.errors import NotFoundError
-
-    try:
-        project.image_by_name(key)
-        return True
-    except NotFoundError:
-        return False
 
 
 def cmd_predict(args) -> int:

@@ -13,20 +13,9 @@ def register(sub) -> None:
     p.add_argument("project", help="project folder")
     p.add_argument("--method", default=None, help="pseudo-labelling method (default: the tool's default; "
                                                   "see `bench pseudo`)")
-    p.add_argument("--images", nargs="*", default=None, help="image names or ids (default: every scribbled image)")
+    p.add_argument("--images", nargs="*", default=None, help="image names or ids, a name first (default: every scribbled image)")
     p.add_argument("--layer", default="default", help="scribble layer (default: default)")
     p.set_defaults(func=cmd_pseudo)
-
-
-def _resolve(project, key: str) -> int:
-    from annotations.errors import NotFoundError
-
-    try:
-        return project.image_by_name(key).id
-    except NotFoundError:
-        if key.isdigit():
-            return project.image_info(int(key)).id
-        raise
 
 
 def pseudo_project(project, method: str | None = None, image_ids=None, layer: str = "default",
@@ -72,8 +61,10 @@ def pseudo_project(project, method: str | None = None, image_ids=None, layer: st
 def cmd_pseudo(args) -> int:
     from annotations.store import Project
 
+    from ._layers import resolve_image
+
     project = Project.open(args.project)
-    ids = [_resolve(project, k) for k in args.images] if args.images else None
+    ids = [resolve_image(project, k) for k in args.images] if args.images else None
     out = pseudo_project(project, args.method, ids, layer=args.layer)
     print(f"{len(out['written'])} pseudo-masks written with '{out['method']}'"
           + (f"; {len(out['skipped'])} images without scribbles skipped" if out["skipped"] else ""))

@@ -50,6 +50,17 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_train)
 
 
+def check_model_name(project, name: str) -> None:
+    """Refuse a ``--name`` that is not a plain file name inside ``models/`` or that a model already has."""
+    from segmenter.cli import UsageError
+
+    if not name.strip() or name.startswith(".") or any(c in name for c in '/\\:\0'):
+        raise UsageError(f"--name must be a plain file name (no '/', '\\', ':' or leading '.'), got {name!r}.")
+    if (project.models_dir / f"{name}.safetensors").exists():
+        raise UsageError(f"a model named '{name}' exists already: choose another --name, or continue it with "
+                         f"--resume {name}.")
+
+
 def cmd_train(args) -> int:
     from annotations.store import Project
     from segmenter.data import ProjectSamples, TrainSet
@@ -74,6 +85,7 @@ def cmd_train(args) -> int:
         name = resume.with_suffix("").name
     else:
         name = args.name or f"{args.arch}-{args.encoder}-{time.strftime('%Y%m%d-%H%M%S')}"
+        check_model_name(project, name)
     mcfg = ModelConfig(classes=project.class_names, arch=args.arch, encoder=args.encoder, size=args.size,
                        in_channels=args.channels)
     if resume is not None:
