@@ -31,6 +31,8 @@ class FolderDataset:
     ignore_index: int = 255
     image_paths: dict[str, Path] = field(default_factory=dict)
     meta: dict = field(default_factory=dict)
+    #: ``(file, reason)`` for image files left out (e.g. a second file of the same stem).
+    skipped: list[tuple[str, str]] = field(default_factory=list)
 
     @classmethod
     def open(cls, root: str | Path) -> "FolderDataset":
@@ -45,19 +47,34 @@ class FolderDataset:
             meta = json.loads(meta_path.read_text())
         except (OSError, ValueError) as e:
             raise AnnotationError(f"{meta_path}: cannot read meta.json ({e}).") from None
+        if not isinstance(meta, dict):
+            raise AnnotationError(f"{meta_path}: meta.json must be a JSON object ({{\"classes\": [...], ...}}), "
+                                  f"not a {type(meta).__name__}.")
         classes = meta.get("classes")
         if not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes):
             raise AnnotationError(f"{meta_path}: 'classes' must be a non-empty list of names.")
         if len(classes) > 255:
             raise AnnotationError(f"{meta_path}: at most 255 classes are supported, found {len(classes)}.")
-        images = {}
+        ignore_index = meta.get("ignore_index", 255)
+        if isinstance(ignore_index, float) and ignore_index.is_integer():
+            ignore_index = int(ignore_index)
+        if isinstance(ignore_index, bool) or not isinstance(ignore_index, int) or not 0 <= ignore_index <= 255:
+            raise AnnotationError(f"{meta_path}: 'ignore_index' must be a whole number 0..255 (the label value "
+                                  f"that means 'ignore'), not {json.dumps(ignore_index)}.")
+        images: dict[str, Path] = {}
+        skipped = []
         img_dir = root / "images"
         if img_dir.is_dir():
             for p in sorted(img_dir.iterdir()):
                 if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith("."):
-                    images.setdefault(p.stem, p)
+                    if p.stem in images:  # masks and scribbles are paired by stem: only one can be
+                        skipped.append((f"images/{p.name}", f"same name stem '{p.stem}' as images/"
+                                        f"{images[p.stem].name} (masks and scribbles are paired by stem, so only "
+                                        f"images/{images[p.stem].name} is imported); rename one of them."))
+                        continue
+                    images[p.stem] = p
         return cls(root=root, name=str(meta.get("name", root.name)), classes=list(classes),
-                   ignore_index=int(meta.get("ignore_index", 255)), image_paths=images, meta=meta)
+                   ignore_index=ignore_index, image_paths=images, meta=meta, skipped=skipped)
 
     @property
     def ids(self) -> list[str]:

@@ -1,9 +1,10 @@
 """Importing into a project: a plain folder of images, or a dataset in the folder layout.
 
-:func:`import_path` detects which: a folder with ``meta.json`` is a folder dataset (classes from
-meta.json, masks as kind ``imported``, every scribble set as a scribble layer of that name, splits
-as image sets); anything else is a folder (searched recursively) or a single image file. A bad
-file is listed in the summary with the reason and skipped; it never aborts the import.
+:func:`import_path` detects which (a ``.zip`` is read like the folder it holds): a folder with
+``meta.json`` is a folder dataset (classes and their ``colors`` from meta.json, masks as kind
+``imported``, every scribble set as a scribble layer of that name, splits as image sets); anything
+else is a folder (searched recursively) or a single image file. A bad file is listed in the
+summary with the reason and skipped; it never aborts the import.
 """
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ import numpy as np
 from . import imageio
 from .errors import AnnotationError, DuplicateImageError
 from .folder import FolderDataset
-from .store import ImportSummary, Project
+from .formats._common import _has_annotations, dataset_root
+from .store import ImportSummary, Project, parse_color
 
 #: Images imported per transaction.
 BATCH = 64
@@ -40,18 +42,26 @@ def is_folder_dataset(path: str | os.PathLike) -> bool:
 
 
 def import_path(project: Project, path: str | os.PathLike) -> ImportSummary:
-    """Import a folder dataset, a folder of images or one image file (detected)."""
+    """Import a folder dataset, a folder of images or one image file (detected); a ``.zip`` of
+    either is read like the folder it holds."""
     p = Path(path)
     if not p.exists():
         raise AnnotationError(f"{p}: no such file or folder.")
-    if p.is_dir() and is_folder_dataset(p):
-        return import_folder_dataset(project, p)
+    if p.is_file() and p.suffix.lower() == ".zip":
+        with dataset_root(p) as root:
+            return _import_folder(project, root, p)
     if p.is_dir():
-        files = find_images(p)
-        if not files:
-            raise AnnotationError(f"{p}: no image files found (looked for {', '.join(imageio.IMAGE_EXTENSIONS)}).")
-        return project.import_images(files)
+        return _import_folder(project, p, p)
     return project.import_images([p])
+
+
+def _import_folder(project: Project, root: Path, where: Path) -> ImportSummary:
+    if is_folder_dataset(root):
+        return import_folder_dataset(project, root)
+    files = find_images(root)
+    if not files:
+        raise AnnotationError(f"{where}: no image files found (looked for {', '.join(imageio.IMAGE_EXTENSIONS)}).")
+    return project.import_images(files)
 
 
 def import_folder_dataset(project: Project, root: str | os.PathLike, kind: str = "imported") -> ImportSummary:
@@ -63,9 +73,15 @@ def import_folder_dataset(project: Project, root: str | os.PathLike, kind: str =
     t0 = time.perf_counter()
     ds = FolderDataset.open(root)
     kinds = _mask_kinds(ds, kind)
-    if project.class_names != ds.classes:
-        project.set_classes(ds.classes)
-    summary = ImportSummary()
+    summary = ImportSummary(skipped=list(ds.skipped))
+    colors = _meta_colors(ds, summary.notes)
+    if project.class_names != ds.classes or not _has_annotations(project):
+        # Names and colours, as the other formats' importers do (a project without annotations only).
+        with project.transaction():
+            project.set_classes(ds.classes)
+            for c in project.classes():
+                if colors[c.idx] is not None and colors[c.idx] != tuple(c.color):
+                    project.recolor_class(c.idx, colors[c.idx])
     sets = ds.scribble_sets()
     id_map: dict[str, int] = {}
     items = list(ds.image_paths.items())
@@ -115,6 +131,26 @@ def _import_one(project, ds, sid, path, sets, summary, id_map, kinds) -> None:
                 summary.scribbles += 1
             except AnnotationError as e:
                 summary.skipped.append((f"scribbles/{s}/{sid}.png", str(e).split(": ", 1)[-1]))
+
+
+def _meta_colors(ds: FolderDataset, notes: list[str]) -> list[tuple[int, int, int] | None]:
+    """meta.json's ``colors`` (one ``#rrggbb`` per class), ``None`` where absent or bad (noted)."""
+    raw = ds.meta.get("colors")
+    out: list[tuple[int, int, int] | None] = [None] * ds.num_classes
+    if raw is None:
+        return out
+    where = "meta.json"
+    if not isinstance(raw, list) or len(raw) != ds.num_classes:
+        notes.append(f"note: {where}: 'colors' is not a list of {ds.num_classes} colours (one per class); "
+                     "the classes get the default colours")
+        return out
+    for k, (name, c) in enumerate(zip(ds.classes, raw)):
+        try:
+            out[k] = parse_color(c)
+        except AnnotationError:
+            notes.append(f"note: {where}: 'colors' gives class '{name}' the colour {json.dumps(c)}, not #rrggbb; "
+                         "it gets the default colour")
+    return out
 
 
 def _mask_kinds(ds: FolderDataset, kind: str):

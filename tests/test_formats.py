@@ -132,6 +132,7 @@ def by_stem(p: Project) -> dict:
 def assert_round_trip(src: Project, dst: Project, fmt_name: str, masks: str = "best"):
     what = carries(fmt_name)
     s_imgs, d_imgs = by_stem(src), by_stem(dst)
+    assert [(c.name, c.hex) for c in dst.classes()] == [(c.name, c.hex) for c in src.classes()], fmt_name
     kinds = ("final",) if masks == "final" else ("final", "imported", "predicted", "pseudo")
     if "masks" in what:
         assert dst.class_names == src.class_names
@@ -198,12 +199,7 @@ def test_round_trip_through_zip(fmt, src, tmp_path):
     export_project(src, fmt, out)
     assert zipfile.is_zipfile(out)
     dst = fresh_target(tmp_path, src, fmt)
-    if fmt == "folder":  # the folder layout's importer reads folders; unzip it
-        with zipfile.ZipFile(out) as zf:
-            zf.extractall(tmp_path / "unz")
-        import_dataset(dst, fmt, tmp_path / "unz")
-    else:
-        import_dataset(dst, fmt, out)
+    import_dataset(dst, fmt, out)
     assert_round_trip(src, dst, fmt)
 
 
@@ -372,6 +368,33 @@ def test_coco_unknown_category_is_a_clear_error_and_changes_nothing(tmp_path):
     with pytest.raises(UnknownClassError, match=r"instances.json.*category_id 99"):
         import_dataset(q, "coco", d / "instances.json")
     assert q.images() == [] and q.class_names == ["background", "object"]
+
+
+def test_coco_string_category_id_is_shown_as_a_string(tmp_path):
+    d = _foreign_coco(tmp_path)
+    data = json.loads((d / "instances.json").read_text())
+    data["annotations"][0]["category_id"] = "3"
+    (d / "instances.json").write_text(json.dumps(data))
+    with pytest.raises(UnknownClassError, match=r"category_id '3', which is not among the categories \(ids 3, 18\)"):
+        import_dataset(Project.create(tmp_path / "q"), "coco", d / "instances.json")
+
+
+@pytest.mark.parametrize("seg", ["missing", None, []])
+def test_coco_detection_only_annotation_is_a_clear_error(tmp_path, seg):
+    d = _foreign_coco(tmp_path)
+    data = json.loads((d / "instances.json").read_text())
+    ann = data["annotations"][1]
+    ann["bbox"] = [2, 2, 4, 4]
+    if seg == "missing":
+        del ann["segmentation"]
+    else:
+        ann["segmentation"] = seg
+    (d / "instances.json").write_text(json.dumps(data))
+    q = Project.create(tmp_path / "q")
+    with pytest.raises(FormatError, match=r"instances.json: annotation 2 \(image x.png\) has no segmentation "
+                                          r"\(a detection-only box\?\)"):
+        import_dataset(q, "coco", d / "instances.json")
+    assert q.images() == []
 
 
 def test_coco_size_mismatch_is_a_clear_error(tmp_path):
@@ -567,6 +590,41 @@ def test_yolo_bad_line_names_file_and_line(src, tmp_path):
     with pytest.raises(FormatError, match="labels/a.txt line 1"):
         import_dataset(q, "yolo", tmp_path / "out")
     assert q.images() == []
+
+
+def _yolo_one(tmp_path: Path, names: str, label: bytes) -> Path:
+    d = tmp_path / "yolo"
+    (d / "images").mkdir(parents=True)
+    (d / "labels").mkdir()
+    _save_png(d / "images" / "p.png", np.zeros((10, 20, 3), np.uint8))
+    (d / "labels" / "p.txt").write_bytes(label)
+    (d / "data.yaml").write_text(f"train: images\nval: images\nnames: {names}\n")
+    return d
+
+
+def test_yolo_negative_class_is_refused_naming_file_and_line(tmp_path):
+    d = _yolo_one(tmp_path, "['cat']", b"0 0 0 0.5 0 0.5 0.5\n-1 0 0 0.5 0 0.5 0.5 0 0.5\n")
+    q = Project.create(tmp_path / "q")
+    with pytest.raises(UnknownClassError, match=r"labels/p.txt line 2: class -1 is not in data.yaml's names"):
+        import_dataset(q, "yolo", d)
+    assert q.images() == []
+
+
+def test_yolo_names_that_list_background_are_not_doubled(tmp_path):
+    d = _yolo_one(tmp_path, "['background', 'cat', 'dog']", b"2 0 0 0.5 0 0.5 0.5 0 0.5\n")
+    q = Project.create(tmp_path / "q")
+    import_dataset(q, "yolo", d)
+    assert q.class_names == ["background", "cat", "dog"]
+    want = np.zeros((10, 20), np.uint8)
+    want[:5, :10] = 2  # YOLO class 2 is 'dog'
+    np.testing.assert_array_equal(q.mask(q.images()[0].id, "imported"), want)
+
+
+def test_yolo_label_file_with_a_utf8_bom_is_read(tmp_path):
+    d = _yolo_one(tmp_path, "['cat']", b"\xef\xbb\xbf0 0 0 0.5 0 0.5 0.5 0 0.5\r\n")
+    q = Project.create(tmp_path / "q")
+    import_dataset(q, "yolo", d)
+    assert (q.mask(q.images()[0].id, "imported")[:5, :10] == 1).all()
 
 
 def test_png_color_pngs_hold_the_same_indices_and_colours(src, tmp_path):

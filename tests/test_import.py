@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ import pytest
 from PIL import Image
 
 from annotations import imageio
-from annotations.errors import ImageError
+from annotations.errors import AnnotationError, ImageError
 from annotations.folder import FolderDataset
 from annotations.formats import export_project
 from annotations.importer import import_path
@@ -144,3 +145,70 @@ def test_every_dataset_imports_with_right_counts_and_round_trips(tmp_path, name)
             assert (orig is None and b is None) or np.array_equal(orig, b)
     assert q.image_sets() == splits
     assert {sp: len(q.image_set(sp)) for sp in splits} == {sp: len(p.image_set(sp)) for sp in splits}
+
+
+# ----------------------------------------------------------------------------- small folder datasets
+def _folder_dataset(root: Path, meta, images=("a.png",)) -> Path:
+    (root / "images").mkdir(parents=True)
+    for k, name in enumerate(images):
+        Image.fromarray(np.full((8, 12, 3), 10 * k, np.uint8)).save(root / "images" / name)
+    (root / "meta.json").write_text(meta if isinstance(meta, str) else json.dumps(meta))
+    return root
+
+
+def test_a_zipped_folder_export_imports_back_without_a_format(tmp_path):
+    p = Project.create(tmp_path / "p", ["bg", "fg"])
+    info = p.add_image(_folder_dataset(tmp_path / "d", {"classes": ["bg", "fg"]}) / "images" / "a.png")
+    m = np.zeros((8, 12), np.uint8)
+    m[2:5, 3:9] = 1
+    p.save_mask(info.id, m, "final", source="test")
+    export_project(p, "folder", tmp_path / "out.zip")
+    q = Project.create(tmp_path / "q")
+    s = import_path(q, tmp_path / "out.zip")
+    assert not s.skipped and s.masks == 1
+    np.testing.assert_array_equal(q.mask(q.images()[0].id, "imported"), m)
+    # An error inside the zip names the zip, not the temporary folder it was extracted to.
+    with zipfile.ZipFile(tmp_path / "bad.zip", "w") as zf:
+        zf.writestr("meta.json", "[]")
+    with pytest.raises(AnnotationError, match=f"^{tmp_path / 'bad.zip'}/meta.json: "):
+        import_path(Project.create(tmp_path / "r"), tmp_path / "bad.zip")
+
+
+@pytest.mark.parametrize("meta, match", [
+    ('{"classes": ["bg", "fg"], "ignore_index": "x"}', r"meta.json: 'ignore_index' must be a whole number .*\"x\""),
+    ('{"classes": ["bg", "fg"], "ignore_index": null}', r"meta.json: 'ignore_index' must be a whole number .*null"),
+    ('{"classes": ["bg", "fg"], "ignore_index": 2.5}', r"meta.json: 'ignore_index' must be a whole number .*2.5"),
+    ('{"classes": ["bg", "fg"], "ignore_index": 300}', r"meta.json: 'ignore_index' must be a whole number 0..255"),
+    ("[]", r"meta.json: meta.json must be a JSON object .*not a list"),
+    ('"just a string"', r"meta.json: meta.json must be a JSON object .*not a str"),
+])
+def test_malformed_meta_json_is_one_clear_error(tmp_path, meta, match):
+    d = _folder_dataset(tmp_path / "d", meta)
+    p = Project.create(tmp_path / "p")
+    with pytest.raises(AnnotationError, match=match):
+        import_path(p, d)
+    assert p.images() == []
+
+
+def test_meta_json_colours_are_kept_and_bad_ones_noted(tmp_path):
+    d = _folder_dataset(tmp_path / "d", {"classes": ["bg", "cat", "dog"], "colors": ["#000001", "#123456", "nope"]})
+    p = Project.create(tmp_path / "p")
+    s = import_path(p, d)
+    assert [c.hex for c in p.classes()][:2] == ["#000001", "#123456"]
+    assert p.classes()[2].hex == Project.create(tmp_path / "fresh", ["a", "b", "c"]).classes()[2].hex  # default
+    assert any("class 'dog' the colour \"nope\", not #rrggbb" in n for n in s.notes), s.notes
+    # Colours the wrong length: all default, said so, no crash.
+    (d / "meta.json").write_text(json.dumps({"classes": ["bg", "cat", "dog"], "colors": "#123456"}))
+    q = Project.create(tmp_path / "q")
+    s = import_path(q, d)
+    assert len(s.added) == 1 and any("'colors' is not a list of 3 colours" in n for n in s.notes), s.notes
+
+
+def test_two_images_of_one_stem_are_reported_not_dropped_silently(tmp_path):
+    d = _folder_dataset(tmp_path / "d", {"classes": ["bg", "fg"]}, images=("x.png", "x.jpg", "y.png"))
+    p = Project.create(tmp_path / "p")
+    s = import_path(p, d)
+    assert sorted(i.name for i in p.images()) == ["x.jpg", "y.png"]
+    reasons = dict(s.skipped)
+    assert list(reasons) == ["images/x.png"]
+    assert "same name stem 'x' as images/x.jpg" in reasons["images/x.png"]

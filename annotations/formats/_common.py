@@ -240,7 +240,11 @@ def dataset_root(path: Path) -> Iterator[Path]:
             except zipfile.BadZipFile as e:
                 raise FormatError(f"{path.name}: not a readable zip file ({e}).") from None
             kids = [k for k in root.iterdir() if not k.name.startswith(".")]
-            yield kids[0] if len(kids) == 1 and kids[0].is_dir() else root
+            try:
+                yield kids[0] if len(kids) == 1 and kids[0].is_dir() else root
+            except AnnotationError as e:  # a message naming a full path: the zip's, not the temp folder's
+                e.args = tuple(a.replace(str(root), str(path)) if isinstance(a, str) else a for a in e.args)
+                raise
     else:
         yield path
 

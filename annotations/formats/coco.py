@@ -252,7 +252,12 @@ def coco_items(data: dict, where: str, img_dirs: list[Path], cat_index: dict, fi
         for a in anns:
             if a.get("category_id") not in cat_index:
                 raise UnknownClassError(f"{where}: annotation {a.get('id')} (image {fname}) has category_id "
-                                        f"{a.get('category_id')}, which is not among the categories.")
+                                        f"{a.get('category_id')!r}, which is not among the categories (ids "
+                                        f"{', '.join(repr(i) for i in sorted(cat_index)) or 'none'}).")
+            if not a.get("segmentation"):
+                raise FormatError(f"{where}: annotation {a.get('id')} (image {fname}) has no segmentation (a "
+                                  "detection-only box?); this importer reads segmentation masks (polygons or "
+                                  "RLE) only.")
         items.append(ImportItem(name=Path(fname).name, image_path=path, size=(h, w), where=f"{where}: {fname}",
                                 mask=lambda im=im, anns=anns, h=h, w=w: _paint(im, anns, h, w, cat_index, fill,
                                                                               where)))

@@ -3,7 +3,8 @@
 Export writes ``meta.json``, ``images/<stem>.<ext>`` (the original bytes), ``masks/<stem>.png``
 (the chosen mask per image), ``scribbles/<layer>/<stem>.png`` (the current version of every
 scribble layer), ``splits/<set>.txt`` (image sets) and ``manifest.json`` (kind and provenance of
-each exported mask). Import is :func:`annotations.importer.import_folder_dataset`.
+each exported mask). Import is :func:`annotations.importer.import_folder_dataset` (of the folder, or of
+the folder a ``.zip`` holds).
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from pathlib import Path
 from .. import imageio
 from ..store import sanitize_name
 from . import ExportOptions, ExportResult, Format, register_format
+from ._common import dataset_root
 
 
 def mask_for_export(project, image_id: int, options: ExportOptions):
@@ -78,4 +80,5 @@ class FolderFormat(Format):
     def import_into(self, project, path: Path, options: dict | None = None):
         from ..importer import import_folder_dataset
 
-        return import_folder_dataset(project, path, kind=(options or {}).get("kind", "imported"))
+        with dataset_root(path) as root:  # a folder, or a .zip of one
+            return import_folder_dataset(project, root, kind=(options or {}).get("kind", "imported"))

@@ -219,8 +219,11 @@ def yolo_classes(yaml_path: Path, root: Path):
     else:
         raise FormatError(f"{yaml_path.name}: no 'names' list of classes.")
     bg = data.get("weakseg_background", "background") if "weakseg_background" in data else "background"
+    lower = [n.strip().lower() for n in ynames]
     if bg is None:
         names, offset, fill = ynames, 0, IGNORE
+    elif str(bg).strip().lower() in lower:  # the names list the background class already (as coco_classes)
+        names, offset, fill = ynames, 0, lower.index(str(bg).strip().lower())
     else:
         names, offset, fill = [str(bg)] + ynames, 1, 0
     labels = read_labels(root / "labels.json")
@@ -258,7 +261,7 @@ def yolo_items(root: Path, offset: int, fill: int, n_classes: int):
 
 def _parse_lines(path: Path, where: str, with_class: bool):
     out = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for n, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), 1):  # -sig: a BOM is no number
         parts = line.split()
         if not parts:
             continue
@@ -294,7 +297,7 @@ def paint_yolo(label_path: Path, ignore_path: Path | None, size: tuple[int, int]
     if ignore_path is not None:
         rows += [(n, None, v) for n, _, v in _parse_lines(ignore_path, f"ignore/{ignore_path.name}", False)]
     for n, cls, vals in rows:
-        if cls is not None and not 0 <= cls + offset < n_classes:
+        if cls is not None and not 0 <= cls < n_classes - offset:
             raise UnknownClassError(f"{where} line {n}: class {cls} is not in data.yaml's names "
                                     f"(0..{n_classes - offset - 1}).")
         poly = (np.asarray(vals).reshape(-1, 2) * scale).ravel().tolist()
