@@ -29,6 +29,7 @@ import re
 import shutil
 import sqlite3
 import threading
+import unicodedata
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -55,7 +56,10 @@ IGNORE = 255
 DB_NAME = "project.db"
 DEFAULT_LAYER = "default"
 STATUS_ORDER = ("final", "imported", "predicted", "pseudo", "scribbled", "tagged", "untouched")
-_NAME_OK = re.compile(r"[^A-Za-z0-9._ -]+")
+#: runs of characters that may need replacing in a file name (ASCII letters, digits, "._ -" never do)
+_NAME_ODD = re.compile(r"[^A-Za-z0-9._ -]+")
+#: at most this many characters, and this many UTF-8 bytes (file systems count bytes, 255 at most)
+_NAME_MAX_CHARS, _NAME_MAX_BYTES = 120, 200
 
 # Colours for the first classes (background dark grey, then well-separated hues).
 _BASE_COLORS = [
@@ -98,12 +102,77 @@ def color_hex(rgb: Sequence[int]) -> str:
     return "#%02x%02x%02x" % tuple(rgb)
 
 
+def _replace_odd(m: re.Match) -> str:
+    # Letters, marks and digits of any script stay; other characters (path separators, control and
+    # format characters, punctuation such as <>:"|?*) become '_', a run of them a single '_'.
+    out = "".join(c if unicodedata.category(c)[0] in "LMN" else "_" for c in m.group(0))
+    return re.sub(r"_{2,}", "_", out)
+
+
 def sanitize_name(name: str, fallback: str = "image") -> str:
-    """A file name safe on every OS: no path separators, no '..', no control characters."""
-    base = os.path.basename(str(name).replace("\\", "/"))
-    base = _NAME_OK.sub("_", base).strip(" .")
+    """A file name safe on every OS: no path separators, no '..', no control characters.
+
+    Letters and digits of every script stay (``café.jpg``, ``猫.png``; NFC-normalised, as macOS
+    hands out decomposed names); any other character than ``.``, ``_``, ``-`` and space becomes
+    ``_``. At most 120 characters and 200 UTF-8 bytes, keeping a short extension.
+    """
+    base = unicodedata.normalize("NFC", os.path.basename(str(name).replace("\\", "/")))
+    base = _NAME_ODD.sub(_replace_odd, base).strip(" .")
     base = re.sub(r"\.{2,}", ".", base)
-    return base[:120] or fallback
+    if len(base) > _NAME_MAX_CHARS or len(base.encode("utf-8")) > _NAME_MAX_BYTES:
+        stem, ext = os.path.splitext(base)
+        if len(ext) > 10:
+            stem, ext = base, ""
+        while stem and (len(stem) + len(ext) > _NAME_MAX_CHARS
+                        or len((stem + ext).encode("utf-8")) > _NAME_MAX_BYTES):
+            stem = stem[:-1]
+        base = (stem.rstrip(" .") + ext) if stem.rstrip(" .") else ""
+    return base or fallback
+
+
+def _valid_class_name(name: str, existing: Sequence[str]) -> str:
+    """``name`` stripped, if it can name a new class beside ``existing``; else :class:`AnnotationError`."""
+    name = str(name).strip()
+    if not name:
+        raise AnnotationError("a class name cannot be empty.")
+    if len(name) > 64:
+        raise AnnotationError(f"class name '{name[:20]}…' is longer than 64 characters.")
+    if any(c.lower() == name.lower() for c in existing):
+        raise AnnotationError(f"a class named '{name}' already exists.")
+    return name
+
+
+@contextmanager
+def removed_on_failure(root: str | os.PathLike) -> Iterator[None]:
+    """Undo the creation of a project folder when the block fails.
+
+    If the block raises, what it created is removed: the folder ``root`` (and the parents made for
+    it) when it did not exist before the block, else only the entries it added inside ``root``.
+    Nothing that existed before the block is touched. The exception propagates.
+    """
+    root = Path(os.path.abspath(root))
+    top = None
+    for d in (root, *root.parents):
+        if os.path.lexists(d):
+            break
+        top = d
+    try:
+        before = set(os.listdir(root)) if top is None and root.is_dir() else None
+    except OSError:  # a folder that cannot be listed cannot be written either: nothing to undo
+        before = None
+    try:
+        yield
+    except BaseException:
+        if top is not None:
+            shutil.rmtree(top, ignore_errors=True)
+        elif before is not None:
+            for entry in set(os.listdir(root)) - before:
+                path = root / entry
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    path.unlink(missing_ok=True)
+        raise
 
 
 def _now() -> str:
@@ -204,16 +273,35 @@ class Project:
     # ----------------------------------------------------------------- opening
     @classmethod
     def create(cls, root: str | os.PathLike, classes: Sequence[str] | None = None) -> "Project":
-        """Create a new project folder. ``classes`` defaults to ``["background", "object"]``."""
+        """Create a new project folder. ``classes`` defaults to ``["background", "object"]``.
+
+        A folder that cannot be created (or written) is a :class:`ProjectError` naming it and the
+        reason; on any failure nothing created here is left behind.
+        """
         root = Path(root)
         if (root / DB_NAME).exists():
             raise ProjectError(f"{root}: a project already exists here.")
         if root.exists() and not root.is_dir():
             raise ProjectError(f"{root}: exists and is not a folder.")
-        root.mkdir(parents=True, exist_ok=True)
-        p = cls(root, _create=True)
+        names: list[str] = []
         for name in classes if classes is not None else ("background", "object"):
-            p.add_class(name)
+            names.append(_valid_class_name(name, names))
+        p = None
+        with removed_on_failure(root):
+            try:
+                root.mkdir(parents=True, exist_ok=True)
+                p = cls(root, _create=True)
+                with p.transaction():
+                    for name in names:
+                        p.add_class(name)
+            except BaseException as e:
+                if p is not None:
+                    p.close()
+                if isinstance(e, OSError):
+                    raise ProjectError(f"{root}: cannot create the project folder ({e.strerror or e}).") from None
+                if isinstance(e, sqlite3.Error):
+                    raise ProjectError(f"{root}: cannot create the project database ({e}).") from None
+                raise
         return p
 
     @classmethod
@@ -325,14 +413,7 @@ class Project:
         raise NotFoundError(f"no class '{key}' in this project (classes: {names}).")
 
     def _check_class_name(self, name: str) -> str:
-        name = str(name).strip()
-        if not name:
-            raise AnnotationError("a class name cannot be empty.")
-        if len(name) > 64:
-            raise AnnotationError(f"class name '{name[:20]}…' is longer than 64 characters.")
-        if any(c.name.lower() == name.lower() for c in self.classes()):
-            raise AnnotationError(f"a class named '{name}' already exists.")
-        return name
+        return _valid_class_name(name, self.class_names)
 
     def add_class(self, name: str, color=None) -> ClassInfo:
         with self.transaction() as conn:
@@ -377,8 +458,10 @@ class Project:
     def delete_class(self, key: int | str, force: bool = False) -> str:
         """Delete a class. With annotations using it, needs ``force=True``.
 
-        Its pixels become 255 (none / ignore) in the current scribbles (as a new version) and
-        masks, classes above it move down by one, and its tags go. Returns a summary.
+        Its pixels become 255 (none / ignore) and classes above it move down by one in every
+        scribble version of every layer (so an undo never brings back the old indices) and in
+        every mask; a head that changed gets a new version (a window still drawing with the old
+        classes is refused as stale). Its tags go. Returns a summary.
         """
         c = self.class_info(key)
         usage = self.class_usage(c.idx)
@@ -390,27 +473,43 @@ class Project:
         lut[c.idx] = IGNORE
         lut[c.idx + 1 : 255] = np.arange(c.idx, 254, dtype=np.uint8)
         with self.transaction() as conn:
-            for r in conn.execute("SELECT h.image_id, h.layer, h.version, v.file FROM scribble_heads h "
-                                  "JOIN scribble_versions v ON v.image_id = h.image_id AND v.layer = h.layer "
-                                  "AND v.version = h.version").fetchall():
-                old = imageio.read_label_map(self.root / r["file"])
-                if old.max(initial=0) >= c.idx and (old != IGNORE).any():
-                    new = lut[old]
-                    if not np.array_equal(new, old):
-                        self._save_scribbles_locked(conn, r["image_id"], new, r["layer"], None, "delete_class")
+            heads = {(r[0], r[1]): r[2] for r in conn.execute("SELECT image_id, layer, version FROM scribble_heads")}
+            changed_heads = []
+            for r in conn.execute("SELECT image_id, layer, version, file FROM scribble_versions").fetchall():
+                new = self._remap_label_file(r["file"], lut,
+                                             self._scribble_rel(r["image_id"], r["layer"], r["version"]))
+                if new is None:
+                    continue
+                rel, arr = new
+                conn.execute("UPDATE scribble_versions SET file = ?, n_pixels = ? WHERE image_id = ? AND layer = ? "
+                             "AND version = ?", (rel, int((arr != IGNORE).sum()), r["image_id"], r["layer"],
+                                                 r["version"]))
+                if heads.get((r["image_id"], r["layer"])) == r["version"]:
+                    changed_heads.append((r["image_id"], r["layer"], arr))
+            for image_id, layer, arr in changed_heads:
+                self._save_scribbles_locked(conn, image_id, arr, layer, None, "delete_class")
             for r in conn.execute("SELECT id, image_id, kind, file FROM masks").fetchall():
-                old = imageio.read_label_map(self.root / r["file"])
-                new = lut[old]
-                if not np.array_equal(new, old):
-                    rel = f"masks/{r['image_id']}/{r['kind']}-{uuid.uuid4().hex[:12]}.png"
-                    self._write_file(rel, imageio.encode_label_png(new))
-                    conn.execute("UPDATE masks SET file = ? WHERE id = ?", (rel, r["id"]))
+                new = self._remap_label_file(r["file"], lut,
+                                             f"masks/{r['image_id']}/{r['kind']}-{uuid.uuid4().hex[:12]}.png")
+                if new is not None:
+                    conn.execute("UPDATE masks SET file = ? WHERE id = ?", (new[0], r["id"]))
             conn.execute("DELETE FROM tags WHERE class_idx = ?", (c.idx,))
             conn.execute("DELETE FROM classes WHERE idx = ?", (c.idx,))
             n = conn.execute("SELECT COALESCE(MAX(idx), -1) FROM classes").fetchone()[0]
             for i in range(c.idx + 1, n + 1):
                 conn.execute("UPDATE classes SET idx = ? WHERE idx = ?", (i - 1, i))
         return f"deleted: {summary}"
+
+    def _remap_label_file(self, rel: str, lut: np.ndarray, new_rel: str) -> tuple[str, np.ndarray] | None:
+        """Write ``lut`` applied to the label map at ``rel`` to ``new_rel`` (a name never used
+        before: the old file stays until the caller's transaction points its row at the new one);
+        ``(new_rel, remapped)``, or ``None`` when the map does not change."""
+        old = imageio.read_label_map(self.root / rel)
+        new = lut[old]
+        if np.array_equal(new, old):
+            return None
+        self._write_file(new_rel, imageio.encode_label_png(new))
+        return new_rel, new
 
     def set_classes(self, names: Sequence[str]) -> None:
         """Make the class list exactly ``names`` (only on a project with no annotations yet)."""
@@ -458,10 +557,15 @@ class Project:
         return self._row_to_image(rows[0])
 
     def image_by_name(self, name: str) -> ImageInfo:
-        rows = self._q("SELECT * FROM images WHERE name = ?", (name,))
+        """An image by its name in the project, the name it was added under (``orig_name``), or
+        either of those as :func:`sanitize_name` writes it; then by the name without extension."""
+        safe = sanitize_name(name)
+        rows = (self._q("SELECT * FROM images WHERE name = ? ORDER BY id", (name,))
+                or self._q("SELECT * FROM images WHERE name = ? ORDER BY id", (safe,))
+                or self._q("SELECT * FROM images WHERE orig_name = ? ORDER BY id", (name,)))
         if not rows:
-            stem = os.path.splitext(os.path.basename(name))[0]
-            rows = [r for r in self._q("SELECT * FROM images") if os.path.splitext(r["name"])[0] == stem]
+            stems = {os.path.splitext(os.path.basename(name))[0], os.path.splitext(safe)[0]}
+            rows = [r for r in self._q("SELECT * FROM images ORDER BY id") if os.path.splitext(r["name"])[0] in stems]
         if not rows:
             raise NotFoundError(f"no image named '{name}' in this project.")
         return self._row_to_image(rows[0])
@@ -500,6 +604,7 @@ class Project:
                 data = path.read_bytes()
             except OSError as e:
                 raise ImageError(f"{path.name}: cannot read the file ({e.strerror or e}).") from None
+        orig_name = os.path.basename(str(name).replace("\\", "/")) or str(name)
         name = sanitize_name(name)
         arr = imageio.decode_image(data, name, max_pixels)  # validates; raises ImageError
         h, w = arr.shape[:2]
@@ -520,7 +625,7 @@ class Project:
             self._write_file(rel, data)
             cur = conn.execute(
                 "INSERT INTO images (name, orig_name, file, sha256, width, height, channels, added) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (final_name, name, rel, digest, w, h, ch, _now()))
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (final_name, orig_name, rel, digest, w, h, ch, _now()))
             image_id = cur.lastrowid
             row = conn.execute("SELECT * FROM images WHERE id = ?", (image_id,)).fetchone()
         return self._row_to_image(row)
@@ -650,7 +755,7 @@ class Project:
                 "the strokes.")
         latest = head["latest"] if head else 0
         new_v = latest + 1
-        rel = f"scribbles/{image_id}/{sanitize_name(layer, 'layer')}-{new_v}-{uuid.uuid4().hex[:8]}.png"
+        rel = self._scribble_rel(image_id, layer, new_v)
         self._write_file(rel, imageio.encode_label_png(arr))
         conn.execute("INSERT INTO scribble_versions (image_id, layer, version, file, author, created, n_pixels) "
                      "VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -659,6 +764,11 @@ class Project:
                      "ON CONFLICT(image_id, layer) DO UPDATE SET version = excluded.version, "
                      "latest = excluded.latest", (image_id, layer, new_v, new_v))
         return new_v
+
+    @staticmethod
+    def _scribble_rel(image_id: int, layer: str, version: int) -> str:
+        """A new, never used file name for a scribble version."""
+        return f"scribbles/{image_id}/{sanitize_name(layer, 'layer')}-{version}-{uuid.uuid4().hex[:8]}.png"
 
     def _versions(self, conn, image_id: int, layer: str) -> list[int]:
         return [r[0] for r in conn.execute("SELECT version FROM scribble_versions WHERE image_id = ? AND layer = ? "

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from annotations import imageio
 from annotations.store import Project
@@ -71,3 +72,39 @@ def test_sigkill_during_saves_loses_no_acknowledged_save(tmp_path):
         passed += 1
     assert passed == KILLS
     assert len(acked) > KILLS
+
+
+def test_delete_class_failing_midway_changes_nothing(tmp_path, monkeypatch):
+    """delete_class rewrites every scribble version and mask under new names and commits the rows
+    once: a failure after some files were written leaves every version and mask as it was."""
+    p = Project.create(tmp_path / "proj", ["bg", "a", "b"])
+    f = tmp_path / "img.png"
+    f.write_bytes(imageio.encode_image_png(np.zeros((8, 12), np.uint8)))
+    i = p.add_image(f).id
+    saved = {}
+    for layer in ("default", "real"):
+        for k in range(2):
+            s = np.full((8, 12), 255, np.uint8)
+            s[k, :] = 1
+            s[4 + k, :] = 2
+            saved[layer, p.save_scribbles(i, s, layer=layer)] = s
+    p.save_mask(i, np.full((8, 12), 2, np.uint8), "final", source="test")
+    real_write, calls = p._write_file, []
+
+    def failing(rel, data):
+        calls.append(rel)
+        if len(calls) == 3:
+            raise OSError(28, "No space left on device")
+        real_write(rel, data)
+
+    monkeypatch.setattr(p, "_write_file", failing)
+    with pytest.raises(OSError, match="No space left"):
+        p.delete_class("a", force=True)
+    monkeypatch.undo()
+    assert len(calls) == 3 and p.class_names == ["bg", "a", "b"] and p.integrity_check() == "ok"
+    for (layer, v), s in saved.items():
+        assert np.array_equal(p.scribbles(i, layer, version=v), s)
+    assert (p.mask(i, "final") == 2).all()
+    p.delete_class("a", force=True)
+    assert all(set(np.unique(p.scribbles(i, layer, version=v))) <= {0, 1, 255} for layer, v in saved)
+    p.close()

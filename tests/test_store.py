@@ -71,6 +71,92 @@ def test_sanitize_name_removes_paths_and_odd_characters():
     assert sanitize_name("...") == "image"
 
 
+def test_non_ascii_names_are_kept_unique_and_found_by_their_original_name(tmp_path, proj):
+    assert sanitize_name("café.jpg") == "café.jpg" and sanitize_name("猫.png") == "猫.png"
+    assert sanitize_name("Straße 1.png") == "Straße 1.png"
+    assert sanitize_name("cafe\u0301.jpg") == "café.jpg"  # macOS's decomposed form, NFC
+    assert sanitize_name('a<b>c:d"e|f?g*h\x00i\x07.png') == "a_b_c_d_e_f_g_h_i_.png"
+    assert sanitize_name("\u202egnp.exe") == "_gnp.exe"  # a right-to-left override is no letter
+    long = sanitize_name("猫" * 300 + ".png")
+    assert long.endswith("猫.png") and len(long.encode("utf-8")) <= 200
+    infos = {n: proj.add_image(_png(tmp_path, f"src{k}.png", seed=k)[0], name=n)
+             for k, n in enumerate(["café.jpg", "猫.png", "犬.png", "dir/we?rd.png"])}
+    assert [i.name for i in infos.values()] == ["café.jpg", "猫.png", "犬.png", "we_rd.png"]
+    assert [i.orig_name for i in infos.values()] == ["café.jpg", "猫.png", "犬.png", "we?rd.png"]
+    assert all(proj.image_by_name(n).id == i.id for n, i in infos.items())
+    assert proj.image_by_name("cafe\u0301.jpg").id == infos["café.jpg"].id
+    assert proj.image_by_name("犬").id == infos["犬.png"].id  # by stem
+    assert proj.image_by_name("we?rd.png").id == infos["dir/we?rd.png"].id
+    dup = proj.add_image(_png(tmp_path, "other.png", seed=9)[0], name="猫.png")
+    assert (dup.name, dup.orig_name) == ("猫_2.png", "猫.png")
+    assert proj.image_by_name("猫.png").id == infos["猫.png"].id
+    assert (proj.root / infos["猫.png"].file).is_file() and infos["猫.png"].file.endswith("_猫.png")
+
+
+def test_names_sanitised_by_an_older_release_keep_working(tmp_path, proj):
+    # An older release stored '猫.png' as '_.png' and '犬.png' as '__2.png'.
+    cat = proj.add_image(_png(tmp_path, "a.png", seed=1)[0], name="_.png")
+    dog = proj.add_image(_png(tmp_path, "b.png", seed=2)[0], name="__2.png")
+    assert proj.image_by_name("_.png").id == cat.id and proj.image_by_name("__2.png").id == dog.id
+    with pytest.raises(NotFoundError):
+        proj.image_by_name("犬.png")  # never the cat image
+    assert proj.add_image(_png(tmp_path, "c.png", seed=3)[0], name="猫.png").name == "猫.png"
+
+
+def test_create_reports_an_uncreatable_folder_and_leaves_nothing_behind(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(ProjectError, match=r"file/proj: cannot create the project folder \(Not a directory\)"):
+        Project.create(blocker / "proj")
+    with pytest.raises(AnnotationError, match="already exists"):
+        Project.create(tmp_path / "new" / "proj", ["bg", "cell", "Cell"])
+    with pytest.raises(AnnotationError, match="cannot be empty"):
+        Project.create(tmp_path / "new" / "proj", ["bg", ""])
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["file"]
+
+
+def test_cli_init_refuses_one_class_and_a_bad_path_in_one_line(tmp_path, capsys):
+    from segmenter.cli import main
+
+    (tmp_path / "file").write_text("x")
+    assert main(["init", str(tmp_path / "file" / "proj")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "cannot create the project folder" in err and "Traceback" not in err and len(err.splitlines()) == 1
+    assert main(["init", str(tmp_path / "one"), "--classes", "cell"]) == 2
+    assert "needs at least two classes, e.g. background,cell" in capsys.readouterr().err
+    assert not (tmp_path / "one").exists()
+    assert main(["init", str(tmp_path / "two"), "--classes", "background,cell"]) == 0
+    assert Project.open(tmp_path / "two").class_names == ["background", "cell"]
+
+
+def test_cli_failed_import_create_removes_the_project_it_created(tmp_path, capsys):
+    from segmenter.cli import main
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "junk.png").write_bytes(b"not an image")
+    assert main(["import", str(tmp_path / "new" / "proj"), str(src), "--create"]) == 2
+    assert "the new project was removed" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()
+    assert main(["import", str(tmp_path / "p2"), str(tmp_path / "missing"), "--create"]) == 2
+    assert not (tmp_path / "p2").exists()
+    # A folder that existed keeps what it held, and only that.
+    own = tmp_path / "own"
+    own.mkdir()
+    (own / "notes.txt").write_text("mine")
+    assert main(["import", str(own), str(src), "--create"]) == 2
+    assert [x.name for x in own.iterdir()] == ["notes.txt"]
+    # An existing project is never removed by a failed import.
+    assert main(["init", str(tmp_path / "p3")]) == 0
+    assert main(["import", str(tmp_path / "p3"), str(src), "--create"]) == 2
+    assert (tmp_path / "p3" / "project.db").is_file()
+    capsys.readouterr()
+    (src / "junk.png").unlink()
+    _png(src, "猫.png")
+    assert main(["import", str(tmp_path / "p4"), str(src), "--create"]) == 0
+    assert Project.open(tmp_path / "p4").images()[0].name == "猫.png"
+
+
 def test_classes_add_rename_recolor_delete(proj):
     c = proj.add_class("bird", "#112233")
     assert (c.idx, c.color) == (3, (0x11, 0x22, 0x33))
@@ -109,9 +195,41 @@ def test_delete_class_in_use_needs_force_and_remaps(tmp_path, proj):
     m = proj.mask(img.id, "final")
     assert (m[5:10, 5:10] == 1).all() and (m[12:14, 12:14] == 255).all()
     assert proj.tags(img.id) == {}
-    # The old scribbles are still a version away.
+    # The scribbles before the delete are still a version away, in the new class indices.
     proj.undo_scribbles(img.id)
-    assert np.array_equal(proj.scribbles(img.id), scr)
+    before = proj.scribbles(img.id)
+    assert list(before[1, :4]) == [255] * 4 and list(before[2, :4]) == [1] * 4
+
+
+def test_delete_class_remaps_every_scribble_version_of_every_layer(tmp_path, proj):
+    img = proj.add_image(_png(tmp_path)[0])
+    old = {}
+    for layer in ("default", "real"):
+        for k in range(3):
+            scr = np.full((24, 32), 255, np.uint8)
+            scr[k, :4] = 0
+            scr[5 + k, :4] = 1  # cat
+            scr[10 + k, :4] = 2  # dog
+            old[layer, proj.save_scribbles(img.id, scr, layer=layer)] = scr
+    proj.undo_scribbles(img.id, "real")  # a redo-able version above the head
+    head = proj.scribble_version(img.id)
+    proj.delete_class("cat", force=True)
+    lut = np.array([0, 255, 1] + [255] * 253, np.uint8)
+    for (layer, v), scr in old.items():
+        assert np.array_equal(proj.scribbles(img.id, layer, version=v), lut[scr]), (layer, v)
+    # Undo after the delete gives old strokes in the new indices, never an index >= num_classes.
+    assert proj.scribble_version(img.id) == head + 1
+    proj.undo_scribbles(img.id)
+    proj.undo_scribbles(img.id)
+    assert np.array_equal(proj.scribbles(img.id), lut[old["default", head - 1]])
+    assert proj.scribbles(img.id).max() == 255 and set(np.unique(proj.scribbles(img.id))) <= {0, 1, 255}
+    # A window that drew on the version before the delete is refused, not remapped silently.
+    with pytest.raises(StaleWriteError):
+        proj.save_scribbles(img.id, np.ones((24, 32), np.uint8), expected_version=head)
+    n = proj._q("SELECT n_pixels FROM scribble_versions WHERE image_id = ? AND layer = 'real' AND version = 1",
+                (img.id,))[0][0]
+    assert n == int((lut[old["real", 1]] != 255).sum())
+    assert proj.integrity_check() == "ok"
 
 
 def test_scribble_versions_undo_redo_and_stale_write(tmp_path, proj):

@@ -120,6 +120,36 @@ class StoreMachine(RuleBasedStateMachine):
             return
         assert self.p.class_info(c).color == color
 
+    @precondition(lambda self: len(self.classes) > 2)
+    @rule(c=st.integers(0, 5))
+    def delete_class(self, c):
+        if c >= len(self.classes):
+            try:
+                self.p.delete_class(c, force=True)
+            except AnnotationError:
+                return
+            raise AssertionError("deleting a missing class was accepted")
+        self.p.delete_class(c, force=True)
+        lut = np.arange(256, dtype=np.uint8)
+        lut[c] = 255
+        lut[c + 1 : 255] -= 1
+        for i in self.ids:
+            head = self.versions[i].get(self.head[i])
+            self.versions[i] = {v: lut[a] for v, a in self.versions[i].items()}
+            if head is not None and not np.array_equal(lut[head], head):  # the head changed: a new version
+                self.latest[i] += 1
+                self.head[i] = self.latest[i]
+                self.versions[i][self.head[i]] = lut[head]
+            self.tags[i] = {k - (k > c): s for k, s in self.tags[i].items() if k != c}
+        self.classes.pop(c)
+
+    @invariant()
+    def every_version_matches_model(self):
+        # Undo reaches every version: none may use an index the class list no longer has.
+        for i in self.ids:
+            for v, arr in self.versions[i].items():
+                assert np.array_equal(self.p.scribbles(i, version=v), arr), (i, v)
+
     @invariant()
     def matches_model(self):
         assert self.p.class_names == self.classes

@@ -13,33 +13,47 @@ def _open(path: str):
 
 
 def cmd_init(args) -> int:
+    from annotations.errors import AnnotationError
     from annotations.store import Project
 
     classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
+    if classes is not None and len(classes) < 2:
+        other = classes[0] if classes[0] and classes[0].lower() != "background" else "object"
+        raise AnnotationError(
+            f"--classes {args.classes}: a segmentation project needs at least two classes, e.g. "
+            f"background,{other} (every pixel belongs to one of them).")
     p = Project.create(args.project, classes)
     print(f"created project {p.root} with classes: {', '.join(p.class_names)}")
     return 0
 
 
 def cmd_import(args) -> int:
+    from contextlib import nullcontext
+
     from annotations.errors import AnnotationError
     from annotations.importer import import_path
-    from annotations.store import Project
+    from annotations.store import DB_NAME, Project, removed_on_failure
 
-    if args.create:
-        p = Project.open_or_create(args.project)
-    else:
-        p = _open(args.project)
-    if args.format in (None, "auto"):
-        summary = import_path(p, args.path)
-    else:
-        from annotations.formats import import_dataset
+    # A project this command creates is removed again (with the folder, if it made that too)
+    # when the import fails: a failed 'import --create' leaves nothing behind.
+    creating = args.create and not (Path(args.project) / DB_NAME).is_file()
+    with removed_on_failure(args.project) if creating else nullcontext():
+        p = Project.open_or_create(args.project) if args.create else _open(args.project)
+        try:
+            if args.format in (None, "auto"):
+                summary = import_path(p, args.path)
+            else:
+                from annotations.formats import import_dataset
 
-        summary = import_dataset(p, args.format, args.path, **_parse_options(args.option))
-    for line in summary.lines():
-        print(line)
-    if not summary.added and summary.skipped and not summary.duplicates:
-        raise AnnotationError(f"nothing was imported from {args.path}: every file was skipped (listed above).")
+                summary = import_dataset(p, args.format, args.path, **_parse_options(args.option))
+            for line in summary.lines():
+                print(line)
+            if not summary.added and summary.skipped and not summary.duplicates:
+                raise AnnotationError(f"nothing was imported from {args.path}: every file was skipped (listed above)"
+                                      + ("; the new project was removed." if creating else "."))
+        except BaseException:
+            p.close()
+            raise
     return 0
 
 
