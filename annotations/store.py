@@ -142,6 +142,17 @@ def _valid_class_name(name: str, existing: Sequence[str]) -> str:
     return name
 
 
+def check_new_project_classes(names: Sequence[str]) -> None:
+    """Refuse fewer than two class names for a new project (the CLI's ``init`` and the app's "create
+    project"): every pixel belongs to one class, so one class leaves nothing to segment.
+    (:meth:`Project.create` itself takes any list, for tests of what refuses such a project.)"""
+    names = [str(n).strip() for n in names if str(n).strip()]
+    if len(names) < 2:
+        other = names[0] if names and names[0].lower() != "background" else "object"
+        raise ProjectError(f"classes '{', '.join(names)}': a segmentation project needs at least two classes, "
+                           f"e.g. background, {other} (every pixel belongs to one of them).")
+
+
 @contextmanager
 def removed_on_failure(root: str | os.PathLike) -> Iterator[None]:
     """Undo the creation of a project folder when the block fails.

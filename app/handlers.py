@@ -29,7 +29,7 @@ import numpy as np
 
 from annotations import imageio
 from annotations.errors import AnnotationError, NotFoundError, StaleWriteError
-from annotations.store import DEFAULT_LAYER, STATUS_ORDER, Project, sanitize_name
+from annotations.store import DEFAULT_LAYER, STATUS_ORDER, Project, check_new_project_classes, sanitize_name
 
 from . import canvas
 
@@ -107,6 +107,8 @@ def open_project(path: str, classes_text: str = "") -> Project:
     names = [c.strip() for c in str(classes_text or "").split(",") if c.strip()]
     if root.exists() and root.is_dir() and any(root.iterdir()):
         raise AppError(f"{root}: the folder is not empty and holds no project; choose an empty or new folder.")
+    if names:
+        check_new_project_classes(names)
     return Project.create(root, classes=names or None)
 
 

@@ -393,6 +393,9 @@ def test_open_project(tmp_path):
         handlers.open_project(str(tmp_path / "busy"))
     with pytest.raises(AnnotationError):
         handlers.open_project("")
+    with pytest.raises(AnnotationError, match="at least two classes"):
+        handlers.open_project(str(tmp_path / "one"), "cell")
+    assert not (tmp_path / "one").exists()
     tok = handlers.register_project(p)
     assert handlers.register_project(again) == tok and handlers.project_for(tok) is p
     with pytest.raises(AnnotationError):

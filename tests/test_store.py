@@ -123,7 +123,7 @@ def test_cli_init_refuses_one_class_and_a_bad_path_in_one_line(tmp_path, capsys)
     err = capsys.readouterr().err.strip()
     assert "cannot create the project folder" in err and "Traceback" not in err and len(err.splitlines()) == 1
     assert main(["init", str(tmp_path / "one"), "--classes", "cell"]) == 2
-    assert "needs at least two classes, e.g. background,cell" in capsys.readouterr().err
+    assert "needs at least two classes, e.g. background, cell" in capsys.readouterr().err
     assert not (tmp_path / "one").exists()
     assert main(["init", str(tmp_path / "two"), "--classes", "background,cell"]) == 0
     assert Project.open(tmp_path / "two").class_names == ["background", "cell"]

@@ -13,15 +13,11 @@ def _open(path: str):
 
 
 def cmd_init(args) -> int:
-    from annotations.errors import AnnotationError
-    from annotations.store import Project
+    from annotations.store import Project, check_new_project_classes
 
     classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
-    if classes is not None and len(classes) < 2:
-        other = classes[0] if classes[0] and classes[0].lower() != "background" else "object"
-        raise AnnotationError(
-            f"--classes {args.classes}: a segmentation project needs at least two classes, e.g. "
-            f"background,{other} (every pixel belongs to one of them).")
+    if classes is not None:
+        check_new_project_classes(classes)
     p = Project.create(args.project, classes)
     print(f"created project {p.root} with classes: {', '.join(p.class_names)}")
     return 0
