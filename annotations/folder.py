@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import AnnotationError
+from .errors import AnnotationError, LabelMapError
 from .imageio import IMAGE_EXTENSIONS, read_image, read_label_map
 
 
@@ -33,6 +33,8 @@ class FolderDataset:
     meta: dict = field(default_factory=dict)
     #: ``(file, reason)`` for image files left out (e.g. a second file of the same stem).
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    #: split name -> the ids it lists that have no image (filled by :meth:`split`).
+    missing: dict[str, list[str]] = field(default_factory=dict)
 
     @classmethod
     def open(cls, root: str | Path) -> "FolderDataset":
@@ -44,7 +46,7 @@ class FolderDataset:
         if not meta_path.is_file():
             raise AnnotationError(f"{root}: not a folder dataset (no meta.json).")
         try:
-            meta = json.loads(meta_path.read_text())
+            meta = json.loads(meta_path.read_text(encoding="utf-8-sig"))
         except (OSError, ValueError) as e:
             raise AnnotationError(f"{meta_path}: cannot read meta.json ({e}).") from None
         if not isinstance(meta, dict):
@@ -95,8 +97,34 @@ class FolderDataset:
         return self.mask_path(image_id).is_file()
 
     def mask(self, image_id: str) -> np.ndarray:
-        """``(H, W)`` uint8 class index, 255 = ignore."""
-        return read_label_map(self.mask_path(image_id))
+        """``(H, W)`` uint8 class index, 255 = ignore (meta.json's ``ignore_index`` is mapped to 255).
+
+        A value that is neither a class nor the ignore value is a :class:`LabelMapError` naming the
+        file (a metric would otherwise leave those pixels out without a word)."""
+        return self._label_map(self.mask_path(image_id), "mask")
+
+    def image_and_mask(self, image_id: str) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`image` and :meth:`mask` of ``image_id``; a mask of another size than its image is a
+        :class:`LabelMapError` naming both files."""
+        image = self.image(image_id)
+        return image, self._label_map(self.mask_path(image_id), "mask", image.shape[:2])
+
+    def _label_map(self, path: Path, what: str, shape: tuple[int, int] | None = None) -> np.ndarray:
+        arr = read_label_map(path)
+        rel = path.relative_to(self.root) if path.is_relative_to(self.root) else path
+        if shape is not None and arr.shape != tuple(shape):
+            raise LabelMapError(
+                f"{self.name}/{rel}: the {what} is {arr.shape[1]}x{arr.shape[0]} px but its image is "
+                f"{shape[1]}x{shape[0]}; it must have the image's size.")
+        if self.ignore_index != 255:
+            arr = np.where(arr == self.ignore_index, 255, arr).astype(np.uint8)
+        bad = np.unique(arr[(arr >= self.num_classes) & (arr != 255)])
+        if bad.size:
+            raise LabelMapError(
+                f"{self.name}/{rel}: the {what} uses value {', '.join(map(str, bad[:5].tolist()))}, but the dataset "
+                f"has {self.num_classes} classes (0..{self.num_classes - 1}) and the ignore value "
+                f"{self.ignore_index} (meta.json's ignore_index).")
+        return arr
 
     def scribble_sets(self) -> list[str]:
         d = self.root / "scribbles"
@@ -105,10 +133,11 @@ class FolderDataset:
     def scribble_path(self, set_name: str, image_id: str) -> Path:
         return self.root / "scribbles" / set_name / f"{image_id}.png"
 
-    def scribbles(self, set_name: str, image_id: str) -> np.ndarray | None:
-        """``(H, W)`` uint8 class index, 255 = not scribbled; ``None`` if the image has none."""
+    def scribbles(self, set_name: str, image_id: str, shape: tuple[int, int] | None = None) -> np.ndarray | None:
+        """``(H, W)`` uint8 class index, 255 = not scribbled; ``None`` if the image has none. With
+        ``shape`` (the image's ``(H, W)``), a map of another size is a :class:`LabelMapError`."""
         p = self.scribble_path(set_name, image_id)
-        return read_label_map(p) if p.is_file() else None
+        return self._label_map(p, "scribble map", shape) if p.is_file() else None
 
     def splits(self) -> list[str]:
         d = self.root / "splits"
@@ -122,8 +151,25 @@ class FolderDataset:
         if not p.is_file():
             known = ", ".join(self.splits()) or "none"
             raise AnnotationError(f"{self.name}: no split named '{name}' (known splits: {known}).")
-        ids = [ln.strip() for ln in p.read_text().splitlines() if ln.strip()]
+        ids = [self._split_id(ln.strip()) for ln in p.read_text(encoding="utf-8-sig").splitlines() if ln.strip()]
+        missing = [i for i in ids if i not in self.image_paths]
+        if missing:
+            known = set(self.image_paths)
+            self.missing[name] = missing
+            if len(missing) == len(ids) and known:
+                raise AnnotationError(
+                    f"{self.name}: none of the {len(ids)} ids in splits/{name}.txt names an image in images/ (e.g. "
+                    f"'{missing[0]}' against '{next(iter(known))}'); a split lists image file names without "
+                    "their extension, one per line.")
         return [i for i in ids if i in self.image_paths]
+
+    def _split_id(self, entry: str) -> str:
+        """A split line as an image id: ``images/x.png`` and ``x.png`` name the image ``x`` too."""
+        if entry in self.image_paths:
+            return entry
+        name = entry.replace("\\", "/").rsplit("/", 1)[-1]
+        stem = Path(name).stem if Path(name).suffix.lower() in IMAGE_EXTENSIONS else name
+        return stem if stem in self.image_paths else entry
 
     def splits_of(self, names: str | None) -> list[str]:
         """Ids of one split or several joined with '+' or ','; ``None`` = every image."""

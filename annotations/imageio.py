@@ -112,6 +112,8 @@ def read_label_map(path: str | os.PathLike) -> np.ndarray:
         with Image.open(p) as im:
             if im.mode in ("P", "L"):
                 arr = np.asarray(im)
+            elif im.mode == "1":  # 1-bit: 0 and 1 (convert("L") would give 0 and 255, i.e. "ignore")
+                arr = np.asarray(im).astype(np.uint8)
             elif im.mode in ("I;16", "I"):
                 arr = np.asarray(im)
                 if arr.max(initial=0) > 255:

@@ -118,7 +118,7 @@ def _import_one(project, ds, sid, path, sets, summary, id_map, kinds) -> None:
     # Labels of this image: one failure skips that label only, with its reason.
     if ds.has_mask(sid):
         try:
-            project.save_mask(info.id, _as_label(ds.mask(sid), ds), kinds(sid), source=f"import:{ds.name}")
+            project.save_mask(info.id, ds.mask(sid), kinds(sid), source=f"import:{ds.name}")
             summary.masks += 1
         except AnnotationError as e:
             summary.skipped.append((f"masks/{sid}.png", str(e).split(": ", 1)[-1]))
@@ -126,7 +126,7 @@ def _import_one(project, ds, sid, path, sets, summary, id_map, kinds) -> None:
         sp = ds.scribble_path(s, sid)
         if sp.is_file():
             try:
-                project.save_scribbles(info.id, _as_label(imageio.read_label_map(sp), ds), layer=s,
+                project.save_scribbles(info.id, ds.scribbles(s, sid), layer=s,
                                        author=f"import:{ds.name}")
                 summary.scribbles += 1
             except AnnotationError as e:
@@ -172,11 +172,3 @@ def _mask_kinds(ds: FolderDataset, kind: str):
 
 def _has_labels(ds: FolderDataset, sid: str, sets: list[str]) -> bool:
     return ds.has_mask(sid) or any(ds.scribble_path(s, sid).is_file() for s in sets)
-
-
-def _as_label(arr: np.ndarray, ds: FolderDataset) -> np.ndarray:
-    """Map the dataset's ignore value to 255 (the store's 'none')."""
-    if ds.ignore_index != 255:
-        arr = arr.copy()
-        arr[arr == ds.ignore_index] = 255
-    return arr

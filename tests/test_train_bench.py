@@ -17,7 +17,7 @@ def test_parse_supervision():
     assert parse_supervision("simulated:3") == [("simulated", "3", 1.0)]
     assert parse_supervision("mixed:full=0.2,scribbles:real=0.5,tags=0.3") == [
         ("full", None, 0.2), ("scribbles", "real", 0.5), ("tags", None, 0.3)]
-    for bad, msg in [("boxes", "unknown supervision"), ("scribbles", "set name"), ("simulated:x", "integer"),
+    for bad, msg in [("boxes", "unknown supervision"), ("scribbles", "set name"), ("simulated:x", "whole number"),
                      ("mixed:full=0.8,tags=0.5", "more than 1"), ("mixed:full", "=FRACTION")]:
         with pytest.raises(UsageError, match=msg):
             parse_supervision(bad)

@@ -27,3 +27,23 @@ def write_report(report: dict, out: str | None) -> None:
         p = Path(out)
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_text(json.dumps(_clean(report), indent=2) + "\n")
+
+
+def split_ids(ds, names: str | None, *, with_mask: bool = False) -> list[str]:
+    """The image ids of split(s) ``names`` (``+``-joined; ``None`` = every image) of the folder
+    dataset ``ds``. Ids a split lists with no image behind them, and (``with_mask``) images without a
+    mask, are left out and named on stderr, never dropped without a word."""
+    import sys
+
+    ids = ds.splits_of(names)
+    for split, missing in ds.missing.items():
+        print(f"note: splits/{split}.txt lists {len(missing)} id(s) with no image in images/, left out: "
+              f"{', '.join(missing[:5])}{' …' if len(missing) > 5 else ''}", file=sys.stderr)
+    ds.missing.clear()
+    if with_mask:
+        bare = [i for i in ids if not ds.has_mask(i)]
+        if bare and len(bare) < len(ids):
+            print(f"note: {len(bare)} image(s) of {names or 'the dataset'} have no mask in masks/, left out: "
+                  f"{', '.join(bare[:5])}{' …' if len(bare) > 5 else ''}", file=sys.stderr)
+        ids = [i for i in ids if i not in set(bare)]
+    return ids

@@ -62,6 +62,12 @@ def run(args) -> dict:
 
     from . import write_report
 
+    from segmenter.cli import UsageError
+
+    if args.n < 1 or args.size < 8:
+        raise UsageError(f"--n must be >= 1 and --size >= 8, got {args.n} and {args.size}.")
+    if args.workdir is not None and not Path(args.workdir).is_dir():
+        raise UsageError(f"--workdir {args.workdir}: no such folder.")
     tmp = Path(tempfile.mkdtemp(prefix="bench-export-", dir=args.workdir))
     try:
         t0 = time.perf_counter()

@@ -92,15 +92,16 @@ def dataset_samples(data: Path, scribble_set: str | None, limit: int | None, siz
             return
         if with_mask and not ds.has_mask(sid):
             continue
-        scr = ds.scribbles(use, sid) if use else None
+        image, gt = ds.image_and_mask(sid) if ds.has_mask(sid) else (ds.image(sid), None)
+        scr = ds.scribbles(use, sid, shape=image.shape[:2]) if use else None
         if scr is None:
-            if not ds.has_mask(sid):
+            if gt is None:
                 continue
-            scr = simulate_scribbles(ds.mask(sid), ds.num_classes, SimulationConfig(seed=0))
+            scr = simulate_scribbles(gt, ds.num_classes, SimulationConfig(seed=0))
         if not (scr != 255).any():
             continue
         k += 1
-        img, maps = resize_sample(ds.image(sid), [scr, ds.mask(sid)] if with_mask else [scr], size)
+        img, maps = resize_sample(image, [scr, gt] if with_mask else [scr], size)
         yield (img, *maps)
 
 

@@ -132,13 +132,14 @@ def evaluate(data: str | Path, scribbles: str, split: str | None = None, limit: 
              strokes: int = 1, log=print) -> dict:
     """Run the benchmark and return the report dict (keys of BENCHMARK.md §1)."""
     from annotations.folder import FolderDataset
+    from segmenter.benchmarks import split_ids
     from segmenter.cli import UsageError
     from segmenter.metrics import MeanIoU
     from segmenter.pseudo import DEFAULT_METHOD, list_methods
     from segmenter.simulate import SimulationConfig, simulate_scribbles
 
     ds = FolderDataset.open(data)
-    ids = [i for i in ds.splits_of(split) if ds.has_mask(i)]
+    ids = split_ids(ds, split, with_mask=True)
     if limit:
         ids = ids[:limit]
     if not ids:
@@ -149,8 +150,11 @@ def evaluate(data: str | Path, scribbles: str, split: str | None = None, limit: 
         _, _, s = scribbles.partition(":")
         try:
             sim_seed = int(s) if s else 0
+            if sim_seed < 0:
+                raise ValueError
         except ValueError:
-            raise UsageError(f"--scribbles {scribbles}: the seed after 'simulated:' must be an integer.") from None
+            raise UsageError(f"--scribbles {scribbles}: the seed after 'simulated:' must be a whole number "
+                             ">= 0.") from None
     elif scribbles not in ds.scribble_sets():
         raise UsageError(f"{ds.name}: no scribble set '{scribbles}' (known: {', '.join(ds.scribble_sets()) or 'none'}, "
                          "or simulated[:SEED]).")
@@ -169,20 +173,18 @@ def evaluate(data: str | Path, scribbles: str, split: str | None = None, limit: 
     nocs = {n: [] for n in names}
     per_image = []
     sim_cfg = SimulationConfig(seed=sim_seed, foreground_only=foreground_only, strokes_per_class=strokes)
-    # warm-up (imports, first-call costs) on the first image, not timed
-    img0 = ds.image(ids[0])
-    scr0 = _scribbles_for(ds, scribbles, ids[0], simulated, sim_cfg, C)
-    if scr0 is not None:
-        for n in names:
-            if n not in BASELINES:
-                runners[n](img0, scr0)
-    skipped = 0
+    skipped, warm = 0, False
     for k, iid in enumerate(ids):
-        image, gt = ds.image(iid), ds.mask(iid)
-        scr = _scribbles_for(ds, scribbles, iid, simulated, sim_cfg, C)
+        image, gt = ds.image_and_mask(iid)
+        scr = _scribbles_for(ds, scribbles, iid, simulated, sim_cfg, C, gt)
         if scr is None or not (scr != 255).any():
             skipped += 1
             continue
+        if not warm:  # warm-up (imports, first-call costs) on the first image with strokes, not timed
+            for n in names:
+                if n not in BASELINES:
+                    runners[n](image, scr)
+            warm = True
         row = {"id": iid}
         for n in names:
             t0 = time.perf_counter()
@@ -195,6 +197,8 @@ def evaluate(data: str | Path, scribbles: str, split: str | None = None, limit: 
         per_image.append(row)
         if log and (k + 1) % 10 == 0:
             log(f"  {k + 1}/{len(ids)} " + "  ".join(f"{n}={meters[n].miou:.3f}" for n in names))
+    if not per_image:
+        raise UsageError(f"{ds.name}: none of the {len(ids)} images has a stroke in scribble set '{scribbles}'.")
     report = {"task": "pseudo", "dataset": ds.name, "scribbles": scribbles, "split": split,
               "n_images": len(per_image), "skipped_no_scribbles": skipped, "default": DEFAULT_METHOD,
               "methods": {}, "per_image": per_image}
@@ -213,7 +217,7 @@ def evaluate(data: str | Path, scribbles: str, split: str | None = None, limit: 
     return report
 
 
-def _scribbles_for(ds, scribbles, iid, simulated, sim_cfg, C):
+def _scribbles_for(ds, scribbles, iid, simulated, sim_cfg, C, gt):
     if simulated:
         from dataclasses import replace
 
@@ -221,8 +225,8 @@ def _scribbles_for(ds, scribbles, iid, simulated, sim_cfg, C):
 
         # a per-image seed derived from the run seed, so subsets give the same strokes
         cfg = replace(sim_cfg, seed=sim_cfg.seed * 100003 + _stable(iid))
-        return simulate_scribbles(ds.mask(iid), C, cfg)
-    return ds.scribbles(scribbles, iid)
+        return simulate_scribbles(gt, C, cfg)
+    return ds.scribbles(scribbles, iid, shape=gt.shape)
 
 
 def _stable(s: str) -> int:

@@ -55,13 +55,13 @@ def config_from_args(args):
 
 def run(args) -> int:
     from annotations.folder import FolderDataset
-    from segmenter.benchmarks import write_report
+    from segmenter.benchmarks import split_ids, write_report
     from segmenter.cam import run_tags
     from segmenter.cli import UsageError
     from segmenter.metrics import MeanIoU
 
     ds = FolderDataset.open(args.data)
-    ids = [i for i in ds.splits_of(args.split) if ds.has_mask(i)]
+    ids = split_ids(ds, args.split, with_mask=True)
     if args.limit is not None:
         if args.limit < 1:
             raise UsageError(f"--limit must be >= 1, got {args.limit}.")
@@ -69,8 +69,7 @@ def run(args) -> int:
     if not ids:
         raise UsageError(f"{ds.name}: no image with a mask in split {args.split or '(all)'}.")
     config = config_from_args(args)
-    images = [ds.image(i) for i in ids]
-    gts = [ds.mask(i) for i in ids]
+    images, gts = map(list, zip(*(ds.image_and_mask(i) for i in ids)))
     C = ds.num_classes
     tags = tags_from_masks(gts, C)
     t0 = time.perf_counter()

@@ -113,9 +113,10 @@ def _parse_kind(s: str) -> tuple[str, str | None]:
         raise UsageError("--supervision scribbles needs a set name, e.g. scribbles:real")
     if name in ("simulated", "coarse") and arg:
         try:
-            int(arg)
+            if int(arg) < 0:
+                raise ValueError
         except ValueError:
-            raise UsageError(f"--supervision {s}: '{arg}' must be an integer") from None
+            raise UsageError(f"--supervision {s}: '{arg}' must be a whole number >= 0") from None
     return name, (arg or None)
 
 
@@ -168,6 +169,10 @@ def build_samples(ds, ids, supervision, labeled_fraction, no_unlabeled, seed, ta
         for i in lab_list[start:start + n]:
             kinds[i] = (name, arg)
         start += n
+    missing = sorted({arg for name, arg, _ in parts if name == "scribbles"} - set(ds.scribble_sets()))
+    if missing:
+        raise UsageError(f"{ds.name}: no scribble set {', '.join(repr(m) for m in missing)} (known: "
+                         f"{', '.join(ds.scribble_sets()) or 'none'}, or simulated[:SEED]).")
     samples, tag_jobs = [], []
     for i, iid in enumerate(ids):
         kind = kinds[i]
@@ -177,23 +182,22 @@ def build_samples(ds, ids, supervision, labeled_fraction, no_unlabeled, seed, ta
             samples.append(Sample(ds.image(iid), name=iid))
             continue
         name, arg = kind
-        img = ds.image(iid)
+        if name == "scribbles":
+            img = ds.image(iid)
+            samples.append(Sample(img, name=iid, scribbles=ds.scribbles(arg, iid, shape=img.shape[:2])))
+            continue
+        img, gt = ds.image_and_mask(iid)
         if name == "full":
-            samples.append(Sample(img, name=iid, mask=ds.mask(iid), mask_kind="full"))
-        elif name == "scribbles":
-            scr = ds.scribbles(arg, iid)
-            samples.append(Sample(img, name=iid, scribbles=scr))
+            samples.append(Sample(img, name=iid, mask=gt, mask_kind="full"))
         elif name == "simulated":
             from segmenter.simulate import SimulationConfig, simulate_scribbles
 
             cfg = SimulationConfig(seed=int(arg or 0) * 100003 + _stable(iid))
-            samples.append(Sample(img, name=iid, scribbles=simulate_scribbles(ds.mask(iid), C, replace(cfg))))
+            samples.append(Sample(img, name=iid, scribbles=simulate_scribbles(gt, C, replace(cfg))))
         elif name == "coarse":
             px = int(arg or 4)
-            samples.append(Sample(img, name=iid, mask=coarse_mask(ds.mask(iid), px, seed + _stable(iid)),
-                                  mask_kind="coarse"))
+            samples.append(Sample(img, name=iid, mask=coarse_mask(gt, px, seed + _stable(iid)), mask_kind="coarse"))
         elif name == "tags":
-            gt = ds.mask(iid)
             present = np.zeros(C, bool)
             present[np.unique(gt[gt != 255])] = True
             tags = {c: ("present" if present[c] else "absent") for c in range(C)}
@@ -295,6 +299,7 @@ def run(args) -> int:
 
 
 def run_benchmark(args, FolderDataset) -> dict:
+    from segmenter.benchmarks import split_ids
     from segmenter.data import TrainSet
     from segmenter.metrics import MeanIoU
     from segmenter.models import ModelConfig
@@ -327,15 +332,19 @@ def run_benchmark(args, FolderDataset) -> dict:
     test_ds = FolderDataset.open(args.test_data) if args.test_data else ds
     if test_ds.classes != ds.classes:
         raise UsageError(f"the test data's classes {test_ds.classes} differ from the training data's {ds.classes}")
-    ids = ds.splits_of(args.train_split)
+    ids = split_ids(ds, args.train_split)
     if args.limit_train and args.limit_train < len(ids):
         pick = np.sort(np.random.default_rng(args.seed).choice(len(ids), args.limit_train, replace=False))
         ids = [ids[i] for i in pick]
-    test_ids = test_ds.splits_of(args.test_split)
+    test_ids = split_ids(test_ds, args.test_split, with_mask=True)
     if args.limit_test:
         test_ids = test_ids[:args.limit_test]
-    if not ids or not test_ids:
-        raise UsageError("the training or test split has no images")
+    if not ids:
+        raise UsageError(f"{ds.name}: the training split {args.train_split or '(all)'} has no images")
+    if not test_ids:
+        raise UsageError(f"{test_ds.name}: the test split {args.test_split or '(all)'} has no image with a mask")
+    for i in test_ids:  # a bad test mask is found now, not after the training
+        test_ds.image_and_mask(i)
 
     t0 = time.perf_counter()
     tag_config = None
@@ -364,8 +373,9 @@ def run_benchmark(args, FolderDataset) -> dict:
     metric = MeanIoU(ds.num_classes)
     for s in range(0, len(test_ids), 64):
         chunk = test_ids[s:s + 64]
-        for iid, p in zip(chunk, pred.predict([test_ds.image(i) for i in chunk])):
-            metric.add(p.mask, test_ds.mask(iid))
+        pairs = [test_ds.image_and_mask(i) for i in chunk]
+        for (_, gt), p in zip(pairs, pred.predict([im for im, _ in pairs])):
+            metric.add(p.mask, gt)
     test_seconds = time.perf_counter() - t0
 
     bare_ips = bare.images_per_s

@@ -1,0 +1,139 @@
+"""The benchmarks on folder datasets as other people write them (the final figures are measured on
+data we do not have): ignore values, 1-bit masks, BOMs, split lines with extensions, bad masks and
+bad arguments. Each case either scores right or stops with one line naming the file, before work."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from annotations.folder import FolderDataset
+from annotations.imageio import read_label_map
+from conftest import make_disc_image
+from segmenter.cli import main
+
+
+def write_dataset(root, n=4, size=48, ignore_index=None, mask_mode="L", split_lines=None, bom=False):
+    """Discs on a dark background, masks 0/1 with an ignore ring written as ``ignore_index`` (255 by
+    default), a ``real`` scribble set, splits/train.txt."""
+    for d in ("images", "masks", "scribbles/real", "splits"):
+        (root / d).mkdir(parents=True, exist_ok=True)
+    ign = 255 if ignore_index is None else ignore_index
+    for k in range(n):
+        img, gt, scr = make_disc_image(size, seed=k)
+        Image.fromarray(img).save(root / "images" / f"im{k}.png")
+        m = gt.astype(np.uint8)
+        if ignore_index is not None:  # a one-pixel ring of "ignore" just outside the disc
+            ring = (np.abs(np.gradient(gt.astype(float))[0]) + np.abs(np.gradient(gt.astype(float))[1]) > 0) & (gt == 0)
+            m[ring] = ign
+        if mask_mode == "1":
+            Image.fromarray(m.astype(bool)).save(root / "masks" / f"im{k}.png")
+        else:
+            Image.fromarray(m).save(root / "masks" / f"im{k}.png")
+        Image.fromarray(scr).save(root / "scribbles" / "real" / f"im{k}.png")
+    meta = {"name": "toy", "classes": ["background", "disc"]}
+    if ignore_index is not None:
+        meta["ignore_index"] = ignore_index
+    (root / "meta.json").write_text(json.dumps(meta))
+    lines = split_lines if split_lines is not None else [f"im{k}" for k in range(n)]
+    (root / "splits" / "train.txt").write_text(("\ufeff" if bom else "") + "\n".join(lines) + "\n", encoding="utf-8")
+    return root
+
+
+def bench_pseudo(root, tmp_path, *extra):
+    out = tmp_path / "r.json"
+    rc = main(["bench", "pseudo", "--data", str(root), "--split", "train", "--methods", "hybrid", "--scribbles", "simulated:0",
+               "--out", str(out), *extra])
+    return rc, (json.loads(out.read_text()) if rc == 0 else None)
+
+
+def test_meta_ignore_index_is_ignore_not_a_class(tmp_path):
+    """A dataset whose ignore value is 0 (not 255): those pixels are left out of the score, as the
+    same data written with 255 is; they were scored as class 0 (background)."""
+    a = write_dataset(tmp_path / "a", ignore_index=200)
+    b = write_dataset(tmp_path / "b", ignore_index=None)
+    ds = FolderDataset.open(a)
+    m = ds.mask("im0")
+    assert (read_label_map(a / "masks" / "im0.png") == 200).any() and not (m == 200).any() and (m == 255).any()
+    ra = bench_pseudo(a, tmp_path)[1]
+    # the same masks with the ring written as 255 score the same
+    for k in range(4):
+        raw = read_label_map(a / "masks" / f"im{k}.png")
+        Image.fromarray(np.where(raw == 200, 255, raw).astype(np.uint8)).save(b / "masks" / f"im{k}.png")
+    rb = bench_pseudo(b, tmp_path)[1]
+    assert ra["methods"]["hybrid"]["miou"] == pytest.approx(rb["methods"]["hybrid"]["miou"])
+
+
+def test_one_bit_masks_read_as_0_and_1(tmp_path):
+    """PIL's 1-bit PNGs (``Image.fromarray(bool_array)``) were read as 0/255: every foreground pixel
+    became 'ignore'."""
+    root = write_dataset(tmp_path / "d", mask_mode="1")
+    assert Image.open(root / "masks" / "im0.png").mode == "1"
+    m = FolderDataset.open(root).mask("im0")
+    assert set(np.unique(m)) == {0, 1}
+
+
+def test_bom_split_and_lines_with_extensions_keep_every_image(tmp_path, capsys):
+    root = write_dataset(tmp_path / "d", split_lines=["im0", "im1.png", "images/im2.png", "gone"], bom=True)
+    rc, r = bench_pseudo(root, tmp_path)
+    assert rc == 0 and r["n_images"] == 3
+    err = capsys.readouterr().err
+    assert "splits/train.txt lists 1 id(s) with no image" in err and "gone" in err
+
+
+def test_a_split_naming_no_image_says_how_a_split_is_written(tmp_path, capsys):
+    root = write_dataset(tmp_path / "d", split_lines=["IM0.tif", "x"])
+    assert bench_pseudo(root, tmp_path)[0] == 2
+    assert "without their extension" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("case, word", [("size", "must have the image's size"), ("value", "uses value 7")])
+def test_a_bad_mask_is_named_before_any_work(tmp_path, capsys, case, word):
+    """A mask of another size than its image crashed with a traceback (after the training, in
+    bench train); a value that is no class was left out of the score without a word."""
+    root = write_dataset(tmp_path / "d")
+    m = read_label_map(root / "masks" / "im2.png").copy()
+    if case == "size":
+        m = m[: m.shape[0] // 2].copy()
+    else:
+        m[0, 0] = 7
+    Image.fromarray(m).save(root / "masks" / "im2.png")
+    assert bench_pseudo(root, tmp_path)[0] == 2
+    err = capsys.readouterr().err
+    assert "masks/im2.png" in err and word in err and "Traceback" not in err
+    rc = main(["bench", "train", "--data", str(root), "--train-split", "train", "--test-split", "train",
+               "--epochs", "1", "--size", "32", "--device", "cpu", "--threads", "1", "--supervision", "full"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "masks/im2.png" in err and word in err
+
+
+def test_an_empty_first_scribble_map_is_skipped_not_fatal(tmp_path):
+    """The untimed warm-up ran on the first image whatever its strokes; an all-255 map there stopped
+    the whole benchmark ('the image has no scribbles')."""
+    root = write_dataset(tmp_path / "d")
+    Image.fromarray(np.full((48, 48), 255, np.uint8)).save(root / "scribbles" / "real" / "im0.png")
+    rc, r = bench_pseudo(root, tmp_path, "--scribbles", "real")
+    assert rc == 0 and r["n_images"] == 3 and r["skipped_no_scribbles"] == 1
+
+
+@pytest.mark.parametrize("argv, word", [
+    (["bench", "pseudo", "--scribbles", "simulated:-1"], "whole number >= 0"),
+    (["bench", "train", "--supervision", "simulated:-1"], "whole number >= 0"),
+    (["bench", "train", "--supervision", "scribbles:nosuch"], "no scribble set 'nosuch' (known: real"),
+])
+def test_bad_benchmark_arguments_are_one_line(tmp_path, capsys, argv, word):
+    root = write_dataset(tmp_path / "d")
+    split = ["--split", "train"] if argv[1] == "pseudo" else ["--train-split", "train", "--test-split", "train",
+                                                               "--epochs", "1", "--size", "32", "--device", "cpu"]
+    assert main(argv + ["--data", str(root)] + split) == 2
+    err = capsys.readouterr().err
+    assert word in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("extra, word", [(["--size", "0"], "--size"), (["--n", "-1"], "--n"),
+                                         (["--workdir", "/nonexistent/x"], "no such folder")])
+def test_bench_export_refuses_bad_arguments(capsys, extra, word):
+    assert main(["bench", "export", "--n", "2", "--size", "16"] + extra) == 2
+    assert word in capsys.readouterr().err
