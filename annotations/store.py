@@ -137,6 +137,9 @@ def _valid_class_name(name: str, existing: Sequence[str]) -> str:
         raise AnnotationError("a class name cannot be empty.")
     if len(name) > 64:
         raise AnnotationError(f"class name '{name[:20]}…' is longer than 64 characters.")
+    if "," in name:
+        raise AnnotationError(f"class name '{name}' has a comma; class lists are comma-separated, so use another "
+                              "character.")
     if any(c.lower() == name.lower() for c in existing):
         raise AnnotationError(f"a class named '{name}' already exists.")
     return name

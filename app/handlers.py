@@ -96,10 +96,13 @@ def project_line(project: Project) -> str:
 
 def open_project(path: str, classes_text: str = "") -> Project:
     """Open the project at ``path``, or create it with the comma-separated ``classes_text``."""
-    path = str(path or "").strip()
+    path = str(path or "").strip().strip("'\"").strip()
     if not path:
         raise AppError("enter the folder of a project to open or create.")
     root = Path(os.path.expanduser(path))
+    if not root.is_absolute():
+        raise AppError(f"'{path}': give the folder's full path (e.g. {Path.home() / path}); a relative path would "
+                       "be taken from wherever the app was started.")
     if (root / "project.db").is_file():
         project = Project.open(root)
         project.scribble_layer = choose_layer(project, None)[0]
@@ -201,10 +204,27 @@ def _colors(project: Project) -> list[tuple[int, int, int]]:
 
 
 def default_overlay_kind(project: Project, image_id: int) -> str:
+    """The overlay an image opens with: its final, imported or predicted mask; else the live
+    preview of its strokes; else (no strokes) its pseudo-mask, e.g. one made from its tags."""
     for k in ("final", "imported", "predicted"):
         if project.mask_info(image_id, k) is not None:
             return k
+    if project.mask_info(image_id, "pseudo") is not None and project.scribble_version(image_id) == 0:
+        return "pseudo"
     return "preview"
+
+
+def overlay_kinds(project: Project, image_id: int) -> list[str]:
+    """The overlays the canvas offers for ``image_id``: the live preview and every stored mask kind."""
+    return ["preview"] + [k for k in OVERLAY_KINDS[1:] if project.mask_info(image_id, k) is not None]
+
+
+def refresh_message(project: Project, token: str, image_id: int) -> dict:
+    """For the image already shown, after a job or an import changed the project: the overlays and
+    status it has now. The canvas keeps the person's mode, strokes and undo (a load would reset them)."""
+    return {"type": "refresh", "nonce": uuid.uuid4().hex[:8], "project": token, "image_id": int(image_id),
+            "overlay_kinds": overlay_kinds(project, image_id), "overlay_kind": default_overlay_kind(project, image_id),
+            "status": project.status(image_id)}
 
 
 def load_message(project: Project, token: str, image_id: int | None) -> dict:
@@ -217,7 +237,7 @@ def load_message(project: Project, token: str, image_id: int | None) -> dict:
     img = project.load_image(image_id)
     scr = project.scribbles(image_id)
     ids = project.image_ids()
-    kinds = ["preview"] + [k for k in OVERLAY_KINDS[1:] if project.mask_info(image_id, k) is not None]
+    kinds = overlay_kinds(project, image_id)
     return {
         "type": "load", "nonce": nonce, "project": token, "image_id": info.id, "name": info.name,
         "position": f"{ids.index(info.id) + 1} / {len(ids)}", "width": info.width, "height": info.height,
@@ -551,14 +571,26 @@ def class_choices(project: Project) -> list[tuple[str, int]]:
 
 
 def add_class(project: Project, name: str, color: str | None = None) -> str:
+    """Add a class; ``color`` ``None`` (or empty) takes the next colour of the project's palette."""
     c = project.add_class(name, color or None)
     return f"Added class {c.idx}: {c.name}."
+
+
+def next_class_color(project: Project) -> str:
+    """The colour the next added class gets by default (``#rrggbb``), for the page's colour picker."""
+    from annotations.store import default_color
+
+    return "#%02x%02x%02x" % tuple(default_color(project.num_classes))
 
 
 def rename_class(project: Project, idx, name: str) -> str:
     if idx is None or idx == "":
         raise AppError("choose the class to rename.")
+    from segmenter.models import rename_class_in_checkpoints
+
+    old = project.class_info(int(idx)).name
     c = project.rename_class(int(idx), name)
+    rename_class_in_checkpoints(project.models_dir, c.idx, old, c.name)  # its models stay usable
     return f"Class {c.idx} is now called {c.name}."
 
 
@@ -659,6 +691,8 @@ def resolve_navigation(project: Project, current: int | None, action: str, statu
         return StepResult(neighbour(project, current, -1, status_filter))
     if action == "unannotated":
         nxt = next_unannotated(project, current)
+        if nxt is None and not project.image_ids():
+            return StepResult(None, "No images yet: add some in the Project & images panel.")
         return StepResult(nxt if nxt is not None else current,
                           "" if nxt is not None else "Every image has annotations already.")
     if action == "uncertain":

@@ -133,7 +133,7 @@ def _sparkline(points: list, width: int = 300, height: int = 64) -> str:
     pts = " ".join(f"{2 + (x - x0) * sx:.1f},{height - 4 - (y - y0) * sy:.1f}" for x, y in points)
     return (f"<svg viewBox='0 0 {width} {height}' preserveAspectRatio='none' aria-label='training loss'>"
             f"<polyline fill='none' stroke='currentColor' stroke-width='1.5' points='{pts}'/>"
-            f"<text x='4' y='10' font-size='10' fill='currentColor'>loss {y1:.3f} → {ys[-1]:.3f}</text></svg>")
+            f"<text x='4' y='10' font-size='10' fill='currentColor'>loss {ys[0]:.3f} → {ys[-1]:.3f}</text></svg>")
 
 
 def progress_html(snap: dict | None) -> str:

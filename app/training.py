@@ -134,6 +134,23 @@ def tags_target(project: Project, size: int = 128):
     return run
 
 
+def epochs_from_page(value) -> int:
+    """The page's Epochs box as a whole number of epochs; anything else is an :class:`AnnotationError`
+    saying what to enter (Gradio's own check showed a bare "Error" badge, an empty box trained 1 epoch
+    and 2.5 trained 2)."""
+    from annotations.errors import AnnotationError
+
+    if value is None or value == "":
+        raise AnnotationError("enter a number of epochs (1–1000).")
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise AnnotationError(f"epochs must be a whole number from 1 to 1000, not {value!r}.") from None
+    if not v.is_integer() or not 1 <= v <= 1000:
+        raise AnnotationError(f"epochs must be a whole number from 1 to 1000, not {value:g}.")
+    return int(v)
+
+
 def start_training(project: Project, epochs: int = 5, size: int = 128) -> jobs.Job:
     from annotations.errors import AnnotationError
 
@@ -157,4 +174,10 @@ def start_tags(project: Project, size: int = 128) -> jobs.Job:
 
 
 def start_predict(project: Project) -> jobs.Job:
+    """Prediction in the background; refuses at once when the project has no trained model."""
+    from annotations.errors import AnnotationError
+    from segmenter.models import latest_checkpoint
+
+    if latest_checkpoint(project.models_dir) is None:
+        raise AnnotationError("No trained model yet: press Train first, then predict.")
     return jobs.start_job(str(project.root), "prediction", predict_target(project))

@@ -99,8 +99,7 @@ def build_ui(project: Project) -> gr.Blocks:
                                 "project. The validation mIoU is measured on final masks held out from training. "
                                 "Then predict the other images and review the most uncertain first.</span>")
                     with gr.Row():
-                        epochs = gr.Number(value=5, minimum=1, maximum=500, precision=0, label="Epochs",
-                                           elem_id="ws-epochs")
+                        epochs = gr.Number(value=5, label="Epochs", elem_id="ws-epochs")
                         size = gr.Dropdown(list(training.SIZES), value=128, label="Training size (px)",
                                            elem_id="ws-train-size")
                     with gr.Row():
@@ -150,9 +149,23 @@ def build_ui(project: Project) -> gr.Blocks:
 
         shown = [current, cv, title, image_list, progress]
 
-        def class_outputs(p: Project):
+        def refresh(token: str, image_id, status_filter: str = "all"):
+            """Like :func:`show` after a job or an import changed the project: the image shown stays,
+            and the canvas keeps the person's mode, strokes and undo (a "refresh", not a reload)."""
+            p = handlers.project_for(token)
+            image_id = handlers.check_image(p, image_id)
+            if image_id is None:
+                return show(token, None, status_filter)
+            return (image_id, json.dumps(handlers.refresh_message(p, token, image_id)),
+                    handlers.title_text(p, image_id), handlers.image_rows(p, status_filter, image_id),
+                    handlers.progress_text(p))
+
+        def class_outputs(p: Project, keep=None):
+            """The class table and the "class to change" list, still on class ``keep`` if it exists."""
             choices = handlers.class_choices(p)
-            return handlers.class_rows(p), gr.update(choices=choices, value=choices[0][1] if choices else None)
+            idx = [i for _, i in choices]
+            value = int(keep) if keep not in (None, "") and int(keep) in idx else (idx[0] if idx else None)
+            return handlers.class_rows(p), gr.update(choices=choices, value=value)
 
         def on_start(tok, filt):
             p = handlers.project_for(tok)
@@ -162,10 +175,10 @@ def build_ui(project: Project) -> gr.Blocks:
             formats = list_formats()
             return (*show(tok, image_id, filt), handlers.project_line(p), *class_outputs(p),
                     gr.update(choices=formats, value="folder" if "folder" in formats else formats[0]),
-                    jobs.progress_html(_snap(p)))
+                    jobs.progress_html(_snap(p)), handlers.next_class_color(p))
 
         listen(demo.load, on_start, [token, status_filter],
-                  shown + [project_md, class_table, class_pick, fmt, train_progress])
+                  shown + [project_md, class_table, class_pick, fmt, train_progress, new_color])
 
         def navigate(tok, cur, filt, action):
             p = handlers.project_for(tok)
@@ -207,7 +220,7 @@ def build_ui(project: Project) -> gr.Blocks:
 
         def on_train(tok, n_epochs, px):
             p = handlers.project_for(tok)
-            training.start_training(p, epochs=int(n_epochs or 1), size=int(px or 128))
+            training.start_training(p, epochs=training.epochs_from_page(n_epochs), size=int(px or 128))
             return jobs.progress_html(_snap(p)), gr.Timer(active=True)
 
         listen(train_btn.click, on_train, [token, epochs, size], [train_progress, timer])
@@ -239,34 +252,36 @@ def build_ui(project: Project) -> gr.Blocks:
             html_ = jobs.progress_html(snap)
             if snap and snap["status"] != "running":
                 # finished: refresh what the job changed (predicted masks, statuses)
-                return (html_, gr.Timer(active=False), *show(tok, cur, filt))
+                return (html_, gr.Timer(active=False), *refresh(tok, cur, filt))
             return (html_, gr.skip()) + (gr.skip(),) * len(shown)
 
         listen(timer.tick, on_tick, [token, current, status_filter], [train_progress, timer] + shown,
                    show_progress="hidden")
 
         # ---------------------------------------------------------------- classes
-        def _classes_changed(tok, p: Project, message: str):
+        def _classes_changed(tok, p: Project, message: str, keep=None):
             gr.Info(message)
             msg = {"type": "classes", "project": tok, "classes": handlers.class_list(p),
                    "nonce": uuid.uuid4().hex[:8]}
-            return (*class_outputs(p), json.dumps(msg))
+            return (*class_outputs(p, keep), json.dumps(msg))
 
         def on_add_class(tok, name, color):
             p = handlers.project_for(tok)
-            return (*_classes_changed(tok, p, handlers.add_class(p, name, color)), "")
+            message = handlers.add_class(p, name, color)
+            return (*_classes_changed(tok, p, message, keep=p.num_classes - 1), "", handlers.next_class_color(p))
 
-        listen(add_class_btn.click, on_add_class, [token, new_class, new_color], [class_table, class_pick, cv, new_class])
+        listen(add_class_btn.click, on_add_class, [token, new_class, new_color],
+               [class_table, class_pick, cv, new_class, new_color])
 
         def on_rename(tok, idx, name):
             p = handlers.project_for(tok)
-            return _classes_changed(tok, p, handlers.rename_class(p, idx, name))
+            return _classes_changed(tok, p, handlers.rename_class(p, idx, name), keep=idx)
 
         listen(rename_btn.click, on_rename, [token, class_pick, rename_to], [class_table, class_pick, cv])
 
         def on_recolor(tok, idx, color):
             p = handlers.project_for(tok)
-            return _classes_changed(tok, p, handlers.recolor_class(p, idx, color))
+            return _classes_changed(tok, p, handlers.recolor_class(p, idx, color), keep=idx)
 
         listen(recolor_btn.click, on_recolor, [token, class_pick, recolor_to], [class_table, class_pick, cv])
 
@@ -282,15 +297,14 @@ def build_ui(project: Project) -> gr.Blocks:
         def on_upload(tok, files, cur, filt):
             p = handlers.project_for(tok)
             msg = handlers.add_uploads(p, files)
-            cur = handlers.check_image(p, cur)
-            return (msg, None, *show(tok, cur, filt))
+            return (msg, None, *refresh(tok, cur, filt))
 
         listen(upload_btn.click, on_upload, [token, uploads, current, status_filter], [add_msg, uploads] + shown)
 
         def on_folder(tok, path, cur, filt):
             p = handlers.project_for(tok)
             msg = handlers.add_folder(p, path)
-            return (msg, *show(tok, handlers.check_image(p, cur), filt))
+            return (msg, *refresh(tok, cur, filt))
 
         listen(folder_btn.click, on_folder, [token, folder, current, status_filter], [add_msg] + shown)
 
@@ -298,8 +312,8 @@ def build_ui(project: Project) -> gr.Blocks:
             p = handlers.open_project(path, classes_text)
             tok = handlers.register_project(p)
             return (tok, *show(tok, handlers.first_image(p), filt), handlers.project_line(p), *class_outputs(p),
-                    jobs.progress_html(_snap(p)))
+                    jobs.progress_html(_snap(p)), handlers.next_class_color(p))
 
         listen(open_btn.click, on_open, [proj_path, proj_classes, status_filter],
-                       [token] + shown + [project_md, class_table, class_pick, train_progress])
+                       [token] + shown + [project_md, class_table, class_pick, train_progress, new_color])
     return demo

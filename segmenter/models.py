@@ -271,6 +271,25 @@ def read_config(path: str | Path) -> dict:
     return doc
 
 
+def rename_class_in_checkpoints(folder: str | Path, idx: int, old: str, new: str) -> list[Path]:
+    """After a project's class ``idx`` was renamed from ``old`` to ``new``, rename it in the JSON
+    config of every checkpoint in ``folder`` whose class ``idx`` is ``old``: the class is the same,
+    so its models stay usable (predict refuses a checkpoint whose class names differ). Returns the
+    configs rewritten (atomically); unreadable ones are left alone."""
+    done = []
+    for jpath in sorted(Path(folder).glob("*.json")) if Path(folder).is_dir() else []:
+        try:
+            doc = read_config(jpath)
+        except CheckpointError:
+            continue
+        classes = doc["config"].get("classes")
+        if isinstance(classes, list) and 0 <= idx < len(classes) and classes[idx] == old:
+            classes[idx] = new
+            atomic_write_bytes(jpath, (json.dumps(doc, indent=1) + "\n").encode())
+            done.append(jpath)
+    return done
+
+
 def load_checkpoint(path: str | Path, expected_classes: list[str] | None = None) -> Checkpoint:
     """Load a checkpoint. ``expected_classes``: the project's class names; a checkpoint trained for
     other classes is refused with a :class:`CheckpointError` naming both lists."""

@@ -310,6 +310,8 @@ def test_navigation(project):
     assert handlers.next_most_uncertain(project, ids[1]) == ids[3]
     res = handlers.resolve_navigation(project, ids[0], "unannotated")
     assert res.image_id == ids[0] and "Every image" in res.message
+    empty = Project.create(project.root.parent / "empty")
+    assert "No images yet" in handlers.resolve_navigation(empty, None, "unannotated").message
     with pytest.raises(AnnotationError):
         handlers.resolve_navigation(project, ids[0], "sideways")
 
@@ -326,6 +328,56 @@ def test_classes(project):
         handlers.rename_class(project, None, "x")
     with pytest.raises(AnnotationError):
         handlers.recolor_class(project, 1, "not a colour")
+
+
+def test_new_classes_get_distinct_colours_and_commas_are_refused(project):
+    """The page's colour picker offers the palette's next colour (every added class was the same
+    green unless the person opened the picker); a comma would split the class lists."""
+    first = handlers.next_class_color(project)
+    handlers.add_class(project, "sky", first)
+    second = handlers.next_class_color(project)
+    handlers.add_class(project, "grass", second)
+    assert first != second and len({c["color"] for c in handlers.class_list(project)}) == 4
+    with pytest.raises(AnnotationError, match="comma"):
+        handlers.add_class(project, "a,b")
+
+
+def test_renaming_a_class_keeps_the_trained_models_usable(project):
+    """A rename keeps the class index, so the models trained before it still predict (the class-name
+    check refused them: 'was trained for classes [...], train a new model')."""
+    from segmenter.models import ModelConfig, create_model, save_checkpoint
+    from segmenter.predict import Predictor
+
+    cfg = ModelConfig(classes=project.class_names, size=32)
+    path = save_checkpoint(project.models_dir / "m", create_model(cfg), cfg)
+    handlers.rename_class(project, 1, "horse")
+    pred = Predictor.from_checkpoint(path, expected_classes=project.class_names, device="cpu")
+    assert pred.cfg.classes == ["background", "horse"]
+
+
+def test_a_finished_job_refreshes_the_shown_image_without_reloading_it(project, token):
+    """After a job (or an import) the shown image gets a 'refresh' (its overlays and status), not a
+    'load' that reset the canvas under a stroke; an image whose only mask is a tag pseudo-mask opens
+    on it (the live preview of no strokes showed nothing)."""
+    iid = project.image_ids()[0]
+    msg = handlers.refresh_message(project, token, iid)
+    assert msg["type"] == "refresh" and msg["image_id"] == iid and msg["overlay_kinds"] == ["preview"]
+    project.save_mask(iid, np.zeros((64, 64), np.uint8), "pseudo", source="tags:cam")
+    msg = handlers.refresh_message(project, token, iid)
+    assert msg["overlay_kinds"] == ["preview", "pseudo"] and msg["overlay_kind"] == "pseudo"
+    assert msg["status"] == project.status(iid)
+    project.save_scribbles(iid, _scribbles())
+    assert handlers.default_overlay_kind(project, iid) == "preview"  # strokes: their live preview
+
+
+def test_open_project_wants_a_full_path(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(AnnotationError, match="full path"):
+        handlers.open_project("myproj", "bg, cat")
+    assert not (tmp_path / "myproj").exists()
+    p = handlers.open_project(f'"{tmp_path / "quoted"}"', "bg, cat")  # pasted with its quotes
+    assert p.root == tmp_path / "quoted"
+    p.close()
 
 
 def test_uploads_check_type_size_and_sanitise_names(project, tmp_path, monkeypatch):

@@ -111,3 +111,20 @@ def test_cancelled_masks_from_tags_save_nothing(tmp_path):
     snap = job.snapshot()
     assert snap["status"] == "cancelled" and "no pseudo-mask" in snap["message"]
     assert all(p.mask_info(i, "pseudo") is None for i in p.image_ids())
+
+
+def test_the_epochs_box_and_predict_without_a_model_are_refused_with_a_reason(tmp_path):
+    assert training.epochs_from_page(3) == 3 and training.epochs_from_page("7") == 7
+    for bad, word in [(None, "enter a number"), ("", "enter a number"), (0, "1 to 1000"), (-3, "1 to 1000"),
+                      (2.5, "whole number"), ("x", "whole number")]:
+        with pytest.raises(AnnotationError, match=word):
+            training.epochs_from_page(bad)
+    p = Project.create(tmp_path / "p")
+    with pytest.raises(AnnotationError, match="No trained model yet"):
+        training.start_predict(p)
+
+
+def test_the_loss_caption_reads_first_to_last():
+    html_ = jobs.progress_html({"kind": "training", "status": "done", "fraction": 1.0,
+                                "losses": [(0, 1.0), (1, 2.0), (2, 0.5)]})
+    assert "loss 1.000 → 0.500" in html_

@@ -177,3 +177,16 @@ def test_commands_refuse_bad_projects_with_one_line(tmp_path, capsys):
     (p.models_dir / "broken.safetensors").write_bytes(b"garbage")
     assert main(["predict", str(p.root), "--device", "cpu", "--model", "broken"]) == 2
     assert "corrupt" in capsys.readouterr().err
+
+
+def test_classes_rename_keeps_the_projects_models_usable(tmp_path, capsys):
+    from segmenter.cli import main
+    from segmenter.models import ModelConfig, create_model, read_config, save_checkpoint
+
+    p = _project(tmp_path, labels=False)
+    cfg = ModelConfig(classes=p.class_names, size=32)
+    save_checkpoint(p.models_dir / "m", create_model(cfg), cfg)
+    p.close()
+    assert main(["classes", str(tmp_path / "proj"), "rename", "1", "horse"]) == 0
+    assert read_config(tmp_path / "proj" / "models" / "m.json")["config"]["classes"][1] == "horse"
+    assert main(["predict", str(tmp_path / "proj"), "--device", "cpu", "--model", "m"]) == 0

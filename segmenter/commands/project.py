@@ -91,7 +91,11 @@ def cmd_classes(args) -> int:
         c = p.add_class(args.name, args.color)
         print(f"added class {c.idx}: {c.name} {c.hex}")
     elif args.action == "rename":
+        from segmenter.models import rename_class_in_checkpoints
+
+        old = p.class_info(_key(args.cls)).name
         c = p.rename_class(_key(args.cls), args.new_name)
+        rename_class_in_checkpoints(p.models_dir, c.idx, old, c.name)
         print(f"class {c.idx} is now {c.name}")
     elif args.action == "recolor":
         c = p.recolor_class(_key(args.cls), args.color)
