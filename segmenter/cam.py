@@ -274,7 +274,8 @@ def tag_warnings(tags: np.ndarray, class_names: list[str] | None = None) -> list
         out.append(f"{n_unl} of {n} images have no tag; they get no pseudo-mask.")
     for i in range(c):
         if not present[i] and not absent[i]:
-            out.append(f"{names[i]}: never tagged; it is left out of every pseudo-mask.")
+            out.append(f"{names[i]}: never tagged, so nothing tells the classifier where it is; it still "
+                       "takes the pixels no tagged class claims (tag it present or absent on a few images).")
         elif not present[i]:
             out.append(f"{names[i]}: never tagged present, so it never appears in a pseudo-mask.")
         elif not absent[i]:

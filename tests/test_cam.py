@@ -91,6 +91,18 @@ def test_warnings_name_classes_nothing_can_be_learned_for():
     assert cm.tag_warnings(np.full((2, 2), -1, np.int8)) == ["no image has a tag: nothing can be learned."]
 
 
+def test_a_never_tagged_class_is_said_to_take_the_unclaimed_pixels_as_it_does():
+    """The warning said such a class was 'left out of every pseudo-mask'; it fills what the tagged
+    classes do not claim."""
+    imgs, _, tags = scenes(6)
+    tags = tags.copy()
+    tags[:, 0] = -1
+    res = cm.run_tags(imgs, tags, 3, cfg(epochs=1))
+    assert any((m == 0).any() for m in res.masks)
+    assert any(w.startswith("class 0: never tagged") and "takes the pixels no tagged class claims" in w
+               for w in res.warnings)
+
+
 def test_background_is_the_class_never_tagged_absent():
     tags = np.array([[1, 1, 0], [1, 0, 1]], np.int8)
     assert cm.background_classes(tags, cfg()).tolist() == [True, False, False]
