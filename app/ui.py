@@ -153,9 +153,9 @@ def build_ui(project: Project) -> gr.Blocks:
             """Like :func:`show` after a job or an import changed the project: the image shown stays,
             and the canvas keeps the person's mode, strokes and undo (a "refresh", not a reload)."""
             p = handlers.project_for(token)
-            image_id = handlers.check_image(p, image_id)
-            if image_id is None:
-                return show(token, None, status_filter)
+            shown_id = handlers.check_image(p, image_id)
+            if shown_id is None or image_id is None or int(image_id) != shown_id:  # nothing (still) shown: load
+                return show(token, shown_id, status_filter)
             return (image_id, json.dumps(handlers.refresh_message(p, token, image_id)),
                     handlers.title_text(p, image_id), handlers.image_rows(p, status_filter, image_id),
                     handlers.progress_text(p))
@@ -303,7 +303,11 @@ def build_ui(project: Project) -> gr.Blocks:
 
         def on_folder(tok, path, cur, filt):
             p = handlers.project_for(tok)
-            msg = handlers.add_folder(p, path)
+            try:
+                msg = handlers.add_folder(p, path)
+            except AnnotationError as e:  # said under the box too, where the last result stood
+                gr.Warning(str(e))
+                msg = f"Nothing added: {e}"
             return (msg, *refresh(tok, cur, filt))
 
         listen(folder_btn.click, on_folder, [token, folder, current, status_filter], [add_msg] + shown)

@@ -159,20 +159,27 @@ def open_by_name(pg, name: str) -> int:
 
 
 @contextlib.contextmanager
+def window(browser, server, image_name: str | None = None):
+    """A browser context of its own (another person, or this test alone) with the app open, on
+    ``image_name`` if given."""
+    ctx = browser.new_context(viewport={"width": 1300, "height": 950})
+    try:
+        pg = ctx.new_page()
+        pg.set_default_timeout(TIMEOUT)
+        pg.goto(server)
+        pg.wait_for_selector(f"{ROOT}[data-ready='1']")
+        if image_name is not None and image_name not in pg.inner_text("#ws-title"):
+            open_by_name(pg, image_name)
+        yield pg
+    finally:
+        ctx.close()
+
+
+@contextlib.contextmanager
 def two_windows(browser, server, image_name: str):
     """Two browser contexts (two people) with the app open on the same image: ``(page_a, page_b)``."""
-    contexts = [browser.new_context(viewport={"width": 1300, "height": 950}) for _ in range(2)]
-    try:
-        pages = [c.new_page() for c in contexts]
-        for pg in pages:
-            pg.set_default_timeout(TIMEOUT)
-            pg.goto(server)
-            pg.wait_for_selector(f"{ROOT}[data-ready='1']")
-            open_by_name(pg, image_name)
-        yield pages
-    finally:
-        for c in contexts:
-            c.close()
+    with window(browser, server, image_name) as pa, window(browser, server, image_name) as pb:
+        yield pa, pb
 
 
 def stored(project_dir, image_id):
@@ -363,7 +370,7 @@ def test_errors_show_in_the_page(page):
     assert "Traceback" not in page.content()
     shot(page, "14-error-message")
     # a failing canvas request keeps the strokes and says so in the page
-    page.evaluate("() => { const S = document.querySelector('#ws-canvas .ws-root')._ws; S.proj = 'gone'; }")
+    page.evaluate("() => { const S = document.querySelector('#ws-canvas .ws-root')._ws; S.proj = S.doc.proj = 'gone'; }")
     before = state(page)
     stroke(page, [(0.3, 0.3), (0.35, 0.35)])
     page.wait_for_function(f"() => document.querySelector('{ROOT}').dataset.error")
@@ -443,7 +450,7 @@ def test_undo_in_one_window_leaves_the_other_windows_strokes(browser, server, pr
         shot(pa, "18-undo-in-one-of-two-windows")
 
 
-def test_filter_upload_and_new_class(page, tmp_path):
+def test_filter_upload_and_new_class(page, tmp_path, project_dir):
     page.locator("#ws-filter input").click()
     page.get_by_role("option", name="Untouched").click()
     page.wait_for_function("() => !document.querySelector('#ws-image-list').innerText.includes('predicted')")
@@ -466,6 +473,16 @@ def test_filter_upload_and_new_class(page, tmp_path):
     page.click("#ws-add-class")
     page.locator(f"{ROOT} .ws-class", has_text="shadow").wait_for()
     assert page.locator(f"{ROOT} .ws-tag", has_text="shadow").count() == 1
+    new.fill("rock")  # the colour picker moved on to the palette's next colour
+    page.click("#ws-add-class")
+    page.locator(f"{ROOT} .ws-class", has_text="rock").wait_for()
+    with Project.open(project_dir) as p:
+        assert len({c.hex for c in p.classes()}) == p.num_classes, [c.hex for c in p.classes()]
+    # a folder that is not there: said under the box, where the upload's result stood
+    page.locator("#ws-folder input, #ws-folder textarea").first.fill("/nonexistent/folder")
+    page.click("#ws-folder-btn")
+    page.wait_for_function("() => document.querySelector('#ws-add-msg').innerText.includes('Nothing added')")
+    assert "Added 1 image" not in page.inner_text("#ws-add-msg")
     shot(page, "19-upload-and-new-class")
 
 
@@ -527,3 +544,188 @@ def test_masks_from_tags(page, project_dir):
         info = p.mask_info(iid, "pseudo")
         assert info is not None and info.source.startswith("tags:cam")
     shot(page, "15-masks-from-tags")
+
+
+# ------------------------------------------------------------------ independent of the walk-through
+def receive(pg, msg: dict) -> None:
+    """Hand the canvas ``msg`` as if Python had sent it as the gr.HTML value."""
+    pg.evaluate(f"(m) => document.querySelector('{ROOT}')._wsReceive(m)", json.dumps(msg))
+
+
+def canvas_js(pg, expr: str):
+    """``expr`` evaluated with ``S`` (the canvas state) and ``root`` in scope."""
+    return pg.evaluate(f"() => {{ const root = document.querySelector('{ROOT}'), S = root._ws; return {expr}; }}")
+
+
+def overlay_buttons(pg) -> list[str]:
+    return pg.evaluate(f"() => Array.from(document.querySelectorAll('{ROOT} .ws-ovl')).map(b => b.dataset.kind)")
+
+
+def image_without_final(project_dir) -> tuple[int, str]:
+    with Project.open(project_dir) as p:
+        for i in p.image_ids():
+            info = p.image_info(i)
+            if info.name.startswith("disc") and p.mask_info(i, "final") is None:
+                return i, info.name
+    pytest.fail("every image has a final mask")
+
+
+def mask_editor(pg, cls: int = 1) -> None:
+    pg.click(f"{ROOT} .ws-mode[data-mode='mask']")
+    pg.wait_for_selector(f"{ROOT}[data-mode='mask']")
+    pick_class(pg, cls)
+    pg.locator(f"{ROOT} .ws-size").fill("6")
+
+
+def stroke_with_message(pg, fy: float, msg: dict) -> None:
+    """A stroke along row ``fy`` (fractions of the canvas) from x 0.1 to 0.9; ``msg`` arrives at x 0.4."""
+    box = pg.locator(f"{ROOT} canvas.ws-labels").bounding_box()
+    x, y = (lambda fx: box["x"] + fx * box["width"]), box["y"] + fy * box["height"]
+    pg.mouse.move(x(0.1), y)
+    pg.mouse.down()
+    pg.mouse.move(x(0.4), y, steps=6)
+    receive(pg, msg)
+    pg.mouse.move(x(0.9), y, steps=6)
+    pg.mouse.up()
+
+
+def painted_columns(project_dir, image_id, start: np.ndarray) -> tuple[float, float]:
+    """The x extent (fractions) of the class-1 pixels the stored final mask gained over ``start``
+    (the page's mask-editor map before the stroke)."""
+    with Project.open(project_dir) as p:
+        m = p.mask(image_id, "final")
+    assert m is not None, "no final mask stored"
+    cols = np.flatnonzero(((m == 1) & (start != 1)).any(0))
+    return cols.min() / SIZE, cols.max() / SIZE
+
+
+def editor_map(pg) -> np.ndarray:
+    return np.array(canvas_js(pg, "Array.from(S.docs.mask.labels)"), np.uint8).reshape(SIZE, SIZE)
+
+
+def test_a_refresh_mid_stroke_keeps_the_mask_editor_and_updates_the_overlays(browser, server, project_dir):
+    """A job ends while a mask-editor stroke is drawn: the "refresh" for this image brings new
+    overlay kinds and the status, and the stroke is saved whole as the final mask, in the editor."""
+    iid, name = image_without_final(project_dir)
+    with window(browser, server, name) as pg:
+        mask_editor(pg)
+        tok, version, start = canvas_js(pg, "S.proj"), stored(project_dir, iid)[1], editor_map(pg)
+        stroke_with_message(pg, 0.85, {"type": "refresh", "nonce": "r1", "project": tok, "image_id": iid,
+                                       "overlay_kinds": ["preview", "imported"], "overlay_kind": "imported",
+                                       "status": "imported"})
+        wait_saved(pg)
+        assert canvas_js(pg, "S.mode") == "mask"
+        x0, x1 = painted_columns(project_dir, iid, start)  # the whole stroke, in the mask
+        assert x0 < 0.15 and x1 > 0.85
+        with Project.open(project_dir) as p:
+            np.testing.assert_array_equal(p.mask(iid, "final"), editor_map(pg))
+        assert stored(project_dir, iid)[1] == version  # nothing went into the scribbles
+        assert overlay_buttons(pg) == ["preview", "final", "imported", "none"]
+        receive(pg, {"type": "refresh", "project": tok, "image_id": iid, "overlay_kinds": ["preview", "final"],
+                     "overlay_kind": "final", "status": "final (refreshed)"})
+        assert "final (refreshed)" in pg.inner_text(f"{ROOT} .ws-status")
+        # a refresh for another image, or from another project, changes nothing
+        for other in ({"project": tok, "image_id": iid + 1}, {"project": "other", "image_id": iid}):
+            receive(pg, dict(other, type="refresh", overlay_kinds=["preview", "pseudo"], overlay_kind="pseudo",
+                             status="untouched"))
+        assert overlay_buttons(pg) == ["preview", "final", "none"] and canvas_js(pg, "S.mode") == "mask"
+        assert "untouched" not in pg.inner_text(f"{ROOT} .ws-status")
+        shot(pg, "20-refresh-mid-mask-stroke")
+
+
+def test_a_load_mid_stroke_saves_the_stroke_in_its_own_layer(browser, server, project_dir):
+    """The same image loaded again while a mask-editor stroke is drawn: the part drawn so far is
+    saved as the final mask (not in the scribbles), and the page ends saved."""
+    from app import handlers
+
+    iid, name = image_without_final(project_dir)
+    with window(browser, server, name) as pg:
+        mask_editor(pg)
+        tok, version, start = canvas_js(pg, "S.proj"), stored(project_dir, iid)[1], editor_map(pg)
+        with Project.open(project_dir) as p:
+            msg = handlers.load_message(p, tok, iid)
+        stroke_with_message(pg, 0.85, msg)
+        wait_saved(pg)
+        x0, x1 = painted_columns(project_dir, iid, start)  # the part drawn before the load
+        assert x0 < 0.15 and 0.35 < x1 < 0.6
+        assert stored(project_dir, iid)[1] == version
+        assert canvas_js(pg, "S.mode") == "scribbles" and canvas_js(pg, "S.overlayKind") == "final"
+
+
+def test_leaving_the_mask_editor_shows_the_edit_and_accept_keeps_it(browser, server, project_dir):
+    iid, name = image_without_final(project_dir)
+    with window(browser, server, name) as pg:
+        assert "final" not in overlay_buttons(pg)
+        mask_editor(pg)
+        pg.locator(f"{ROOT} .ws-size").fill("12")
+        stroke(pg, [(0.05, 0.9), (0.3, 0.9)])
+        wait_saved(pg)
+        with Project.open(project_dir) as p:
+            edited = p.mask(iid, "final")
+        pg.click(f"{ROOT} .ws-mode[data-mode='scribbles']")
+        pg.wait_for_selector(f"{ROOT}[data-overlay-kind='final']")
+        assert "final" in overlay_buttons(pg)
+        pg.wait_for_function(f"() => document.querySelector('{ROOT}').dataset.overlay.startsWith('final:')")
+        pg.click(f"{ROOT} .ws-accept")
+        pg.wait_for_function(f"() => document.querySelector('{ROOT} .ws-status').innerText.includes('final')")
+        with Project.open(project_dir) as p:
+            np.testing.assert_array_equal(p.mask(iid, "final"), edited)
+        shot(pg, "21-mask-edit-then-accept")
+
+
+def open_project(pg, path) -> None:
+    """Open the project folder ``path`` from the page and wait for its first image."""
+    if not pg.locator("#ws-proj-path").is_visible():
+        pg.click("#ws-project-panel button:has-text('Project')")
+    old = canvas_js(pg, "S.proj")
+    pg.locator("#ws-proj-path input, #ws-proj-path textarea").first.fill(str(path))
+    pg.click("#ws-open")
+    pg.wait_for_function(f"() => {{ const S = document.querySelector('{ROOT}')._ws; "
+                         f"return S.proj !== {json.dumps(old)} && S.doc; }}")
+
+
+def test_undo_stays_in_its_project(browser, server, tmp_path):
+    """Strokes cleared in project B are not restored into project C's image of the same id by an
+    undo there; back in B the undo still brings them back."""
+    paths = []
+    for name in ("B", "C"):
+        p = Project.create(tmp_path / name, classes=["background", "object"])
+        p.add_image(encode_image_png(make_disc_image(SIZE, seed=5)[0]), name="same.png")
+        p.close()
+        paths.append(tmp_path / name)
+    with window(browser, server) as pg:
+        open_project(pg, paths[0])
+        pick_class(pg, 1)
+        stroke(pg, [(0.3, 0.5), (0.7, 0.5)])
+        wait_saved(pg)
+        iid, drawn = state(pg)["id"], state(pg)["counts"]
+        pg.click(f"{ROOT} .ws-clear")
+        wait_saved(pg)
+        open_project(pg, paths[1])
+        assert state(pg)["id"] == iid
+        pg.click(f"{ROOT} .ws-undo")
+        wait_saved(pg)
+        assert "Nothing to undo" in pg.inner_text(f"{ROOT} .ws-status")
+        with Project.open(paths[1]) as p:
+            assert p.scribbles(iid) is None and p.scribble_version(iid) == 0
+        open_project(pg, paths[0])
+        pg.click(f"{ROOT} .ws-undo")
+        wait_saved(pg)
+        assert state(pg)["counts"] == drawn
+        with Project.open(paths[0]) as p:
+            assert int((p.scribbles(iid) == 1).sum()) == drawn["1"]
+
+
+def test_preview_timing_only_after_a_stroke(browser, server):
+    """The stroke-to-preview latency is shown for a stroke's preview only, not for a preview
+    recomputed for another reason (here: the overlay chosen again)."""
+    with window(browser, server) as pg:
+        pick_class(pg, 1)
+        stroke(pg, [(0.4, 0.5), (0.6, 0.5)])
+        wait_preview(pg)
+        assert "after the stroke" in pg.inner_text(f"{ROOT} .ws-timing")
+        pg.click(f"{ROOT} .ws-ovl[data-kind='none']")
+        pg.wait_for_selector(f"{ROOT}[data-overlay='none']")
+        pg.click(f"{ROOT} .ws-ovl[data-kind='preview']")
+        wait_preview(pg)
+        assert "after the stroke" not in pg.inner_text(f"{ROOT} .ws-timing")

@@ -5,10 +5,16 @@
 // After every stroke the doc is saved through server.canvas_save (one request in flight per doc;
 // strokes drawn meanwhile are sent next), then the overlay is refreshed through
 // server.canvas_preview. Undo/redo take back this page's own strokes (a history of pixel changes
-// per image and layer, kept across image changes) and are saved like strokes, merged on top of
-// whatever another window saved meanwhile: one annotator's undo never removes another's strokes.
-// Messages from Python arrive in
-// props.value (JSON): {"type": "load" | "empty" | "classes" | "refresh", ...}.
+// per project, image and layer, kept across image and project changes) and are saved like strokes,
+// merged on top of whatever another window saved meanwhile: one annotator's undo never removes
+// another's strokes. Docs and undo history are keyed by the project token as well as the image id
+// and layer, so they never cross projects opened one after the other from the page.
+// Messages from Python arrive in props.value (JSON): {"type": "load" | "empty" | "classes" | "refresh", ...}.
+// "load" shows an image (a stroke under way is finished and saved in its own layer first);
+// "refresh" ({project, image_id, overlay_kinds, overlay_kind, status}) follows a change of the
+// project (a job ended) for the image shown: it updates the overlay buttons and the status only,
+// and keeps the mode, the strokes (drawn, unsaved or in flight), the undo history and the overlay
+// chosen. A "refresh" for another image or project is ignored.
 (function () {
   const root = element.querySelector('.ws-root');
   if (!root) return;
@@ -20,9 +26,10 @@
   const S = {
     proj: null, id: null, W: 0, H: 0, classes: [], lut: [], cls: 1, erase: false, size: 6, zoom: 1,
     mode: 'scribbles', docs: {}, doc: null, overlayKind: 'preview', overlayKinds: ['preview'],
-    overlayWanted: false, overlayBusy: false, strokeEnd: 0, opacity: 0.45, tags: {}, imgData: null,
+    overlayWanted: false, overlayBusy: false, strokeEnd: 0, previewStroke: 0, label: '', opacity: 0.45, tags: {}, imgData: null,
     drawing: false, last: null, pointerId: null, status: '', seq: 0,
     hist: {}, before: null,  // docKey -> {undo: [], redo: []} of {idx, before, after}; labels at stroke start
+    // previewStroke: the end time of the stroke whose preview is awaited (0: the next preview is not a stroke's)
   };
   root._ws = S;  // for tests and debugging
 
@@ -70,10 +77,11 @@
     root.dataset.mode = S.mode;
   }
   const allDocs = {};  // key -> doc, every doc with unsaved work stays here until saved
-  function docKey(id, layer) { return id + ':' + layer; }
+  function docKey(proj, id, layer) { return proj + '|' + id + ':' + layer; }
+  function isShown(d) { return !!d && d.proj === S.proj && d.id === S.id; }
   function makeDoc(id, layer, W, H, labels, version, kind) {
-    const d = {id, layer, W, H, labels, version, kind: kind || '', dirty: false, inflight: false};
-    const k = docKey(id, layer);
+    const d = {proj: S.proj, id, layer, W, H, labels, version, kind: kind || '', dirty: false, inflight: false};
+    const k = docKey(S.proj, id, layer);
     const old = allDocs[k];
     if (old && (old.dirty || old.inflight)) return old;  // keep unsaved strokes of a revisited image
     allDocs[k] = d;
@@ -82,7 +90,7 @@
 
   const HISTORY = 100;  // undo steps kept per image and layer
   function histOf(d) {
-    const k = docKey(d.id, d.layer);
+    const k = docKey(d.proj, d.id, d.layer);
     return S.hist[k] || (S.hist[k] = {undo: [], redo: []});
   }
   function record(d, before) {
@@ -189,6 +197,17 @@
     }
     markOverlay();
   }
+  function addFinalKind() {
+    // the image has a final mask now (accepted or painted in the mask editor): offer it as overlay
+    if (S.overlayKinds.includes('final')) return;
+    S.overlayKinds.splice(S.overlayKinds[0] === 'preview' ? 1 : 0, 0, 'final');
+    buildOverlays();
+  }
+  function maskEdited() {
+    // this visit to the mask editor changed the final mask (saved, or on its way)
+    const m = S.docs.mask;
+    return !!m && isShown(m) && !!(m.edited || m.dirty || m.inflight);
+  }
   function markOverlay() {
     root.querySelectorAll('.ws-ovl').forEach((b) => b.classList.toggle('ws-on', b.dataset.kind === S.overlayKind));
     q('.ws-accept').disabled = S.overlayKind === 'none' || S.mode === 'mask';
@@ -256,7 +275,8 @@
     updateFlags();
     const sent = d.labels.slice();
     setStatus('Saving…');
-    const r = await call('canvas_save', {image_id: d.id, layer: d.layer, labels: rleEncode(sent), version: d.version, kind: d.kind});
+    const r = await call('canvas_save', {project: d.proj, image_id: d.id, layer: d.layer, labels: rleEncode(sent),
+                                         version: d.version, kind: d.kind});
     d.inflight = false;
     if (!r) {
       d.dirty = true;  // keep the strokes; they go with the next save
@@ -265,7 +285,14 @@
       return;
     }
     d.version = r.version;
-    if (d.layer === 'mask') d.kind = 'final';
+    if (d.layer === 'mask') {
+      d.kind = 'final';
+      d.edited = true;
+      if (isShown(d)) {
+        addFinalKind();
+        if (S.mode !== 'mask' && S.overlayKind === 'final') requestOverlay();  // left the editor before this save
+      }
+    }
     if (r.labels) {  // merged with someone else's work: take theirs plus what was drawn since
       const merged = rleDecode(r.labels, d.W * d.H), cur = d.labels;
       // a stroke under way: the other window's pixels are not part of it (its undo leaves them)
@@ -283,7 +310,7 @@
         : 'Saved' + (r.merged ? ' (merged with another window\'s strokes)' : '') + ' \u00b7 version ' + r.version);
       if (r.labels && d.layer === 'scribbles') { S.seq++; requestOverlay(); }  // merged: preview what is stored now
     }
-    if (d.id === S.id) notifySaved(r.status); else notifySaved(undefined, true);  // an earlier image's save
+    if (isShown(d)) notifySaved(r.status); else notifySaved(undefined, true);  // an earlier image's save
     if (d.dirty) flush(d); else updateFlags();
   }
   function waitSaved(d) {
@@ -292,7 +319,9 @@
       tick();
     });
   }
-  function requestOverlay() {
+  function requestOverlay(strokeTime) {
+    // strokeTime: the end of the stroke this preview follows (its latency is shown); none for any other reason
+    if (strokeTime) S.previewStroke = strokeTime;
     S.overlayWanted = true;
     if (!S.overlayBusy) runOverlay();
   }
@@ -300,14 +329,15 @@
     S.overlayBusy = true;
     while (S.overlayWanted) {
       S.overlayWanted = false;
-      const id = S.id, kind = S.overlayKind, t0 = S.strokeEnd, seq = S.seq, d = S.docs.scribbles;
+      const id = S.id, proj = S.proj, kind = S.overlayKind, t0 = S.previewStroke, seq = S.seq, d = S.docs.scribbles;
+      S.previewStroke = 0;
       if (id == null || S.mode === 'mask') break;
       if (kind === 'none') { ovl.removeAttribute('src'); applyOpacity(); root.dataset.overlay = 'none'; continue; }
       // the live preview is computed from the strokes in this page, beside their save
       const req = {image_id: id, kind};
-      if (kind === 'preview' && d && d.id === id) req.labels = rleEncode(d.labels);
+      if (kind === 'preview' && d && d.id === id && d.proj === proj) req.labels = rleEncode(d.labels);
       const r = await call('canvas_preview', req);
-      if (!r || id !== S.id || kind !== S.overlayKind) continue;
+      if (!r || id !== S.id || proj !== S.proj || kind !== S.overlayKind) continue;
       if (r.overlay) {
         await new Promise((res) => { ovl.onload = res; ovl.onerror = res; ovl.src = r.overlay; });
         root.dataset.overlay = kind + ':' + seq;
@@ -316,7 +346,7 @@
           root.dataset.previewLatency = dt.toFixed(3);
           setTiming('preview ' + dt.toFixed(2) + ' s after the stroke (compute ' + (r.seconds || 0).toFixed(2) + ' s)');
         } else {
-          setTiming(r.message || '');
+          setTiming(r.message || (kind === 'preview' ? 'preview computed in ' + (r.seconds || 0).toFixed(2) + ' s' : ''));
         }
       } else {
         ovl.removeAttribute('src');
@@ -353,7 +383,7 @@
     S.strokeEnd = performance.now();
     setStatus((redo ? 'Redone' : 'Undone') + (kept ? ' (pixels drawn over since are kept)' : ''));
     flush(d);
-    if (d.layer === 'scribbles') { S.seq++; requestOverlay(); }
+    if (d.layer === 'scribbles') { S.seq++; requestOverlay(S.strokeEnd); }
   }
   function clearAll() {
     const d = S.doc;
@@ -365,13 +395,14 @@
     renderAll();
     S.strokeEnd = performance.now();
     flush(d);
-    if (d.layer === 'scribbles') { S.seq++; requestOverlay(); }
+    if (d.layer === 'scribbles') { S.seq++; requestOverlay(S.strokeEnd); }
   }
   async function setMode(mode) {
-    if (mode === S.mode || S.id == null) return;
+    if (mode === S.mode || S.id == null || S.drawing) return;
     if (mode === 'mask') {
-      const r = await call('canvas_mask_layer', {image_id: S.id});
-      if (!r) return;
+      const id = S.id, proj = S.proj;
+      const r = await call('canvas_mask_layer', {image_id: id});
+      if (!r || id !== S.id || proj !== S.proj || S.mode === 'mask' || S.drawing) return;  // the image changed meanwhile
       S.mode = 'mask';
       S.doc = makeDoc(S.id, 'mask', S.W, S.H, rleDecode(r.labels, S.W * S.H), r.version, r.kind);
       setTiming('');
@@ -381,6 +412,7 @@
       S.mode = 'scribbles';
       S.doc = S.docs.scribbles;
       setStatus('Scribbles');
+      if (maskEdited()) { addFinalKind(); S.overlayKind = 'final'; }  // show what was painted, so Accept keeps it
       requestOverlay();
     }
     S.docs[S.mode] = S.doc;
@@ -392,12 +424,14 @@
   }
   async function accept() {
     if (S.id == null || S.mode === 'mask') return;
-    const d = S.docs.scribbles;
+    const d = S.docs.scribbles, id = S.id, proj = S.proj;
     await waitSaved(d);
-    const r = await call('canvas_accept', {image_id: S.id, kind: S.overlayKind});
-    if (!r) return;
+    await waitSaved(S.docs.mask);
+    if (id !== S.id || proj !== S.proj) return;
+    const r = await call('canvas_accept', {image_id: id, kind: S.overlayKind});
+    if (!r || id !== S.id || proj !== S.proj) return;
     setStatus(r.message);
-    if (!S.overlayKinds.includes('final')) { S.overlayKinds.splice(1, 0, 'final'); }
+    addFinalKind();
     S.overlayKind = 'final';
     buildOverlays();
     requestOverlay();
@@ -461,18 +495,23 @@
   });
   function endStroke(e) {
     if (!S.drawing || (e && e.pointerId !== S.pointerId)) return;
+    finishStroke();
+  }
+  function finishStroke() {
+    // the stroke under way ends here (pointer up, or an image load while drawing): recorded and saved
+    // in the layer it was drawn in
     S.drawing = false;
     S.strokeEnd = performance.now();
-    if (S.doc) {
-      if (S.before && S.before.length === S.doc.labels.length) record(S.doc, S.before);
-      S.before = null;
-      S.doc.dirty = true;
-      flush(S.doc);
-      if (S.doc.layer === 'scribbles') {
-        S.seq++;
-        if (S.overlayKind !== 'preview' && S.overlayKinds.includes('preview')) { S.overlayKind = 'preview'; markOverlay(); }
-        requestOverlay();
-      }
+    const d = S.doc;
+    if (!d) return;
+    if (S.before && S.before.length === d.labels.length) record(d, S.before);
+    S.before = null;
+    d.dirty = true;
+    flush(d);
+    if (d.layer === 'scribbles') {
+      S.seq++;
+      if (S.overlayKind !== 'preview' && S.overlayKinds.includes('preview')) { S.overlayKind = 'preview'; markOverlay(); }
+      requestOverlay(S.strokeEnd);
     }
   }
   cv.addEventListener('pointerup', endStroke);
@@ -527,22 +566,50 @@
     buildTags();
     renderAll();
   }
+  function statusLine() {
+    return S.label + (S.status ? ' \u00b7 ' + S.status : '') + (S.mode === 'mask' ? ' \u00b7 Mask editor' : '');
+  }
+  function refresh(msg) {
+    // the project changed under the image shown (a job ended): new overlay kinds and status only
+    if (S.id == null || msg.image_id !== S.id || (msg.project && msg.project !== S.proj)) return;
+    const before = S.overlayKinds, kinds = (msg.overlay_kinds || before).slice();
+    S.overlayKinds = kinds;
+    if (maskEdited()) addFinalKind();  // its save may not have landed when the server looked
+    const appeared = kinds.some((k) => !before.includes(k)), want = msg.overlay_kind;
+    const sd = S.docs.scribbles, noStrokes = !sd || sd.labels.every((v) => v === 255);
+    if (S.overlayKind !== 'none' && !kinds.includes(S.overlayKind)) {
+      S.overlayKind = kinds.includes(want) ? want : (kinds[0] || 'none');
+    } else if (S.overlayKind === 'preview' && appeared && noStrokes && !S.drawing && kinds.includes(want)) {
+      S.overlayKind = want;
+    }
+    if (msg.status !== undefined) S.status = msg.status;
+    buildOverlays();
+    setStatus(statusLine());
+    if (S.mode !== 'mask') requestOverlay();  // the mask shown (or the prediction under the preview) may be new
+    updateFlags();
+  }
   function load(msg) {
     if (!msg || !msg.type) return;
+    if (msg.type === 'refresh') { refresh(msg); return; }
+    // a stroke under way belongs to the doc it was drawn in: finish and save it there before any switch
+    if (S.drawing && (msg.type === 'load' || msg.type === 'empty')) finishStroke();
+    const prevProj = S.proj;
     S.proj = msg.project || S.proj;
     if (msg.classes) setClasses(msg.classes);
     if (msg.type === 'classes') { if (S.id != null) requestOverlay(); return; }
     if (msg.type === 'empty') {
-      S.id = null; S.doc = null; S.W = S.H = 0;
+      S.id = null; S.doc = null; S.docs = {}; S.W = S.H = 0; S.mode = 'scribbles';
       root.classList.add('ws-noimage');
       q('.ws-empty').textContent = msg.message || 'No image.';
       setStatus(msg.message || '');
+      markTools();
       updateFlags();
       return;
     }
     if (msg.type !== 'load') return;
     root.classList.remove('ws-noimage');
-    const sameImage = S.id === msg.image_id;
+    const sameImage = S.id === msg.image_id && prevProj === S.proj;
+    const keepFinal = sameImage && maskEdited();  // a mask edit saved or on its way: show it, not an older mask
     S.id = msg.image_id; S.W = msg.width; S.H = msg.height;
     S.mode = 'scribbles';
     const labels = msg.labels ? rleDecode(msg.labels, S.W * S.H) : new Uint8Array(S.W * S.H).fill(255);
@@ -554,29 +621,33 @@
     img.src = msg.image;
     ovl.removeAttribute('src');
     root.dataset.overlay = '';
-    S.overlayKinds = msg.overlay_kinds || ['preview'];
+    S.overlayKinds = (msg.overlay_kinds || ['preview']).slice();
     S.overlayKind = msg.overlay_kind || 'preview';
+    if (keepFinal) { addFinalKind(); S.overlayKind = 'final'; }
     S.tags = msg.tags || {};
     S.status = msg.status;
+    S.label = (msg.name || '') + (msg.position ? '  (' + msg.position + ')' : '');
     buildOverlays();
     markTags();
     markTools();
-    if (!sameImage || msg.type === 'load') fitZoom();
+    fitZoom();
     applyOpacity();
     clearError();
-    setStatus((msg.name || '') + (msg.position ? '  (' + msg.position + ')' : '') + ' \u00b7 ' + (msg.status || ''));
+    setStatus(statusLine());
     setTiming('');
     S.strokeEnd = 0;
+    S.previewStroke = 0;
     updateFlags();
     requestOverlay();
     root.dataset.ready = '1';
   }
-  function onValue() {
-    let msg = props.value;
+  function onValue(raw) {
+    let msg = raw === undefined ? props.value : raw;
     if (typeof msg === 'string') { try { msg = msg ? JSON.parse(msg) : null; } catch (e) { msg = null; } }
     load(msg);
   }
-  watch('value', onValue);
+  root._wsReceive = onValue;  // for tests: a message (JSON text or object) as if it came in props.value
+  watch('value', () => onValue());
   window.addEventListener('resize', () => { if (S.W) fitZoom(); });
   onValue();
 })();
