@@ -137,3 +137,17 @@ def test_bad_benchmark_arguments_are_one_line(tmp_path, capsys, argv, word):
 def test_bench_export_refuses_bad_arguments(capsys, extra, word):
     assert main(["bench", "export", "--n", "2", "--size", "16"] + extra) == 2
     assert word in capsys.readouterr().err
+
+
+def test_masks_marking_a_class_with_255_are_pointed_out(tmp_path, capsys):
+    """0/255 binary masks follow '255 = ignore' and score near 1 on background alone; the report
+    cannot know, but the run names the class no scored pixel belongs to."""
+    root = write_dataset(tmp_path / "d")
+    for k in range(4):
+        m = read_label_map(root / "masks" / f"im{k}.png")
+        Image.fromarray(np.where(m == 1, 255, 0).astype(np.uint8)).save(root / "masks" / f"im{k}.png")
+    assert bench_pseudo(root, tmp_path)[0] == 0
+    assert "no ground-truth pixel of class 'disc'" in capsys.readouterr().err
+    root2 = write_dataset(tmp_path / "ok")
+    assert bench_pseudo(root2, tmp_path)[0] == 0
+    assert "no ground-truth pixel" not in capsys.readouterr().err

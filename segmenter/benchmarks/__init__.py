@@ -47,3 +47,15 @@ def split_ids(ds, names: str | None, *, with_mask: bool = False) -> list[str]:
                   f"{', '.join(bare[:5])}{' …' if len(bare) > 5 else ''}", file=sys.stderr)
         ids = [i for i in ids if i not in set(bare)]
     return ids
+
+
+def note_unseen_classes(meter, class_names: list[str], where: str) -> None:
+    """Name on stderr the classes that no scored ground-truth pixel belongs to: a score without
+    them may be right (a small subset), or the masks mark a class with 255, which reads 'ignore'."""
+    import sys
+
+    gt_n = meter.cm.sum(1)
+    unseen = [class_names[c] for c in range(len(class_names)) if gt_n[c] == 0]
+    if unseen and gt_n.sum() > 0:
+        print(f"note: {where}: no ground-truth pixel of class {', '.join(repr(u) for u in unseen)} among the images "
+              "scored (255 in a mask means 'ignore', not a class).", file=sys.stderr)

@@ -132,7 +132,7 @@ def evaluate(data: str | Path, scribbles: str, split: str | None = None, limit: 
              strokes: int = 1, log=print) -> dict:
     """Run the benchmark and return the report dict (keys of BENCHMARK.md §1)."""
     from annotations.folder import FolderDataset
-    from segmenter.benchmarks import split_ids
+    from segmenter.benchmarks import note_unseen_classes, split_ids
     from segmenter.cli import UsageError
     from segmenter.metrics import MeanIoU
     from segmenter.pseudo import DEFAULT_METHOD, list_methods
@@ -199,6 +199,7 @@ def evaluate(data: str | Path, scribbles: str, split: str | None = None, limit: 
             log(f"  {k + 1}/{len(ids)} " + "  ".join(f"{n}={meters[n].miou:.3f}" for n in names))
     if not per_image:
         raise UsageError(f"{ds.name}: none of the {len(ids)} images has a stroke in scribble set '{scribbles}'.")
+    note_unseen_classes(meters[names[0]], ds.classes, ds.name)
     report = {"task": "pseudo", "dataset": ds.name, "scribbles": scribbles, "split": split,
               "n_images": len(per_image), "skipped_no_scribbles": skipped, "default": DEFAULT_METHOD,
               "methods": {}, "per_image": per_image}

@@ -299,7 +299,7 @@ def run(args) -> int:
 
 
 def run_benchmark(args, FolderDataset) -> dict:
-    from segmenter.benchmarks import split_ids
+    from segmenter.benchmarks import note_unseen_classes, split_ids
     from segmenter.data import TrainSet
     from segmenter.metrics import MeanIoU
     from segmenter.models import ModelConfig
@@ -377,6 +377,7 @@ def run_benchmark(args, FolderDataset) -> dict:
         for (_, gt), p in zip(pairs, pred.predict([im for im, _ in pairs])):
             metric.add(p.mask, gt)
     test_seconds = time.perf_counter() - t0
+    note_unseen_classes(metric, test_ds.classes, f"{test_ds.name} test split")
 
     bare_ips = bare.images_per_s
     train_seconds = res.train_seconds - bare.seconds + prepare_seconds  # the interleaved bare steps excluded
