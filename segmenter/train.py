@@ -216,6 +216,31 @@ def _cosine_lr(step: int, total: int, base: float, warmup: int) -> float:
     return base * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, t))))
 
 
+def needs_two_per_batch(model, in_channels: int, size: int, device) -> bool:
+    """Whether a batch norm of ``model`` sees a single value per channel of each image (a globally
+    pooled branch: DeepLabV3 / V3+'s ASPP pooling, PAN, UPerNet), so that in training a batch of one
+    image is an error ("Expected more than 1 value per channel"). Found with one forward pass of a
+    ``size`` px image in eval mode (no statistics change); a model that cannot run at that size at
+    all is left to fail in training, with the training's message."""
+    import torch
+
+    single = []
+    hooks = [m.register_forward_pre_hook(lambda _m, inp: single.append(inp[0][0, 0].numel() == 1))
+             for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, in_channels, size, size, device=device))
+    except RuntimeError:
+        return False
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    return any(single)
+
+
 def _pseudo_image(image: np.ndarray) -> np.ndarray:
     """A cached training image as the pseudo-labellers take it: ``(S, S, 1)`` (``--channels 1``)
     becomes ``(S, S)``."""
@@ -462,6 +487,7 @@ class Trainer:
                 model = create_model(mcfg, encoder_weights=cfg.encoder_weights)
             model.to(self.device).train()
             raw_model = model
+            pairs = needs_two_per_batch(raw_model, mcfg.in_channels, mcfg.size, self.device)
             model = ddp.wrap(model, self.dist, self.device)
 
             unl_idx = d.kind == 0
@@ -538,7 +564,7 @@ class Trainer:
                     idx = np.asarray(order[step * cfg.batch_size:(step + 1) * cfg.batch_size])
                     if len(idx) == 0:
                         idx = np.asarray(order[:cfg.batch_size])
-                    if len(idx) == 1:  # batch norm needs two values per channel (deeplabv3plus pools to 1x1)
+                    if len(idx) == 1 and pairs:  # a batch norm of this model needs two images (see needs_two_per_batch)
                         other = [j for j in order if j != idx[0]]
                         idx = np.append(idx, other[0] if other else idx[0])
                     imgs = np.empty((len(idx),) + d.images.shape[1:], np.uint8)
