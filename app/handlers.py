@@ -13,6 +13,7 @@ store as saves, merged like any other (:func:`save_scribbles_merged`).
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import shutil
 import tempfile
@@ -224,7 +225,7 @@ def refresh_message(project: Project, token: str, image_id: int) -> dict:
     status it has now. The canvas keeps the person's mode, strokes and undo (a load would reset them)."""
     return {"type": "refresh", "nonce": uuid.uuid4().hex[:8], "project": token, "image_id": int(image_id),
             "overlay_kinds": overlay_kinds(project, image_id), "overlay_kind": default_overlay_kind(project, image_id),
-            "status": project.status(image_id)}
+            "status": project.status(image_id), "final_id": final_id(project, image_id)}
 
 
 def load_message(project: Project, token: str, image_id: int | None) -> dict:
@@ -234,7 +235,13 @@ def load_message(project: Project, token: str, image_id: int | None) -> dict:
         return {"type": "empty", "nonce": nonce, "project": token, "classes": class_list(project),
                 "message": "No image. Add images in the Project panel."}
     info = project.image_info(image_id)
-    img = project.load_image(image_id)
+    try:
+        img = project.load_image(image_id)
+    except AnnotationError as e:  # the file was deleted or damaged outside the tool
+        return {"type": "empty", "nonce": nonce, "project": token, "classes": class_list(project),
+                "message": f"{info.name} cannot be shown: its image file {info.file} is missing or unreadable "
+                           f"({str(e).split(': ', 1)[-1]}). Its annotations are kept; put the file back, or go on "
+                           "to another image."}
     scr = project.scribbles(image_id)
     ids = project.image_ids()
     kinds = overlay_kinds(project, image_id)
@@ -245,7 +252,7 @@ def load_message(project: Project, token: str, image_id: int | None) -> dict:
         "labels": canvas.rle_encode(scr) if scr is not None else None,
         "version": project.scribble_version(image_id), "tags": {str(k): v for k, v in project.tags(image_id).items()},
         "overlay_kinds": kinds, "overlay_kind": default_overlay_kind(project, image_id),
-        "status": project.status(image_id),
+        "status": project.status(image_id), "final_id": final_id(project, image_id),
     }
 
 
@@ -311,15 +318,25 @@ def save_mask_edit(project: Project, image_id: int, mask: np.ndarray, base_mask_
                    source_kind: str = "") -> tuple[int, np.ndarray | None]:
     """Save a mask painted in the mask editor as the image's ``final`` mask.
 
-    ``base_mask_id`` is the id of the mask the edit started from (0 = none). If another final
+    ``base_mask_id`` is the id of the mask the edit started from (0 = none; negative = a live preview
+    :func:`mask_layer` served, kept in memory). If another final
     mask was saved meanwhile, this edit's changed pixels are applied on top of it. Returns
     ``(new_mask_id, merged or None)``.
     """
     mask = project.check_label_map(image_id, mask, what="mask")
     cur = project.mask_info(image_id, "final")
     merged = None
-    if cur is not None and cur.id != int(base_mask_id or 0):
-        base = _mask_by_id(project, image_id, base_mask_id) if base_mask_id else None
+    bid = int(base_mask_id or 0)
+    if cur is not None and cur.id != bid:
+        if bid < 0:  # the edit started from a live preview (see mask_layer)
+            with _EDITOR_BASES_LOCK:
+                base = _EDITOR_BASES.get((str(project.root), int(image_id), bid))
+            if base is None:
+                raise StaleWriteError("another window saved a final mask for this image while you painted, and "
+                                      "where your edit started is no longer known (the app restarted): open the "
+                                      "mask editor again and paint on their mask.")
+        else:
+            base = _mask_by_id(project, image_id, bid) if bid else None
         if base is None:
             base = _blank(project, image_id)
         head = imageio.read_label_map(project.root / cur.file)
@@ -423,8 +440,21 @@ def overlay_for(project: Project, image_id: int, kind: str, scribbles: np.ndarra
     return {"overlay": canvas.overlay_data_url(mask, colors), "kind": kind, "seconds": 0.0, "message": msg}
 
 
-def accept_final(project: Project, image_id: int, kind: str) -> str:
-    """Store the mask shown as overlay ``kind`` as the image's final mask; returns a message."""
+def final_id(project: Project, image_id: int) -> int:
+    """The id of the image's final mask, 0 when it has none (what the page last saw)."""
+    mi = project.mask_info(image_id, "final")
+    return mi.id if mi is not None else 0
+
+
+def accept_final(project: Project, image_id: int, kind: str, seen_final: int | None = None) -> str:
+    """Store the mask shown as overlay ``kind`` as the image's final mask; returns a message.
+
+    ``seen_final``: the final mask id the page knows (0 = none). When another window saved a final
+    mask since, the accept is refused (:class:`StaleWriteError`) rather than replacing their work."""
+    if seen_final is not None and kind != "final" and final_id(project, image_id) != int(seen_final):
+        raise StaleWriteError("someone saved a final mask for this image since this page showed it (another "
+                              "window); nothing was replaced. Look at the 'final' overlay, then accept again "
+                              "if the one shown should replace it.")
     if kind == "preview":
         result, _ = preview_result(project, image_id)
         if result is None:
@@ -458,8 +488,26 @@ def mask_layer(project: Project, image_id: int) -> dict:
             return {"labels": canvas.rle_encode(m), "version": mi.id, "kind": k}
     result, _ = preview_result(project, image_id)
     if result is not None:
-        return {"labels": canvas.rle_encode(result.mask), "version": 0, "kind": "preview"}
+        return {"labels": canvas.rle_encode(result.mask), "version": _remember_base(project, image_id, result.mask),
+                "kind": "preview"}
     return {"labels": None, "version": 0, "kind": "none"}
+
+
+# The live previews the mask editor started from (they are not stored): a negative "version" names
+# one, so an edit saved after another window's final mask changes only the pixels painted.
+_EDITOR_BASES: OrderedDict = OrderedDict()
+_EDITOR_BASES_LOCK = threading.Lock()
+_EDITOR_KEYS = itertools.count(1)
+EDITOR_BASES_KEPT = 64
+
+
+def _remember_base(project: Project, image_id: int, mask: np.ndarray) -> int:
+    with _EDITOR_BASES_LOCK:
+        key = -next(_EDITOR_KEYS)
+        _EDITOR_BASES[(str(project.root), int(image_id), key)] = mask.copy()
+        while len(_EDITOR_BASES) > EDITOR_BASES_KEPT:
+            _EDITOR_BASES.popitem(last=False)
+    return key
 
 
 # ---------------------------------------------------------------------------------- canvas API (JSON in, JSON out)
@@ -554,8 +602,10 @@ def canvas_mask_layer(payload: dict) -> dict:
 def canvas_accept(payload: dict) -> dict:
     """``{project, image_id, kind}`` -> ``{"message", "status"}``: the shown mask becomes final."""
     project, image_id = _req(payload)
-    msg = accept_final(project, image_id, str(payload.get("kind") or "preview"))
-    return {"message": msg, "status": project.status(image_id)}
+    seen = payload.get("final_id")
+    msg = accept_final(project, image_id, str(payload.get("kind") or "preview"),
+                       seen_final=int(seen) if isinstance(seen, (int, float)) else None)
+    return {"message": msg, "status": project.status(image_id), "final_id": final_id(project, image_id)}
 
 
 CANVAS_FUNCTIONS = (canvas_save, canvas_preview, canvas_tag, canvas_mask_layer, canvas_accept)

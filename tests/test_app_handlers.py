@@ -124,6 +124,48 @@ def test_mask_editor_saves_final_and_merges(project, token):
     assert (final[10:20, 10:20] == 1).all() and (final[40:50, 40:50] == 1).all()
 
 
+def test_two_windows_on_one_final_mask_keep_each_others_work(project, token):
+    """B paints in the mask editor from the live preview while A accepts a preview as final: B's save
+    changes only B's pixels (it replaced all of A's mask, its start counted as blank), and A's later
+    Accept of a stale page is refused (it silently replaced B's edit)."""
+    iid = project.image_ids()[2]
+    project.save_scribbles(iid, _scribbles(2))
+    b_start = handlers.canvas_mask_layer({"project": token, "image_id": iid})
+    assert b_start["kind"] == "preview" and b_start["version"] < 0
+    seen_by_a = handlers.load_message(project, token, iid)["final_id"]
+    assert seen_by_a == 0
+    # A: more strokes, then accepts the preview
+    more = _scribbles(2).copy()
+    more[50:54, 5:60] = 1
+    project.save_scribbles(iid, more, expected_version=project.scribble_version(iid))
+    r = handlers.canvas_accept({"project": token, "image_id": iid, "kind": "preview", "final_id": seen_by_a})
+    assert "error" not in r and r["final_id"] > 0
+    a_final = project.mask(iid, "final").copy()
+    # B paints one small patch on the preview it started from
+    b = canvas.rle_decode(b_start["labels"], (64, 64)).copy()
+    b[0:3, 0:3] = 1 - b[0, 0] if b[0, 0] in (0, 1) else 1
+    r = handlers.canvas_save({"project": token, "image_id": iid, "layer": "mask", "labels": canvas.rle_encode(b),
+                              "version": b_start["version"], "kind": "preview"})
+    assert "error" not in r and r["merged"]
+    final = project.mask(iid, "final")
+    changed = final != a_final
+    assert changed.sum() == 9 and changed[0:3, 0:3].all()
+    # A, still showing the first final mask, accepts again: refused, B's edit stays
+    r = handlers.canvas_accept({"project": token, "image_id": iid, "kind": "preview", "final_id": seen_by_a})
+    assert "someone saved a final mask" in r["error"]
+    assert (project.mask(iid, "final") == final).all()
+
+
+def test_a_missing_image_file_is_said_and_does_not_block(project, token, tmp_path):
+    ids = project.image_ids()
+    (project.root / project.image_info(ids[1]).file).unlink()
+    msg = handlers.load_message(project, token, ids[1])
+    assert msg["type"] == "empty" and "image file" in msg["message"] and "missing" in msg["message"]
+    assert handlers.resolve_navigation(project, ids[1], "next").image_id == ids[2]
+    with pytest.raises(AnnotationError, match="missing from its folder: disc1.png"):
+        handlers.export_zip(project, "folder", "best")
+
+
 def test_errors_come_back_as_messages_not_exceptions(project, token):
     iid = project.image_ids()[0]
     cases = [

@@ -125,6 +125,8 @@ def export_project(project, format_name: str, out: str | os.PathLike, masks: str
     fmt = get_format(format_name)
     options = ExportOptions(masks=masks, image_ids=image_ids, extra=extra)
     out = Path(out)
+    if str(extra.get("images", "")).lower() != "none":
+        check_image_files(project, image_ids)
     if out.suffix.lower() == ".zip":
         if out.exists():
             raise AnnotationError(f"{out}: already exists; choose a new file name.")
@@ -143,6 +145,18 @@ def export_project(project, format_name: str, out: str | os.PathLike, masks: str
         res = fmt.export(project, tmp, options)
     res.path = out
     return res
+
+
+def check_image_files(project, image_ids: list[int] | None = None) -> None:
+    """Refuse to export when image files of the project are gone from its ``images/`` folder
+    (deleted or moved outside the tool): an :class:`AnnotationError` naming them, before anything
+    is written."""
+    ids = set(image_ids) if image_ids is not None else None
+    gone = [im for im in project.images() if (ids is None or im.id in ids) and not (project.root / im.file).is_file()]
+    if gone:
+        names = ", ".join(f"{im.name} ({im.file})" for im in gone[:5]) + (" …" if len(gone) > 5 else "")
+        raise AnnotationError(f"{len(gone)} image file(s) of this project are missing from its folder: {names}. "
+                              "Put them back (their annotations are kept) and export again.")
 
 
 def import_dataset(project, format_name: str, path: str | os.PathLike, **options):

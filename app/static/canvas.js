@@ -289,6 +289,7 @@
       d.kind = 'final';
       d.edited = true;
       if (isShown(d)) {
+        S.finalId = r.version;
         addFinalKind();
         if (S.mode !== 'mask' && S.overlayKind === 'final') requestOverlay();  // left the editor before this save
       }
@@ -428,8 +429,9 @@
     await waitSaved(d);
     await waitSaved(S.docs.mask);
     if (id !== S.id || proj !== S.proj) return;
-    const r = await call('canvas_accept', {image_id: id, kind: S.overlayKind});
+    const r = await call('canvas_accept', {image_id: id, kind: S.overlayKind, final_id: S.finalId});
     if (!r || id !== S.id || proj !== S.proj) return;
+    S.finalId = r.final_id;
     setStatus(r.message);
     addFinalKind();
     S.overlayKind = 'final';
@@ -583,6 +585,7 @@
       S.overlayKind = want;
     }
     if (msg.status !== undefined) S.status = msg.status;
+    if (msg.final_id !== undefined) S.finalId = msg.final_id;
     buildOverlays();
     setStatus(statusLine());
     if (S.mode !== 'mask') requestOverlay();  // the mask shown (or the prediction under the preview) may be new
@@ -626,6 +629,7 @@
     if (keepFinal) { addFinalKind(); S.overlayKind = 'final'; }
     S.tags = msg.tags || {};
     S.status = msg.status;
+    S.finalId = msg.final_id;  // the final mask this page has seen (0: none): Accept must not replace another
     S.label = (msg.name || '') + (msg.position ? '  (' + msg.position + ')' : '');
     buildOverlays();
     markTags();
