@@ -743,7 +743,8 @@ def tags_project(project, config: TagConfig | None = None, image_ids=None, *, la
     scribble ``layer`` are hard constraints (and make their classes present). With ``save`` each
     such image gets a mask of kind ``pseudo`` whose source is the method and whose confidence is
     the refined probability; nothing is saved when the run fails or is cancelled. ``progress`` and
-    ``cancel`` as in :func:`run_tags`; ``on_stage(message)``, if given, hears what starts (for a log or a page).
+    ``cancel`` as in :func:`run_tags`; ``on_stage(message)``, if given, hears what starts (for a
+    log or a page).
     Raises :class:`NoLabelsError` when no image has a tag.
     """
     config = config or TagConfig()

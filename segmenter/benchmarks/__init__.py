@@ -45,7 +45,8 @@ def split_ids(ds, names: str | None, *, with_mask: bool = False) -> list[str]:
         if bare and len(bare) < len(ids):
             print(f"note: {len(bare)} image(s) of {names or 'the dataset'} have no mask in masks/, left out: "
                   f"{', '.join(bare[:5])}{' …' if len(bare) > 5 else ''}", file=sys.stderr)
-        ids = [i for i in ids if i not in set(bare)]
+        bare_set = set(bare)
+        ids = [i for i in ids if i not in bare_set]
     return ids
 
 
