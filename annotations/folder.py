@@ -154,12 +154,11 @@ class FolderDataset:
         ids = [self._split_id(ln.strip()) for ln in p.read_text(encoding="utf-8-sig").splitlines() if ln.strip()]
         missing = [i for i in ids if i not in self.image_paths]
         if missing:
-            known = set(self.image_paths)
             self.missing[name] = missing
-            if len(missing) == len(ids) and known:
+            if len(missing) == len(ids) and self.image_paths:
                 raise AnnotationError(
                     f"{self.name}: none of the {len(ids)} ids in splits/{name}.txt names an image in images/ (e.g. "
-                    f"'{missing[0]}' against '{next(iter(known))}'); a split lists image file names without "
+                    f"'{missing[0]}' against '{next(iter(self.image_paths))}'); a split lists image file names without "
                     "their extension, one per line.")
         return [i for i in ids if i in self.image_paths]
 

@@ -13,8 +13,6 @@ import os
 import time
 from pathlib import Path
 
-import numpy as np
-
 from . import imageio
 from .errors import AnnotationError, DuplicateImageError
 from .folder import FolderDataset

@@ -628,19 +628,17 @@ def add_class(project: Project, name: str, color: str | None = None) -> str:
 
 def next_class_color(project: Project) -> str:
     """The colour the next added class gets by default (``#rrggbb``), for the page's colour picker."""
-    from annotations.store import default_color
+    from annotations.store import color_hex, default_color
 
-    return "#%02x%02x%02x" % tuple(default_color(project.num_classes))
+    return color_hex(default_color(project.num_classes))
 
 
 def rename_class(project: Project, idx, name: str) -> str:
     if idx is None or idx == "":
         raise AppError("choose the class to rename.")
-    from segmenter.models import rename_class_in_checkpoints
+    from segmenter.models import rename_project_class
 
-    old = project.class_info(int(idx)).name
-    c = project.rename_class(int(idx), name)
-    rename_class_in_checkpoints(project.models_dir, c.idx, old, c.name)  # its models stay usable
+    c = rename_project_class(project, int(idx), name)  # its models stay usable
     return f"Class {c.idx} is now called {c.name}."
 
 

@@ -271,23 +271,25 @@ def read_config(path: str | Path) -> dict:
     return doc
 
 
-def rename_class_in_checkpoints(folder: str | Path, idx: int, old: str, new: str) -> list[Path]:
-    """After a project's class ``idx`` was renamed from ``old`` to ``new``, rename it in the JSON
-    config of every checkpoint in ``folder`` whose class ``idx`` is ``old``: the class is the same,
-    so its models stay usable (predict refuses a checkpoint whose class names differ). Returns the
-    configs rewritten (atomically); unreadable ones are left alone."""
-    done = []
-    for jpath in sorted(Path(folder).glob("*.json")) if Path(folder).is_dir() else []:
+def rename_project_class(project, key: int | str, new_name: str):
+    """Rename class ``key`` (index or name) of ``project`` and, in the JSON config of every checkpoint
+    in its ``models/`` whose class at that index has the old name, that class too: the class is the
+    same, so its models stay usable (predict refuses a checkpoint whose class names differ).
+    Configs are rewritten atomically; unreadable ones are left alone. Returns the class's new
+    :class:`~annotations.store.ClassInfo` (the page and ``classes rename`` both call this)."""
+    old = project.class_info(key).name
+    c = project.rename_class(key, new_name)
+    folder = Path(project.models_dir)
+    for jpath in sorted(folder.glob("*.json")) if folder.is_dir() else []:
         try:
             doc = read_config(jpath)
         except CheckpointError:
             continue
         classes = doc["config"].get("classes")
-        if isinstance(classes, list) and 0 <= idx < len(classes) and classes[idx] == old:
-            classes[idx] = new
+        if isinstance(classes, list) and 0 <= c.idx < len(classes) and classes[c.idx] == old:
+            classes[c.idx] = c.name
             atomic_write_bytes(jpath, (json.dumps(doc, indent=1) + "\n").encode())
-            done.append(jpath)
-    return done
+    return c
 
 
 def load_checkpoint(path: str | Path, expected_classes: list[str] | None = None) -> Checkpoint:

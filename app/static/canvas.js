@@ -26,7 +26,7 @@
   const S = {
     proj: null, id: null, W: 0, H: 0, classes: [], lut: [], cls: 1, erase: false, size: 6, zoom: 1,
     mode: 'scribbles', docs: {}, doc: null, overlayKind: 'preview', overlayKinds: ['preview'],
-    overlayWanted: false, overlayBusy: false, strokeEnd: 0, previewStroke: 0, label: '', opacity: 0.45, tags: {}, imgData: null,
+    overlayWanted: false, overlayBusy: false, previewStroke: 0, label: '', opacity: 0.45, tags: {}, imgData: null,
     drawing: false, last: null, pointerId: null, status: '', seq: 0,
     hist: {}, before: null,  // docKey -> {undo: [], redo: []} of {idx, before, after}; labels at stroke start
     // previewStroke: the end time of the stroke whose preview is awaited (0: the next preview is not a stroke's)
@@ -381,10 +381,10 @@
     to.push(e);
     d.dirty = true;
     renderAll();
-    S.strokeEnd = performance.now();
+    const end = performance.now();
     setStatus((redo ? 'Redone' : 'Undone') + (kept ? ' (pixels drawn over since are kept)' : ''));
     flush(d);
-    if (d.layer === 'scribbles') { S.seq++; requestOverlay(S.strokeEnd); }
+    if (d.layer === 'scribbles') { S.seq++; requestOverlay(end); }
   }
   function clearAll() {
     const d = S.doc;
@@ -394,9 +394,9 @@
     record(d, before);
     d.dirty = true;
     renderAll();
-    S.strokeEnd = performance.now();
+    const end = performance.now();
     flush(d);
-    if (d.layer === 'scribbles') { S.seq++; requestOverlay(S.strokeEnd); }
+    if (d.layer === 'scribbles') { S.seq++; requestOverlay(end); }
   }
   async function setMode(mode) {
     if (mode === S.mode || S.id == null || S.drawing) return;
@@ -503,8 +503,7 @@
     // the stroke under way ends here (pointer up, or an image load while drawing): recorded and saved
     // in the layer it was drawn in
     S.drawing = false;
-    S.strokeEnd = performance.now();
-    const d = S.doc;
+    const end = performance.now(), d = S.doc;
     if (!d) return;
     if (S.before && S.before.length === d.labels.length) record(d, S.before);
     S.before = null;
@@ -513,7 +512,7 @@
     if (d.layer === 'scribbles') {
       S.seq++;
       if (S.overlayKind !== 'preview' && S.overlayKinds.includes('preview')) { S.overlayKind = 'preview'; markOverlay(); }
-      requestOverlay(S.strokeEnd);
+      requestOverlay(end);
     }
   }
   cv.addEventListener('pointerup', endStroke);
@@ -639,7 +638,6 @@
     clearError();
     setStatus(statusLine());
     setTiming('');
-    S.strokeEnd = 0;
     S.previewStroke = 0;
     updateFlags();
     requestOverlay();

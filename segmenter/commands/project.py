@@ -91,11 +91,9 @@ def cmd_classes(args) -> int:
         c = p.add_class(args.name, args.color)
         print(f"added class {c.idx}: {c.name} {c.hex}")
     elif args.action == "rename":
-        from segmenter.models import rename_class_in_checkpoints
+        from segmenter.models import rename_project_class
 
-        old = p.class_info(_key(args.cls)).name
-        c = p.rename_class(_key(args.cls), args.new_name)
-        rename_class_in_checkpoints(p.models_dir, c.idx, old, c.name)
+        c = rename_project_class(p, _key(args.cls), args.new_name)
         print(f"class {c.idx} is now {c.name}")
     elif args.action == "recolor":
         c = p.recolor_class(_key(args.cls), args.color)
