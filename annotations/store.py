@@ -923,12 +923,27 @@ class Project:
 
         for r in self._q("SELECT DISTINCT image_id FROM tags"):
             bump(r[0], "tagged")
-        for r in self._q("SELECT h.image_id FROM scribble_heads h JOIN scribble_versions v ON v.image_id = h.image_id "
-                         "AND v.layer = h.layer AND v.version = h.version WHERE v.n_pixels > 0"):
-            bump(r[0], "scribbled")
+        for i in self._scribbled_ids():
+            bump(i, "scribbled")
         for r in self._q("SELECT DISTINCT image_id, kind FROM masks WHERE is_current = 1"):
             bump(r[0], r[1])
         return st
+
+    def _scribbled_ids(self) -> list[int]:
+        """Images whose current strokes (any layer) hold at least one pixel."""
+        return [r[0] for r in self._q(
+            "SELECT DISTINCT h.image_id FROM scribble_heads h JOIN scribble_versions v ON v.image_id = h.image_id "
+            "AND v.layer = h.layer AND v.version = h.version WHERE v.n_pixels > 0")]
+
+    def annotated_ids(self) -> set[int]:
+        """Images a person has labelled: a tag, a stroke, a final or imported mask, or a pseudo-mask
+        (made from those). A predicted mask alone is the model's work, not an annotation, though
+        :meth:`statuses` ranks ``predicted`` above ``scribbled``."""
+        ids = {r[0] for r in self._q("SELECT DISTINCT image_id FROM tags")}
+        ids.update(self._scribbled_ids())
+        ids.update(r[0] for r in self._q("SELECT DISTINCT image_id FROM masks WHERE is_current = 1 "
+                                         "AND kind IN ('final', 'imported', 'pseudo')"))
+        return ids & set(self.image_ids())
 
     def status(self, image_id: int) -> str:
         self.image_info(image_id)
@@ -942,9 +957,7 @@ class Project:
             by_status[s] += 1
         masks = {k: self._q("SELECT COUNT(*) FROM masks WHERE kind = ? AND is_current = 1", (k,))[0][0]
                  for k in MASK_KINDS}
-        scribbled = self._q("SELECT COUNT(DISTINCT h.image_id) FROM scribble_heads h JOIN scribble_versions v ON "
-                            "v.image_id = h.image_id AND v.layer = h.layer AND v.version = h.version "
-                            "WHERE v.n_pixels > 0")[0][0]
+        scribbled = len(self._scribbled_ids())
         per_class = {}
         for c in self.classes():
             present = self._q("SELECT COUNT(*) FROM tags WHERE class_idx = ? AND state = 'present'", (c.idx,))[0][0]

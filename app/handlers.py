@@ -41,7 +41,6 @@ MAX_UPLOAD_FILES = 500
 OVERLAY_KINDS = ("preview", "final", "predicted", "imported", "pseudo")
 FILTERS = ("all",) + STATUS_ORDER
 #: A status counts as "annotated" for the progress count and "next unannotated".
-ANNOTATED = ("final", "imported", "predicted", "pseudo", "scribbled", "tagged")
 
 
 class AppError(AnnotationError):
@@ -118,6 +117,8 @@ def open_project(path: str, classes_text: str = "") -> Project:
 
 # ---------------------------------------------------------------------------------- list and navigation
 CURRENT_MARK = "▶ "
+#: Projects whose last shown image a browser remembers (a reload reopens that image).
+REMEMBERED_PROJECTS = 20
 
 
 def image_rows(project: Project, status_filter: str = "all", current: int | None = None) -> list[list]:
@@ -145,7 +146,7 @@ def progress_text(project: Project) -> str:
     """One line for a person: annotated / total and the count per status."""
     st = project.statuses()
     n = len(st)
-    done = sum(1 for s in st.values() if s in ANNOTATED)
+    done = len(project.annotated_ids())
     final = sum(1 for s in st.values() if s in ("final", "imported"))
     parts = [f"{k}: {v}" for k in STATUS_ORDER if (v := sum(1 for s in st.values() if s == k))]
     pct = 100.0 * done / n if n else 0.0
@@ -170,10 +171,10 @@ def neighbour(project: Project, current: int | None, step: int, status_filter: s
 
 
 def next_unannotated(project: Project, current: int | None) -> int | None:
-    """The next image (after ``current``, wrapping) with status ``untouched``; ``None`` if all are done."""
-    st = project.statuses()
-    ids = project.image_ids()
-    todo = [i for i in ids if st[i] == "untouched" and i != current]
+    """The next image (after ``current``, wrapping) nobody has labelled yet (a predicted mask alone
+    does not count, see :meth:`Project.annotated_ids`); ``None`` if every image is labelled."""
+    done = project.annotated_ids()
+    todo = [i for i in project.image_ids() if i not in done and i != current]
     if not todo:
         return None
     later = [i for i in todo if current is not None and i > current]
@@ -753,6 +754,22 @@ def resolve_navigation(project: Project, current: int | None, action: str, statu
 def first_image(project: Project) -> int | None:
     ids = project.image_ids()
     return ids[0] if ids else None
+
+
+def resume_image(project: Project, seen) -> int | None:
+    """The image to open ``project`` on: the one this browser showed last (``seen``, kept in the
+    browser's storage by :func:`remember_image`) if it is still there, else the first image."""
+    last = seen.get(str(project.root)) if isinstance(seen, dict) else None
+    return check_image(project, last)
+
+
+def remember_image(project: Project, seen, image_id) -> dict:
+    """``seen`` (``{project folder: image id}``) with ``image_id`` as ``project``'s last image; at
+    most :data:`REMEMBERED_PROJECTS` projects are kept, the latest last."""
+    out = {k: v for k, v in (seen.items() if isinstance(seen, dict) else ()) if k != str(project.root)}
+    if image_id is not None:
+        out[str(project.root)] = int(image_id)
+    return dict(list(out.items())[-REMEMBERED_PROJECTS:])
 
 
 def check_image(project: Project, image_id) -> int | None:

@@ -70,6 +70,8 @@ def build_ui(project: Project) -> gr.Blocks:
     with gr.Blocks(title="weakseg · annotate", fill_width=True) as demo:
         token = gr.State(start_token)
         current = gr.State(None)
+        # the last image shown per project, in this browser: a reload (F5) reopens it
+        last_seen = gr.BrowserState({}, storage_key="weakseg-last-image")
         gr.Markdown("## weakseg · scribble annotation\n"
                     "<span class='ws-sub'>Pick a class, draw a few strokes on each region: the live preview "
                     "fills in the rest. Everything is saved as you draw.</span>")
@@ -167,9 +169,9 @@ def build_ui(project: Project) -> gr.Blocks:
             value = int(keep) if keep not in (None, "") and int(keep) in idx else (idx[0] if idx else None)
             return handlers.class_rows(p), gr.update(choices=choices, value=value)
 
-        def on_start(tok, filt):
+        def on_start(tok, filt, seen):
             p = handlers.project_for(tok)
-            image_id = handlers.first_image(p)
+            image_id = handlers.resume_image(p, seen)
             from annotations.formats import list_formats
 
             formats = list_formats()
@@ -177,8 +179,13 @@ def build_ui(project: Project) -> gr.Blocks:
                     gr.update(choices=formats, value="folder" if "folder" in formats else formats[0]),
                     jobs.progress_html(_snap(p)), handlers.next_class_color(p))
 
-        listen(demo.load, on_start, [token, status_filter],
+        listen(demo.load, on_start, [token, status_filter, last_seen],
                   shown + [project_md, class_table, class_pick, fmt, train_progress, new_color])
+
+        def on_current(tok, cur, seen):
+            return handlers.remember_image(handlers.project_for(tok), seen, cur)
+
+        listen(current.change, on_current, [token, current, last_seen], [last_seen])
 
         def navigate(tok, cur, filt, action):
             p = handlers.project_for(tok)
@@ -312,12 +319,12 @@ def build_ui(project: Project) -> gr.Blocks:
 
         listen(folder_btn.click, on_folder, [token, folder, current, status_filter], [add_msg] + shown)
 
-        def on_open(path, classes_text, filt):
+        def on_open(path, classes_text, filt, seen):
             p = handlers.open_project(path, classes_text)
             tok = handlers.register_project(p)
-            return (tok, *show(tok, handlers.first_image(p), filt), handlers.project_line(p), *class_outputs(p),
+            return (tok, *show(tok, handlers.resume_image(p, seen), filt), handlers.project_line(p), *class_outputs(p),
                     jobs.progress_html(_snap(p)), handlers.next_class_color(p))
 
-        listen(open_btn.click, on_open, [proj_path, proj_classes, status_filter],
+        listen(open_btn.click, on_open, [proj_path, proj_classes, status_filter, last_seen],
                        [token] + shown + [project_md, class_table, class_pick, train_progress, new_color])
     return demo

@@ -329,7 +329,14 @@ def test_rows_filters_progress(project):
     assert [r[0] for r in handlers.image_rows(project, "untouched")] == [ids[3]]
     assert [r[1] for r in handlers.image_rows(project, "all", ids[1])] == [
         "disc0.png", "▶ disc1.png", "disc2.png", "disc3.png"]
-    assert "3 / 4 annotated" in handlers.progress_text(project)
+    # the predicted image is the model's work: nobody has annotated it yet
+    assert "2 / 4 annotated" in handlers.progress_text(project)
+    assert handlers.next_unannotated(project, ids[1]) == ids[2]
+    project.save_mask(ids[0], np.zeros((64, 64), np.uint8), "predicted", source="t", uncertainty=0.5)
+    assert handlers.image_rows(project)[0][2].startswith("predicted")  # strokes under a prediction still count
+    assert "2 / 4 annotated" in handlers.progress_text(project)
+    project.save_mask(ids[2], np.zeros((64, 64), np.uint8), "final", source="t")
+    assert "3 / 4 annotated" in handlers.progress_text(project) and "1 final" in handlers.progress_text(project)
     with pytest.raises(AnnotationError):
         handlers.image_rows(project, "bogus")
 
@@ -350,12 +357,32 @@ def test_navigation(project):
     assert handlers.next_most_uncertain(project, ids[1]) == ids[2]
     project.save_mask(ids[2], np.zeros((64, 64), np.uint8), "final", source="t")
     assert handlers.next_most_uncertain(project, ids[1]) == ids[3]
+    # a prediction alone is not an annotation: "Next unannotated" still stops there
+    assert handlers.resolve_navigation(project, ids[0], "unannotated").image_id == ids[3]
+    project.set_tag(ids[0], 1, "present")
+    project.set_tag(ids[3], 1, "absent")
     res = handlers.resolve_navigation(project, ids[0], "unannotated")
     assert res.image_id == ids[0] and "Every image" in res.message
     empty = Project.create(project.root.parent / "empty")
     assert "No images yet" in handlers.resolve_navigation(empty, None, "unannotated").message
     with pytest.raises(AnnotationError):
         handlers.resolve_navigation(project, ids[0], "sideways")
+
+
+def test_a_reload_reopens_the_last_image_of_each_project(project, tmp_path):
+    ids = project.image_ids()
+    assert handlers.resume_image(project, {}) == ids[0]  # a new browser: the first image
+    seen = handlers.remember_image(project, {}, ids[2])
+    other = Project.create(tmp_path / "other")
+    seen = handlers.remember_image(other, seen, None)  # a project with no image shown adds nothing
+    assert handlers.resume_image(project, seen) == ids[2]
+    assert handlers.resume_image(other, seen) is None
+    project.delete_image(ids[2])  # gone since: the first image again, never an error
+    assert handlers.resume_image(project, seen) == ids[0]
+    assert handlers.resume_image(project, "garbage from the browser") == ids[0]
+    for k in range(handlers.REMEMBERED_PROJECTS + 5):  # the browser's list stays short
+        seen = handlers.remember_image(Project.create(tmp_path / f"p{k}"), seen, 1)
+    assert len(seen) == handlers.REMEMBERED_PROJECTS and str(project.root) not in seen
 
 
 # ------------------------------------------------------------------ classes, images, export, projects

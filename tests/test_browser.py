@@ -729,3 +729,20 @@ def test_preview_timing_only_after_a_stroke(browser, server):
         pg.click(f"{ROOT} .ws-ovl[data-kind='preview']")
         wait_preview(pg)
         assert "after the stroke" not in pg.inner_text(f"{ROOT} .ws-timing")
+
+
+def test_a_reload_reopens_the_image_left_last(browser, server):
+    """F5 (or the app reopened later in the same browser) comes back to the image shown last,
+    not to the first one; another browser still starts at the first image."""
+    with window(browser, server) as pg:
+        first = state(pg)["id"]
+        goto_image(pg, "#ws-next")
+        third = goto_image(pg, "#ws-next")
+        assert third != first
+        pg.wait_for_function("() => (localStorage.getItem('weakseg-last-image') || '').length > 0")
+        pg.reload(wait_until="load")
+        pg.wait_for_selector(f"{ROOT}[data-ready='1']")
+        pg.wait_for_function(f"() => document.querySelector('{ROOT}')._ws.id === {third}")
+        assert "▶" in pg.inner_text("#ws-image-list")
+    with window(browser, server) as other:
+        assert state(other)["id"] == first
