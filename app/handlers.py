@@ -221,12 +221,18 @@ def overlay_kinds(project: Project, image_id: int) -> list[str]:
     return ["preview"] + [k for k in OVERLAY_KINDS[1:] if project.mask_info(image_id, k) is not None]
 
 
+def tags_of(project: Project, image_id: int) -> dict[str, str]:
+    """The image's tags as the canvas keeps them: ``{"class index": "present" | "absent"}``."""
+    return {str(k): v for k, v in project.tags(image_id).items()}
+
+
 def refresh_message(project: Project, token: str, image_id: int) -> dict:
     """For the image already shown, after a job or an import changed the project: the overlays and
     status it has now. The canvas keeps the person's mode, strokes and undo (a load would reset them)."""
     return {"type": "refresh", "nonce": uuid.uuid4().hex[:8], "project": token, "image_id": int(image_id),
             "overlay_kinds": overlay_kinds(project, image_id), "overlay_kind": default_overlay_kind(project, image_id),
-            "status": project.status(image_id), "final_id": final_id(project, image_id)}
+            "status": project.status(image_id), "final_id": final_id(project, image_id),
+            "tags": tags_of(project, image_id)}
 
 
 def load_message(project: Project, token: str, image_id: int | None) -> dict:
@@ -251,7 +257,7 @@ def load_message(project: Project, token: str, image_id: int | None) -> dict:
         "position": f"{ids.index(info.id) + 1} / {len(ids)}", "width": info.width, "height": info.height,
         "image": canvas.image_data_url(img), "classes": class_list(project), "layer": "scribbles",
         "labels": canvas.rle_encode(scr) if scr is not None else None,
-        "version": project.scribble_version(image_id), "tags": {str(k): v for k, v in project.tags(image_id).items()},
+        "version": project.scribble_version(image_id), "tags": tags_of(project, image_id),
         "overlay_kinds": kinds, "overlay_kind": default_overlay_kind(project, image_id),
         "status": project.status(image_id), "final_id": final_id(project, image_id),
     }
@@ -547,7 +553,8 @@ def _req(payload: dict) -> tuple[Project, int]:
 def canvas_save(payload: dict) -> dict:
     """Save the canvas: ``{project, image_id, layer: "scribbles"|"mask", labels: rle, version, kind}``.
 
-    Returns ``{"version", "labels" (rle, only when merged with another writer's work), "status"}``.
+    Returns ``{"version", "labels" (rle, only when merged with another writer's work), "status",
+    "tags"}`` (the tags as stored now, so a page shows another window's tag changes after its next stroke).
     """
     project, image_id = _req(payload)
     info = project.image_info(image_id)
@@ -562,7 +569,7 @@ def canvas_save(payload: dict) -> dict:
     else:
         raise AppError(f"unknown canvas layer '{layer}'.")
     return {"version": v, "labels": canvas.rle_encode(merged) if merged is not None else None,
-            "status": project.status(image_id), "merged": merged is not None}
+            "status": project.status(image_id), "merged": merged is not None, "tags": tags_of(project, image_id)}
 
 
 @_guard
@@ -589,7 +596,7 @@ def canvas_tag(payload: dict) -> dict:
     except (TypeError, ValueError):
         raise AppError("the page sent no class for the tag.") from None
     project.set_tag(image_id, idx, str(payload.get("state")))
-    return {"tags": {str(k): v for k, v in project.tags(image_id).items()}, "status": project.status(image_id)}
+    return {"tags": tags_of(project, image_id), "status": project.status(image_id)}
 
 
 @_guard

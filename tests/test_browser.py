@@ -406,8 +406,8 @@ def test_two_windows_keep_each_others_work(browser, server, project_dir):
         scr, version, _ = stored(project_dir, ia)
         for pg in (pa, pb):
             pg.reload()
-            pg.wait_for_selector(f"{ROOT}[data-ready='1']")
-            assert open_by_name(pg, f"disc{N_IMAGES - 1}.png") == ia
+            pg.wait_for_selector(f"{ROOT}[data-ready='1']")  # the reload reopens the image shown last
+            pg.wait_for_function(f"() => document.querySelector('{ROOT}')._ws.id === {ia}")
             s = state(pg)
             assert s["version"] == version
             assert sum(s["counts"].values()) == int((scr != 255).sum()) > base_n
@@ -746,3 +746,16 @@ def test_a_reload_reopens_the_image_left_last(browser, server):
         assert "▶" in pg.inner_text("#ws-image-list")
     with window(browser, server) as other:
         assert state(other)["id"] == first
+
+
+def test_a_tag_set_in_one_window_shows_in_the_other_after_its_next_stroke(browser, server, project_dir):
+    with two_windows(browser, server, "disc3.png") as (pa, pb):
+        iid = state(pa)["id"]
+        pa.click(f"{ROOT} .ws-tag[data-cls='0'] .ws-tagbtn[data-state='absent']")
+        pa.wait_for_selector(f"{ROOT} .ws-tag[data-cls='0'][data-state='absent']")
+        assert stored(project_dir, iid)[2].get(0) == "absent"
+        assert pb.locator(f"{ROOT} .ws-tag[data-cls='0']").get_attribute("data-state") == "unknown"
+        pick_class(pb, 1)
+        stroke(pb, [(0.45, 0.5), (0.55, 0.5)])
+        wait_saved(pb)
+        pb.wait_for_selector(f"{ROOT} .ws-tag[data-cls='0'][data-state='absent']")

@@ -11,7 +11,7 @@
 // and layer, so they never cross projects opened one after the other from the page.
 // Messages from Python arrive in props.value (JSON): {"type": "load" | "empty" | "classes" | "refresh", ...}.
 // "load" shows an image (a stroke under way is finished and saved in its own layer first);
-// "refresh" ({project, image_id, overlay_kinds, overlay_kind, status}) follows a change of the
+// "refresh" ({project, image_id, overlay_kinds, overlay_kind, status, final_id, tags}) follows a change of the
 // project (a job ended) for the image shown: it updates the overlay buttons and the status only,
 // and keeps the mode, the strokes (drawn, unsaved or in flight), the undo history and the overlay
 // chosen. A "refresh" for another image or project is ignored.
@@ -311,6 +311,7 @@
         : 'Saved' + (r.merged ? ' (merged with another window\'s strokes)' : '') + ' \u00b7 version ' + r.version);
       if (r.labels && d.layer === 'scribbles') { S.seq++; requestOverlay(); }  // merged: preview what is stored now
     }
+    if (isShown(d) && r.tags) { S.tags = r.tags; markTags(); }  // another window may have changed them
     if (isShown(d)) notifySaved(r.status); else notifySaved(undefined, true);  // an earlier image's save
     if (d.dirty) flush(d); else updateFlags();
   }
@@ -585,6 +586,7 @@
     }
     if (msg.status !== undefined) S.status = msg.status;
     if (msg.final_id !== undefined) S.finalId = msg.final_id;
+    if (msg.tags) { S.tags = msg.tags; markTags(); }
     buildOverlays();
     setStatus(statusLine());
     if (S.mode !== 'mask') requestOverlay();  // the mask shown (or the prediction under the preview) may be new
