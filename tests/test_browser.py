@@ -759,3 +759,31 @@ def test_a_tag_set_in_one_window_shows_in_the_other_after_its_next_stroke(browse
         stroke(pb, [(0.45, 0.5), (0.55, 0.5)])
         wait_saved(pb)
         pb.wait_for_selector(f"{ROOT} .ws-tag[data-cls='0'][data-state='absent']")
+
+
+def test_fill_a_region_drawn_round_and_undo_it(browser, server, project_dir):
+    """With Fill on, a stroke drawn round a region stores its inside too (one undo step); with Fill
+    off the same stroke is only its outline."""
+    with window(browser, server, "disc4.png") as pg:
+        iid = state(pg)["id"]
+        pick_class(pg, 1)
+        square = [(0.3, 0.3), (0.7, 0.3), (0.7, 0.7), (0.3, 0.7), (0.3, 0.32)]
+        pg.keyboard.press("f")
+        pg.wait_for_selector(f"{ROOT}[data-fill='1']")
+        stroke(pg, square)
+        wait_saved(pg)
+        filled = state(pg)["counts"].get("1", 0)
+        inside = (0.4 * SIZE) ** 2
+        assert filled >= 0.9 * inside  # the whole square, not just its outline
+        scr = stored(project_dir, iid)[0]
+        assert (scr == 1).sum() == filled and scr[SIZE // 2, SIZE // 2] == 1
+        shot(pg, "18-fill")
+        pg.click(f"{ROOT} .ws-undo")  # the outline and its inside go in one undo
+        pg.wait_for_function(f"() => !document.querySelector('{ROOT}')._ws.doc.labels.some((v) => v === 1)")
+        wait_saved(pg)
+        pg.click(f"{ROOT} .ws-fill")
+        pg.wait_for_selector(f"{ROOT}[data-fill='0']")
+        stroke(pg, square)
+        wait_saved(pg)
+        outline = state(pg)["counts"].get("1", 0)
+        assert 0 < outline < filled - 0.25 * inside and stored(project_dir, iid)[0][SIZE // 2, SIZE // 2] != 1

@@ -24,7 +24,7 @@
   const KIND_NAMES = {preview: 'Live preview', final: 'Final', predicted: 'Prediction', imported: 'Imported',
                       pseudo: 'Pseudo-mask', none: 'None'};
   const S = {
-    proj: null, id: null, W: 0, H: 0, classes: [], lut: [], cls: 1, erase: false, size: 6, zoom: 1,
+    proj: null, id: null, W: 0, H: 0, classes: [], lut: [], cls: 1, erase: false, fill: false, path: null, size: 6, zoom: 1,
     mode: 'scribbles', docs: {}, doc: null, overlayKind: 'preview', overlayKinds: ['preview'],
     overlayWanted: false, overlayBusy: false, previewStroke: 0, label: '', opacity: 0.45, tags: {}, imgData: null,
     drawing: false, last: null, pointerId: null, status: '', seq: 0,
@@ -178,6 +178,8 @@
   function markTools() {
     root.querySelectorAll('.ws-class').forEach((b) => b.classList.toggle('ws-on', !S.erase && Number(b.dataset.cls) === S.cls));
     q('.ws-eraser').classList.toggle('ws-on', S.erase);
+    q('.ws-fill').classList.toggle('ws-on', S.fill);
+    root.dataset.fill = S.fill ? '1' : '0';
     root.querySelectorAll('.ws-mode').forEach((b) => b.classList.toggle('ws-on', b.dataset.mode === S.mode));
     const c = S.classes.find((c) => c.idx === S.cls);
     cursor.style.borderColor = S.erase ? '#ffffff' : (c ? c.color : '#fff');
@@ -469,6 +471,28 @@
     renderRect(Math.min(a[0], b[0]) - rad - 1, Math.min(a[1], b[1]) - rad - 1,
                Math.max(a[0], b[0]) + rad + 1, Math.max(a[1], b[1]) + rad + 1);
   }
+  function fillPolygon(d, pts, val) {
+    // even-odd fill of the closed path through pts (image coordinates): pixels whose centre is inside
+    let y0 = Infinity, y1 = -Infinity;
+    for (const p of pts) { y0 = Math.min(y0, p[1]); y1 = Math.max(y1, p[1]); }
+    const ya = Math.max(0, Math.floor(y0)), yb = Math.min(d.H - 1, Math.ceil(y1));
+    const n = pts.length;
+    let x0 = d.W, x1 = -1;
+    for (let y = ya; y <= yb; y++) {
+      const cy = y + 0.5, xs = [];
+      for (let i = 0; i < n; i++) {
+        const a = pts[i], b = pts[(i + 1) % n];
+        if ((a[1] <= cy) !== (b[1] <= cy)) xs.push(a[0] + (cy - a[1]) * (b[0] - a[0]) / (b[1] - a[1]));
+      }
+      xs.sort((u, v) => u - v);
+      for (let k = 0; k + 1 < xs.length; k += 2) {
+        const xa = Math.max(0, Math.ceil(xs[k] - 0.5)), xb = Math.min(d.W - 1, Math.floor(xs[k + 1] - 0.5));
+        for (let x = xa; x <= xb; x++) d.labels[y * d.W + x] = val;
+        if (xa <= xb) { x0 = Math.min(x0, xa); x1 = Math.max(x1, xb); }
+      }
+    }
+    if (x1 >= x0) renderRect(x0 - 1, ya - 1, x1 + 1, yb + 1);
+  }
   function updateCursorSize() {
     const px = Math.max(3, S.size * S.zoom);
     cursor.style.width = px + 'px';
@@ -482,6 +506,7 @@
     S.pointerId = e.pointerId;
     S.before = S.doc.labels.slice();
     S.last = toImage(e);
+    S.path = S.fill ? [S.last] : null;
     segment(S.last, S.last);
     S.doc.dirty = true;
     updateFlags();
@@ -495,6 +520,7 @@
     const p = toImage(e);
     segment(S.last, p);
     S.last = p;
+    if (S.path) S.path.push(p);
   });
   function endStroke(e) {
     if (!S.drawing || (e && e.pointerId !== S.pointerId)) return;
@@ -506,6 +532,8 @@
     S.drawing = false;
     const end = performance.now(), d = S.doc;
     if (!d) return;
+    if (S.path && S.path.length >= 3) fillPolygon(d, S.path, S.erase ? 255 : S.cls);  // recorded with the stroke
+    S.path = null;
     if (S.before && S.before.length === d.labels.length) record(d, S.before);
     S.before = null;
     d.dirty = true;
@@ -527,6 +555,7 @@
   }, {passive: false});
 
   q('.ws-eraser').addEventListener('click', () => { S.erase = true; markTools(); });
+  q('.ws-fill').addEventListener('click', () => { S.fill = !S.fill; markTools(); });
   const size = q('.ws-size');
   size.addEventListener('input', () => { S.size = Number(size.value); q('.ws-size-val').textContent = S.size + ' px'; updateCursorSize(); });
   q('.ws-undo').addEventListener('click', () => undoRedo(false));
@@ -550,6 +579,7 @@
     if (e.ctrlKey || e.metaKey || e.altKey) return;
     if (k >= '1' && k <= '9' && S.classes[Number(k) - 1]) selectClass(S.classes[Number(k) - 1].idx);
     else if (k === 'e' || k === 'E') { S.erase = true; markTools(); }
+    else if (k === 'f' || k === 'F') { S.fill = !S.fill; markTools(); }
     else if (k === '[') { size.value = String(Math.max(1, S.size - 2)); size.dispatchEvent(new Event('input')); }
     else if (k === ']') { size.value = String(Math.min(60, S.size + 2)); size.dispatchEvent(new Event('input')); }
     else if (k === '+' || k === '=') setZoom(S.zoom * 1.25);
