@@ -98,7 +98,9 @@ def build_ui(project: Project) -> gr.Blocks:
             with gr.Column(scale=3, min_width=300):
                 with gr.Accordion("Train & predict", open=True, elem_id="ws-train-panel"):
                     gr.Markdown("<span class='ws-sub'>Trains a U-Net on every scribble, tag and final mask of the "
-                                "project. The validation mIoU is measured on final masks held out from training. "
+                                "project. The validation mIoU is measured on final masks held out from training (one in five, "
+                                "once 3 images have one; before that on the training images' own final masks, "
+                                "which flatters it). "
                                 "Then predict the other images and review the most uncertain first.</span>")
                     with gr.Row():
                         epochs = gr.Number(value=5, label="Epochs", elem_id="ws-epochs")
@@ -111,9 +113,10 @@ def build_ui(project: Project) -> gr.Blocks:
                     predict_btn = gr.Button("Predict the images without a final mask", elem_id="ws-predict", size="sm")
                     tags_btn = gr.Button("Masks from tags (class activation maps)", elem_id="ws-tags-masks",
                                          size="sm")
-                    gr.Markdown("<span class='ws-sub'>Trains a classifier on the image tags and stores a "
-                                "pseudo-mask for every tagged image (strokes there are kept); the next training "
-                                "uses them.</span>")
+                    gr.Markdown("<span class='ws-sub'>Trains a classifier on the image tags (for its own "
+                                "number of epochs, about 66,000 images seen, 2–30 epochs; the Epochs box is for "
+                                "Train) and stores a pseudo-mask for every tagged image (strokes there are kept); "
+                                "the next training uses them.</span>")
                     timer = gr.Timer(1.0, active=False)
                 with gr.Accordion("Classes", open=False, elem_id="ws-classes-panel"):
                     class_table = gr.Dataframe(headers=["index", "name", "colour"], interactive=False,
@@ -166,7 +169,8 @@ def build_ui(project: Project) -> gr.Blocks:
             """The class table and the "class to change" list, still on class ``keep`` if it exists."""
             choices = handlers.class_choices(p)
             idx = [i for _, i in choices]
-            value = int(keep) if keep not in (None, "") and int(keep) in idx else (idx[0] if idx else None)
+            # nothing picked until the person picks: a default class got renamed by accident
+            value = int(keep) if keep not in (None, "") and int(keep) in idx else None
             return handlers.class_rows(p), gr.update(choices=choices, value=value)
 
         def on_start(tok, filt, seen):

@@ -787,3 +787,16 @@ def test_fill_a_region_drawn_round_and_undo_it(browser, server, project_dir):
         wait_saved(pg)
         outline = state(pg)["counts"].get("1", 0)
         assert 0 < outline < filled - 0.25 * inside and stored(project_dir, iid)[0][SIZE // 2, SIZE // 2] != 1
+
+
+def test_rename_needs_a_class_picked_first(browser, server, project_dir):
+    """No class is picked for "Class to change" until the person picks one: a name typed and
+    Rename pressed straight away renames nothing (it used to rename background)."""
+    with window(browser, server) as pg:
+        pg.click("#ws-classes-panel button:has-text('Classes')")
+        pg.locator("#ws-rename-to input, #ws-rename-to textarea").first.fill("sky")
+        pg.click("#ws-rename")
+        toast = pg.locator(".toast-body, [data-testid='toast-body']").filter(has_text="choose the class to rename")
+        toast.first.wait_for()
+    with Project.open(project_dir) as p:
+        assert p.class_names[0] == "background" and "sky" not in p.class_names
