@@ -93,8 +93,9 @@ def build_ui(project: Project) -> gr.Blocks:
                 cv = gr.HTML(value="", html_template=canvas.asset("canvas.html"), js_on_load=canvas.asset("canvas.js"),
                              server_functions=list(handlers.CANVAS_FUNCTIONS), elem_id="ws-canvas",
                              apply_default_css=False)
-                gr.Markdown("<span class='ws-sub'>Keys: 1–9 class · E eraser · F fill · [ ] brush size · Ctrl+Z / Ctrl+Y "
-                            "undo / redo · + − 0 zoom · Ctrl+wheel zoom</span>")
+                gr.Markdown("<span class='ws-sub'>Keys: 1–9 class · E eraser · F fill · [ ] brush size · "
+                            "N / P next / previous image · U next unannotated · Ctrl+Enter accept as final · "
+                            "Ctrl+Z / Ctrl+Y undo / redo · + − 0 zoom · Ctrl+wheel zoom</span>")
             with gr.Column(scale=3, min_width=300):
                 with gr.Accordion("Train & predict", open=True, elem_id="ws-train-panel"):
                     gr.Markdown("<span class='ws-sub'>Trains a U-Net on every scribble, tag and final mask of the "

@@ -800,3 +800,23 @@ def test_rename_needs_a_class_picked_first(browser, server, project_dir):
         toast.first.wait_for()
     with Project.open(project_dir) as p:
         assert p.class_names[0] == "background" and "sky" not in p.class_names
+
+
+def test_keys_move_between_images_and_accept(browser, server, project_dir):
+    with window(browser, server, "disc1.png") as pg:
+        first = state(pg)["id"]
+        pg.keyboard.press("n")
+        pg.wait_for_function(f"() => document.querySelector('{ROOT}')._ws.id !== {first}")
+        assert "disc2.png" in pg.inner_text("#ws-title")
+        pg.keyboard.press("p")
+        pg.wait_for_function(f"() => document.querySelector('{ROOT}')._ws.id === {first}")
+        pg.locator("#ws-epochs input").first.press("n")  # a key typed in a box is not a command
+        time.sleep(0.5)
+        assert state(pg)["id"] == first
+        pick_class(pg, 1)
+        stroke(pg, [(0.4, 0.5), (0.6, 0.5)])
+        wait_preview(pg)
+        pg.keyboard.press("Control+Enter")
+        pg.wait_for_selector(f"{ROOT} .ws-ovl[data-kind='final']")
+        with Project.open(project_dir) as p:
+            assert p.mask_info(first, "final") is not None

@@ -21,6 +21,7 @@
   const q = (s) => root.querySelector(s);
   const stage = q('.ws-stage'), layers = q('.ws-layers'), img = q('.ws-img'), ovl = q('.ws-overlay');
   const cv = q('.ws-labels'), ctx = cv.getContext('2d'), cursor = q('.ws-cursor');
+  const NAV_KEYS = {n: 'ws-next', p: 'ws-prev', u: 'ws-next-todo'};  // next, previous, next unannotated
   const KIND_NAMES = {preview: 'Live preview', final: 'Final', predicted: 'Prediction', imported: 'Imported',
                       pseudo: 'Pseudo-mask', none: 'None'};
   const S = {
@@ -576,10 +577,15 @@
     const k = e.key;
     if ((e.ctrlKey || e.metaKey) && (k === 'z' || k === 'Z')) { e.preventDefault(); undoRedo(e.shiftKey); return; }
     if ((e.ctrlKey || e.metaKey) && (k === 'y' || k === 'Y')) { e.preventDefault(); undoRedo(true); return; }
+    if ((e.ctrlKey || e.metaKey) && k === 'Enter') { e.preventDefault(); accept(); return; }
     if (e.ctrlKey || e.metaKey || e.altKey) return;
     if (k >= '1' && k <= '9' && S.classes[Number(k) - 1]) selectClass(S.classes[Number(k) - 1].idx);
     else if (k === 'e' || k === 'E') { S.erase = true; markTools(); }
     else if (k === 'f' || k === 'F') { S.fill = !S.fill; markTools(); }
+    else if (NAV_KEYS[k.toLowerCase()] && !S.drawing) {  // the page's own buttons: Python picks the image
+      const b = document.getElementById(NAV_KEYS[k.toLowerCase()]);
+      if (b) b.click();
+    }
     else if (k === '[') { size.value = String(Math.max(1, S.size - 2)); size.dispatchEvent(new Event('input')); }
     else if (k === ']') { size.value = String(Math.min(60, S.size + 2)); size.dispatchEvent(new Event('input')); }
     else if (k === '+' || k === '=') setZoom(S.zoom * 1.25);
