@@ -128,13 +128,16 @@ def correct_prediction(image, scribbles, prediction, num_classes: int, confidenc
     from segmenter.pseudo import PseudoResult, get_method
     from segmenter.pseudo import functional as F
 
+    from annotations.errors import LabelMapError
+
+    F.check_inputs(image, scribbles, num_classes)
+    if prediction is None:  # what Project.mask(i, "predicted") returns before any prediction
+        raise LabelMapError("no prediction (None) to correct: predict the image first "
+                            "(python -m segmenter predict PROJECT), or make a pseudo-mask from the strokes alone.")
     image = np.asarray(image)
     scribbles = np.asarray(scribbles)
     prediction = np.asarray(prediction)
-    F.check_inputs(image, scribbles, num_classes)
     if prediction.shape != scribbles.shape:
-        from annotations.errors import LabelMapError
-
         raise LabelMapError(f"the prediction is {prediction.shape[1]}x{prediction.shape[0]} but the scribbles "
                             f"are {scribbles.shape[1]}x{scribbles.shape[0]}.")
     prediction = np.where(prediction < num_classes, prediction, 255).astype(np.uint8)

@@ -128,9 +128,18 @@ def test_large_image_is_worked_at_reduced_resolution(disc):
 
 
 def test_no_scribbles_raises_no_labels(disc):
-    img, _, _ = disc
+    img, _, scr = disc
     with pytest.raises(NoLabelsError, match="no scribbles"):
         make_pseudo_mask(img, np.full(img.shape[:2], 255, np.uint8), 2)
+    # Project.scribbles() of an image nobody drew on, and Project.mask() before any prediction
+    with pytest.raises(NoLabelsError, match="no strokes yet"):
+        make_pseudo_mask(img, None, 2)
+    from segmenter.preview import correct_prediction
+
+    with pytest.raises(NoLabelsError, match="no strokes yet"):
+        correct_prediction(img, None, np.zeros(img.shape[:2], np.uint8), 2)
+    with pytest.raises(LabelMapError, match="predict the image first"):
+        correct_prediction(img, scr, None, 2)
 
 
 def test_wrong_size_and_unknown_class_raise_label_map_error(disc):

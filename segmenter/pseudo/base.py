@@ -118,9 +118,9 @@ class PseudoLabeler(ABC):
                  prior: np.ndarray | None = None) -> PseudoResult:
         """Pseudo-mask of ``image`` ((H, W) or (H, W, 3) uint8) from ``scribbles`` ((H, W) uint8,
         255 = none) for ``num_classes`` classes, optionally blending ``prior`` ((C, H, W) float32)."""
+        F.check_inputs(image, scribbles, num_classes)
         image = np.ascontiguousarray(image)
         scribbles = np.ascontiguousarray(scribbles)
-        F.check_inputs(image, scribbles, num_classes)
         image = F.drop_replicated_channels(image)
         prior = F.check_prior(prior, num_classes, image.shape[:2])
         prep = self.prepare(image, scribbles, num_classes, prior)

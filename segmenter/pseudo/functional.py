@@ -28,6 +28,9 @@ def check_inputs(image: np.ndarray, scribbles: np.ndarray, num_classes: int) -> 
         raise LabelMapError(f"the image must be (H, W) or (H, W, 3) uint8, got {image.shape} {image.dtype}.")
     if not 2 <= num_classes <= 255:
         raise LabelMapError(f"the number of classes must be between 2 and 255, got {num_classes}.")
+    if scribbles is None:  # what Project.scribbles() returns for an image nobody drew on
+        raise NoLabelsError("no scribble map (None): the image has no strokes yet; draw at least one stroke "
+                            "before making a pseudo-mask.")
     scribbles = np.asarray(scribbles)
     if scribbles.ndim != 2 or scribbles.dtype != np.uint8:
         raise LabelMapError(f"the scribble map must be (H, W) uint8, got {scribbles.shape} {scribbles.dtype}.")
