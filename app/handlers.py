@@ -117,6 +117,8 @@ def open_project(path: str, classes_text: str = "") -> Project:
 
 # ---------------------------------------------------------------------------------- list and navigation
 CURRENT_MARK = "▶ "
+#: Rows of the image list sent to the page at a time.
+LIST_ROWS = 100
 #: Projects whose last shown image a browser remembers (a reload reopens that image).
 REMEMBERED_PROJECTS = 20
 
@@ -140,6 +142,45 @@ def image_rows(project: Project, status_filter: str = "all", current: int | None
                 label = f"predicted · u {mi.uncertainty:.2f}"
         rows.append([info.id, (CURRENT_MARK if info.id == current else "") + info.name, label])
     return rows
+
+
+def image_list(project: Project, status_filter: str = "all", current: int | None = None) -> tuple[list[list], str]:
+    """The image list as the page shows it: ``(rows, label)``. A long list is shown
+    :data:`LIST_ROWS` rows at a time, the block holding ``current`` (re-sending thousands of rows
+    after every stroke and every image change made the page slow); the label says which rows."""
+    rows = image_rows(project, status_filter, current)
+    n = len(rows)
+    what = "Images" if status_filter == "all" else f"Images ({status_filter})"
+    if n <= LIST_ROWS:
+        return rows, f"{what}: {n}"
+    pos = next((k for k, r in enumerate(rows) if r[0] == current), 0)
+    start = (pos // LIST_ROWS) * LIST_ROWS
+    window = rows[start:start + LIST_ROWS]
+    return window, (f"{what}: {start + 1}–{start + len(window)} of {n} (Next / Previous move on; "
+                    "Go to finds any image)")
+
+
+def find_image(project: Project, text: str) -> int:
+    """The image a person means by ``text``: its id (the list's first column), its file name
+    (case-insensitive), or a unique part of the name. Anything else is an :class:`AppError` that says
+    what matched."""
+    text = (text or "").strip()
+    if not text:
+        raise AppError("type an image id or (part of) its name.")
+    infos = project.images()
+    if text.isdigit() and any(i.id == int(text) for i in infos):
+        return int(text)
+    low = text.lower()
+    exact = [i for i in infos if i.name.lower() == low or Path(i.name).stem.lower() == low]
+    if exact:
+        return exact[0].id
+    part = [i for i in infos if low in i.name.lower()]
+    if len(part) == 1:
+        return part[0].id
+    if not part:
+        raise AppError(f"no image id or name matches '{text}'.")
+    names = ", ".join(i.name for i in part[:5]) + (", …" if len(part) > 5 else "")
+    raise AppError(f"{len(part)} images match '{text}' ({names}): type more of the name.")
 
 
 def progress_text(project: Project) -> str:

@@ -57,6 +57,12 @@ def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int = 7860, auth=None
         quiet=not block)
 
 
+def list_update(p: Project, status_filter: str, current):
+    """The image list's rows (the block holding ``current``) and its label."""
+    rows, label = handlers.image_list(p, status_filter, current)
+    return gr.update(value=rows, label=label)
+
+
 def build_ui(project: Project) -> gr.Blocks:
     start_token = handlers.register_project(project)
 
@@ -65,7 +71,7 @@ def build_ui(project: Project) -> gr.Blocks:
         p = handlers.project_for(token)
         msg = handlers.load_message(p, token, image_id)
         return (image_id, json.dumps(msg), handlers.title_text(p, image_id),
-                handlers.image_rows(p, status_filter, image_id), handlers.progress_text(p))
+                list_update(p, status_filter, image_id), handlers.progress_text(p))
 
     with gr.Blocks(title="weakseg · annotate", fill_width=True) as demo:
         token = gr.State(start_token)
@@ -80,6 +86,8 @@ def build_ui(project: Project) -> gr.Blocks:
                 project_md = gr.Markdown(elem_id="ws-project")
                 progress = gr.Markdown(elem_id="ws-progress")
                 status_filter = gr.Dropdown(FILTER_CHOICES, value="all", label="Show", elem_id="ws-filter")
+                goto = gr.Textbox(label="Go to image", placeholder="id or name, then Enter", elem_id="ws-goto",
+                                  max_lines=1)
                 image_list = gr.Dataframe(headers=LIST_HEADERS, datatype=["number", "str", "str"],
                                           interactive=False, elem_id="ws-image-list", label="Images",
                                           column_widths=["12%", "44%", "44%"], wrap=True)
@@ -163,7 +171,7 @@ def build_ui(project: Project) -> gr.Blocks:
             if shown_id is None or image_id is None or int(image_id) != shown_id:  # nothing (still) shown: load
                 return show(token, shown_id, status_filter)
             return (image_id, json.dumps(handlers.refresh_message(p, token, image_id)),
-                    handlers.title_text(p, image_id), handlers.image_rows(p, status_filter, image_id),
+                    handlers.title_text(p, image_id), list_update(p, status_filter, image_id),
                     handlers.progress_text(p))
 
         def class_outputs(p: Project, keep=None):
@@ -212,15 +220,21 @@ def build_ui(project: Project) -> gr.Blocks:
 
         listen(image_list.select, on_select, [token, status_filter], shown)
 
+        def on_goto(tok, text, filt):
+            p = handlers.project_for(tok)
+            return (*show(tok, handlers.find_image(p, text), filt), "")
+
+        listen(goto.submit, on_goto, [token, goto, status_filter], shown + [goto])
+
         def on_filter(tok, cur, filt):
             p = handlers.project_for(tok)
-            return handlers.image_rows(p, filt, cur), handlers.progress_text(p)
+            return list_update(p, filt, cur), handlers.progress_text(p)
 
         listen(status_filter.change, on_filter, [token, current, status_filter], [image_list, progress])
 
         def on_saved(tok, cur, filt):
             p = handlers.project_for(tok)
-            return handlers.image_rows(p, filt, cur), handlers.progress_text(p), handlers.title_text(p, cur)
+            return list_update(p, filt, cur), handlers.progress_text(p), handlers.title_text(p, cur)
 
         listen(cv.saved, on_saved, [token, current, status_filter], [image_list, progress, title],
                  show_progress="hidden", queue=False)

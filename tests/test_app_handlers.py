@@ -341,6 +341,33 @@ def test_rows_filters_progress(project):
         handlers.image_rows(project, "bogus")
 
 
+def test_a_long_image_list_is_sent_a_block_at_a_time(project, monkeypatch):
+    ids = project.image_ids()
+    rows, label = handlers.image_list(project, "all", ids[0])
+    assert len(rows) == len(ids) and label == f"Images: {len(ids)}"
+    monkeypatch.setattr(handlers, "LIST_ROWS", 2)
+    rows, label = handlers.image_list(project, "all", ids[3])  # the block holding the image shown
+    assert [r[0] for r in rows] == ids[2:4] and rows[1][1].startswith(handlers.CURRENT_MARK)
+    assert label.startswith(f"Images: 3–4 of {len(ids)}")
+    assert [r[0] for r in handlers.image_list(project, "all", None)[0]] == ids[:2]
+    project.set_tag(ids[3], 1, "present")
+    rows, label = handlers.image_list(project, "tagged", ids[0])
+    assert [r[0] for r in rows] == [ids[3]] and label == "Images (tagged): 1"
+
+
+def test_go_to_an_image_by_id_or_name(project):
+    ids = project.image_ids()
+    assert handlers.find_image(project, str(ids[2])) == ids[2]
+    assert handlers.find_image(project, " DISC3.png ") == ids[3]
+    assert handlers.find_image(project, "disc1") == ids[1]  # the name without its extension
+    with pytest.raises(AnnotationError, match=f"{len(ids)} images match 'disc'"):
+        handlers.find_image(project, "disc")
+    with pytest.raises(AnnotationError, match="no image id or name matches 'cat'"):
+        handlers.find_image(project, "cat")
+    with pytest.raises(AnnotationError, match="type an image id"):
+        handlers.find_image(project, "  ")
+
+
 def test_navigation(project):
     ids = project.image_ids()
     assert handlers.neighbour(project, ids[0], +1) == ids[1]

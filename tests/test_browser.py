@@ -128,7 +128,9 @@ def wait_preview(pg) -> None:
 
 
 def stroke(pg, points) -> None:
-    """Drag the mouse through ``points`` given as fractions (x, y) of the canvas."""
+    """Drag the mouse through ``points`` given as fractions (x, y) of the canvas (scrolled into view
+    first: a panel opened beside it may have scrolled the page)."""
+    pg.locator(f"{ROOT} canvas.ws-labels").scroll_into_view_if_needed()
     box = pg.locator(f"{ROOT} canvas.ws-labels").bounding_box()
     xy = [(box["x"] + fx * box["width"], box["y"] + fy * box["height"]) for fx, fy in points]
     pg.mouse.move(*xy[0])
@@ -579,6 +581,7 @@ def mask_editor(pg, cls: int = 1) -> None:
 
 def stroke_with_message(pg, fy: float, msg: dict) -> None:
     """A stroke along row ``fy`` (fractions of the canvas) from x 0.1 to 0.9; ``msg`` arrives at x 0.4."""
+    pg.locator(f"{ROOT} canvas.ws-labels").scroll_into_view_if_needed()
     box = pg.locator(f"{ROOT} canvas.ws-labels").bounding_box()
     x, y = (lambda fx: box["x"] + fx * box["width"]), box["y"] + fy * box["height"]
     pg.mouse.move(x(0.1), y)
@@ -766,6 +769,8 @@ def test_fill_a_region_drawn_round_and_undo_it(browser, server, project_dir):
     off the same stroke is only its outline."""
     with window(browser, server, "disc4.png") as pg:
         iid = state(pg)["id"]
+        pg.click(f"{ROOT} .ws-clear")  # earlier tests' strokes out of the way
+        wait_saved(pg)
         pick_class(pg, 1)
         square = [(0.3, 0.3), (0.7, 0.3), (0.7, 0.7), (0.3, 0.7), (0.3, 0.32)]
         pg.keyboard.press("f")
@@ -820,3 +825,18 @@ def test_keys_move_between_images_and_accept(browser, server, project_dir):
         pg.wait_for_selector(f"{ROOT} .ws-ovl[data-kind='final']")
         with Project.open(project_dir) as p:
             assert p.mask_info(first, "final") is not None
+
+
+def test_go_to_an_image_by_name(browser, server):
+    with window(browser, server) as pg:
+        box = pg.locator("#ws-goto input, #ws-goto textarea").first
+        box.fill("disc4")
+        box.press("Enter")
+        pg.wait_for_function(f"() => document.querySelector('#ws-title').innerText.includes('disc4.png')"
+                             f" && document.querySelector('{ROOT}')._ws.doc")
+        assert box.input_value() == ""
+        box.fill("disc")  # every image matches: said, and the image stays
+        box.press("Enter")
+        pg.locator(".toast-body, [data-testid='toast-body']").filter(has_text="images match 'disc'").first.wait_for()
+        assert "disc4.png" in pg.inner_text("#ws-title")
+        assert "Images: " in pg.inner_text("#ws-image-list")
