@@ -35,7 +35,15 @@ class NotFoundError(AnnotationError):
 
 
 class ClassInUseError(AnnotationError):
-    """A class still has annotations; deleting it needs ``force=True``."""
+    """A class still has annotations; deleting it needs ``force=True``. For a caller's own wording:
+    ``class_name`` names it, ``uses`` says what uses it (``"10 scribble maps and 1 mask"``),
+    ``effects`` what a forced delete does (``"its pixels become unlabelled"``)."""
+
+    def __init__(self, message: str, class_name: str = "", uses: str = "", effects: str = ""):
+        super().__init__(message)
+        self.class_name = class_name
+        self.uses = uses
+        self.effects = effects
 
 
 class ProjectError(AnnotationError):

@@ -156,6 +156,22 @@ def check_new_project_classes(names: Sequence[str]) -> None:
                            f"e.g. background, {other} (every pixel belongs to one of them).")
 
 
+def _and(parts: list[str]) -> str:
+    return " and ".join(filter(None, [", ".join(parts[:-1]), parts[-1]])) if parts else ""
+
+
+def _usage_text(usage: dict[str, int], done: bool = False) -> tuple[str, str]:
+    """What uses a class and what deleting it does (``done``: did), from :meth:`Project.class_usage`:
+    ``{"scribbles": 10, "masks": 1, "tags": 0}`` -> ``("10 scribble maps and 1 mask", "its pixels
+    become unlabelled")``; ``("", "")`` when nothing uses it."""
+    words = {"scribbles": ("scribble map", "scribble maps"), "masks": ("mask", "masks"), "tags": ("tag", "tags")}
+    uses = _and([f"{n} {words[k][n != 1]}" for k, n in usage.items() if n])
+    effects = _and(([f"its pixels {'are now' if done else 'become'} unlabelled"]
+                    if usage["scribbles"] or usage["masks"] else [])
+                   + ([f"its tags {'were' if done else 'are'} removed"] if usage["tags"] else []))
+    return uses, effects
+
+
 @contextmanager
 def removed_on_failure(root: str | os.PathLike) -> Iterator[None]:
     """Undo the creation of a project folder when the block fails.
@@ -476,17 +492,22 @@ class Project:
         scribble version of every layer (so an undo never brings back the old indices) and in
         every mask; a head that changed gets a new version (a window still drawing with the old
         classes is refused as stale). Its tags go. Returns a summary.
+
+        A project keeps at least two classes (as :func:`check_new_project_classes` asks of a new
+        one): deleting one of the last two is refused with :class:`ProjectError`.
         """
         c = self.class_info(key)
+        self._check_class_deletable(c)
         usage = self.class_usage(c.idx)
-        summary = (f"class '{c.name}' is used by {usage['scribbles']} scribble map(s), {usage['masks']} mask(s) "
-                   f"and {usage['tags']} tag(s)")
-        if any(usage.values()) and not force:
-            raise ClassInUseError(f"{summary}; delete it with force to erase those pixels and tags.")
+        uses, effects = _usage_text(usage)
+        if uses and not force:
+            raise ClassInUseError(f"class '{c.name}' is used by {uses}; deleting it needs force ({effects}).",
+                                  class_name=c.name, uses=uses, effects=effects)
         lut = np.arange(256, dtype=np.uint8)
         lut[c.idx] = IGNORE
         lut[c.idx + 1 : 255] = np.arange(c.idx, 254, dtype=np.uint8)
         with self.transaction() as conn:
+            self._check_class_deletable(c)  # again, inside the transaction: another writer may have deleted one
             heads = {(r[0], r[1]): r[2] for r in conn.execute("SELECT image_id, layer, version FROM scribble_heads")}
             changed_heads = []
             for r in conn.execute("SELECT image_id, layer, version, file FROM scribble_versions").fetchall():
@@ -512,7 +533,17 @@ class Project:
             n = conn.execute("SELECT COALESCE(MAX(idx), -1) FROM classes").fetchone()[0]
             for i in range(c.idx + 1, n + 1):
                 conn.execute("UPDATE classes SET idx = ? WHERE idx = ?", (i - 1, i))
-        return f"deleted: {summary}"
+        return f"deleted class '{c.name}'" + (f" (it was used by {uses}: {_usage_text(usage, done=True)[1]})"
+                                              if uses else "")
+
+    def _check_class_deletable(self, c: ClassInfo) -> None:
+        """Refuse to delete ``c`` when the project would be left with fewer than two classes."""
+        others = [n for n in self.class_names if n != c.name]
+        if len(others) < 2:
+            raise ProjectError(
+                f"cannot delete class '{c.name}': a segmentation project needs at least two classes and this one "
+                f"would be left with {len(others)} ({', '.join(others) or 'none'}); add another class first "
+                "(or rename this one instead of deleting it).")
 
     def _remap_label_file(self, rel: str, lut: np.ndarray, new_rel: str) -> tuple[str, np.ndarray] | None:
         """Write ``lut`` applied to the label map at ``rel`` to ``new_rel`` (a name never used

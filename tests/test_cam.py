@@ -289,7 +289,44 @@ def test_tags_command_without_tags_exits_2_with_a_message(tmp_path, capsys):
     p.add_image(encode_image_png(scene(0, True, False)[0]), name="a.png")
     p.close()
     assert main(["tags", str(tmp_path / "proj")]) == 2
-    assert "no image has a tag" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "no image has a tag" in err and "python -m segmenter tag " in err and len(err.splitlines()) == 1
+
+
+def test_tag_command_sets_and_lists_the_tags_the_tags_command_needs(tmp_path, capsys):
+    """The CLI had no way to set image-level tags: 'tag' sets them (images by name or id, or --all)
+    and lists them; a bad class or image is one line, exit 2, and nothing is written."""
+    from annotations.imageio import encode_image_png
+    from annotations.store import Project
+    from segmenter.cli import main
+
+    p = Project.create(tmp_path / "proj", classes=["background", "square", "disc"])
+    a, b, c = (p.add_image(encode_image_png(scene(k, True, True)[0]), name=f"s{k}.png").id for k in range(3))
+    p.close()
+    root = str(tmp_path / "proj")
+    assert main(["tag", root, "s0.png", str(b), "--present", "square,disc", "--absent", "background"]) == 0
+    assert capsys.readouterr().out.strip() == "tagged s0.png, s1.png: present square, disc; absent background"
+    assert main(["tag", root, "--all", "--absent", "2", "--unknown", "background"]) == 0
+    assert capsys.readouterr().out.strip() == "tagged s0.png, s1.png, s2.png: absent disc; unknown background"
+    with Project.open(root) as p:
+        assert p.tags(a) == p.tags(b) == {1: "present", 2: "absent"} and p.tags(c) == {2: "absent"}
+    assert main(["tag", root, "--list"]) == 0
+    assert capsys.readouterr().out.splitlines() == [f"{a:4d} s0.png: present square; absent disc",
+                                                    f"{b:4d} s1.png: present square; absent disc",
+                                                    f"{c:4d} s2.png: absent disc"]
+    assert main(["tag", root, "--unknown", "disc", "s2", "--list"]) == 0  # images after the options too
+    assert capsys.readouterr().out.splitlines() == ["tagged s2.png: unknown disc", f"{c:4d} s2.png: no tags"]
+    for argv, word in [(["s0.png", "--present", "dog"], "no class 'dog'"),
+                       (["s0.png", "s9.png", "--present", "disc"], "no image named 's9.png'"),
+                       (["s0.png", "--present", "disc", "--absent", "disc"], "both --present and --absent"),
+                       (["s0.png"], "--present, --absent or --unknown"),
+                       (["--present", "disc"], "--all"),
+                       (["s0.png", "--all", "--present", "disc"], "not both")]:
+        assert main(["tag", root, *argv]) == 2, argv
+        out, err = capsys.readouterr()
+        assert word in err and len(err.splitlines()) == 1 and not out, (argv, err)
+    with Project.open(root) as p:
+        assert p.tags(a) == {1: "present", 2: "absent"} and p.tags(c) == {}
 
 
 def _encoder_weights_file(tmp_path, seed=1):

@@ -278,6 +278,35 @@ def test_cli_bad_format_and_option_exit_2(src, tmp_path, capsys):
     assert "no option 'colour'" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("command", ["export", "import"])
+def test_cli_help_lists_every_format_with_its_options(command, capsys, monkeypatch):
+    """The formats and their --option keys were found only by passing a bad option: --help lists
+    them, from the registry (a format registered tomorrow is listed too)."""
+    from segmenter.cli import main
+
+    monkeypatch.setenv("COLUMNS", "200")  # no wrapping, so an option's help is on its key's line
+    with pytest.raises(SystemExit) as e:
+        main([command, "--help"])
+    assert e.value.code == 0
+    text = capsys.readouterr().out
+    assert "see 'export --help'" not in text
+    import re
+
+    listing = text[text.index("formats (--format NAME) and their options (--option KEY=VALUE):"):]
+    blocks = {b.split(":")[0].strip(): b for b in re.split(r"\n(?=  \S)", listing)[1:]}  # one per format
+    assert sorted(blocks) == list_formats()
+    for name, block in blocks.items():
+        fmt = get_format(name)
+        assert block.startswith(f"  {name}: {fmt.description}\n")
+        sides = [("export", fmt.export_options)] + ([("import", fmt.import_options)] if fmt.can_import else [])
+        for side, options in sides:
+            assert (f"{side} options:" in block) and (bool(options) or f"{side} options: none" in block), (name, side)
+            for key, help_ in options.items():
+                assert any(line.split() == [key, *help_.split()] for line in block.splitlines()), (name, key)
+    for name, key in [("coco", "segmentation"), ("voc", "jpeg_quality"), ("masks", "mapping"), ("folder", "kind")]:
+        assert key in get_format(name).export_options or key in get_format(name).import_options
+
+
 # ----------------------------------------------------------------------------- COCO
 def _coco_masks(ann_file: Path):
     """Per file name, the label map pycocotools' own COCO loader gives (background 0)."""

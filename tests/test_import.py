@@ -79,6 +79,29 @@ def test_cli_bad_input_exit_2_one_line(tmp_path, bad_files):
     assert r.returncode == 2 and "unknown format 'nope' (known:" in r.stderr
 
 
+def test_cli_status_says_what_each_count_means(tmp_path, capsys):
+    """'scribbled: 2' beside 'status: ... scribbled 0' read as a contradiction: one counts images
+    with strokes, the other each image once at its furthest status. The output says which is which."""
+    from segmenter.cli import main
+
+    p = Project.create(tmp_path / "p", ["background", "cell"])
+    ids = [p.add_image(imageio.encode_image_png(np.full((8, 8), k, np.uint8)), name=f"{k}.png").id for k in range(3)]
+    scr = np.full((8, 8), 255, np.uint8)
+    scr[0, 0] = 1
+    for i in ids[:2]:
+        p.save_scribbles(i, scr)
+        p.save_mask(i, np.zeros((8, 8), np.uint8), "final", source="test")
+    p.set_tag(ids[2], 1, "present")
+    p.close()
+    assert main(["status", str(tmp_path / "p")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1] == "images: 3  with strokes: 2  with tags: 1"
+    assert lines[2] == ("by furthest status (each image once): final 2, imported 0, predicted 0, pseudo 0, "
+                        "scribbled 0, tagged 1, untouched 0")
+    assert lines[3].startswith("current masks: ") and "final 2" in lines[3]
+    assert not any(line.startswith(("scribbled:", "status:")) or " scribbled: " in line for line in lines)
+
+
 def test_image_kinds_16bit_grayscale_exif_alpha(tmp_path):
     d = tmp_path / "imgs"
     d.mkdir()

@@ -127,6 +127,49 @@ def test_train_names_the_layer_its_strokes_are_in(tmp_path, capsys):
     assert "note:" not in capsys.readouterr().err
 
 
+def test_train_resume_of_a_checkpoint_that_has_its_epochs_exits_2(tmp_path, capsys):
+    """--epochs is the total: resuming a checkpoint that already has that many trains nothing, and
+    says so (it printed 'model None (1 epochs, ...)' and exited 0)."""
+    from segmenter.cli import main
+
+    p = _project(tmp_path)
+    cfg = ModelConfig(classes=CLASSES, size=64)
+    save_checkpoint(p.models_dir / "m", create_model(cfg), cfg, state={"epoch": 1})
+    before = (p.models_dir / "m.safetensors").read_bytes()
+    for epochs, have in (("1", "1 of 1 epochs"), ("0", "1 epochs, more than --epochs 0")):
+        assert main(["train", str(p.root), "--epochs", epochs, "--resume", "latest", "--device", "cpu",
+                     "--quiet"]) == 2
+        out, err = capsys.readouterr()
+        assert not out and len(err.splitlines()) == 1, err
+        assert f"checkpoint 'm' already has {have}: nothing to train" in err and "raise it above 1" in err
+    assert (p.models_dir / "m.safetensors").read_bytes() == before
+
+
+def test_predict_names_the_layer_its_strokes_are_in(tmp_path, capsys):
+    """Strokes only in other layers (a dataset import's set1/set2): predict stores uncorrected
+    predictions, and says so as train does, naming the layers and --layer."""
+    from segmenter.cli import main
+
+    p = _project(tmp_path, labels=False)
+    ids = p.image_ids()
+    for k, layer in ((1, "set1"), (2, "set2")):
+        p.save_scribbles(ids[k], make_disc_image(64, seed=k, rgb=k % 2 == 0)[2], layer=layer)
+    cfg = ModelConfig(classes=CLASSES, size=64)
+    torch.manual_seed(0)
+    save_checkpoint(p.models_dir / "raw", create_model(cfg), cfg)
+    assert main(["predict", str(p.root), "--device", "cpu"]) == 0
+    err = capsys.readouterr().err
+    note = [line for line in err.splitlines() if line.startswith("note:")]
+    assert len(note) == 1, err
+    assert "not corrected by any strokes" in note[0] and "layer 'set1', 'set2': add --layer set1" in note[0]
+    assert p.mask_info(ids[1], "predicted").source == "model:unet/resnet18"
+    assert main(["predict", str(p.root), "--device", "cpu", "--layer", "set1"]) == 0
+    assert "note:" not in capsys.readouterr().err
+    assert p.mask_info(ids[1], "predicted").source.endswith("(strokes)")
+    assert main(["predict", str(p.root), "--device", "cpu", "--ignore-scribbles"]) == 0
+    assert "note:" not in capsys.readouterr().err
+
+
 def test_predictions_of_scribbled_images_keep_the_strokes(tmp_path, capsys):
     """An untrained model predicts anything; on an image with strokes the stored prediction is
     corrected by them (every stroke pixel keeps its class: an export never contradicts what a

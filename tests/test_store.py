@@ -201,6 +201,47 @@ def test_delete_class_in_use_needs_force_and_remaps(tmp_path, proj):
     assert list(before[1, :4]) == [255] * 4 and list(before[2, :4]) == [1] * 4
 
 
+def test_delete_class_keeps_at_least_two_classes(tmp_path, proj):
+    """Deleting down to one class would turn every label into 255 (and train refuses such a
+    project): the store refuses it, with or without force, and changes nothing."""
+    img = proj.add_image(_png(tmp_path)[0])
+    scr = np.full((24, 32), 255, np.uint8)
+    scr[0, :4] = 0
+    scr[1, :4] = 2
+    proj.save_scribbles(img.id, scr)
+    proj.delete_class("cat", force=True)
+    before = proj.scribbles(img.id).copy()
+    for key in ("dog", "background", 0):
+        with pytest.raises(ProjectError, match="needs at least two classes.*left with 1"):
+            proj.delete_class(key, force=True)
+    assert proj.class_names == ["background", "dog"]
+    assert np.array_equal(proj.scribbles(img.id), before) and proj.scribble_version(img.id) == 2
+
+
+def test_cli_classes_delete_names_force_and_reads_naturally(tmp_path, capsys):
+    from segmenter.cli import main
+
+    assert main(["init", str(tmp_path / "p"), "--classes", "background,cat,dog"]) == 0
+    p = Project.open(tmp_path / "p")
+    img = p.add_image(_png(tmp_path)[0])
+    scr = np.full((24, 32), 255, np.uint8)
+    scr[0, :4] = 1
+    p.save_scribbles(img.id, scr)
+    p.set_tag(img.id, 1, "present")
+    capsys.readouterr()
+    assert main(["classes", str(p.root), "delete", "cat"]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == ("error: class 'cat' is used by 1 scribble map and 1 tag: add --force to delete it "
+                           "anyway (its pixels become unlabelled and its tags are removed).")
+    assert main(["classes", str(p.root), "delete", "cat", "--force"]) == 0
+    assert capsys.readouterr().out.strip() == ("deleted class 'cat' (it was used by 1 scribble map and 1 tag: "
+                                               "its pixels are now unlabelled and its tags were removed)")
+    assert main(["classes", str(p.root), "delete", "dog", "--force"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot delete class 'dog'" in err and "at least two classes" in err and len(err.splitlines()) == 1
+    assert Project.open(p.root).class_names == ["background", "dog"]
+
+
 def test_delete_class_remaps_every_scribble_version_of_every_layer(tmp_path, proj):
     img = proj.add_image(_png(tmp_path)[0])
     old = {}

@@ -60,6 +60,9 @@ class Format(ABC):
     name: str = ""
     description: str = ""
     can_import: bool = False
+    #: ``--option`` keys of an export / an import, each with a line of help (listed by ``--help``)
+    export_options: dict[str, str] = {}
+    import_options: dict[str, str] = {}
 
     @abstractmethod
     def export(self, project, out_dir: Path, options: ExportOptions) -> ExportResult:
@@ -99,6 +102,31 @@ def get_format(name: str) -> Format:
         return _REGISTRY[name]
     except KeyError:
         raise AnnotationError(f"unknown format '{name}' (known: {', '.join(sorted(_REGISTRY))}).") from None
+
+
+def describe_formats(width: int = 100) -> str:
+    """The formats of the registry, each with its description and its export and import options,
+    as text for ``export --help`` and ``import --help`` (lines at most ``width`` wide)."""
+    import textwrap
+
+    _load_builtin()
+    out = ["formats (--format NAME) and their options (--option KEY=VALUE):"]
+    for name in sorted(_REGISTRY):
+        fmt = _REGISTRY[name]
+        out += textwrap.wrap(f"{name}: {fmt.description}", width, initial_indent="  ", subsequent_indent="      ")
+        sides = [("export", fmt.export_options)] + ([("import", fmt.import_options)] if fmt.can_import else [])
+        for side, options in sides:
+            if not options:
+                out.append(f"    {side} options: none")
+                continue
+            out.append(f"    {side} options:")
+            key_w = max(len(k) for k in options)
+            for key, help_ in options.items():
+                out += textwrap.wrap(f"{key:<{key_w}}  {help_}", width, initial_indent="      ",
+                                     subsequent_indent=" " * (8 + key_w))
+        if not fmt.can_import:
+            out.append("    (export only)")
+    return "\n".join(out)
 
 
 @contextmanager

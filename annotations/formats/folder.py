@@ -15,7 +15,7 @@ from pathlib import Path
 from .. import imageio
 from ..store import sanitize_name
 from . import ExportOptions, ExportResult, Format, register_format
-from ._common import dataset_root
+from ._common import COMMON_IMPORT_OPTIONS, dataset_root
 
 
 def mask_for_export(project, image_id: int, options: ExportOptions):
@@ -33,6 +33,7 @@ class FolderFormat(Format):
     name = "folder"
     description = "folder dataset: meta.json, images/, masks/, scribbles/<set>/, splits/"
     can_import = True
+    import_options = {"kind": COMMON_IMPORT_OPTIONS["kind"]}
 
     def export(self, project, out_dir: Path, options: ExportOptions) -> ExportResult:
         res = ExportResult(out_dir)

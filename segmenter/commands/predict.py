@@ -57,6 +57,10 @@ def cmd_predict(args) -> int:
                               batch_size=args.batch_size, callback=progress, scribbles=not args.ignore_scribbles,
                               layer=args.layer)
     sys.stderr.write("\n")
+    if not args.ignore_scribbles:
+        from ._layers import note_other_layers
+
+        note_other_layers(project, args.layer, "the predictions were not corrected by any strokes.")
     for line in summary.lines(args.top):
         print(line)
     return 0

@@ -1,6 +1,7 @@
 """Project commands: ``init``, ``import``, ``status``, ``classes``, ``export``."""
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -72,11 +73,13 @@ def cmd_status(args) -> int:
         print(json.dumps(c, indent=1))
         return 0
     print(f"project {p.root}")
-    print(f"images: {c['images']}  scribbled: {c['scribbled_images']}  tagged: {c['tagged_images']}")
-    print("status: " + ", ".join(f"{k} {v}" for k, v in c["status"].items()))
-    print("masks:  " + ", ".join(f"{k} {v}" for k, v in c["masks"].items()))
+    # Two kinds of count: images that have strokes / tags at all, and each image once, at the
+    # furthest status it has reached (an image with strokes and a final mask counts as final).
+    print(f"images: {c['images']}  with strokes: {c['scribbled_images']}  with tags: {c['tagged_images']}")
+    print("by furthest status (each image once): " + ", ".join(f"{k} {v}" for k, v in c["status"].items()))
+    print("current masks: " + ", ".join(f"{k} {v}" for k, v in c["masks"].items()))
     if c["image_sets"]:
-        print("sets:   " + ", ".join(f"{k} {v}" for k, v in c["image_sets"].items()))
+        print("image sets: " + ", ".join(f"{k} {v}" for k, v in c["image_sets"].items()))
     print("classes:")
     for ci in p.classes():
         t = c["classes"][ci.name]
@@ -99,7 +102,16 @@ def cmd_classes(args) -> int:
         c = p.recolor_class(_key(args.cls), args.color)
         print(f"class {c.idx} {c.name} is now {c.hex}")
     elif args.action == "delete":
-        print(p.delete_class(_key(args.cls), force=args.force))
+        from annotations.errors import ClassInUseError
+        from segmenter.cli import UsageError
+
+        try:
+            print(p.delete_class(_key(args.cls), force=args.force))
+        except ClassInUseError as e:
+            if not (e.class_name and e.uses):
+                raise UsageError(f"{e} Add --force to delete it anyway.") from None
+            raise UsageError(f"class '{e.class_name}' is used by {e.uses}: add --force to delete it anyway"
+                             + (f" ({e.effects})." if e.effects else ".")) from None
     else:
         for c in p.classes():
             print(f"{c.idx:3d} {c.name:<20s} {c.hex}")
@@ -127,6 +139,27 @@ def _stamp() -> str:
     return datetime.now().strftime("%Y%m%d-%H%M%S")
 
 
+#: the epilog of ``export`` and ``import``: stands for the list of formats, made only when help is shown
+FORMATS_EPILOG = "<the formats and their options>"
+
+
+class _FormatsHelp(argparse.HelpFormatter):
+    """Help that lists the formats of :mod:`annotations.formats` (their registry, loaded only for
+    ``--help``) in place of :data:`FORMATS_EPILOG`, keeping that list's own line breaks."""
+
+    def add_text(self, text):
+        if text == FORMATS_EPILOG:
+            from annotations.formats import describe_formats
+
+            text = describe_formats(max(40, self._width - self._current_indent))
+        super().add_text(text)
+
+    def _fill_text(self, text, width, indent):
+        if "\n" in text:  # the formats list, already laid out
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return super()._fill_text(text, width, indent)
+
+
 def register(sub) -> None:
     p = sub.add_parser("init", help="create a project folder",
                        description="Create a new project folder with a class list.")
@@ -136,15 +169,21 @@ def register(sub) -> None:
 
     p = sub.add_parser("import", help="import images or a dataset into a project",
                        description="Import a folder of images, one image, a folder dataset (detected by its "
-                                   "meta.json), or with --format another layout (see 'export --help').")
+                                   "meta.json), or with --format another layout (listed below).",
+                       epilog=FORMATS_EPILOG, formatter_class=_FormatsHelp)
     p.add_argument("project")
     p.add_argument("path", help="a folder of images, an image file, or a dataset")
-    p.add_argument("--format", default=None, help="format name (default: detect folder dataset / images)")
+    p.add_argument("--format", default=None, help="format name, listed below (default: detect a folder dataset "
+                                                  "or images)")
     p.add_argument("--create", action="store_true", help="create the project if it does not exist")
     p.add_argument("--option", action="append", metavar="KEY=VALUE", help="format option (repeatable)")
     p.set_defaults(func=cmd_import)
 
-    p = sub.add_parser("status", help="counts per status, mask kind and class")
+    p = sub.add_parser("status", help="counts per status, mask kind and class",
+                       description="Count the project's images: those with strokes and with tags, each image "
+                                   "once by the furthest status it has reached (final > imported > predicted > "
+                                   "pseudo > scribbled > tagged > untouched), current masks per kind, image sets, "
+                                   "and the tags of each class.")
     p.add_argument("project")
     p.add_argument("--json", action="store_true", help="print the counts as JSON")
     p.set_defaults(func=cmd_status)
@@ -170,9 +209,10 @@ def register(sub) -> None:
     from annotations.formats import MASK_CHOICES
 
     p = sub.add_parser("export", help="export masks, images and weak labels",
-                       description="Export the project in a format (python -m segmenter export P --format folder).")
+                       description="Export the project in a format (python -m segmenter export P --format folder).",
+                       epilog=FORMATS_EPILOG, formatter_class=_FormatsHelp)
     p.add_argument("project")
-    p.add_argument("--format", required=True, help="format name, e.g. folder, coco, voc, yolo, png")
+    p.add_argument("--format", required=True, help="format name (listed below)")
     p.add_argument("--masks", choices=MASK_CHOICES, default="best",
                    help="final: only final masks; best: final > imported > predicted > pseudo (default)")
     p.add_argument("--out", help="output folder, or a .zip file (default: PROJECT/exports/<format>-<time>)")

@@ -40,9 +40,13 @@ def run(args) -> int:
                                on_stage=lambda m: print(m, flush=True),
                                progress=lambda e, n, loss: print(f"  epoch {e}/{n} loss {loss:.4f}", flush=True))
     except NoLabelsError as e:
-        if args.image_set:
-            raise NoLabelsError(f"{e} (looked in set '{args.image_set}')") from None
-        raise
+        msg = str(e) + (f" (looked in set '{args.image_set}')" if args.image_set else "")
+        if not project.all_tags():  # say how, from here
+            import shlex
+
+            msg += (f" Set tags with: python -m segmenter tag {shlex.quote(args.project)} IMAGE... --present CLASS "
+                    "--absent CLASS (or --all).")
+        raise NoLabelsError(msg) from None
     for w in summary.warnings:
         print(f"warning: {w}")
     print(summary.message())

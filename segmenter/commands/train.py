@@ -8,8 +8,6 @@ used in one run (see :mod:`segmenter.train`). The checkpoint goes to ``PROJECT/m
 """
 from __future__ import annotations
 
-import os
-import sys
 import time
 
 
@@ -69,7 +67,7 @@ def cmd_train(args) -> int:
     from segmenter.predict import resolve_model
     from segmenter.train import ProgressBar, TrainConfig, Trainer
 
-    from ._layers import other_layers_hint
+    from ._layers import note_other_layers, other_layers_hint
 
     project = Project.open(args.project)
     ids = project.image_set(args.image_set) if args.image_set else None
@@ -89,9 +87,18 @@ def cmd_train(args) -> int:
     mcfg = ModelConfig(classes=project.class_names, arch=args.arch, encoder=args.encoder, size=args.size,
                        in_channels=args.channels)
     if resume is not None:
+        from segmenter.cli import UsageError
         from segmenter.models import read_config
 
-        mcfg = ModelConfig.from_json(read_config(resume)["config"])
+        doc = read_config(resume)
+        done = int((doc.get("state") or {}).get("epoch", 0))
+        if done >= args.epochs:  # --epochs counts the checkpoint's epochs too: nothing would be trained
+            have = f"{done} of {args.epochs} epochs" if done == args.epochs else \
+                f"{done} epochs, more than --epochs {args.epochs}"
+            raise UsageError(f"checkpoint '{name}' already has {have}: nothing to train. --epochs counts all its "
+                             f"epochs; raise it above {done} (e.g. --epochs {done + max(1, args.epochs)}) to train "
+                             "further.")
+        mcfg = ModelConfig.from_json(doc["config"])
         mcfg.classes = project.class_names  # a mismatch is refused when the checkpoint loads
     tcfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=args.device,
                        amp=not args.no_amp, rounds=args.rounds, semi=args.semi,
@@ -101,9 +108,7 @@ def cmd_train(args) -> int:
         data = TrainSet.build(samples, project.num_classes, mcfg.size, mcfg.in_channels)
     except NoLabelsError as e:
         raise NoLabelsError(str(e) + other_layers_hint(project, args.layer)) from None
-    hint = other_layers_hint(project, args.layer)
-    if hint and os.environ.get("RANK", "0") == "0":  # other labels carry the run; say whose strokes it leaves out
-        print("note:" + hint, file=sys.stderr)
+    note_other_layers(project, args.layer)  # other labels carry the run; say whose strokes it leaves out
     project.close() if hasattr(project, "close") else None
     callbacks = [] if args.quiet else [ProgressBar()]
     trainer = Trainer(data, mcfg, tcfg, callbacks=callbacks)
