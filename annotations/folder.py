@@ -91,7 +91,7 @@ class FolderDataset:
         return read_image(self.image_paths[image_id])
 
     def mask_path(self, image_id: str) -> Path:
-        return self.root / "masks" / f"{image_id}.png"
+        return _png(self.root / "masks", image_id)
 
     def has_mask(self, image_id: str) -> bool:
         return self.mask_path(image_id).is_file()
@@ -131,7 +131,7 @@ class FolderDataset:
         return sorted(p.name for p in d.iterdir() if p.is_dir()) if d.is_dir() else []
 
     def scribble_path(self, set_name: str, image_id: str) -> Path:
-        return self.root / "scribbles" / set_name / f"{image_id}.png"
+        return _png(self.root / "scribbles" / set_name, image_id)
 
     def scribbles(self, set_name: str, image_id: str, shape: tuple[int, int] | None = None) -> np.ndarray | None:
         """``(H, W)`` uint8 class index, 255 = not scribbled; ``None`` if the image has none. With
@@ -182,3 +182,13 @@ class FolderDataset:
                     seen.add(i)
                     out.append(i)
         return out
+
+
+def _png(folder: Path, image_id: str) -> Path:
+    """``folder/<id>.png``, or ``<id>.PNG`` when only that exists (as Windows tools write it)."""
+    p = folder / f"{image_id}.png"
+    if not p.is_file():
+        upper = folder / f"{image_id}.PNG"
+        if upper.is_file():
+            return upper
+    return p

@@ -2,9 +2,15 @@
 
 :func:`import_path` detects which (a ``.zip`` is read like the folder it holds): a folder with
 ``meta.json`` is a folder dataset (classes and their ``colors`` from meta.json, masks as kind
-``imported``, every scribble set as a scribble layer of that name, splits as image sets); anything
-else is a folder (searched recursively) or a single image file. A bad file is listed in the
-summary with the reason and skipped; it never aborts the import.
+``imported``, every scribble set as a scribble layer of that name, splits as image sets, tags from
+``tags.json``); anything else is a folder (searched recursively) or a single image file. A bad
+file is listed in the summary with the reason and skipped; it never aborts the import.
+
+A dataset image that the project already holds (same name and same picture, e.g. a folder export
+imported back after its masks were edited elsewhere) is not added again, but its masks,
+scribbles and tags are stored on the project's image. A dataset image with the name of a project
+image that shows another picture is added as a new image (a unique name such as ``a_2.png``),
+with a note.
 """
 from __future__ import annotations
 
@@ -16,8 +22,8 @@ from pathlib import Path
 from . import imageio
 from .errors import AnnotationError, DuplicateImageError
 from .folder import FolderDataset
-from .formats._common import _has_annotations, dataset_root
-from .store import ImportSummary, Project, parse_color
+from .formats._common import JUNK_DIRS, _has_annotations, dataset_root, same_picture
+from .store import ImportSummary, Project, parse_color, sanitize_name
 
 #: Images imported per transaction.
 BATCH = 64
@@ -28,7 +34,7 @@ def find_images(folder: str | os.PathLike) -> list[Path]:
     root = Path(folder)
     out = []
     for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d not in JUNK_DIRS)
         for f in sorted(filenames):
             if not f.startswith(".") and os.path.splitext(f)[1].lower() in imageio.IMAGE_EXTENSIONS:
                 out.append(Path(dirpath) / f)
@@ -39,23 +45,35 @@ def is_folder_dataset(path: str | os.PathLike) -> bool:
     return (Path(path) / "meta.json").is_file()
 
 
-def import_path(project: Project, path: str | os.PathLike) -> ImportSummary:
+def import_path(project: Project, path: str | os.PathLike, options: dict | None = None) -> ImportSummary:
     """Import a folder dataset, a folder of images or one image file (detected); a ``.zip`` of
-    either is read like the folder it holds."""
+    either is read like the folder it holds. ``options``: those of the ``folder`` format (checked:
+    an unknown key is an error) for a folder dataset; images take none."""
     p = Path(path)
     if not p.exists():
         raise AnnotationError(f"{p}: no such file or folder.")
     if p.is_file() and p.suffix.lower() == ".zip":
         with dataset_root(p) as root:
-            return _import_folder(project, root, p)
+            return _import_folder(project, root, p, options)
     if p.is_dir():
-        return _import_folder(project, p, p)
+        return _import_folder(project, p, p, options)
+    _no_options(options, p)
     return project.import_images([p])
 
 
-def _import_folder(project: Project, root: Path, where: Path) -> ImportSummary:
+def _no_options(options: dict | None, where: Path) -> None:
+    if options:
+        key = sorted(options)[0]
+        raise AnnotationError(f"{where}: --option {key} does not apply: this is a folder of images or an image, not "
+                              "a dataset (options apply to a folder dataset with meta.json, or with --format NAME).")
+
+
+def _import_folder(project: Project, root: Path, where: Path, options: dict | None = None) -> ImportSummary:
     if is_folder_dataset(root):
-        return import_folder_dataset(project, root)
+        from .formats import get_format
+
+        return get_format("folder").import_into(project, root, options)  # checks the options
+    _no_options(options, where)
     files = find_images(root)
     if not files:
         raise AnnotationError(f"{where}: no image files found (looked for {', '.join(imageio.IMAGE_EXTENSIONS)}).")
@@ -81,13 +99,24 @@ def import_folder_dataset(project: Project, root: str | os.PathLike, kind: str =
                 if colors[c.idx] is not None and colors[c.idx] != tuple(c.color):
                     project.recolor_class(c.idx, colors[c.idx])
     sets = ds.scribble_sets()
+    manifest = _read_manifest(ds, summary.notes)
+    layer_names = manifest.get("layers") if isinstance(manifest.get("layers"), dict) else {}
+    tags = _read_tags(ds, summary)
+    # The project's images by stem (name matches are checked by content, see _import_one).
+    by_stem: dict[str, object] = {}
+    for im in project.images():
+        by_stem.setdefault(im.stem, im)
     id_map: dict[str, int] = {}
     items = list(ds.image_paths.items())
     for start in range(0, len(items), BATCH):
         # One transaction per batch: far fewer commits (fsyncs); a bad file still only skips itself.
         with project.transaction(bulk=True):
             for sid, path in items[start : start + BATCH]:
-                _import_one(project, ds, sid, path, sets, summary, id_map, kinds)
+                _import_one(project, ds, sid, path, sets, summary, id_map, kinds, by_stem, layer_names,
+                            tags.get(sid, {}))
+    if tags:
+        n = sum(len(t) for sid, t in tags.items() if sid in id_map)
+        summary.notes.append(f"note: {n} image-level tag(s) set from tags.json")
     for split in ds.splits():
         ids = [id_map[i] for i in ds.split(split) if i in id_map]
         if ids:
@@ -96,22 +125,36 @@ def import_folder_dataset(project: Project, root: str | os.PathLike, kind: str =
     return summary
 
 
-def _import_one(project, ds, sid, path, sets, summary, id_map, kinds) -> None:
-    try:
-        info = project.add_image(path)
-    except DuplicateImageError as e:
-        existing = e.existing
-        if os.path.splitext(existing)[0] == sid or not _has_labels(ds, sid, sets):
-            summary.duplicates.append((path.name, existing))  # a re-import, or a bare copy
+def _import_one(project, ds, sid, path, sets, summary, id_map, kinds, by_stem, layer_names, tags) -> None:
+    own = by_stem.get(sid) or by_stem.get(os.path.splitext(sanitize_name(path.name))[0])
+    other = None  # the project's image of this name when it shows another picture
+    if own is not None and not same_picture(project, own, path):
+        own, other = None, own
+    if own is not None:
+        # The project holds this image (a re-import): its labels go onto it, it is not added again.
+        summary.duplicates.append((path.name, own.name))
+        info = own
+    else:
+        try:
+            info = project.add_image(path)
+        except DuplicateImageError as e:
+            existing = e.existing
+            if not _has_labels(ds, sid, sets) and not tags:
+                summary.duplicates.append((path.name, existing))  # a bare copy
+                return
+            # Same pixels, another sample with labels of its own: keep it, say so.
+            info = project.add_image(path, allow_same_content=True)
+            summary.notes.append(f"note: {path.name} has the same pixels as {existing} but labels of its own; "
+                                 "kept as a separate image")
+        except AnnotationError as e:
+            summary.skipped.append((path.name, str(e).split(": ", 1)[-1]))
             return
-        # Same pixels, another sample with labels of its own: keep it, say so.
-        info = project.add_image(path, allow_same_content=True)
-        summary.notes.append(f"note: {path.name} has the same pixels as {existing} but labels of its own; "
-                             "kept as a separate image")
-    except AnnotationError as e:
-        summary.skipped.append((path.name, str(e).split(": ", 1)[-1]))
-        return
-    summary.added.append(info)
+        summary.added.append(info)
+        by_stem.setdefault(info.stem, info)
+        if other is not None:
+            summary.notes.append(f"note: images/{path.name} is another picture than the project's {other.name} "
+                                 f"(same name, other pixels); added as the new image {info.name} with its labels; "
+                                 f"the project's {other.name} is unchanged")
     id_map[sid] = info.id
     # Labels of this image: one failure skips that label only, with its reason.
     if ds.has_mask(sid):
@@ -124,11 +167,50 @@ def _import_one(project, ds, sid, path, sets, summary, id_map, kinds) -> None:
         sp = ds.scribble_path(s, sid)
         if sp.is_file():
             try:
-                project.save_scribbles(info.id, ds.scribbles(s, sid), layer=s,
+                layer = layer_names.get(s) if isinstance(layer_names.get(s), str) and layer_names.get(s) else s
+                project.save_scribbles(info.id, ds.scribbles(s, sid), layer=layer,
                                        author=f"import:{ds.name}")
                 summary.scribbles += 1
             except AnnotationError as e:
-                summary.skipped.append((f"scribbles/{s}/{sid}.png", str(e).split(": ", 1)[-1]))
+                summary.skipped.append((f"scribbles/{s}/{sp.name}", str(e).split(": ", 1)[-1]))
+    for ci, state in tags.items():
+        try:
+            project.set_tag(info.id, ci, state)
+        except AnnotationError as e:
+            summary.skipped.append((f"tags.json ({sid})", str(e).split(": ", 1)[-1]))
+
+
+def _read_manifest(ds: FolderDataset, notes: list[str]) -> dict:
+    """manifest.json of an export of this tool (``{}`` without one; an unreadable one is noted)."""
+    p = ds.root / "manifest.json"
+    if not p.is_file():
+        return {}
+    try:
+        m = json.loads(p.read_text(encoding="utf-8-sig"))
+    except (OSError, ValueError) as e:
+        notes.append(f"note: manifest.json cannot be read ({e}); scribble layers are named after their folders")
+        return {}
+    return m if isinstance(m, dict) else {}
+
+
+def _read_tags(ds: FolderDataset, summary: ImportSummary) -> dict[str, dict[int, str]]:
+    """``{stem: {class index: state}}`` from tags.json (as the folder and weak exports write it);
+    a tags.json that cannot be used is skipped with its reason."""
+    from .formats.weak import read_tags
+
+    p = ds.root / "tags.json"
+    if not p.is_file():
+        return {}
+    try:
+        tj = json.loads(p.read_text(encoding="utf-8-sig"))
+        if not isinstance(tj, dict):
+            raise AnnotationError("tags.json: expected {\"classes\": [...], \"tags\": {stem: {class: state}}}.")
+        return read_tags(ds.root, tj, {n.strip().lower(): k for k, n in enumerate(ds.classes)})
+    except ValueError as e:
+        summary.skipped.append(("tags.json", f"not valid JSON ({e}); no tags imported"))
+    except AnnotationError as e:
+        summary.skipped.append(("tags.json", str(e).split(": ", 1)[-1] + " No tags imported."))
+    return {}
 
 
 def _meta_colors(ds: FolderDataset, notes: list[str]) -> list[tuple[int, int, int] | None]:

@@ -623,12 +623,15 @@ class Project:
         return imageio.read_image(self.image_path(image_id))
 
     def _unique_name(self, conn: sqlite3.Connection, name: str) -> str:
+        """``name``, or ``<stem>_2<ext>`` (``_3`` ...) when an image has that stem already, ignoring
+        case: exports write one file per stem, and ``Img.png`` and ``img.png`` are one file on
+        Windows and macOS."""
         stem, ext = os.path.splitext(name)
-        stems = {os.path.splitext(r[0])[0] for r in conn.execute("SELECT name FROM images")}
-        if stem not in stems:
+        stems = {os.path.splitext(r[0])[0].lower() for r in conn.execute("SELECT name FROM images")}
+        if stem.lower() not in stems:
             return name
         k = 2
-        while f"{stem}_{k}" in stems:
+        while f"{stem}_{k}".lower() in stems:
             k += 1
         return f"{stem}_{k}{ext}"
 
@@ -684,13 +687,34 @@ class Project:
         for p in paths:
             p = Path(p)
             try:
-                s.added.append(self.add_image(p))
+                info = self.add_image(p)
+                s.added.append(info)
+                if info.name != sanitize_name(p.name):
+                    s.notes.append(f"note: {p.name} is named {info.name} in the project (another image has the "
+                                   "name, ignoring case)")
             except DuplicateImageError as e:
                 s.duplicates.append((p.name, e.existing))
             except AnnotationError as e:
                 s.skipped.append((p.name, str(e).split(": ", 1)[-1]))
         s.seconds = time.perf_counter() - t0
         return s
+
+    def rename_image(self, image_id: int, new_name: str) -> ImageInfo:
+        """Give an image another name (made safe with :func:`sanitize_name`; the extension is kept
+        when ``new_name`` has none). A name whose stem another image has, ignoring case, is refused."""
+        info = self.image_info(image_id)
+        raw = str(new_name).strip()
+        if not raw:
+            raise AnnotationError("an image needs a name.")
+        name = sanitize_name(raw if os.path.splitext(raw)[1] else raw + os.path.splitext(info.name)[1])
+        stem = os.path.splitext(name)[0].lower()
+        with self.transaction() as conn:
+            for other_id, other in conn.execute("SELECT id, name FROM images"):
+                if other_id != info.id and os.path.splitext(other)[0].lower() == stem:
+                    raise AnnotationError(f"cannot rename {info.name} to {name}: the image {other} has that name "
+                                          "(ignoring case and extension); choose another name.")
+            conn.execute("UPDATE images SET name = ? WHERE id = ?", (name, info.id))
+        return self.image_info(info.id)
 
     def delete_image(self, image_id: int) -> None:
         info = self.image_info(image_id)

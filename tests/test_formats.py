@@ -21,7 +21,7 @@ from annotations.formats._common import DuplicateNameError, FormatError, SizeMis
 from annotations.store import Project, sanitize_name
 
 #: What each format carries beyond images; formats not listed carry masks.
-CARRIES = {"weak": {"scribbles", "tags", "layer_names"}, "folder": {"masks", "scribbles"}}
+CARRIES = {"weak": {"scribbles", "tags", "layer_names"}, "folder": {"masks", "scribbles", "tags", "layer_names"}}
 #: Formats that list only the images that have a mask (readers treat every listed image as annotated).
 MASKED_ONLY = {"coco", "yolo"}
 CLASSES = ["background", "cat", "dog", "bird"]
@@ -756,13 +756,27 @@ def test_export_options_are_validated():
         ExportOptions(masks="all")
 
 
-def test_names_differing_only_in_case_are_a_clear_export_error(tmp_path):
+def test_names_differing_only_in_case_get_a_unique_name_and_old_clashes_say_how_to_rename(tmp_path, capsys):
+    from segmenter.cli import main
+
     p = Project.create(tmp_path / "p")
     for k, name in enumerate(["Cat.png", "cat.png"]):
         p.add_image(_save_png(tmp_path / f"f{k}.png", np.full((4, 4), k, np.uint8)), name=name)
-    with pytest.raises(DuplicateNameError, match="Cat.png.*cat.png.*rename"):
+    assert [i.name for i in p.images()] == ["Cat.png", "cat_2.png"]  # one file on Windows / macOS otherwise
+    export_project(p, "png", tmp_path / "ok")
+    # A project made before names were unique ignoring case: the error quotes both stems as written,
+    # and names the command that renames one.
+    with p.transaction() as conn:
+        conn.execute("UPDATE images SET name = 'cat.png' WHERE name = 'cat_2.png'")
+    with pytest.raises(DuplicateNameError, match="'Cat.png' and 'cat.png' would both be written as 'Cat' and 'cat', "
+                                                 ".*rename-image PROJECT 'cat.png' NEW_NAME"):
         export_project(p, "png", tmp_path / "out")
     assert not (tmp_path / "out").exists()
+    assert main(["rename-image", str(p.root), "cat.png", "CAT"]) == 2  # Cat.png has that name, ignoring case
+    assert "Cat.png has that name" in capsys.readouterr().err
+    assert main(["rename-image", str(p.root), "cat.png", "kitten"]) == 0
+    assert [i.name for i in p.images()] == ["Cat.png", "kitten.png"]
+    export_project(p, "png", tmp_path / "out")
 
 
 @pytest.mark.parametrize("fmt", ["png", "coco", "voc", "yolo"])
@@ -797,3 +811,185 @@ def test_same_pixels_with_labels_of_their_own_stay_two_images(fmt, tmp_path):
     dst = export_import(src, fmt, tmp_path)
     assert len(dst.images()) == 2, fmt
     assert_masks_equal(dst, want, fmt)
+
+
+# ----------------------------------------------------------------------------- bug-hunt regressions
+def _two_image_project(root: Path, classes=("background", "obj")) -> Project:
+    p = Project.create(root / "proj", list(classes))
+    rng = np.random.default_rng(0)
+    for n in ("a", "b"):
+        info = p.add_image(_save_png(root / f"{n}.png", rng.integers(0, 255, (20, 30, 3), dtype=np.uint8)))
+        m = np.zeros((20, 30), np.uint8)
+        m[:5] = 1
+        m[15:, :4] = 255
+        p.save_mask(info.id, m, "final", source="t")
+    return p
+
+
+def test_voc_rgb_masks_are_mapped_by_the_colours_of_labels_json(tmp_path):
+    p = _two_image_project(tmp_path)
+    export_project(p, "voc", tmp_path / "voc")
+    assert (tmp_path / "voc" / "labels.json").is_file()
+    for f in (tmp_path / "voc" / "SegmentationClass").glob("*.png"):  # re-saved by an editor as RGB
+        Image.open(f).convert("RGB").save(f)
+    q = Project.create(tmp_path / "q")
+    assert import_dataset(q, "voc", tmp_path / "voc").masks == 2
+    for info in p.images():
+        np.testing.assert_array_equal(q.mask(by_stem(q)[info.stem].id, "imported"), p.mask(info.id, "final"))
+
+
+def test_masks_palette_png_with_a_colour_mapping_is_read_by_its_colours(tmp_path):
+    (tmp_path / "masks").mkdir()
+    _save_png(tmp_path / "x.png", np.zeros((4, 6, 3), np.uint8))
+    p = Project.create(tmp_path / "proj", ["background", "RV", "MYO", "LV"])
+    info = p.add_image(tmp_path / "x.png")
+    col = {c.name: c.color for c in p.classes()}
+    idx = np.zeros((4, 6), np.uint8)
+    idx[:, :3] = 1  # palette entry 1 = LV's colour
+    im = Image.fromarray(idx, "P")
+    im.putpalette(list(col["background"]) + list(col["LV"]) + [0] * (768 - 6))
+    im.save(tmp_path / "masks" / "x.png")
+    import_dataset(p, "masks", tmp_path / "masks", mapping="project")
+    got = p.mask(info.id, "imported")
+    assert (got[:, :3] == 3).all() and (got[:, 3:] == 0).all()
+    # Without a colour mapping a palette PNG is still read by its indices (VOC's convention).
+    import_dataset(p, "masks", tmp_path / "masks", mapping="index", kind="final")
+    assert (p.mask(info.id, "final")[:, :3] == 1).all()
+
+
+@pytest.mark.parametrize("fmt", ["png", "coco", "voc", "yolo", "weak", "folder"])
+def test_a_same_named_image_of_another_picture_is_added_not_given_the_labels(fmt, tmp_path):
+    """Another project's a.png (same size, other pixels): its labels never land on this project's a.png."""
+    rng = np.random.default_rng(0)
+    projects = []
+    for k in (1, 2):
+        (tmp_path / f"s{k}").mkdir()
+        p = Project.create(tmp_path / f"p{k}", ["background", "obj"])
+        info = p.add_image(_save_png(tmp_path / f"s{k}" / "a.png", rng.integers(0, 255, (20, 30, 3), np.uint8)))
+        m = np.zeros((20, 30), np.uint8)
+        m[(slice(None, 5) if k == 1 else slice(10, None))] = 1
+        p.save_mask(info.id, m, "final", source=f"person {k}")
+        p.save_scribbles(info.id, m, layer="default")
+        p.set_tag(info.id, 1, "present")
+        projects.append((p, info, m))
+    (p1, i1, m1), (p2, i2, m2) = projects
+    export_project(p2, fmt, tmp_path / "out")
+    s = import_dataset(p1, fmt, tmp_path / "out", **({"kind": "final"} if "masks" in carries(fmt) else {}))
+    ext = ".jpg" if fmt == "voc" else ".png"  # VOC carries JPEG copies
+    assert sorted(i.name for i in p1.images()) == ["a.png", f"a_2{ext}"], fmt
+    np.testing.assert_array_equal(p1.mask(i1.id, "final"), m1)
+    np.testing.assert_array_equal(p1.scribbles(i1.id, "default"), m1)
+    new = p1.image_by_name(f"a_2{ext}")
+    if "masks" in carries(fmt):
+        np.testing.assert_array_equal(p1.mask(new.id, "final"), m2)
+    assert any("another picture than the project's a.png" in n and f"a_2{ext}" in n for n in s.notes), s.notes
+
+
+def test_voc_reimport_into_the_same_project_matches_its_jpeg_copies(tmp_path):
+    """VOC re-encodes PNG images as JPEG: the export's manifest records which project image each
+    came from, so importing it back puts the masks on those images instead of adding copies."""
+    p = _two_image_project(tmp_path)
+    export_project(p, "voc", tmp_path / "voc")
+    s = import_dataset(p, "voc", tmp_path / "voc")
+    assert [i.name for i in p.images()] == ["a.png", "b.png"] and s.masks == 2 and not s.notes, s.lines()
+    assert all(p.mask(i.id, "imported") is not None for i in p.images())
+
+
+def test_yolo_data_yaml_is_utf8_and_old_surrogate_escapes_import(tmp_path):
+    import yaml
+
+    p = Project.create(tmp_path / "p", ["background", "cat \U0001f431", "\U00020000 plant"])
+    info = p.add_image(_save_png(tmp_path / "x.png", np.zeros((20, 30, 3), np.uint8)))
+    m = np.zeros((20, 30), np.uint8)
+    m[:5] = 1
+    m[10:] = 2
+    p.save_mask(info.id, m, "final", source="t")
+    export_project(p, "yolo", tmp_path / "y")
+    text = (tmp_path / "y" / "data.yaml").read_text(encoding="utf-8")
+    assert "cat \U0001f431" in text and "\\ud83d" not in text
+    assert list(yaml.safe_load(text)["names"].values()) == ["cat \U0001f431", "\U00020000 plant"]
+    q = Project.create(tmp_path / "q")
+    import_dataset(q, "yolo", tmp_path / "y")
+    assert q.class_names == p.class_names
+    # A data.yaml written by an older export (JSON surrogate-pair escapes) imports with the real names.
+    (tmp_path / "y" / "data.yaml").write_text(text.replace("\U0001f431", "\\ud83d\\udc31"), encoding="utf-8")
+    (tmp_path / "y" / "labels.json").unlink()
+    r = Project.create(tmp_path / "r")
+    import_dataset(r, "yolo", tmp_path / "y")
+    assert r.class_names == p.class_names
+    # Half a character is one clear error naming the file, not a traceback.
+    (tmp_path / "y" / "data.yaml").write_text(text.replace("\U0001f431", "\\ud83d"), encoding="utf-8")
+    with pytest.raises(FormatError, match=r"data.yaml: the class name .* unpaired"):
+        import_dataset(Project.create(tmp_path / "t"), "yolo", tmp_path / "y")
+
+
+@pytest.mark.parametrize("fmt, sub", [("png", "masks"), ("voc", "SegmentationClass"), ("masks", "."),
+                                      ("weak", "scribbles/default"), ("folder", "masks")])
+def test_upper_case_png_label_files_are_read(fmt, sub, tmp_path):
+    p = _two_image_project(tmp_path)
+    for info in p.images():
+        p.save_scribbles(info.id, p.mask(info.id, "final"), layer="default")
+    out = tmp_path / "out"
+    export_project(p, fmt, out)
+    (out / sub / "b.png").rename(out / sub / "b.PNG")  # as Windows tools write them
+    q = Project.create(tmp_path / "q", ["background", "obj"])
+    if fmt == "masks":
+        for info in p.images():
+            q.add_image(p.root / info.file, name=info.name)
+    s = import_dataset(q, fmt, out)
+    assert not s.skipped, s.lines()
+    b = by_stem(q)["b"]
+    if fmt == "weak":
+        assert q.scribbles(b.id, "default") is not None
+    else:
+        np.testing.assert_array_equal(q.mask(b.id, "imported"), p.mask(p.image_by_name("b.png").id, "final"))
+
+
+@pytest.mark.parametrize("fmt", ["folder", "weak"])
+def test_layers_that_make_one_folder_name_stay_distinct(fmt, tmp_path):
+    p = _two_image_project(tmp_path)
+    info = p.images()[0]
+    s1 = np.full((20, 30), 255, np.uint8)
+    s1[0, 0] = 1
+    s2 = np.full((20, 30), 255, np.uint8)
+    s2[5, 5] = 0
+    for layer, scr in (("r1/a", s1), ("r2/a", s2), ("A", s1)):
+        p.save_scribbles(info.id, scr, layer=layer)
+    res = export_project(p, fmt, tmp_path / "out")
+    assert res.scribbles == 3
+    assert sorted(d.name for d in (tmp_path / "out" / "scribbles").iterdir()) == ["A", "a_2", "a_3"]
+    q = Project.create(tmp_path / "q", ["background", "obj"])
+    import_dataset(q, fmt, tmp_path / "out")
+    qi = q.image_by_name(info.name)
+    assert sorted(q.scribble_layers()) == sorted(p.scribble_layers())
+    np.testing.assert_array_equal(q.scribbles(qi.id, "r1/a"), s1)
+    np.testing.assert_array_equal(q.scribbles(qi.id, "r2/a"), s2)
+
+
+def test_folder_export_carries_image_level_tags(tmp_path):
+    p = _two_image_project(tmp_path)
+    p.set_tag(p.images()[1].id, 1, "present")
+    p.set_tag(p.images()[1].id, 0, "absent")
+    res = export_project(p, "folder", tmp_path / "out")
+    assert any("tags of 1 image(s)" in n for n in res.notes)
+    q = Project.create(tmp_path / "q")
+    s = import_dataset(q, "folder", tmp_path / "out")
+    assert q.tags(q.image_by_name("b.png").id) == {1: "present", 0: "absent"}
+    assert any("2 image-level tag(s)" in n for n in s.notes), s.notes
+
+
+def test_voc_round_trip_invents_no_image_set_and_yolo_uses_train_and_val_sets(tmp_path):
+    p = _two_image_project(tmp_path)
+    export_project(p, "voc", tmp_path / "voc")
+    q = Project.create(tmp_path / "q")
+    import_dataset(q, "voc", tmp_path / "voc")
+    assert q.image_sets() == []
+    export_project(p, "yolo", tmp_path / "y1")
+    assert 'train: "images"' in (tmp_path / "y1" / "data.yaml").read_text()
+    ids = [i.id for i in p.images()]
+    p.add_to_set("train", ids[:1])
+    p.add_to_set("val", ids[1:])
+    export_project(p, "yolo", tmp_path / "y2")
+    text = (tmp_path / "y2" / "data.yaml").read_text()
+    assert 'train: "train.txt"' in text and 'val: "val.txt"' in text
+    assert (tmp_path / "y2" / "train.txt").read_text() == "./images/a.png\n"

@@ -235,3 +235,78 @@ def test_two_images_of_one_stem_are_reported_not_dropped_silently(tmp_path):
     reasons = dict(s.skipped)
     assert list(reasons) == ["images/x.png"]
     assert "same name stem 'x' as images/x.jpg" in reasons["images/x.png"]
+
+
+# ----------------------------------------------------------------------------- bug-hunt regressions
+def _labelled_dataset(root: Path) -> Path:
+    """A folder dataset of two images, each with a mask and a scribble map, and a split."""
+    d = _folder_dataset(root, {"classes": ["bg", "fg"]}, images=("a.png", "b.png"))
+    for sub in ("masks", "scribbles/s1", "splits"):
+        (d / sub).mkdir(parents=True)
+    for k, name in enumerate(("a", "b")):
+        m = np.zeros((8, 12), np.uint8)
+        m[k : k + 3] = 1
+        Image.fromarray(m).save(d / "masks" / f"{name}.png")
+        Image.fromarray(np.where(m == 1, 1, 255).astype(np.uint8)).save(d / "scribbles" / "s1" / f"{name}.png")
+    (d / "splits" / "train.txt").write_text("a\nb\n")
+    return d
+
+
+def test_folder_dataset_imported_into_a_project_holding_its_images_stores_the_labels(tmp_path):
+    d = _labelled_dataset(tmp_path / "d")
+    p = Project.create(tmp_path / "p")
+    import_path(p, d / "images")  # the images first, then the dataset
+    s = import_path(p, d)
+    assert not s.added and s.masks == 2 and s.scribbles == 2, s.lines()
+    assert [i.name for i in p.images()] == ["a.png", "b.png"]
+    for info in p.images():
+        np.testing.assert_array_equal(p.mask(info.id, "imported"), imageio.read_label_map(d / "masks" / info.name))
+        assert p.scribbles(info.id, "s1") is not None
+    assert len(p.image_set("train")) == 2
+    # Export, edit a mask elsewhere, import back: the edit lands on the same image.
+    export_project(p, "folder", tmp_path / "out")
+    Image.fromarray(np.ones((8, 12), np.uint8)).save(tmp_path / "out" / "masks" / "b.png")
+    s = import_path(p, tmp_path / "out")
+    assert not s.added and s.masks == 2, s.lines()
+    assert (p.mask(p.image_by_name("b.png").id, "imported") == 1).all()
+
+
+def test_options_are_passed_and_checked_without_a_format(tmp_path, capsys):
+    from segmenter.cli import main
+
+    p = Project.create(tmp_path / "p", ["bg", "fg"])
+    d = _labelled_dataset(tmp_path / "d")
+    import_path(p, d)
+    a = p.images()[0]
+    p.save_mask(a.id, p.mask(a.id, "imported"), "final", source="review")
+    export_project(p, "folder", tmp_path / "out.zip")
+    q = Project.create(tmp_path / "q")
+    import_path(q, tmp_path / "out.zip", {"kind": "manifest"})
+    assert q.counts()["masks"]["final"] == 1 and q.counts()["masks"]["imported"] == 1
+    for extra in ([], ["--format", "folder"]):
+        assert main(["import", str(tmp_path / f"r{len(extra)}"), str(tmp_path / "out.zip"), "--create", *extra,
+                     "--option", "kidn=final"]) == 2
+        err = capsys.readouterr().err
+        assert "format 'folder' has no option 'kidn' (options: kind:" in err and "Traceback" not in err
+        assert not (tmp_path / f"r{len(extra)}").exists()
+    with pytest.raises(AnnotationError, match="--option kind does not apply: this is a folder of images"):
+        import_path(Project.create(tmp_path / "s"), d / "images", {"kind": "final"})
+
+
+def test_a_zip_made_by_macos_finder_is_read_as_the_dataset_it_holds(tmp_path):
+    d = _labelled_dataset(tmp_path / "grabcut")
+    with zipfile.ZipFile(tmp_path / "ds.zip", "w") as zf:
+        for f in sorted(d.rglob("*")):
+            if f.is_file():
+                zf.write(f, f.relative_to(tmp_path).as_posix())
+        zf.writestr("__MACOSX/grabcut/._meta.json", b"\x00\x05\x16\x07")  # AppleDouble resource fork
+        zf.writestr("__MACOSX/grabcut/images/._a.png", b"\x00\x05\x16\x07")
+    p = Project.create(tmp_path / "p")
+    s = import_path(p, tmp_path / "ds.zip")
+    assert len(s.added) == 2 and s.masks == 2 and s.scribbles == 2, s.lines()
+    # A zipped folder of plain images made on a Mac: the __MACOSX copies are no images.
+    with zipfile.ZipFile(tmp_path / "imgs.zip", "w") as zf:
+        zf.write(d / "images" / "a.png", "imgs/a.png")
+        zf.writestr("__MACOSX/imgs/x.png", (d / "images" / "b.png").read_bytes())
+    q = Project.create(tmp_path / "q")
+    assert [i.name for i in import_path(q, tmp_path / "imgs.zip").added] == ["a.png"]

@@ -134,16 +134,19 @@ def selected_images(project, options: ExportOptions) -> list:
 
 def unique_stems(images) -> list[str]:
     """Sanitised stems; two images mapping to the same file name is a :class:`DuplicateNameError`."""
-    seen: dict[str, str] = {}
+    seen: dict[str, tuple[str, str]] = {}
     out = []
     for info in images:
         stem = sanitize_name(info.stem)
         key = stem.lower()
         if key in seen:
+            first, first_stem = seen[key]
+            written = f"'{stem}'" if stem == first_stem else f"'{first_stem}' and '{stem}', one file on Windows and macOS"
             raise DuplicateNameError(
-                f"images '{seen[key]}' and '{info.name}' would both be written as '{stem}' (names differ only "
-                "in case or in characters that are not allowed in file names); rename one of them.")
-        seen[key] = info.name
+                f"images '{first}' and '{info.name}' would both be written as {written} (their names differ only "
+                "in case or in characters that are not allowed in file names); rename one of them "
+                f"(python -m segmenter rename-image PROJECT '{info.name}' NEW_NAME).")
+        seen[key] = (info.name, stem)
         out.append(stem)
     return out
 
@@ -199,6 +202,23 @@ def classes_json(project) -> list[dict]:
     return [{"index": c.idx, "name": c.name, "color": c.hex} for c in project.classes()]
 
 
+def layer_dirs(layers) -> dict[str, str]:
+    """``{folder name: layer}``: a safe folder name for every scribble layer, unique ignoring case
+    (``r1/a`` and ``r2/a`` become ``a`` and ``a_2``; on Windows and macOS ``A`` and ``a`` are one
+    folder). Exports record this in manifest.json's ``layers`` so an import restores the names."""
+    out: dict[str, str] = {}
+    taken: set[str] = set()
+    for layer in layers:
+        base = d = sanitize_name(layer, "layer")
+        k = 2
+        while d.lower() in taken:
+            d = f"{base}_{k}"
+            k += 1
+        taken.add(d.lower())
+        out[d] = layer
+    return out
+
+
 def write_json(path: Path, obj) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(obj, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
@@ -218,11 +238,32 @@ def write_manifest(project, out_dir: Path, fmt: str, options: ExportOptions, ite
         if members:
             sets[s] = members
     masks = {it.stem: manifest_entry(it.mask_info) for it in items if it.mask_info is not None}
+    # The project image each stem came from: a re-import matches it even when the exported file is
+    # a re-encoded copy (VOC writes JPEGs) rather than the original bytes.
+    shas = {it.stem: it.info.sha256 for it in items}
     write_json(out_dir / MANIFEST, {"format": fmt, "masks_option": options.masks, "classes": classes_json(project),
-                                    "image_sets": sets, "masks": masks, **extra})
+                                    "image_sets": sets, "masks": masks, "image_sha256": shas, **extra})
 
 
 # ----------------------------------------------------------------------------- import side
+#: Folders that archivers add beside the data (macOS Finder's "Compress" adds ``__MACOSX/``).
+JUNK_DIRS = ("__MACOSX",)
+
+
+def is_junk_name(name: str) -> bool:
+    """A hidden entry (``.DS_Store``, ``._x.png``) or an archiver's folder (``__MACOSX``): not data."""
+    return name.startswith(".") or name in JUNK_DIRS
+
+
+def png_files(folder: Path) -> list[Path]:
+    """The ``.png`` files directly in ``folder`` (any case of the extension: ``x.PNG`` too), sorted,
+    hidden files left out."""
+    if not Path(folder).is_dir():
+        return []
+    return sorted(p for p in Path(folder).iterdir()
+                  if p.is_file() and p.suffix.lower() == ".png" and not p.name.startswith("."))
+
+
 @contextmanager
 def dataset_root(path: Path) -> Iterator[Path]:
     """A folder to read: ``path`` itself, or a ``.zip`` extracted to a temp folder (names checked)."""
@@ -239,7 +280,7 @@ def dataset_root(path: Path) -> Iterator[Path]:
                     zf.extractall(root)
             except zipfile.BadZipFile as e:
                 raise FormatError(f"{path.name}: not a readable zip file ({e}).") from None
-            kids = [k for k in root.iterdir() if not k.name.startswith(".")]
+            kids = [k for k in root.iterdir() if not is_junk_name(k.name)]
             try:
                 yield kids[0] if len(kids) == 1 and kids[0].is_dir() else root
             except AnnotationError as e:  # a message naming a full path: the zip's, not the temp folder's
@@ -370,6 +411,25 @@ def _file_sha(path: Path) -> str:
     return h.hexdigest()
 
 
+def same_picture(project, info, path: Path, recorded_sha: str | None = None) -> bool:
+    """Whether the image file ``path`` shows the project image ``info``: the same bytes, the image
+    an export recorded it came from (``recorded_sha``, manifest.json's ``image_sha256``: a VOC
+    export re-encodes as JPEG), or the same decoded pixels (a lossless re-save). A project image
+    whose file cannot be read is taken to match (its name is all there is to go by)."""
+    if recorded_sha is not None and recorded_sha == info.sha256:
+        return True
+    if _file_sha(path) == info.sha256:
+        return True
+    own = project.root / info.file
+    if not own.is_file():
+        return True
+    try:
+        a, b = imageio.read_image(own), imageio.read_image(path)
+    except Exception:  # an unreadable import file: not the same picture (its own error comes later)
+        return False
+    return a.shape == b.shape and np.array_equal(a, b)
+
+
 def apply_import(project, items: list[ImportItem], class_names: list[str], *, source: str,
                  options: dict, colors: list | None = None, image_sets: dict[str, list[str]] | None = None,
                  where: str = "dataset") -> ImportSummary:
@@ -379,7 +439,9 @@ def apply_import(project, items: list[ImportItem], class_names: list[str], *, so
     otherwise names are matched case-insensitively and an unknown one is an
     :class:`UnknownClassError` (or is added with option ``add_classes``). Images: matched to the
     project by name, then stem, then content; images the project lacks are added from
-    ``image_path``. Masks are stored as kind ``options["kind"]`` (default ``imported``).
+    ``image_path``. A name match whose ``image_path`` shows another picture (see :func:`same_picture`)
+    is no match: that image is added as a new one (a unique name, e.g. ``a_2.png``) with its
+    labels, and a note says so. Masks are stored as kind ``options["kind"]`` (default ``imported``).
     ``image_sets``: ``{set: [image names or stems]}``.
     """
     t0 = time.perf_counter()
@@ -406,13 +468,22 @@ def apply_import(project, items: list[ImportItem], class_names: list[str], *, so
         by_stem.setdefault(i.stem, i)
         by_stem.setdefault(sanitize_name(i.stem), i)
     by_sha = {i.sha256: i for i in existing}
+    recorded_shas = (options.get("_manifest") or {}).get("image_sha256") or {}
     targets: list = []  # ImageInfo, or ("new", path, sha) placeholders
     new_by_sha: dict[str, int] = {}
+    #: item -> the project image of its name that shows another picture (the item is added as new)
+    other_picture: dict[int, str] = {}
     summary = ImportSummary()
     for k, it in enumerate(items):
         base = os.path.basename(it.name)
         info = by_name.get(base) or by_name.get(sanitize_name(base)) or by_stem.get(it.stem) \
             or by_stem.get(sanitize_name(it.stem))
+        if info is not None and it.image_path is not None and Path(it.image_path).is_file() \
+                and not same_picture(project, info, it.image_path, recorded_shas.get(it.stem)):
+            # Same name, another picture (e.g. another project's a.png): its labels belong to its
+            # own picture, never onto the project's unrelated image of that name.
+            other_picture[k] = info.name
+            info = None
         if info is None and it.image_path is not None:
             if not Path(it.image_path).is_file():
                 raise FormatError(f"{where}: image file {it.image_path.name} (for {it.where or it.name}) is missing.")
@@ -513,6 +584,11 @@ def apply_import(project, items: list[ImportItem], class_names: list[str], *, so
                     raise
                 summary.added.append(info)
                 ids[k] = info.id
+                if k in other_picture:
+                    summary.notes.append(
+                        f"note: {Path(t[1]).name} is another picture than the project's {other_picture[k]} "
+                        f"(same name, other pixels); added as the new image {info.name} with its labels; the "
+                        f"project's {other_picture[k]} is unchanged")
             elif isinstance(t, tuple):
                 ids[k] = ids[t[1]]
             else:
@@ -642,12 +718,10 @@ def write_index_and_color(project, item: ExportItem, index_dir: Path | None, col
 def items_from_folders(root: Path, image_dir: str, mask_dir: str) -> list[ImportItem]:
     """Items for a layout of ``image_dir/<stem>.<ext>`` and ``mask_dir/<stem>.png`` (either may be absent)."""
     images = find_image_files(root / image_dir)
-    masks = {}
+    masks: dict[str, Path] = {}
     md = root / mask_dir
-    if md.is_dir():
-        for p in sorted(md.glob("*.png")):
-            if not p.name.startswith("."):
-                masks[p.stem] = p
+    for p in png_files(md):
+        masks[p.stem] = p
     items = []
     for stem in sorted(set(images) | set(masks)):
         ip = images.get(stem)
@@ -667,7 +741,13 @@ def finish_options(options: dict | None, root: Path, known: dict, fmt: str) -> d
 
 
 def manifest_sets(opts: dict) -> dict[str, list[str]] | None:
-    return (opts.get("_manifest") or {}).get("image_sets") or None
+    """The image sets manifest.json records; ``{}`` when it records none (an export of a project
+    without sets: files such as VOC's trainval.txt are then no set of the project); ``None``
+    without a manifest."""
+    m = opts.get("_manifest") or {}
+    if "image_sets" not in m:
+        return None
+    return m["image_sets"] if isinstance(m["image_sets"], dict) else None
 
 
 def colors_to_index(rgb: np.ndarray, mapping: dict[tuple[int, int, int], int], where: str) -> np.ndarray:
@@ -685,14 +765,18 @@ def colors_to_index(rgb: np.ndarray, mapping: dict[tuple[int, int, int], int], w
     return lut[inv].reshape(code.shape)
 
 
-def read_mask_png(path: Path, where: str, color_map: dict | None) -> np.ndarray:
-    """An index PNG (mode L / P), or an RGB PNG mapped through ``color_map`` ({(r, g, b): index})."""
+def read_mask_png(path: Path, where: str, color_map: dict | None, palette_colors: bool = False) -> np.ndarray:
+    """An index PNG (mode L / P), or an RGB PNG mapped through ``color_map`` ({(r, g, b): index}).
+
+    ``palette_colors``: a palette PNG (mode P / PA) is read by its *colours* through ``color_map``
+    too (a colour mask saved as a palette PNG); by default its indices are the classes (VOC)."""
     from PIL import Image
 
+    colour_modes = ("RGB", "RGBA") + (("P", "PA") if palette_colors else ())
     try:
         with Image.open(path) as im:
             mode = im.mode
-            if mode in ("RGB", "RGBA") and color_map is not None:
+            if mode in colour_modes and color_map is not None:
                 return colors_to_index(np.asarray(im.convert("RGB")), color_map, where)
     except (OSError, ValueError) as e:
         raise FormatError(f"{where}: not a readable PNG ({e}).") from None

@@ -2,9 +2,11 @@
 
 Export writes ``meta.json``, ``images/<stem>.<ext>`` (the original bytes), ``masks/<stem>.png``
 (the chosen mask per image), ``scribbles/<layer>/<stem>.png`` (the current version of every
-scribble layer), ``splits/<set>.txt`` (image sets) and ``manifest.json`` (kind and provenance of
-each exported mask). Import is :func:`annotations.importer.import_folder_dataset` (of the folder, or of
-the folder a ``.zip`` holds).
+scribble layer; layers whose names make the same folder get distinct ones, ``a`` and ``a_2``),
+``splits/<set>.txt`` (image sets), ``tags.json`` (image-level tags, as the ``weak`` format writes
+them) and ``manifest.json`` (kind and provenance of each exported mask; ``layers``: folder ->
+layer name). Import is :func:`annotations.importer.import_folder_dataset` (of the folder, or of
+the folder a ``.zip`` holds); it reads all of these back.
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from pathlib import Path
 from .. import imageio
 from ..store import sanitize_name
 from . import ExportOptions, ExportResult, Format, register_format
-from ._common import COMMON_IMPORT_OPTIONS, dataset_root
+from ._common import COMMON_IMPORT_OPTIONS, check_options, dataset_root, layer_dirs, write_json
 
 
 def mask_for_export(project, image_id: int, options: ExportOptions):
@@ -47,8 +49,12 @@ class FolderFormat(Format):
                 "source": "exported by weakseg", "masks": options.masks}
         (out_dir / "images").mkdir()
         (out_dir / "masks").mkdir()
+        check_options(self.name, options.extra, self.export_options)
         manifest = {}
-        layers = project.scribble_layers()
+        dirs = layer_dirs(project.scribble_layers())
+        all_tags = project.all_tags()
+        names = [c.name for c in classes]
+        tags = {}
         for info in images:
             stem = sanitize_name(info.stem)
             ext = Path(info.file).suffix.lower() or ".png"
@@ -60,13 +66,15 @@ class FolderFormat(Format):
                 (out_dir / "masks" / f"{stem}.png").write_bytes(imageio.encode_label_png(mask))
                 manifest[stem] = manifest_entry(minfo)
                 res.masks += 1
-            for layer in layers:
+            for dname, layer in dirs.items():
                 scr = project.scribbles(info.id, layer)
                 if scr is not None:
-                    d = out_dir / "scribbles" / sanitize_name(layer, "layer")
+                    d = out_dir / "scribbles" / dname
                     d.mkdir(parents=True, exist_ok=True)
                     (d / f"{stem}.png").write_bytes(imageio.encode_label_png(scr))
                     res.scribbles += 1
+            if all_tags.get(info.id):
+                tags[stem] = {names[c]: state for c, state in sorted(all_tags[info.id].items())}
         exported = {i.id: sanitize_name(i.stem) for i in images}
         sets = project.image_sets()
         if sets:
@@ -75,11 +83,15 @@ class FolderFormat(Format):
                 ids = [exported[i] for i in project.image_set(s) if i in exported]
                 (out_dir / "splits" / f"{sanitize_name(s, 'split')}.txt").write_text("".join(f"{i}\n" for i in ids))
         (out_dir / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")
-        (out_dir / "manifest.json").write_text(json.dumps({"masks": manifest}, indent=1) + "\n")
+        if tags:
+            write_json(out_dir / "tags.json", {"classes": names, "tags": tags})
+            res.notes.append(f"image-level tags of {len(tags)} image(s) written to tags.json")
+        write_json(out_dir / "manifest.json", {"masks": manifest, "layers": dirs})
         return res
 
     def import_into(self, project, path: Path, options: dict | None = None):
         from ..importer import import_folder_dataset
 
+        options = check_options(self.name, dict(options or {}), self.import_options)
         with dataset_root(path) as root:  # a folder, or a .zip of one
-            return import_folder_dataset(project, root, kind=(options or {}).get("kind", "imported"))
+            return import_folder_dataset(project, root, kind=options.get("kind", "imported"))

@@ -43,6 +43,7 @@ from ._common import (
     export_items,
     finish_options,
     opt_choice,
+    png_files,
     read_labels,
     read_mask_png,
     write_json,
@@ -124,11 +125,13 @@ class MasksFormat(Format):
                 names, colors = project.class_names, None
             elif str(mapping).strip().lower() != "index":
                 cmap, names = color_mapping(mapping, names)
-            files = sorted(p for p in root.glob("*.png") if not p.name.startswith("."))
+            files = png_files(root)
             if not files:
                 raise FormatError(f"{root.name}: no .png masks in the folder.")
-            items = [ImportItem(name=p.name, image_path=None, where=p.name,
-                                mask=lambda p=p: read_mask_png(p, p.name, cmap)) for p in files]
+            # With a colour mapping, a palette PNG is a colour mask too (editors save them so).
+            items = [ImportItem(name=f"{p.stem}.png", image_path=None, where=p.name,
+                                mask=lambda p=p: read_mask_png(p, p.name, cmap, palette_colors=cmap is not None))
+                     for p in files]
             return apply_import(project, items, names, colors=colors, source=f"import:masks:{root.name}",
                                 options=opts, where=root.name)
 

@@ -25,7 +25,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from ..store import sanitize_name
+from ..errors import AnnotationError
+from ..store import parse_color, sanitize_name
 from . import ExportOptions, ExportResult, Format, register_format
 from ._common import (
     COMMON_EXPORT_OPTIONS,
@@ -45,6 +46,7 @@ from ._common import (
     opt_choice,
     opt_int,
     palette,
+    png_files,
     read_class_list,
     read_mask_png,
     write_index_and_color,
@@ -133,11 +135,9 @@ class VocFormat(Format):
             which = opt_choice(opts, "images", ("all", "segmented"), "all")
             names, colors = read_class_list(root, fallback=(VOC_CLASSES, voc_colormap(len(VOC_CLASSES))),
                                             where=root.name)
-            cmap = {tuple(c): k for k, c in enumerate(colors or []) if c is not None}
-            cmap.setdefault(VOID_COLOR, IGNORE)
+            cmap = voc_color_map(names, colors, root.name)
             images = find_image_files(root / "JPEGImages")
-            masks = {p.stem: p for p in sorted((root / "SegmentationClass").glob("*.png"))
-                     if not p.name.startswith(".")}
+            masks = {p.stem: p for p in png_files(root / "SegmentationClass")}
             stems = sorted(set(masks) | (set(images) if which == "all" else set()))
             items = []
             for stem in stems:
@@ -151,6 +151,21 @@ class VocFormat(Format):
                 sets = {p.stem: [ln.strip() for ln in p.read_text().splitlines() if ln.strip()] for p in sorted(sd.glob("*.txt"))} if sd.is_dir() else None
             return apply_import(project, items, names, colors=colors, source=f"import:voc:{root.name}",
                                 options=opts, image_sets=sets, where=root.name)
+
+
+def voc_color_map(names: list[str], colors: list | None, where: str) -> dict[tuple[int, int, int], int]:
+    """``{(r, g, b): class index}`` for RGB masks, from the class colours (``#rrggbb`` strings of
+    labels.json or ``(r, g, b)`` of labelmap.txt), plus VOC's void colour -> 255."""
+    cmap = {}
+    for k, c in enumerate(colors or []):
+        if c is None:
+            continue
+        try:
+            cmap[parse_color(c)] = k
+        except AnnotationError:
+            raise FormatError(f"{where}: class '{names[k]}' has colour {c!r}, not #rrggbb or r,g,b.") from None
+    cmap.setdefault(VOID_COLOR, IGNORE)
+    return cmap
 
 
 def find_voc_root(top: Path) -> Path:

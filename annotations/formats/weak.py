@@ -20,7 +20,6 @@ import csv
 from pathlib import Path
 
 from .. import imageio
-from ..store import sanitize_name
 from . import ExportOptions, ExportResult, Format, register_format
 from ._common import (
     COMMON_EXPORT_OPTIONS,
@@ -34,7 +33,9 @@ from ._common import (
     export_items,
     finish_options,
     find_image_files,
+    layer_dirs,
     manifest_sets,
+    png_files,
     read_json,
     read_label_png,
     read_labels,
@@ -58,13 +59,7 @@ class WeakFormat(Format):
         res = ExportResult(out_dir)
         names = project.class_names
         layers = project.scribble_layers()
-        dirs: dict[str, str] = {}
-        for layer in layers:
-            d = sanitize_name(layer, "layer")
-            if d.lower() in {k.lower() for k in dirs}:
-                raise FormatError(f"scribble layers '{dirs[d]}' and '{layer}' would share the folder '{d}'; "
-                                  "rename one of them.")
-            dirs[d] = layer
+        dirs = layer_dirs(layers)  # distinct folders; manifest.json's "layers" gives the names back
         all_tags = project.all_tags()
         tags, rows, scribble_meta = {}, [], {}
         items = []
@@ -110,7 +105,7 @@ class WeakFormat(Format):
             sroot = root / "scribbles"
             if sroot.is_dir():
                 for d in sorted(p for p in sroot.iterdir() if p.is_dir()):
-                    for f in sorted(d.glob("*.png")):
+                    for f in png_files(d):
                         scr.setdefault(f.stem, {})[layer_names.get(d.name, d.name)] = f
             images = find_image_files(root / "images")
             items = []

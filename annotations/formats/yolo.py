@@ -8,7 +8,8 @@ Export::
                             normalised to 0..1 (6 decimals); an all-background mask gives an empty file
     ignore/<stem>.txt       weakseg extension: "x1 y1 x2 y2 ..." polygons of the 255 (ignore)
                             regions; YOLO has no ignore label and ultralytics never reads this folder
-    data.yaml               train/val: images, nc, names (class index - 1 when class 0 is background),
+    data.yaml               train/val: images (or train.txt / val.txt (and test.txt) when the project
+                            has image sets of those names), nc, names (class index - 1 when class 0 is background),
                             weakseg_background: the class pixels outside every polygon belong to
     <set>.txt               ./images/<file> lists for the project's image sets
     labels.json, manifest.json
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -73,21 +75,37 @@ def label_lines(mask: np.ndarray, bg: int | None) -> tuple[list[str], list[str]]
     return lines, ignore
 
 
+#: Characters a YAML reader refuses or reads as a line break inside a quoted string: written as
+#: ``\\uXXXX`` escapes. Everything else (emoji, CJK beyond the BMP) is written as itself, UTF-8.
+_YAML_ESCAPE = re.compile("[^\x09\x0a\x0d\x20-\x7e\xa0-\u2027\u202a-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def _yaml_value(v) -> str:
+    """A JSON-quoted value (valid YAML) with real UTF-8 characters, not JSON's surrogate-pair
+    escapes (``"\\ud83d\\udc31"``), which YAML readers (PyYAML, so ultralytics) turn into two lone
+    surrogates."""
+    text = json.dumps(v, ensure_ascii=False)
+    return _YAML_ESCAPE.sub(lambda m: "\\u%04x" % ord(m.group(0)), text)
+
+
 def dump_yaml(data: dict) -> str:
     """A YAML file from str/int/None/list/dict values (strings JSON-quoted: valid YAML)."""
     out = []
     for k, v in data.items():
         if isinstance(v, dict):
             out.append(f"{k}:")
-            out += [f"  {kk}: {json.dumps(vv)}" for kk, vv in v.items()]
+            out += [f"  {kk}: {_yaml_value(vv)}" for kk, vv in v.items()]
         else:
-            out.append(f"{k}: {json.dumps(v)}")
+            out.append(f"{k}: {_yaml_value(v)}")
     return "\n".join(out) + "\n"
 
 
 def load_yaml(path: Path) -> dict:
     """data.yaml: PyYAML when installed, else a reader for the flat subset YOLO files use."""
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise FormatError(f"{path.name}: not UTF-8 text ({e.reason} at byte {e.start}); save it as UTF-8.") from None
     try:
         import yaml  # type: ignore
 
@@ -169,11 +187,19 @@ class YoloFormat(Format):
         data = {"train": "images", "val": "images", "nc": len(names), "names": names,
                 "weakseg_background": None if bg is None else project.class_names[bg]}
         stems = {it.info.id: it for it in items}
+        set_files: dict[str, str] = {}
         for s in project.image_sets():
             members = [stems[i] for i in project.image_set(s) if i in stems]
             if members:
-                (out_dir / f"{sanitize_name(s, 'set')}.txt").write_text(
-                    "".join(f"./images/{m.file_name}\n" for m in members))
+                fname = f"{sanitize_name(s, 'set')}.txt"
+                (out_dir / fname).write_text("".join(f"./images/{m.file_name}\n" for m in members))
+                set_files.setdefault(s.strip().lower(), fname)
+        val = next((set_files[k] for k in ("val", "valid", "validation") if k in set_files), None)
+        if "train" in set_files and val:  # the project's own split; else train and val both read all images
+            data["train"], data["val"] = set_files["train"], val
+            if "test" in set_files:
+                data = {"train": data["train"], "val": data["val"], "test": set_files["test"],
+                        **{k: v for k, v in data.items() if k not in ("train", "val")}}
         (out_dir / "data.yaml").write_text(dump_yaml(data), encoding="utf-8")
         write_labels(project, out_dir)
         write_manifest(project, out_dir, self.name, options, items)
@@ -218,6 +244,7 @@ def yolo_classes(yaml_path: Path, root: Path):
         ynames = [str(v) for v in raw]
     else:
         raise FormatError(f"{yaml_path.name}: no 'names' list of classes.")
+    ynames = [_whole_chars(n, yaml_path.name) for n in ynames]
     bg = data.get("weakseg_background", "background") if "weakseg_background" in data else "background"
     lower = [n.strip().lower() for n in ynames]
     if bg is None:
@@ -229,6 +256,22 @@ def yolo_classes(yaml_path: Path, root: Path):
     labels = read_labels(root / "labels.json")
     colors = labels[1] if labels and [n.lower() for n in labels[0]] == [n.lower() for n in names] else None
     return names, colors, offset, fill
+
+
+def _whole_chars(name: str, where: str) -> str:
+    """A class name as real characters: surrogate pairs that a YAML reader hands out for a
+    ``"\\ud83d\\udc31"`` escape (older exports of this tool wrote those) are joined into the
+    character; a lone surrogate is a :class:`FormatError`."""
+    try:
+        name.encode("utf-8")
+        return name
+    except UnicodeEncodeError:
+        pass
+    try:
+        return name.encode("utf-16", "surrogatepass").decode("utf-16")
+    except UnicodeDecodeError:
+        raise FormatError(f"{where}: the class name {ascii(name)} holds an unpaired \\uXXXX escape (half of a "
+                          "character); correct it in the file (write the character itself, UTF-8).") from None
 
 
 def yolo_items(root: Path, offset: int, fill: int, n_classes: int):

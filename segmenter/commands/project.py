@@ -38,7 +38,7 @@ def cmd_import(args) -> int:
         p = Project.open_or_create(args.project) if args.create else _open(args.project)
         try:
             if args.format in (None, "auto"):
-                summary = import_path(p, args.path)
+                summary = import_path(p, args.path, _parse_options(args.option))
             else:
                 from annotations.formats import import_dataset
 
@@ -115,6 +115,14 @@ def cmd_classes(args) -> int:
     else:
         for c in p.classes():
             print(f"{c.idx:3d} {c.name:<20s} {c.hex}")
+    return 0
+
+
+def cmd_rename_image(args) -> int:
+    p = _open(args.project)
+    old = p.image_by_name(args.image) if not args.image.strip().isdigit() else p.image_info(int(args.image))
+    info = p.rename_image(old.id, args.new_name)
+    print(f"image {info.id} {old.name} is now {info.name}")
     return 0
 
 
@@ -205,6 +213,14 @@ def register(sub) -> None:
     a.add_argument("cls", help="class index or name")
     a.add_argument("--force", action="store_true", help="also erase its pixels and tags")
     p.set_defaults(func=cmd_classes)
+
+    p = sub.add_parser("rename-image", help="rename an image of a project",
+                       description="Give an image another name (e.g. when two names differ only in case, "
+                                   "which exports refuse: they are one file on Windows and macOS).")
+    p.add_argument("project")
+    p.add_argument("image", help="the image's name or id")
+    p.add_argument("new_name", help="the new name (the extension is kept when it has none)")
+    p.set_defaults(func=cmd_rename_image)
 
     from annotations.formats import MASK_CHOICES
 
