@@ -188,7 +188,8 @@ def progress_text(project: Project) -> str:
     st = project.statuses()
     n = len(st)
     done = len(project.annotated_ids())
-    final = sum(1 for s in st.values() if s in ("final", "imported"))
+    # imported masks are listed apart: an export of "final masks only" leaves them out
+    final = sum(1 for s in st.values() if s == "final")
     parts = [f"{k}: {v}" for k in STATUS_ORDER if (v := sum(1 for s in st.values() if s == k))]
     pct = 100.0 * done / n if n else 0.0
     return f"**{done} / {n} annotated** ({pct:.0f} %), {final} final · " + " · ".join(parts)

@@ -54,7 +54,11 @@ def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int = 7860, auth=None
     demo.queue(default_concurrency_limit=4).launch(
         server_name=host, server_port=port, auth=auth, max_file_size=handlers.MAX_UPLOAD_BYTES,
         css=css(), ssr_mode=False, show_error=False, footer_links=[], prevent_thread_lock=not block,
-        quiet=not block)
+        quiet=not block,
+        # Gradio's run history kept every image shown (as a data URL) in the browser's storage: each
+        # image change got slower (0.5 s to 2-7 s after 15-25 images) and the images stayed on the
+        # machine (patients' scans, for one)
+        run_history=False)
 
 
 def list_update(p: Project, status_filter: str, current):
@@ -224,7 +228,9 @@ def build_ui(project: Project) -> gr.Blocks:
             p = handlers.project_for(tok)
             return (*show(tok, handlers.find_image(p, text), filt), "")
 
-        listen(goto.submit, on_goto, [token, goto, status_filter], shown + [goto])
+        # after the jump the keys (classes, N / P, Ctrl+Enter) go to the canvas again, not to the box
+        listen(goto.submit, on_goto, [token, goto, status_filter], shown + [goto]).then(
+            None, None, None, js="() => { const a = document.activeElement; if (a && a.blur) a.blur(); }")
 
         def on_filter(tok, cur, filt):
             p = handlers.project_for(tok)

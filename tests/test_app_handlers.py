@@ -337,6 +337,9 @@ def test_rows_filters_progress(project):
     assert "2 / 4 annotated" in handlers.progress_text(project)
     project.save_mask(ids[2], np.zeros((64, 64), np.uint8), "final", source="t")
     assert "3 / 4 annotated" in handlers.progress_text(project) and "1 final" in handlers.progress_text(project)
+    project.save_mask(ids[3], np.zeros((64, 64), np.uint8), "imported", source="t")
+    # an imported mask is not a final one (an export of final masks leaves it out): listed apart
+    assert "1 final · " in handlers.progress_text(project) and "imported: 1" in handlers.progress_text(project)
     with pytest.raises(AnnotationError):
         handlers.image_rows(project, "bogus")
 

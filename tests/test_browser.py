@@ -835,8 +835,48 @@ def test_go_to_an_image_by_name(browser, server):
         pg.wait_for_function(f"() => document.querySelector('#ws-title').innerText.includes('disc4.png')"
                              f" && document.querySelector('{ROOT}')._ws.doc")
         assert box.input_value() == ""
+        pg.wait_for_function("() => !document.activeElement || document.activeElement.tagName === 'BODY'")
+        before = state(pg)["id"]
+        pg.keyboard.press("n")  # keys work again at once: the box let go of them
+        pg.wait_for_function(f"() => document.querySelector('{ROOT}')._ws.id !== {before}")
         box.fill("disc")  # every image matches: said, and the image stays
         box.press("Enter")
         pg.locator(".toast-body, [data-testid='toast-body']").filter(has_text="images match 'disc'").first.wait_for()
-        assert "disc4.png" in pg.inner_text("#ws-title")
+        assert "disc5.png" in pg.inner_text("#ws-title")
         assert "Images: " in pg.inner_text("#ws-image-list")
+
+
+def test_images_shown_are_not_kept_in_the_browsers_storage(browser, server):
+    """Gradio's run history stored every image shown in localStorage, which slowed each image
+    change and left the images on the annotator's machine."""
+    with window(browser, server) as pg:
+        for _ in range(3):
+            goto_image(pg, "#ws-next")
+        keys = pg.evaluate("() => Object.keys(localStorage)")
+        assert not [k for k in keys if "run-history" in k], keys
+        assert sum(len(localStorage_value) for localStorage_value in
+                   pg.evaluate("() => Object.values(localStorage)")) < 10_000
+
+
+def test_fit_shows_the_whole_image_on_a_laptop_screen(browser, server):
+    ctx = browser.new_context(viewport={"width": 1366, "height": 768})
+    try:
+        pg = ctx.new_page()
+        pg.set_default_timeout(TIMEOUT)
+        pg.goto(server, wait_until="load")
+        pg.wait_for_selector(f"{ROOT}[data-ready='1']")
+        box = pg.locator(f"{ROOT} canvas.ws-labels").bounding_box()
+        assert box["y"] >= 0 and box["y"] + box["height"] <= 768, box
+        shot(pg, "22-laptop-fit")
+        tags = pg.locator(f"{ROOT} .ws-tags-bar").bounding_box()
+        assert tags["y"] < 768, tags  # the tags start on screen
+    finally:
+        ctx.close()
+
+
+def test_fill_is_off_on_the_next_image(browser, server):
+    with window(browser, server) as pg:
+        pg.keyboard.press("f")
+        pg.wait_for_selector(f"{ROOT}[data-fill='1']")
+        goto_image(pg, "#ws-next")
+        pg.wait_for_selector(f"{ROOT}[data-fill='0']")

@@ -149,7 +149,11 @@
   function fitZoom() {
     if (!S.W) return;
     const w = Math.max(200, stage.clientWidth - 8);
-    const h = Math.max(240, Math.min(window.innerHeight * 0.68, 720));
+    // the whole image and the tag bar under it in the window (the page scrolled to the top), on a
+    // laptop too: the toolbars above the stage take 300-400 px
+    const top = stage.getBoundingClientRect().top + window.scrollY;
+    const below = q('.ws-tags-bar').offsetHeight + q('.ws-statusline').offsetHeight + 24;
+    const h = Math.max(240, Math.min(window.innerHeight - top - below, 900));
     S.zoom = Math.max(0.05, Math.min(w / S.W, h / S.H, 12));
     applyZoom();
   }
@@ -652,6 +656,7 @@
     const keepFinal = sameImage && maskEdited();  // a mask edit saved or on its way: show it, not an older mask
     S.id = msg.image_id; S.W = msg.width; S.H = msg.height;
     S.mode = 'scribbles';
+    if (!sameImage) S.fill = false;  // Fill is for one region: a C-shaped stroke on the next image stays a stroke
     const labels = msg.labels ? rleDecode(msg.labels, S.W * S.H) : new Uint8Array(S.W * S.H).fill(255);
     S.doc = makeDoc(S.id, 'scribbles', S.W, S.H, labels, msg.version);
     S.docs = {scribbles: S.doc};
