@@ -117,6 +117,8 @@ def open_project(path: str, classes_text: str = "") -> Project:
 
 # ---------------------------------------------------------------------------------- list and navigation
 CURRENT_MARK = "▶ "
+#: The source of a final mask painted in the mask editor.
+MASK_EDITOR_SOURCE = "app:mask-editor"
 #: Rows of the image list sent to the page at a time.
 LIST_ROWS = 100
 #: Projects whose last shown image a browser remembers (a reload reopens that image).
@@ -393,7 +395,7 @@ def save_mask_edit(project: Project, image_id: int, mask: np.ndarray, base_mask_
         merged = head.copy()
         merged[delta] = mask[delta]
         mask = merged
-    src = "app:mask-editor" + (f"(from {source_kind})" if source_kind and source_kind != "final" else "")
+    src = MASK_EDITOR_SOURCE + (f"(from {source_kind})" if source_kind and source_kind != "final" else "")
     info = project.save_mask(image_id, mask, "final", source=src)
     return info.id, merged
 
@@ -412,6 +414,19 @@ def preview_function():
     return resolve()
 
 
+def preview_prior(project: Project, image_id: int):
+    """The mask the strokes correct in the live preview (its :class:`MaskInfo`), or None: a final
+    mask painted in the mask editor when it is the newest (strokes drawn after hand edits correct
+    those edits near the strokes instead of discarding them, so Accept keeps them), else the
+    prediction."""
+    pred = project.mask_info(image_id, "predicted")
+    final = project.mask_info(image_id, "final")
+    hand_edited = final is not None and (final.source or "").startswith(MASK_EDITOR_SOURCE)
+    if hand_edited and (pred is None or final.id > pred.id):
+        return final
+    return pred
+
+
 def preview_result(project: Project, image_id: int, method: str | None = None,
                    scribbles: np.ndarray | None = None):
     """The live pseudo-mask: ``(PseudoResult, seconds)``, or ``(None, 0.0)`` when nothing is drawn.
@@ -426,7 +441,7 @@ def preview_result(project: Project, image_id: int, method: str | None = None,
     scr = project.scribbles(image_id) if scribbles is None else project.check_label_map(image_id, scribbles)
     if scr is None or not (scr != IGNORE).any():
         return None, 0.0
-    pred = project.mask_info(image_id, "predicted")  # the prior: a new prediction changes the preview
+    pred = preview_prior(project, image_id)  # a new prediction (or mask edit) changes the preview
     digest = hashlib.blake2b(scr.tobytes(), digest_size=16).hexdigest()
     key = (str(project.root), int(image_id), digest, method, project.num_classes, pred.id if pred else 0)
     with _PREVIEW_LOCK:
@@ -437,7 +452,8 @@ def preview_result(project: Project, image_id: int, method: str | None = None,
     img = project.load_image(image_id)
     predicted = conf = None
     if pred is not None:
-        predicted, conf = project.mask(image_id, "predicted"), project.confidence(image_id, "predicted")
+        predicted = imageio.read_label_map(project.root / pred.file)
+        conf = project.confidence(image_id, pred.kind) if pred.kind == "predicted" else None
     t0 = time.perf_counter()
     result, _overlay = preview(img, scr, project.num_classes, method=method, colors=_colors(project),
                                prediction=predicted, prediction_confidence=conf)
@@ -527,10 +543,18 @@ def accept_final(project: Project, image_id: int, kind: str, seen_final: int | N
     return f"The {kind} mask is now final."
 
 
-def mask_layer(project: Project, image_id: int) -> dict:
-    """What the mask editor starts from: the final mask, else the best other mask, else the live
-    preview, else an empty map. ``{"labels": rle, "version": mask id (0 = none), "kind"}``."""
-    for k in ("final", "imported", "predicted", "pseudo"):
+def mask_layer(project: Project, image_id: int, shown: str | None = None) -> dict:
+    """What the mask editor starts from: the mask the page shows as overlay (``shown``: the live
+    preview, e.g. a prediction corrected by the strokes, or a stored kind), else the final mask,
+    else the best other mask, else the live preview, else an empty map.
+    ``{"labels": rle, "version": mask id (0 = none), "kind"}``."""
+    if shown == "preview":
+        result, _ = preview_result(project, image_id)
+        if result is not None:
+            return {"labels": canvas.rle_encode(result.mask),
+                    "version": _remember_base(project, image_id, result.mask), "kind": "preview"}
+    order = ("final", "imported", "predicted", "pseudo")
+    for k in ((shown,) if shown in order else ()) + order:
         mi = project.mask_info(image_id, k)
         if mi is not None:
             m = imageio.read_label_map(project.root / mi.file)
@@ -643,9 +667,10 @@ def canvas_tag(payload: dict) -> dict:
 
 @_guard
 def canvas_mask_layer(payload: dict) -> dict:
-    """``{project, image_id}`` -> the mask editor's starting map (see :func:`mask_layer`)."""
+    """``{project, image_id[, shown]}`` -> the mask editor's starting map (see :func:`mask_layer`)."""
     project, image_id = _req(payload)
-    return mask_layer(project, image_id)
+    shown = payload.get("shown")
+    return mask_layer(project, image_id, shown if isinstance(shown, str) else None)
 
 
 @_guard

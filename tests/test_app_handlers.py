@@ -124,6 +124,42 @@ def test_mask_editor_saves_final_and_merges(project, token):
     assert (final[10:20, 10:20] == 1).all() and (final[40:50, 40:50] == 1).all()
 
 
+def test_strokes_after_mask_edits_correct_them_and_accept_keeps_them(project, token):
+    """Hand-painted mask-editor edits, then one more stroke elsewhere: the live preview is the edited
+    mask corrected near that stroke (not the strokes alone), so 'Accept as final' keeps the edits."""
+    iid = project.image_ids()[0]
+    _, gt, scr = make_disc_image(64, seed=0)
+    handlers.canvas_save({"project": token, "image_id": iid, "labels": canvas.rle_encode(scr), "version": 0})
+    painted = handlers.preview_result(project, iid)[0].mask.copy()
+    painted[48:58, 48:58] = 1  # a hand-painted square the strokes know nothing of, far from them
+    handlers.canvas_save({"project": token, "image_id": iid, "layer": "mask", "labels": canvas.rle_encode(painted),
+                          "version": 0})
+    assert handlers.preview_prior(project, iid).kind == "final"
+    more = scr.copy()
+    more[20:22, 2:8] = 0  # another stroke, far from the square
+    handlers.canvas_save({"project": token, "image_id": iid, "labels": canvas.rle_encode(more), "version": 1})
+    assert (handlers.preview_result(project, iid)[0].mask[48:58, 48:58] == 1).all()
+    handlers.accept_final(project, iid, "preview", seen_final=handlers.final_id(project, iid))
+    assert (project.mask(iid, "final")[48:58, 48:58] == 1).all()
+    # a later prediction is the newest: the strokes correct it again
+    project.save_mask(iid, gt, "predicted", source="t", confidence=np.full((64, 64), 0.9, np.float32))
+    assert handlers.preview_prior(project, iid).kind == "predicted"
+
+
+def test_the_mask_editor_starts_from_the_overlay_shown(project, token):
+    iid = project.image_ids()[0]
+    _, gt, scr = make_disc_image(64, seed=0)
+    wrong = np.zeros((64, 64), np.uint8)  # a prediction that missed the disc
+    project.save_mask(iid, wrong, "predicted", source="t", confidence=np.full((64, 64), 0.6, np.float32))
+    handlers.canvas_save({"project": token, "image_id": iid, "labels": canvas.rle_encode(scr), "version": 0})
+    shown = handlers.canvas_mask_layer({"project": token, "image_id": iid, "shown": "preview"})
+    preview = handlers.preview_result(project, iid)[0].mask
+    assert shown["kind"] == "preview" and shown["version"] < 0
+    assert np.array_equal(canvas.rle_decode(shown["labels"], (64, 64)), preview) and (preview == 1).any()
+    raw = handlers.canvas_mask_layer({"project": token, "image_id": iid, "shown": "predicted"})
+    assert raw["kind"] == "predicted" and np.array_equal(canvas.rle_decode(raw["labels"], (64, 64)), wrong)
+
+
 def test_two_windows_on_one_final_mask_keep_each_others_work(project, token):
     """B paints in the mask editor from the live preview while A accepts a preview as final: B's save
     changes only B's pixels (it replaced all of A's mask, its start counted as blank), and A's later

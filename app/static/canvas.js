@@ -410,7 +410,7 @@
     if (mode === S.mode || S.id == null || S.drawing) return;
     if (mode === 'mask') {
       const id = S.id, proj = S.proj;
-      const r = await call('canvas_mask_layer', {image_id: id});
+      const r = await call('canvas_mask_layer', {image_id: id, shown: S.overlayKind});  // edit what is shown
       if (!r || id !== S.id || proj !== S.proj || S.mode === 'mask' || S.drawing) return;  // the image changed meanwhile
       S.mode = 'mask';
       S.doc = makeDoc(S.id, 'mask', S.W, S.H, rleDecode(r.labels, S.W * S.H), r.version, r.kind);
