@@ -10,7 +10,10 @@ A dataset image that the project already holds (same name and same picture, e.g.
 imported back after its masks were edited elsewhere) is not added again, but its masks,
 scribbles and tags are stored on the project's image. A dataset image with the name of a project
 image that shows another picture is added as a new image (a unique name such as ``a_2.png``),
-with a note.
+with a note. Labels onto an image the project holds never undo work done there since: a mask or
+scribble map equal to the current one is skipped; strokes and tags that differ from the
+dataset's are kept (one note counts them; options ``scribbles=replace``, ``tags=replace`` take
+the dataset's); see :class:`annotations.formats._common.LabelMerge`.
 """
 from __future__ import annotations
 
@@ -22,7 +25,7 @@ from pathlib import Path
 from . import imageio
 from .errors import AnnotationError, DuplicateImageError
 from .folder import FolderDataset
-from .formats._common import JUNK_DIRS, _has_annotations, dataset_root, same_picture
+from .formats._common import JUNK_DIRS, LabelMerge, _has_annotations, dataset_root, same_picture
 from .store import ImportSummary, Project, parse_color, sanitize_name
 
 #: Images imported per transaction.
@@ -80,13 +83,17 @@ def _import_folder(project: Project, root: Path, where: Path, options: dict | No
     return project.import_images(files)
 
 
-def import_folder_dataset(project: Project, root: str | os.PathLike, kind: str = "imported") -> ImportSummary:
+def import_folder_dataset(project: Project, root: str | os.PathLike, kind: str = "imported",
+                          merge: LabelMerge | None = None) -> ImportSummary:
     """Import a dataset in the folder layout; see the module docstring.
 
     ``kind``: the mask kind to store (default ``imported``), or ``manifest`` to restore the kinds
     that an export recorded in ``manifest.json`` (masks it does not list stay ``imported``).
+    ``merge``: how labels go onto images the project holds (default: keep the project's strokes
+    and tags where they differ from the dataset's; see :class:`LabelMerge`).
     """
     t0 = time.perf_counter()
+    merge = LabelMerge() if merge is None else merge
     ds = FolderDataset.open(root)
     kinds = _mask_kinds(ds, kind)
     summary = ImportSummary(skipped=list(ds.skipped))
@@ -113,10 +120,10 @@ def import_folder_dataset(project: Project, root: str | os.PathLike, kind: str =
         with project.transaction(bulk=True):
             for sid, path in items[start : start + BATCH]:
                 _import_one(project, ds, sid, path, sets, summary, id_map, kinds, by_stem, layer_names,
-                            tags.get(sid, {}))
-    if tags:
-        n = sum(len(t) for sid, t in tags.items() if sid in id_map)
-        summary.notes.append(f"note: {n} image-level tag(s) set from tags.json")
+                            tags.get(sid, {}), merge)
+    if merge.tags_set:
+        summary.notes.append(f"note: {merge.tags_set} image-level tag(s) set from tags.json")
+    summary.notes.extend(merge.notes())
     for split in ds.splits():
         ids = [id_map[i] for i in ds.split(split) if i in id_map]
         if ids:
@@ -125,7 +132,8 @@ def import_folder_dataset(project: Project, root: str | os.PathLike, kind: str =
     return summary
 
 
-def _import_one(project, ds, sid, path, sets, summary, id_map, kinds, by_stem, layer_names, tags) -> None:
+def _import_one(project, ds, sid, path, sets, summary, id_map, kinds, by_stem, layer_names, tags,
+                merge: LabelMerge) -> None:
     own = by_stem.get(sid) or by_stem.get(os.path.splitext(sanitize_name(path.name))[0])
     other = None  # the project's image of this name when it shows another picture
     if own is not None and not same_picture(project, own, path):
@@ -156,11 +164,11 @@ def _import_one(project, ds, sid, path, sets, summary, id_map, kinds, by_stem, l
                                  f"(same name, other pixels); added as the new image {info.name} with its labels; "
                                  f"the project's {other.name} is unchanged")
     id_map[sid] = info.id
-    # Labels of this image: one failure skips that label only, with its reason.
+    # Labels of this image: one failure skips that label only, with its reason. On an image the
+    # project held, what was drawn or set there since is kept (see LabelMerge).
     if ds.has_mask(sid):
         try:
-            project.save_mask(info.id, ds.mask(sid), kinds(sid), source=f"import:{ds.name}")
-            summary.masks += 1
+            summary.masks += merge.mask(project, info.id, ds.mask(sid), kinds(sid), f"import:{ds.name}")
         except AnnotationError as e:
             summary.skipped.append((f"masks/{sid}.png", str(e).split(": ", 1)[-1]))
     for s in sets:
@@ -168,14 +176,13 @@ def _import_one(project, ds, sid, path, sets, summary, id_map, kinds, by_stem, l
         if sp.is_file():
             try:
                 layer = layer_names.get(s) if isinstance(layer_names.get(s), str) and layer_names.get(s) else s
-                project.save_scribbles(info.id, ds.scribbles(s, sid), layer=layer,
-                                       author=f"import:{ds.name}")
-                summary.scribbles += 1
+                summary.scribbles += merge.scribbles(project, info.id, ds.scribbles(s, sid), layer,
+                                                     f"import:{ds.name}")
             except AnnotationError as e:
                 summary.skipped.append((f"scribbles/{s}/{sp.name}", str(e).split(": ", 1)[-1]))
-    for ci, state in tags.items():
+    if tags:
         try:
-            project.set_tag(info.id, ci, state)
+            merge.tags(project, info.id, tags)
         except AnnotationError as e:
             summary.skipped.append((f"tags.json ({sid})", str(e).split(": ", 1)[-1]))
 

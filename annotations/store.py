@@ -781,6 +781,14 @@ class Project:
             rows = self._q("SELECT layer FROM scribble_heads WHERE image_id = ? ORDER BY layer", (int(image_id),))
         return [r[0] for r in rows]
 
+    def layers_changed_since(self, image_id: int, since: str) -> list[str]:
+        """The layers of an image whose current strokes (at least one pixel) were saved after the
+        time ``since`` (a ``created`` of this store, e.g. a mask's), the most recent first."""
+        rows = self._q("SELECT h.layer FROM scribble_heads h JOIN scribble_versions v ON v.image_id = h.image_id "
+                       "AND v.layer = h.layer AND v.version = h.version WHERE h.image_id = ? AND v.created > ? "
+                       "AND v.n_pixels > 0 ORDER BY v.created DESC", (int(image_id), str(since)))
+        return [r[0] for r in rows]
+
     def fallback_layer(self, layer: str) -> str | None:
         """The layer to turn to when ``layer`` holds no strokes but other layers do (an import puts a
         dataset's scribble set in a layer of its own name): the first of them; else ``None``."""

@@ -272,15 +272,20 @@ def tag_warnings(tags: np.ndarray, class_names: list[str] | None = None) -> list
         return ["no image has a tag: nothing can be learned."]
     if n_unl := int((~labelled).sum()):
         out.append(f"{n_unl} of {n} images have no tag; they get no pseudo-mask.")
+    bg = [names[i] for i in range(c) if present[i] and not absent[i]]
     for i in range(c):
         if not present[i] and not absent[i]:
             out.append(f"{names[i]}: never tagged, so nothing tells the classifier where it is; it still "
                        "takes the pixels no tagged class claims (tag it present or absent on a few images).")
         elif not present[i]:
             out.append(f"{names[i]}: never tagged present, so it never appears in a pseudo-mask.")
-        elif not absent[i]:
+        elif not absent[i] and len(bg) == 1:
             out.append(f"{names[i]}: never tagged absent, so the classifier cannot tell where it is; "
                        "it is treated as background (whatever no other class claims).")
+    if len(bg) > 1:  # one line, not one per class
+        out.append(f"{', '.join(bg)}: never tagged absent ({len(bg)} classes), so the classifier cannot tell where "
+                   "they are; they are treated as background (whatever no other class claims); tag each of them "
+                   "absent on images without it.")
     if (tags[labelled] == PRESENT).all():
         out.append("every tagged image has every class present: tags carry no information about "
                    "where classes are; pseudo-masks are uninformative.")
@@ -716,6 +721,47 @@ def project_tags(project, image_ids: list[int]) -> np.ndarray:
     return t
 
 
+#: A class "shows" in a pseudo-mask when it holds at least this share of the labelled pixels.
+SHOWN_SHARE = 0.01
+
+
+def collapsed_masks(masks: list[np.ndarray], tags: np.ndarray) -> tuple[int, int]:
+    """``(collapsed, eligible)``: of the images tagged with two or more present classes (``tags``
+    ``(N, C)`` as :func:`run_tags` takes them), how many got a mask that shows at most one
+    of them (at most a quarter of them when eight or more are present): the classifier could not
+    tell the classes apart there. A class shows when it holds :data:`SHOWN_SHARE` of the labelled
+    pixels; a mask without labelled pixels shows none."""
+    collapsed = eligible = 0
+    for m, row in zip(masks, tags):
+        present = np.flatnonzero(row == PRESENT)
+        if len(present) < 2:
+            continue
+        eligible += 1
+        lab = m[m != IGNORE]
+        counts = np.bincount(lab, minlength=len(row))[: len(row)] if lab.size else np.zeros(len(row), int)
+        shown = int((counts[present] >= SHOWN_SHARE * max(lab.size, 1)).sum()) if lab.size else 0
+        if shown <= max(1, len(present) // 4):
+            collapsed += 1
+    return collapsed, eligible
+
+
+def check_masks_informative(masks: list[np.ndarray], tags: np.ndarray) -> None:
+    """Raise :class:`DegenerateMasksError` when more than half of the images tagged with two or
+    more present classes got a collapsed mask (:func:`collapsed_masks`): such pseudo-masks (e.g.
+    one class on every pixel) would be saved as annotations and teach the next training nothing
+    but that class. :func:`tags_project` calls it before saving; :func:`run_tags` (the benchmarks)
+    does not."""
+    from segmenter.errors import DegenerateMasksError
+
+    collapsed, eligible = collapsed_masks(masks, tags)
+    if eligible and collapsed * 2 > eligible:
+        raise DegenerateMasksError(
+            f"the tag classifier could not tell the classes apart on {collapsed} of the {eligible} images tagged "
+            "with two or more present classes (their masks show almost only one class), so no pseudo-mask was "
+            "saved. Tag many more images (hundreds), or draw strokes of each class on a few images, then run it "
+            "again.")
+
+
 @dataclass
 class ProjectTagsSummary:
     """What :func:`tags_project` did: the tagged images (``image_ids``), whether their pseudo-masks
@@ -745,7 +791,9 @@ def tags_project(project, config: TagConfig | None = None, image_ids=None, *, la
     the refined probability; nothing is saved when the run fails or is cancelled. ``progress`` and
     ``cancel`` as in :func:`run_tags`; ``on_stage(message)``, if given, hears what starts (for a
     log or a page).
-    Raises :class:`NoLabelsError` when no image has a tag.
+    Raises :class:`NoLabelsError` when no image has a tag, and
+    :class:`~segmenter.errors.DegenerateMasksError` (nothing saved) when the masks carry no
+    information (:func:`check_masks_informative`).
     """
     config = config or TagConfig()
     ids = list(image_ids) if image_ids is not None else project.image_ids()
@@ -762,6 +810,7 @@ def tags_project(project, config: TagConfig | None = None, image_ids=None, *, la
                        f"({config.encoder}, {epochs_for(config, len(ids))} epochs, {config.size} px)")
     res = run_tags(images, tags, project.num_classes, config, scribbles=scribbles,
                    class_names=project.class_names, progress=progress, cancel=cancel)
+    check_masks_informative(res.masks, tags)  # the tags themselves (a stroke alone makes no class tagged)
     if save:
         for iid, m, c in zip(ids, res.masks, res.confidences):
             project.save_mask(iid, m, "pseudo", source=res.method, confidence=c)

@@ -10,6 +10,10 @@ class NoLabelsError(SegmenterError):
     """There is nothing to learn from: no scribbles, tags or masks where they are needed."""
 
 
+class DegenerateMasksError(SegmenterError):
+    """The masks a run made carry no information (e.g. one class everywhere); nothing was saved."""
+
+
 class CheckpointError(SegmenterError):
     """A checkpoint is missing, corrupt or made for other classes."""
 

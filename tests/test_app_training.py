@@ -128,3 +128,31 @@ def test_the_loss_caption_reads_first_to_last():
     html_ = jobs.progress_html({"kind": "training", "status": "done", "fraction": 1.0,
                                 "losses": [(0, 1.0), (1, 2.0), (2, 0.5)]})
     assert "loss 1.000 → 0.500" in html_
+
+
+def test_masks_from_tags_that_show_one_class_are_refused_with_the_reason(tmp_path, monkeypatch):
+    """The app's job saved pseudo-masks of one class everywhere (nothing learned from a few tagged
+    images); now the job fails with the reason and what helps, and saves nothing."""
+    from segmenter import cam
+
+    p = Project.create(tmp_path / "p", classes=["background", "object"])
+    for i in range(4):
+        img, _, _ = make_disc_image(64, seed=i)
+        info = p.add_image(encode_image_png(img), name=f"t{i}.png")
+        p.set_tag(info.id, 0, "present")
+        p.set_tag(info.id, 1, "present")
+    real = cam.run_tags
+
+    def one_class(images, tags, num_classes, config=None, **kw):
+        res = real(images, tags, num_classes, cam.TagConfig(size=64, epochs=1), **kw)
+        res.masks = [np.ones(m.shape, np.uint8) for m in res.masks]
+        return res
+
+    monkeypatch.setattr(cam, "run_tags", one_class)
+    job = training.start_tags(p, size=64)
+    job.thread.join(240)
+    snap = job.snapshot()
+    assert snap["status"] == "failed", snap
+    assert snap["message"].startswith("the tag classifier could not tell the classes apart on 4 of the 4 images")
+    assert "Traceback" not in snap["message"] and "\n" not in snap["message"]
+    assert all(p.mask_info(i, "pseudo") is None for i in p.image_ids())

@@ -505,3 +505,69 @@ def test_appearance_em_shrinks_images_by_any_factor():
     assert [a.shape for a in q] == [(3, 48, 48)] * 6
     for a in q:
         np.testing.assert_allclose(a.sum(0), 1.0, atol=1e-4)
+
+
+# ----------------------------------------------------------------------------- degenerate masks
+
+def _collapsing_run(monkeypatch):
+    """run_tags as it came out on ten full CamVid frames: class 0 on (nearly) every pixel."""
+    real = cm.run_tags
+
+    def fake(images, tags, num_classes, config=None, **kw):
+        res = real(images, tags, num_classes, cfg(epochs=1), **kw)
+        res.masks = [np.zeros(m.shape, np.uint8) for m in res.masks]
+        return res
+
+    monkeypatch.setattr(cm, "run_tags", fake)
+
+
+def _three_class_project(root, n=6):
+    from annotations.imageio import encode_image_png
+    from annotations.store import Project
+
+    p = Project.create(root, classes=["background", "square", "disc"])
+    for k in range(n):
+        img, gt = scene(k, square=True, disc=True)
+        info = p.add_image(encode_image_png(img), name=f"s{k}.png")
+        for c in (1, 2):
+            p.set_tag(info.id, c, "present")
+    return p
+
+
+def test_masks_of_one_class_everywhere_are_refused_not_saved(tmp_path, monkeypatch, capsys):
+    """With ~10 tagged CamVid frames the classifier learned nothing and every pseudo-mask was
+    (nearly) all Sky; they were saved as annotations. Now nothing is saved: a clear error."""
+    from segmenter.cli import main
+    from segmenter.errors import DegenerateMasksError
+
+    tags = np.array([[1, 1, 0], [1, 1, 1], [0, 1, 1], [1, 0, -1]], np.int8)
+    one = np.zeros((8, 8), np.uint8)
+    two = one.copy()
+    two[:4] = 1
+    other = two + 1  # classes 1 and 2
+    assert cm.collapsed_masks([one, two, other, one], tags) == (1, 3)  # the last has one present class
+    assert cm.collapsed_masks([two, two, two, one], tags) == (1, 3)  # image 2 shows 1 but not 2
+    nine = np.zeros((8, 10), np.uint8)
+    nine[:, 9] = 9  # 10 % of the pixels: 2 of 9 present classes show
+    assert cm.collapsed_masks([nine], np.array([[1] * 9 + [1, 0]], np.int8)) == (1, 1)
+    cm.check_masks_informative([one, two, other, one], tags)  # 1 of 3: fine
+    with pytest.raises(DegenerateMasksError, match="could not tell the classes apart on 2 of the 3 images"):
+        cm.check_masks_informative([one, one, other, one], tags)
+
+    p = _three_class_project(tmp_path / "proj")
+    _collapsing_run(monkeypatch)
+    assert main(["tags", str(p.root), "--epochs", "1", "--size", "64"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: the tag classifier could not tell the classes apart on 6 of the 6 images") \
+        and "hundreds" in err and "strokes" in err and len(err.splitlines()) == 1, err
+    assert all(p.mask_info(i, "pseudo") is None for i in p.image_ids())
+
+
+def test_background_warnings_of_many_classes_are_one_line():
+    names = ["Sky", "Building", "Road", "Car", "Fence"]
+    tags = np.array([[1, 1, 1, 1, 0], [1, 1, 1, 0, 0]], np.int8)
+    msgs = cm.tag_warnings(tags, names)
+    lines = [m for m in msgs if "never tagged absent" in m]
+    assert lines == ["Sky, Building, Road: never tagged absent (3 classes), so the classifier cannot tell where "
+                     "they are; they are treated as background (whatever no other class claims); tag each of them "
+                     "absent on images without it."], msgs

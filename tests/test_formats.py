@@ -993,3 +993,85 @@ def test_voc_round_trip_invents_no_image_set_and_yolo_uses_train_and_val_sets(tm
     text = (tmp_path / "y2" / "data.yaml").read_text()
     assert 'train: "train.txt"' in text and 'val: "val.txt"' in text
     assert (tmp_path / "y2" / "train.txt").read_text() == "./images/a.png\n"
+
+
+def test_weak_and_png_reimports_keep_newer_strokes_and_tags_and_skip_unchanged_labels(tmp_path):
+    """apply_import (weak: strokes and tags; png: masks) follows the folder import's rule: labels
+    equal to the stored ones are no new version; strokes and tags changed in the project since the
+    export are kept (one note), unless --option scribbles=replace / tags=replace."""
+    p = _two_image_project(tmp_path)
+    a, b = p.images()
+    s = np.full((20, 30), 255, np.uint8)
+    s[2, 2:9] = 1
+    for info in (a, b):
+        p.save_scribbles(info.id, s, layer="real")
+        p.set_tag(info.id, 1, "present")
+    export_project(p, "weak", tmp_path / "weak")
+    export_project(p, "png", tmp_path / "png", masks="final")
+    drawn = s.copy()
+    drawn[10, 3:20] = 0  # strokes drawn after the export
+    p.save_scribbles(a.id, drawn, layer="real")
+    p.set_tag(b.id, 1, "absent")
+    p.set_tag(b.id, 0, "present")
+    res = import_dataset(p, "weak", tmp_path / "weak")
+    assert res.scribbles == 0, res.lines()
+    np.testing.assert_array_equal(p.scribbles(a.id, "real"), drawn)
+    assert p.scribble_version(a.id, "real") == 2 and p.scribble_version(b.id, "real") == 1
+    assert p.tags(b.id) == {0: "present", 1: "absent"}
+    assert [n for n in res.notes if "differ" in n] == [
+        "note: 2 image(s) already in the project have strokes (1) or tags (1) that differ from the dataset's; the "
+        "project's were kept (to take the dataset's instead, import again with --option scribbles=replace "
+        "--option tags=replace)"]
+    res = import_dataset(p, "png", tmp_path / "png", kind="final")
+    assert res.masks == 0 and len(p.mask_history(a.id, "final")) == 1, res.lines()
+    res = import_dataset(p, "weak", tmp_path / "weak", scribbles="replace", tags="replace")
+    assert res.scribbles == 1 and not [n for n in res.notes if "differ" in n], res.lines()
+    np.testing.assert_array_equal(p.scribbles(a.id, "real"), s)
+    assert p.tags(b.id) == {0: "present", 1: "present"}
+    with pytest.raises(FormatError, match="option tags=mine: must be one of keep, replace"):
+        import_dataset(p, "weak", tmp_path / "weak", tags="mine")
+
+
+def test_best_masks_export_a_prediction_corrected_by_strokes_drawn_after_it(tmp_path):
+    """export --masks best exported a predicted mask made before newer strokes, contradicting them;
+    now it is corrected by them at export (as predict corrects), with one note. A prediction that
+    newer strokes do not contradict (the same strokes saved again) is exported as stored."""
+    import time
+
+    p = Project.create(tmp_path / "proj", ["background", "obj"])
+    img = np.zeros((20, 30, 3), np.uint8)
+    img[:, 15:] = 200  # obj is the bright right half
+    ids = [p.add_image(_save_png(tmp_path / f"{n}.png", img + k)).id for k, n in enumerate("ab")]
+    pred = np.zeros((20, 30), np.uint8)  # the model missed obj
+    conf = np.full((20, 30), 0.6, np.float32)
+    for i in ids:
+        p.save_mask(i, pred, "predicted", source="model:unet/resnet18", confidence=conf)
+    time.sleep(0.01)
+    scr = np.full((20, 30), 255, np.uint8)
+    scr[8:12, 20:26] = 1  # drawn after the prediction
+    p.save_scribbles(ids[0], scr)
+    same = np.full((20, 30), 255, np.uint8)
+    same[2:4, 2:6] = 0  # agrees with the prediction
+    p.save_scribbles(ids[1], same)
+    for fmt in ("png", "folder", "coco"):
+        res = export_project(p, fmt, tmp_path / fmt)
+        assert [n for n in res.notes if "contradicted strokes" in n] == [
+            "note: 1 predicted mask(s) contradicted strokes drawn after the prediction; exported corrected by those "
+            "strokes (to store the corrected masks in the project too, run python -m segmenter predict PROJECT "
+            "again)"], (fmt, res.lines())
+    got = Project.create(tmp_path / "q", ["background", "obj"])
+    import_dataset(got, "png", tmp_path / "png")
+    a, b = (got.mask(got.image_by_name(n).id, "imported") for n in ("a.png", "b.png"))
+    assert (a[8:12, 20:26] == 1).all() and (a[:, :10] == 0).all()  # the strokes, and what none contradicts
+    np.testing.assert_array_equal(b, pred)
+    manifest = json.loads((tmp_path / "folder" / "manifest.json").read_text())
+    assert manifest["masks"]["a"]["kind"] == "predicted" and "at export" in manifest["masks"]["a"]["source"]
+    assert manifest["masks"]["b"]["source"] == "model:unet/resnet18"
+    coco = Project.create(tmp_path / "c", ["background", "obj"])
+    import_dataset(coco, "coco", tmp_path / "coco")
+    assert (coco.mask(coco.image_by_name("a.png").id, "imported")[8:12, 20:26] == 1).all()
+    # Stored unchanged; a final mask wins as before.
+    np.testing.assert_array_equal(p.mask(ids[0], "predicted"), pred)
+    p.save_mask(ids[0], pred, "final", source="review")
+    res = export_project(p, "png", tmp_path / "png2")
+    assert not [n for n in res.notes if "contradicted" in n], res.lines()

@@ -267,8 +267,10 @@ def test_folder_dataset_imported_into_a_project_holding_its_images_stores_the_la
     export_project(p, "folder", tmp_path / "out")
     Image.fromarray(np.ones((8, 12), np.uint8)).save(tmp_path / "out" / "masks" / "b.png")
     s = import_path(p, tmp_path / "out")
-    assert not s.added and s.masks == 2, s.lines()
+    # Only the edited mask is a new version; a's equals the stored one (skipped, no new version).
+    assert not s.added and s.masks == 1 and s.scribbles == 0, s.lines()
     assert (p.mask(p.image_by_name("b.png").id, "imported") == 1).all()
+    assert len(p.mask_history(p.image_by_name("a.png").id, "imported")) == 1
 
 
 def test_options_are_passed_and_checked_without_a_format(tmp_path, capsys):
@@ -310,3 +312,47 @@ def test_a_zip_made_by_macos_finder_is_read_as_the_dataset_it_holds(tmp_path):
         zf.writestr("__MACOSX/imgs/x.png", (d / "images" / "b.png").read_bytes())
     q = Project.create(tmp_path / "q")
     assert [i.name for i in import_path(q, tmp_path / "imgs.zip").added] == ["a.png"]
+
+
+def test_reimporting_a_folder_dataset_keeps_strokes_and_tags_made_in_the_project_since(tmp_path):
+    """Re-importing a dataset folder (to add new images) replaced the strokes drawn in the app
+    since the first import with the dataset's older ones; and re-set tags changed since."""
+    from segmenter.cli import main
+
+    d = _labelled_dataset(tmp_path / "d")
+    (d / "tags.json").write_text(json.dumps({"classes": ["bg", "fg"], "tags": {"a": {"fg": "present"},
+                                                                              "b": {"fg": "present"}}}))
+    p = Project.create(tmp_path / "p")
+    import_path(p, d)
+    a, b = p.image_by_name("a.png"), p.image_by_name("b.png")
+    drawn = p.scribbles(a.id, "s1").copy()
+    drawn[5:7, 5:10] = 0  # the annotator's strokes in the app
+    p.save_scribbles(a.id, drawn, layer="s1", author="app")
+    p.set_tag(a.id, 1, "absent")  # ... and a corrected tag
+    p.set_tag(b.id, 0, "present")  # ... and a new one (the dataset has no tag of bg for b)
+    p.undo_scribbles(b.id, "s1")  # b's layer has no strokes now
+    # One more image arrives in the folder; it is imported again.
+    Image.fromarray(np.full((8, 12, 3), 90, np.uint8)).save(d / "images" / "c.png")
+    s = import_path(p, d)
+    assert [i.name for i in s.added] == ["c.png"], s.lines()
+    np.testing.assert_array_equal(p.scribbles(a.id, "s1"), drawn)  # kept, no new version
+    assert p.scribble_version(a.id, "s1") == 2
+    np.testing.assert_array_equal(p.scribbles(b.id, "s1"), imageio.read_label_map(d / "scribbles/s1/b.png"))
+    assert p.tags(a.id) == {1: "absent"} and p.tags(b.id) == {0: "present", 1: "present"}
+    assert s.masks == 0 and s.scribbles == 1, s.lines()  # equal masks: no new version
+    assert all(len(p.mask_history(i.id, "imported")) == 1 for i in (a, b))
+    notes = [n for n in s.notes if "differ from the dataset's" in n]
+    assert notes == ["note: 1 image(s) already in the project have strokes (1) or tags (1) that differ from the "
+                     "dataset's; the project's were kept (to take the dataset's instead, import again with "
+                     "--option scribbles=replace --option tags=replace)"], s.lines()
+    # Again: nothing is stored (b's strokes are the dataset's now), the same note.
+    s2 = import_path(p, d)
+    assert s2.scribbles == 0 and s2.masks == 0 and p.scribble_version(b.id, "s1") == 2, s2.lines()
+    assert [n for n in s2.notes if "differ from the dataset's" in n] == notes
+    # Taking the dataset's, through the CLI; the drawn strokes stay in the history.
+    assert main(["import", str(p.root), str(d), "--option", "scribbles=replace", "--option", "tags=replace"]) == 0
+    np.testing.assert_array_equal(p.scribbles(a.id, "s1"), imageio.read_label_map(d / "scribbles/s1/a.png"))
+    np.testing.assert_array_equal(p.scribbles(a.id, "s1", version=2), drawn)
+    assert p.tags(a.id) == {1: "present"}
+    with pytest.raises(AnnotationError, match="option scribbles=merge: must be one of keep, replace"):
+        import_path(p, d, {"scribbles": "merge"})

@@ -33,6 +33,11 @@ class ExportOptions:
     masks: str = "best"
     image_ids: list[int] | None = None
     extra: dict = field(default_factory=dict)
+    #: Filled by the export (:func:`._common.export_mask`): names of the images whose predicted mask
+    #: was corrected by strokes drawn after the prediction, and of those left without a mask
+    #: because it could not be corrected here.
+    corrected: list[str] = field(default_factory=list)
+    stale_left_out: list[str] = field(default_factory=list)
 
     def __post_init__(self):
         if self.masks not in MASK_CHOICES:
@@ -168,10 +173,24 @@ def export_project(project, format_name: str, out: str | os.PathLike, masks: str
                         zf.write(f, f.relative_to(td).as_posix())
             os.replace(tmp_zip, out)
         res.path = out
-        return res
+        return _stale_notes(res, options)
     with atomic_output_dir(out) as tmp:
         res = fmt.export(project, tmp, options)
     res.path = out
+    return _stale_notes(res, options)
+
+
+def _stale_notes(res: ExportResult, options: ExportOptions) -> ExportResult:
+    """One note each for the predicted masks corrected by newer strokes, and those left out."""
+    n = len(set(options.corrected))
+    if n:
+        res.notes.append(f"note: {n} predicted mask(s) contradicted strokes drawn after the prediction; exported "
+                         "corrected by those strokes (to store the corrected masks in the project too, run "
+                         "python -m segmenter predict PROJECT again)")
+    n = len(set(options.stale_left_out))
+    if n:
+        res.notes.append(f"note: {n} image(s) left without a mask: their predicted mask is older than strokes drawn "
+                         "since and could not be corrected here; run python -m segmenter predict PROJECT again")
     return res
 
 

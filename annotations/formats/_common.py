@@ -161,14 +161,65 @@ def export_items(project, options: ExportOptions, with_masks: bool | str = True)
     for info, stem in zip(images, unique_stems(images)):
         item = ExportItem(info, stem)
         if with_masks:
-            for kind in options.kinds:
-                mi = project.mask_info(info.id, kind)
-                if mi is not None:
-                    item.mask_info = mi
-                    if with_masks is True:
-                        item.mask = read_mask_file(project.root / mi.file)
-                    break
+            got = export_mask(project, info, options, read=with_masks is True)
+            if got is not None:
+                item.mask, item.mask_info = got
         yield item
+
+
+def export_mask(project, info, options: ExportOptions, read: bool = True):
+    """``(mask, MaskInfo)`` of the first kind of ``options.kinds`` that the image ``info`` has, or
+    ``None``; ``mask`` is ``None`` when not ``read`` (read it with :func:`read_mask_file`).
+
+    A ``predicted`` mask older than strokes drawn since (a layer whose current strokes were saved
+    after it, :meth:`Project.layers_changed_since`) that contradicts them is exported corrected
+    by them as ``predict`` corrects (:func:`correct_stale_prediction`; always read),
+    its source marked, its name added to ``options.corrected``; where that cannot be done (the
+    engine cannot be imported) the image gets no mask and its name goes to
+    ``options.stale_left_out``. :func:`annotations.formats.export_project` turns these into notes.
+    """
+    for kind in options.kinds:
+        mi = project.mask_info(info.id, kind)
+        if mi is None:
+            continue
+        if kind == "predicted":
+            layers = project.layers_changed_since(info.id, mi.created)
+            if layers:
+                layer = project.scribble_layer if project.scribble_layer in layers else layers[0]
+                got = correct_stale_prediction(project, info.id, mi, layer)
+                if got is None:
+                    options.stale_left_out.append(info.name)
+                    return None
+                if got[1] is not mi:
+                    options.corrected.append(info.name)
+                return got
+        return (read_mask_file(project.root / mi.file) if read else None), mi
+    return None
+
+
+def correct_stale_prediction(project, image_id: int, mi, layer: str):
+    """``(mask, MaskInfo)``: the predicted mask ``mi`` corrected by the current strokes of
+    ``layer`` with :func:`segmenter.preview.correct_prediction` and the stored confidence, as
+    ``python -m segmenter predict`` does (strokes of a class tagged absent left out); the
+    MaskInfo's source says so. The mask as stored (and ``mi`` itself) when no stroke contradicts
+    it; ``None`` when the engine cannot be imported."""
+    import dataclasses
+
+    try:  # lazily: annotations imports without the engine (and torch)
+        from segmenter.preview import correct_prediction
+        from segmenter.pseudo import DEFAULT_METHOD
+    except ImportError:  # pragma: no cover - the engine ships with this package
+        return None
+    mask = read_mask_file(project.root / mi.file)
+    scr = project.scribbles(image_id, layer)
+    absent = [c for c, st in project.tags(image_id).items() if st == "absent"]
+    scr = np.where(np.isin(scr, absent), IGNORE, scr).astype(np.uint8)  # the tag wins, as in predict
+    drawn = scr != IGNORE
+    if not drawn.any() or (mask.shape == scr.shape and np.array_equal(mask[drawn], scr[drawn])):
+        return mask, mi  # no stroke contradicts it (e.g. the same strokes saved again)
+    conf = project.confidence(image_id, "predicted")
+    r = correct_prediction(project.load_image(image_id), scr, mask, project.num_classes, conf)
+    return r.mask, dataclasses.replace(mi, source=f"{mi.source}+{DEFAULT_METHOD}(strokes of '{layer}' at export)")
 
 
 def read_mask_file(path: Path) -> np.ndarray:
@@ -399,6 +450,90 @@ def plan_classes(project, names: list[str], colors: list | None, options: dict, 
     return ClassPlan(lut, add=unknown, colors=col)
 
 
+#: Import options of the formats that carry strokes and tags (folder, weak): what to do when an
+#: image the project already holds has other labels than the dataset's (see :class:`LabelMerge`).
+MERGE_OPTIONS = {
+    "scribbles": "keep (default) or replace: strokes of an image the project holds that differ from the dataset's "
+                 "stay, or become the dataset's",
+    "tags": "keep (default) or replace: a project tag that differs from the dataset's stays, or becomes the dataset's",
+}
+
+
+class LabelMerge:
+    """Stores an import's labels onto images without undoing work done in the project since.
+
+    One rule for every importer (the folder dataset's and :func:`apply_import`'s):
+
+    * a mask equal to the current one of its kind is skipped (no new version); another one is
+      stored as a new version (importing an edited export);
+    * a scribble map equal to the current one of its layer is skipped; a layer without strokes
+      gets the dataset's; a layer whose current strokes differ keeps the project's strokes
+      (option ``scribbles=replace``: takes the dataset's as a new version);
+    * a tag the project does not have is set; one it has with another state keeps the project's
+      (option ``tags=replace``: takes the dataset's).
+
+    The images whose labels were kept are counted in one note (:meth:`notes`).
+    """
+
+    def __init__(self, options: dict | None = None):
+        options = options or {}
+        self.replace_scribbles = opt_choice(options, "scribbles", ("keep", "replace"), "keep") == "replace"
+        self.replace_tags = opt_choice(options, "tags", ("keep", "replace"), "keep") == "replace"
+        self.kept_scribbles: set[int] = set()  # image ids
+        self.kept_tags: set[int] = set()
+        self.tags_set = 0
+
+    def mask(self, project, image_id: int, mask: np.ndarray, kind: str, source: str) -> bool:
+        """Store ``mask`` unless it equals the current mask of ``kind``; whether it was stored."""
+        cur = project.mask(image_id, kind)
+        if cur is not None and cur.shape == np.shape(mask) and np.array_equal(cur, mask):
+            return False
+        project.save_mask(image_id, mask, kind, source=source)
+        return True
+
+    def scribbles(self, project, image_id: int, scribbles: np.ndarray, layer: str, author: str) -> bool:
+        """Store ``scribbles`` as the layer's new version where the rule says so; whether it was stored."""
+        cur = project.scribbles(image_id, layer)
+        if cur is not None:
+            if cur.shape == np.shape(scribbles) and np.array_equal(cur, scribbles):
+                return False
+            if not self.replace_scribbles:
+                self.kept_scribbles.add(int(image_id))
+                return False
+        project.save_scribbles(image_id, scribbles, layer=layer, author=author)
+        return True
+
+    def tags(self, project, image_id: int, tags: dict[int, str]) -> int:
+        """Set the tags ``{project class index: state}`` where the rule says so; how many were set."""
+        have = project.tags(image_id)
+        n = 0
+        for ci, state in tags.items():
+            cur = have.get(int(ci), "unknown")
+            if cur == state:
+                continue
+            if cur != "unknown" and not self.replace_tags:
+                self.kept_tags.add(int(image_id))
+                continue
+            project.set_tag(image_id, int(ci), state)
+            n += 1
+        self.tags_set += n
+        return n
+
+    def notes(self) -> list[str]:
+        """One note counting the images whose own strokes / tags were kept, and how to take the dataset's."""
+        kept = self.kept_scribbles | self.kept_tags
+        if not kept:
+            return []
+        opts = (["--option scribbles=replace"] if self.kept_scribbles else []) + \
+            (["--option tags=replace"] if self.kept_tags else [])
+        if self.kept_scribbles and self.kept_tags:
+            what = f"strokes ({len(self.kept_scribbles)}) or tags ({len(self.kept_tags)})"
+        else:
+            what = "strokes" if self.kept_scribbles else "tags"
+        return [f"note: {len(kept)} image(s) already in the project have {what} that differ from the dataset's; "
+                f"the project's were kept (to take the dataset's instead, import again with {' '.join(opts)})"]
+
+
 def _load(x):
     return x() if callable(x) else x
 
@@ -442,6 +577,8 @@ def apply_import(project, items: list[ImportItem], class_names: list[str], *, so
     ``image_path``. A name match whose ``image_path`` shows another picture (see :func:`same_picture`)
     is no match: that image is added as a new one (a unique name, e.g. ``a_2.png``) with its
     labels, and a note says so. Masks are stored as kind ``options["kind"]`` (default ``imported``).
+    Labels onto an image the project holds follow :class:`LabelMerge` (options ``scribbles`` and
+    ``tags``: keep, the default, or replace).
     ``image_sets``: ``{set: [image names or stems]}``.
     """
     t0 = time.perf_counter()
@@ -565,6 +702,7 @@ def apply_import(project, items: list[ImportItem], class_names: list[str], *, so
 
     # Write, all or nothing.
     ids: dict[int, int] = {}
+    merge = LabelMerge(options)  # checks the options scribbles= and tags= (nothing written yet)
     with project.transaction():
         if plan.set_names is not None:
             project.set_classes(plan.set_names)
@@ -593,16 +731,16 @@ def apply_import(project, items: list[ImportItem], class_names: list[str], *, so
                 ids[k] = ids[t[1]]
             else:
                 ids[k] = t.id
+        # Labels onto images the project holds: what was done there since is kept (LabelMerge).
         for k, m in masks.items():
-            project.save_mask(ids[k], m, kinds[k], source=source)
-            summary.masks += 1
+            summary.masks += merge.mask(project, ids[k], m, kinds[k], source)
         for k, layers in scribbles.items():
             for layer, s in layers.items():
-                project.save_scribbles(ids[k], s, layer=layer, author=source)
-                summary.scribbles += 1
+                summary.scribbles += merge.scribbles(project, ids[k], s, layer, source)
         for k, it in enumerate(items):
-            for ci, state in it.tags.items():
-                project.set_tag(ids[k], int(plan.lut[int(ci)]), state)
+            if it.tags:
+                merge.tags(project, ids[k], {int(plan.lut[int(ci)]): state for ci, state in it.tags.items()})
+        summary.notes.extend(merge.notes())
         if image_sets:
             stem_to_id = {}
             for k, it in enumerate(items):

@@ -134,7 +134,8 @@ class CocoFormat(Format):
         left_out = len(selected_images(project, options)) - len(items)
 
         def work(it):  # read + encode; OpenCV's PNG decoder releases the GIL, so threads overlap
-            mask = read_mask_file(project.root / it.mask_info.file)
+            # a stale prediction comes corrected (export_mask), the others are read here
+            mask = it.mask if it.mask is not None else read_mask_file(project.root / it.mask_info.file)
             if tuple(mask.shape) != (it.info.height, it.info.width):
                 raise SizeMismatchError(f"{it.info.name}: its stored mask is {mask.shape[1]}x{mask.shape[0]}, the "
                                         f"image {it.info.width}x{it.info.height}.")

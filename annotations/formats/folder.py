@@ -17,12 +17,14 @@ from pathlib import Path
 from .. import imageio
 from ..store import sanitize_name
 from . import ExportOptions, ExportResult, Format, register_format
-from ._common import COMMON_IMPORT_OPTIONS, check_options, dataset_root, layer_dirs, write_json
+from ._common import (COMMON_IMPORT_OPTIONS, MERGE_OPTIONS, LabelMerge, check_options, dataset_root, export_mask,
+                      layer_dirs, write_json)
 
 
-def mask_for_export(project, image_id: int, options: ExportOptions):
-    """``(mask, MaskInfo)`` chosen by ``options.masks``, or ``None``."""
-    return project.best_mask(image_id, options.kinds)
+def mask_for_export(project, info, options: ExportOptions):
+    """``(mask, MaskInfo)`` chosen by ``options.masks`` (a prediction older than strokes drawn
+    since corrected by them, see :func:`._common.export_mask`), or ``None``."""
+    return export_mask(project, info, options)
 
 
 def manifest_entry(info) -> dict:
@@ -35,7 +37,7 @@ class FolderFormat(Format):
     name = "folder"
     description = "folder dataset: meta.json, images/, masks/, scribbles/<set>/, splits/"
     can_import = True
-    import_options = {"kind": COMMON_IMPORT_OPTIONS["kind"]}
+    import_options = {"kind": COMMON_IMPORT_OPTIONS["kind"], **MERGE_OPTIONS}
 
     def export(self, project, out_dir: Path, options: ExportOptions) -> ExportResult:
         res = ExportResult(out_dir)
@@ -60,7 +62,7 @@ class FolderFormat(Format):
             ext = Path(info.file).suffix.lower() or ".png"
             shutil.copyfile(project.root / info.file, out_dir / "images" / f"{stem}{ext}")
             res.images += 1
-            got = mask_for_export(project, info.id, options)
+            got = mask_for_export(project, info, options)
             if got is not None:
                 mask, minfo = got
                 (out_dir / "masks" / f"{stem}.png").write_bytes(imageio.encode_label_png(mask))
@@ -94,4 +96,5 @@ class FolderFormat(Format):
 
         options = check_options(self.name, dict(options or {}), self.import_options)
         with dataset_root(path) as root:  # a folder, or a .zip of one
-            return import_folder_dataset(project, root, kind=options.get("kind", "imported"))
+            return import_folder_dataset(project, root, kind=options.get("kind", "imported"),
+                                         merge=LabelMerge(options))

@@ -11,7 +11,9 @@ Export::
     manifest.json                   layer folder -> layer name, scribble version/author per image and layer
 
 Import reads the same files back: scribbles become a new version of the layer of the same name
-(the name recorded in manifest.json, else the folder name); tags are set. Images the project
+(the name recorded in manifest.json, else the folder name); tags are set. On an image the project
+already holds, strokes and tags drawn or set there since are kept (options ``scribbles=replace``,
+``tags=replace``; see :class:`._common.LabelMerge`). Images the project
 lacks are added from ``images/``.
 """
 from __future__ import annotations
@@ -23,6 +25,7 @@ from .. import imageio
 from . import ExportOptions, ExportResult, Format, register_format
 from ._common import (
     COMMON_EXPORT_OPTIONS,
+    MERGE_OPTIONS,
     FormatError,
     ImportItem,
     UnknownClassError,
@@ -52,7 +55,8 @@ class WeakFormat(Format):
     description = "scribbles/<layer>/<stem>.png + tags.json / tags.csv (the weak labels, importable back)"
     can_import = True
     export_options = dict(COMMON_EXPORT_OPTIONS)
-    import_options = {"add_classes": "true: add classes the project lacks instead of failing (default false)"}
+    import_options = {"add_classes": "true: add classes the project lacks instead of failing (default false)",
+                      **MERGE_OPTIONS}
 
     def export(self, project, out_dir: Path, options: ExportOptions) -> ExportResult:
         check_options(self.name, options.extra, self.export_options)
