@@ -94,7 +94,7 @@ def build_ui(project: Project) -> gr.Blocks:
                                   max_lines=1)
                 image_list = gr.Dataframe(headers=LIST_HEADERS, datatype=["number", "str", "str"],
                                           interactive=False, elem_id="ws-image-list", label="Images",
-                                          column_widths=["12%", "44%", "44%"], wrap=True)
+                                          column_widths=["12%", "60%", "28%"], wrap=True)
             with gr.Column(scale=7, min_width=560):
                 title = gr.Markdown(elem_id="ws-title")
                 with gr.Row():
