@@ -63,13 +63,24 @@ _NAME_MAX_CHARS, _NAME_MAX_BYTES = 120, 200
 
 # Colours for the first classes (background dark grey, then well-separated hues).
 _BASE_COLORS = [
-    (64, 64, 64), (230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180),
+    (128, 128, 128), (230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180),
     (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212), (0, 128, 128), (220, 190, 255),
     (170, 110, 40), (255, 250, 200), (128, 0, 0), (170, 255, 195), (128, 128, 0), (255, 215, 180),
 ]
 
 
-def default_color(idx: int) -> tuple[int, int, int]:
+#: Class names that mean "nothing of interest": as class 0 they are drawn grey.
+BACKGROUND_NAMES = ("background", "bg", "void", "unlabeled", "unlabelled", "none", "other", "clutter")
+#: Class 0's colour when it is a real class (camvid's Sky, say), not a background.
+FIRST_CLASS_COLOR = (255, 225, 25)
+
+
+def default_color(idx: int, name: str | None = None) -> tuple[int, int, int]:
+    """The colour a new class ``idx`` gets: a palette of distinct colours; class 0 is mid grey
+    (seen on dark scans and bright photos alike) when it is a background, yellow when ``name``
+    says it is a real class."""
+    if idx == 0 and name is not None and name.strip().lower() not in BACKGROUND_NAMES:
+        return FIRST_CLASS_COLOR
     if idx < len(_BASE_COLORS):
         return _BASE_COLORS[idx]
     h = (idx * 0.618033988749895) % 1.0
@@ -451,7 +462,7 @@ class Project:
             idx = conn.execute("SELECT COALESCE(MAX(idx) + 1, 0) FROM classes").fetchone()[0]
             if idx >= 255:
                 raise AnnotationError("a project holds at most 255 classes (255 means 'none').")
-            rgb = parse_color(color) if color is not None else default_color(idx)
+            rgb = parse_color(color) if color is not None else default_color(idx, name)
             conn.execute("INSERT INTO classes (idx, name, color) VALUES (?, ?, ?)", (idx, name, color_hex(rgb)))
         return ClassInfo(idx, name, rgb)
 

@@ -655,8 +655,19 @@ def canvas_preview(payload: dict) -> dict:
 
 @_guard
 def canvas_tag(payload: dict) -> dict:
-    """``{project, image_id, class_idx, state}`` -> ``{"tags": {idx: state}, "status"}``."""
+    """``{project, image_id, class_idx, state}`` -> ``{"tags": {idx: state}, "status"}``;
+    ``{project, image_id, others: "absent"}`` tags every class this image has no tag for, and no
+    stroke of, as absent (one click instead of one per class)."""
     project, image_id = _req(payload)
+    if payload.get("others") == "absent":
+        scr = project.scribbles(image_id)
+        drawn = set() if scr is None else {int(v) for v in np.unique(scr[scr != IGNORE])}
+        have = project.tags(image_id)
+        with project.transaction():
+            for c in project.classes():
+                if c.idx not in have and c.idx not in drawn:
+                    project.set_tag(image_id, c.idx, "absent")
+        return {"tags": tags_of(project, image_id), "status": project.status(image_id)}
     try:
         idx = int(payload.get("class_idx"))
     except (TypeError, ValueError):

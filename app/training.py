@@ -77,7 +77,8 @@ def train_target(project: Project, epochs: int, size: int, batch_size: int = 8):
         res = Trainer(data, mcfg, tcfg, callbacks=[Report()], cancel=job.cancel).fit()
         if res.stopped:
             return res.message or f"training stopped ({res.stopped})"
-        val_ids, where = (held, "held-out final masks") if held else (final_ids, "final masks of training images")
+        val_ids, where = (held, "held-out final mask") if held else (final_ids, "final mask")
+        where = where + ("" if len(val_ids) == 1 else "s") + ("" if held else " of training images")
         if val_ids and res.checkpoint:
             job.report(message=f"validating on {len(val_ids)} {where}…")
             miou = validation_miou(project, res.checkpoint, val_ids)

@@ -252,6 +252,21 @@ def test_tags(project, token):
 
 
 # ------------------------------------------------------------------ preview, review
+def test_others_absent_tags_every_class_not_tagged_or_drawn(tmp_path):
+    p = Project.create(tmp_path / "p", classes=["bg", "car", "tree", "road"])
+    img, _, _ = make_disc_image(64, seed=0)
+    iid = p.add_image(encode_image_png(img), name="a.png").id
+    tok = handlers.register_project(p)
+    scr = np.full((64, 64), 255, np.uint8)
+    scr[5:8, 5:20] = 2  # a tree stroke: drawn, so not absent
+    p.save_scribbles(iid, scr)
+    handlers.canvas_tag({"project": tok, "image_id": iid, "class_idx": 1, "state": "present"})
+    r = handlers.canvas_tag({"project": tok, "image_id": iid, "others": "absent"})
+    assert r["tags"] == {"0": "absent", "1": "present", "3": "absent"}
+    assert p.tags(iid) == {0: "absent", 1: "present", 3: "absent"}
+    p.close()
+
+
 def test_preview_overlay_follows_the_scribbles(project, token):
     iid = project.image_ids()[0]
     r = handlers.canvas_preview({"project": token, "image_id": iid, "kind": "preview"})

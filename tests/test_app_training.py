@@ -44,6 +44,7 @@ def test_train_then_predict_in_the_background(tmp_path):
     assert snap["status"] == "done", snap["message"]
     assert snap["fraction"] == 1.0 and snap["losses"] and snap["val_miou"] is not None
     assert 0.0 <= snap["val_miou"] <= 1.0 and "validation mIoU" in snap["message"]
+    assert snap["message"].endswith("on 1 held-out final mask."), snap["message"]  # one of the three held out
     assert list(p.models_dir.glob("*.safetensors"))
     job = training.start_predict(p)
     job.thread.join(120)

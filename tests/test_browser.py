@@ -880,3 +880,17 @@ def test_fill_is_off_on_the_next_image(browser, server):
         pg.wait_for_selector(f"{ROOT}[data-fill='1']")
         goto_image(pg, "#ws-next")
         pg.wait_for_selector(f"{ROOT}[data-fill='0']")
+
+
+def test_others_absent_in_one_click(browser, server, project_dir):
+    with window(browser, server, "disc2.png") as pg:
+        iid = state(pg)["id"]
+        pg.click(f"{ROOT} .ws-clear")  # earlier tests' strokes and tags out of the way
+        wait_saved(pg)
+        pg.click(f"{ROOT} .ws-tag[data-cls='0'] .ws-tagbtn[data-state='unknown']")
+        pg.wait_for_selector(f"{ROOT} .ws-tag[data-cls='0'][data-state='unknown']")
+        pg.click(f"{ROOT} .ws-tag[data-cls='1'] .ws-tagbtn[data-state='present']")
+        pg.wait_for_selector(f"{ROOT} .ws-tag[data-cls='1'][data-state='present']")
+        pg.click(f"{ROOT} .ws-tags-rest")
+        pg.wait_for_selector(f"{ROOT} .ws-tag[data-cls='0'][data-state='absent']")
+        assert stored(project_dir, iid)[2] == {0: "absent", 1: "present"}

@@ -413,3 +413,13 @@ def test_copy_to_is_consistent(tmp_path, proj):
     proj.save_scribbles(img.id, s)
     q = proj.copy_to(tmp_path / "copy")
     assert np.array_equal(q.scribbles(img.id), s) and q.class_names == proj.class_names
+
+
+def test_class_zero_is_grey_as_a_background_and_coloured_as_a_real_class(tmp_path):
+    bg = Project.create(tmp_path / "a", classes=["background", "cell"])
+    sky = Project.create(tmp_path / "b", classes=["Sky", "Road"])
+    assert bg.class_info(0).hex == "#808080"  # mid grey: visible on dark scans and bright photos
+    assert sky.class_info(0).hex not in ("#808080", "#404040")
+    assert len({c.hex for c in sky.classes()}) == 2
+    bg.close()
+    sky.close()

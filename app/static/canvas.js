@@ -246,6 +246,12 @@
       }
       box.appendChild(wrap);
     }
+    const rest = document.createElement('button');
+    rest.className = 'ws-btn ws-tags-rest';
+    rest.textContent = 'Others \u2717 absent';
+    rest.title = 'Every class not tagged here (and not drawn) is absent from this image';
+    rest.addEventListener('click', tagOthersAbsent);
+    box.appendChild(rest);
     markTags();
   }
   function markTags() {
@@ -373,6 +379,17 @@
     S.tags = r.tags || {};
     markTags();
     setStatus('Tag saved: ' + (S.classes.find((c) => c.idx === idx) || {name: idx}).name + ' ' + state);
+    notifySaved(r.status);
+  }
+  async function tagOthersAbsent() {
+    if (S.id == null) return;
+    const id = S.id;
+    await waitSaved(S.docs.scribbles);  // the strokes under way count as "drawn"
+    const r = await call('canvas_tag', {image_id: id, others: 'absent'});
+    if (!r || id !== S.id) return;
+    S.tags = r.tags || {};
+    markTags();
+    setStatus('Every other class tagged absent');
     notifySaved(r.status);
   }
   function undoRedo(redo) {
