@@ -95,8 +95,12 @@ def import_folder_dataset(project: Project, root: str | os.PathLike, kind: str =
     t0 = time.perf_counter()
     merge = LabelMerge() if merge is None else merge
     ds = FolderDataset.open(root)
-    kinds = _mask_kinds(ds, kind)
+    manifest, manifest_error = _read_manifest(ds)
+    kinds = _mask_kinds(ds, kind, manifest, manifest_error)
     summary = ImportSummary(skipped=list(ds.skipped))
+    if manifest_error:
+        summary.notes.append(f"note: manifest.json cannot be read ({manifest_error}); scribble layers are named "
+                             "after their folders")
     colors = _meta_colors(ds, summary.notes)
     if project.class_names != ds.classes or not _has_annotations(project):
         # Names and colours, as the other formats' importers do (a project without annotations only).
@@ -106,7 +110,6 @@ def import_folder_dataset(project: Project, root: str | os.PathLike, kind: str =
                 if colors[c.idx] is not None and colors[c.idx] != tuple(c.color):
                     project.recolor_class(c.idx, colors[c.idx])
     sets = ds.scribble_sets()
-    manifest = _read_manifest(ds, summary.notes)
     layer_names = manifest.get("layers") if isinstance(manifest.get("layers"), dict) else {}
     tags = _read_tags(ds, summary)
     # The project's images by stem (name matches are checked by content, see _import_one).
@@ -187,17 +190,17 @@ def _import_one(project, ds, sid, path, sets, summary, id_map, kinds, by_stem, l
             summary.skipped.append((f"tags.json ({sid})", str(e).split(": ", 1)[-1]))
 
 
-def _read_manifest(ds: FolderDataset, notes: list[str]) -> dict:
-    """manifest.json of an export of this tool (``{}`` without one; an unreadable one is noted)."""
+def _read_manifest(ds: FolderDataset) -> tuple[dict, str]:
+    """manifest.json of an export of this tool, read once for the mask kinds and the layer names:
+    ``(manifest, "")``; ``({}, "")`` without one; ``({}, why)`` when it cannot be used."""
     p = ds.root / "manifest.json"
     if not p.is_file():
-        return {}
+        return {}, ""
     try:
         m = json.loads(p.read_text(encoding="utf-8-sig"))
     except (OSError, ValueError) as e:
-        notes.append(f"note: manifest.json cannot be read ({e}); scribble layers are named after their folders")
-        return {}
-    return m if isinstance(m, dict) else {}
+        return {}, str(e)
+    return (m, "") if isinstance(m, dict) else ({}, "not a JSON object")
 
 
 def _read_tags(ds: FolderDataset, summary: ImportSummary) -> dict[str, dict[int, str]]:
@@ -240,16 +243,19 @@ def _meta_colors(ds: FolderDataset, notes: list[str]) -> list[tuple[int, int, in
     return out
 
 
-def _mask_kinds(ds: FolderDataset, kind: str):
-    """``stem -> kind`` for the masks of ``ds``; validates ``kind`` first (nothing written yet)."""
+def _mask_kinds(ds: FolderDataset, kind: str, manifest: dict, manifest_error: str):
+    """``stem -> kind`` for the masks of ``ds`` (``manifest``, ``manifest_error``: from
+    :func:`_read_manifest`); validates ``kind`` first (nothing written yet)."""
     from .schema import MASK_KINDS
 
     kind = str(kind).strip().lower()
     if kind == "manifest":
-        try:
-            recorded = json.loads((ds.root / "manifest.json").read_text()).get("masks", {})
-        except (OSError, ValueError) as e:
-            raise AnnotationError(f"{ds.root}: kind=manifest needs a readable manifest.json ({e}).") from None
+        if manifest_error or not (ds.root / "manifest.json").is_file():
+            why = manifest_error or "there is none"
+            raise AnnotationError(f"{ds.root}: kind=manifest needs a readable manifest.json ({why}).")
+        recorded = manifest.get("masks", {})
+        if not isinstance(recorded, dict):
+            recorded = {}
         return lambda sid: (recorded.get(sid) or {}).get("kind") if (recorded.get(sid) or {}).get("kind") in MASK_KINDS \
             else "imported"
     if kind not in MASK_KINDS:

@@ -548,21 +548,20 @@ def mask_layer(project: Project, image_id: int, shown: str | None = None) -> dic
     preview, e.g. a prediction corrected by the strokes, or a stored kind), else the final mask,
     else the best other mask, else the live preview, else an empty map.
     ``{"labels": rle, "version": mask id (0 = none), "kind"}``."""
-    if shown == "preview":
-        result, _ = preview_result(project, image_id)
-        if result is not None:
-            return {"labels": canvas.rle_encode(result.mask),
-                    "version": _remember_base(project, image_id, result.mask), "kind": "preview"}
-    order = ("final", "imported", "predicted", "pseudo")
-    for k in ((shown,) if shown in order else ()) + order:
+    order = ("final", "imported", "predicted", "pseudo", "preview")
+    if shown in order:
+        order = (shown,) + tuple(k for k in order if k != shown)
+    for k in order:
+        if k == "preview":
+            result, _ = preview_result(project, image_id)
+            if result is not None:
+                return {"labels": canvas.rle_encode(result.mask),
+                        "version": _remember_base(project, image_id, result.mask), "kind": "preview"}
+            continue
         mi = project.mask_info(image_id, k)
         if mi is not None:
             m = imageio.read_label_map(project.root / mi.file)
             return {"labels": canvas.rle_encode(m), "version": mi.id, "kind": k}
-    result, _ = preview_result(project, image_id)
-    if result is not None:
-        return {"labels": canvas.rle_encode(result.mask), "version": _remember_base(project, image_id, result.mask),
-                "kind": "preview"}
     return {"labels": None, "version": 0, "kind": "none"}
 
 

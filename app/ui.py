@@ -111,9 +111,9 @@ def build_ui(project: Project) -> gr.Blocks:
             with gr.Column(scale=3, min_width=300):
                 with gr.Accordion("Train & predict", open=True, elem_id="ws-train-panel"):
                     gr.Markdown("<span class='ws-sub'>Trains a U-Net on every scribble, tag and final mask of the "
-                                "project. The validation mIoU is measured on final masks held out from training (one in five, "
-                                "once 3 images have one; before that on the training images' own final masks, "
-                                "which flatters it). "
+                                "project. The validation mIoU is measured on final masks held out from training "
+                                "(one in five, once 3 images have one; before that on the training images' own "
+                                "final masks, which flatters it). "
                                 "Then predict the other images and review the most uncertain first.</span>")
                     with gr.Row():
                         epochs = gr.Number(value=5, label="Epochs", elem_id="ws-epochs")

@@ -738,8 +738,11 @@ def collapsed_masks(masks: list[np.ndarray], tags: np.ndarray) -> tuple[int, int
             continue
         eligible += 1
         lab = m[m != IGNORE]
-        counts = np.bincount(lab, minlength=len(row))[: len(row)] if lab.size else np.zeros(len(row), int)
-        shown = int((counts[present] >= SHOWN_SHARE * max(lab.size, 1)).sum()) if lab.size else 0
+        if not lab.size:  # no labelled pixel: no class shows
+            collapsed += 1
+            continue
+        counts = np.bincount(lab, minlength=len(row))[: len(row)]
+        shown = int((counts[present] >= SHOWN_SHARE * lab.size).sum())
         if shown <= max(1, len(present) // 4):
             collapsed += 1
     return collapsed, eligible

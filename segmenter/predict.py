@@ -217,7 +217,7 @@ def predict_project(project, model: str | None = None, image_ids=None, *, device
     every stroke keeps its class, the predicted regions no stroke contradicts keep theirs; strokes of
     a class tagged absent are left out); ``scribbles=False`` stores the model's own output.
     ``callback(done, total)`` is called after each batch."""
-    from .preview import correct_prediction
+    from .preview import correct_prediction, without_absent
     from .pseudo import DEFAULT_METHOD
 
     if batch_size < 1:
@@ -241,7 +241,7 @@ def predict_project(project, model: str | None = None, image_ids=None, *, device
             mask, conf, src = p.mask, p.confidence, source
             scr = project.scribbles(i, layer=layer) if scribbles else None
             if scr is not None:
-                scr = np.where(np.isin(scr, ab), 255, scr).astype(np.uint8)  # the tag wins
+                scr = without_absent(scr, ab)
                 if (scr != 255).any():
                     r = correct_prediction(im, scr, mask, pred.cfg.num_classes, conf)
                     mask, conf, src = r.mask, r.confidence, f"{source}+{DEFAULT_METHOD}(strokes)"

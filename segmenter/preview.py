@@ -117,6 +117,13 @@ def correction_seeds(prediction: np.ndarray, scribbles: np.ndarray, num_classes:
     return seeds
 
 
+def without_absent(scribbles: np.ndarray, absent) -> np.ndarray:
+    """``scribbles`` with the strokes of the classes ``absent`` (tagged absent on the image) left
+    out: the tag wins over a stray stroke when a prediction is corrected (``predict`` and the
+    export of a prediction older than the strokes)."""
+    return np.where(np.isin(scribbles, list(absent)), 255, scribbles).astype(np.uint8)
+
+
 def correct_prediction(image, scribbles, prediction, num_classes: int, confidence=None,
                        method: str | None = None):
     """The ``prediction`` ((H, W) uint8 mask, optional ``confidence``) corrected by ``scribbles``:

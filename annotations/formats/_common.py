@@ -206,14 +206,13 @@ def correct_stale_prediction(project, image_id: int, mi, layer: str):
     import dataclasses
 
     try:  # lazily: annotations imports without the engine (and torch)
-        from segmenter.preview import correct_prediction
+        from segmenter.preview import correct_prediction, without_absent
         from segmenter.pseudo import DEFAULT_METHOD
     except ImportError:  # pragma: no cover - the engine ships with this package
         return None
     mask = read_mask_file(project.root / mi.file)
     scr = project.scribbles(image_id, layer)
-    absent = [c for c, st in project.tags(image_id).items() if st == "absent"]
-    scr = np.where(np.isin(scr, absent), IGNORE, scr).astype(np.uint8)  # the tag wins, as in predict
+    scr = without_absent(scr, [c for c, st in project.tags(image_id).items() if st == "absent"])
     drawn = scr != IGNORE
     if not drawn.any() or (mask.shape == scr.shape and np.array_equal(mask[drawn], scr[drawn])):
         return mask, mi  # no stroke contradicts it (e.g. the same strokes saved again)

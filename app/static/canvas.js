@@ -372,25 +372,26 @@
     }
     S.overlayBusy = false;
   }
-  async function setTag(idx, state) {
+  async function sendTags(req, done) {
+    // one canvas_tag request for the image shown; its answer holds every tag of the image
     if (S.id == null) return;
-    const r = await call('canvas_tag', {image_id: S.id, class_idx: idx, state});
-    if (!r) return;
+    const id = S.id;
+    const r = await call('canvas_tag', Object.assign({image_id: id}, req));
+    if (!r || id !== S.id) return;
     S.tags = r.tags || {};
     markTags();
-    setStatus('Tag saved: ' + (S.classes.find((c) => c.idx === idx) || {name: idx}).name + ' ' + state);
+    setStatus(done);
     notifySaved(r.status);
+  }
+  function setTag(idx, state) {
+    return sendTags({class_idx: idx, state},
+                    'Tag saved: ' + (S.classes.find((c) => c.idx === idx) || {name: idx}).name + ' ' + state);
   }
   async function tagOthersAbsent() {
     if (S.id == null) return;
     const id = S.id;
     await waitSaved(S.docs.scribbles);  // the strokes under way count as "drawn"
-    const r = await call('canvas_tag', {image_id: id, others: 'absent'});
-    if (!r || id !== S.id) return;
-    S.tags = r.tags || {};
-    markTags();
-    setStatus('Every other class tagged absent');
-    notifySaved(r.status);
+    if (id === S.id) await sendTags({others: 'absent'}, 'Every other class tagged absent');
   }
   function undoRedo(redo) {
     const d = S.doc;
