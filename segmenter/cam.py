@@ -748,12 +748,13 @@ def collapsed_masks(masks: list[np.ndarray], tags: np.ndarray) -> tuple[int, int
     return collapsed, eligible
 
 
-def check_masks_informative(masks: list[np.ndarray], tags: np.ndarray) -> None:
+def check_masks_informative(masks: list[np.ndarray], tags: np.ndarray, notes: list[str] | None = None) -> None:
     """Raise :class:`DegenerateMasksError` when more than half of the images tagged with two or
     more present classes got a collapsed mask (:func:`collapsed_masks`): such pseudo-masks (e.g.
     one class on every pixel) would be saved as annotations and teach the next training nothing
-    but that class. :func:`tags_project` calls it before saving; :func:`run_tags` (the benchmarks)
-    does not."""
+    but that class. ``notes`` (:func:`tag_warnings`: often the cause, e.g. a class never tagged
+    absent) end the message, so the refusal is read beside them. :func:`tags_project` calls it
+    before saving; :func:`run_tags` (the benchmarks) does not."""
     from segmenter.errors import DegenerateMasksError
 
     collapsed, eligible = collapsed_masks(masks, tags)
@@ -762,7 +763,7 @@ def check_masks_informative(masks: list[np.ndarray], tags: np.ndarray) -> None:
             f"the tag classifier could not tell the classes apart on {collapsed} of the {eligible} images tagged "
             "with two or more present classes (their masks show almost only one class), so no pseudo-mask was "
             "saved. Tag many more images (hundreds), or draw strokes of each class on a few images, then run it "
-            "again.")
+            "again." + "".join(f" Note: {w}" for w in notes or ()))
 
 
 @dataclass
@@ -796,7 +797,8 @@ def tags_project(project, config: TagConfig | None = None, image_ids=None, *, la
     log or a page).
     Raises :class:`NoLabelsError` when no image has a tag, and
     :class:`~segmenter.errors.DegenerateMasksError` (nothing saved) when the masks carry no
-    information (:func:`check_masks_informative`).
+    information (:func:`check_masks_informative`); its message ends with the tag warnings, the
+    likely cause.
     """
     config = config or TagConfig()
     ids = list(image_ids) if image_ids is not None else project.image_ids()
@@ -813,7 +815,8 @@ def tags_project(project, config: TagConfig | None = None, image_ids=None, *, la
                        f"({config.encoder}, {epochs_for(config, len(ids))} epochs, {config.size} px)")
     res = run_tags(images, tags, project.num_classes, config, scribbles=scribbles,
                    class_names=project.class_names, progress=progress, cancel=cancel)
-    check_masks_informative(res.masks, tags)  # the tags themselves (a stroke alone makes no class tagged)
+    # the tags themselves (a stroke alone makes no class tagged); the tag warnings go with the refusal
+    check_masks_informative(res.masks, tags, res.warnings)
     if save:
         for iid, m, c in zip(ids, res.masks, res.confidences):
             project.save_mask(iid, m, "pseudo", source=res.method, confidence=c)

@@ -151,3 +151,32 @@ def test_masks_marking_a_class_with_255_are_pointed_out(tmp_path, capsys):
     root2 = write_dataset(tmp_path / "ok")
     assert bench_pseudo(root2, tmp_path)[0] == 0
     assert "no ground-truth pixel" not in capsys.readouterr().err
+
+
+def test_bench_train_reads_each_test_image_once_and_scores_the_same(tmp_path, monkeypatch):
+    """The test set was read twice: once to check the masks before the training, again to score.
+    Now once, kept for the scoring; past the memory cap (TEST_CACHE_BYTES) the images are read again
+    when scored, with the same report."""
+    from segmenter.benchmarks import train as bench_train
+
+    root = write_dataset(tmp_path / "d", n=6, split_lines=["im0", "im1", "im2", "im3"])
+    (root / "splits" / "test.txt").write_text("im4\nim5\n")
+    reads = []
+    real = FolderDataset.image_and_mask
+    monkeypatch.setattr(FolderDataset, "image_and_mask", lambda self, i: reads.append(i) or real(self, i))
+
+    def run(name):
+        reads.clear()
+        out = tmp_path / f"{name}.json"
+        assert main(["bench", "train", "--data", str(root), "--train-split", "train", "--test-split", "test",
+                     "--supervision", "full", "--epochs", "1", "--size", "32", "--batch-size", "2",
+                     "--bare-steps", "1", "--device", "cpu", "--threads", "1", "--out", str(out)]) == 0
+        return json.loads(out.read_text()), sorted(i for i in reads if i in ("im4", "im5"))
+
+    r, test_reads = run("once")
+    assert test_reads == ["im4", "im5"] and r["n_test"] == 2
+    monkeypatch.setattr(bench_train, "TEST_CACHE_BYTES", 0)
+    r0, test_reads = run("capped")
+    assert test_reads == ["im4", "im4", "im5", "im5"]
+    timing = {k for k in r if k.endswith(("_seconds", "_per_s", "_ratio", "_overall"))}
+    assert {k: v for k, v in r.items() if k not in timing} == {k: v for k, v in r0.items() if k not in timing}

@@ -563,6 +563,28 @@ def test_masks_of_one_class_everywhere_are_refused_not_saved(tmp_path, monkeypat
     assert all(p.mask_info(i, "pseudo") is None for i in p.image_ids())
 
 
+def test_a_refusal_of_the_masks_names_the_tag_warnings_that_likely_caused_it(tmp_path, monkeypatch, capsys):
+    """The refusal came alone: the warnings about the tags (here: square and disc never tagged
+    absent, background never tagged), the likely cause, were collected but never shown with it,
+    neither by the CLI nor in the app's job message (the error's text, from tags_project)."""
+    from segmenter.cli import main
+    from segmenter.errors import DegenerateMasksError
+
+    p = _three_class_project(tmp_path / "proj")
+    _collapsing_run(monkeypatch)
+    with pytest.raises(DegenerateMasksError) as e:
+        cm.tags_project(p, cfg(epochs=1))
+    msg = str(e.value)
+    assert msg.startswith("the tag classifier could not tell the classes apart"), msg
+    assert "Note: square, disc: never tagged absent (2 classes)" in msg
+    assert "Note: background: never tagged, so nothing tells the classifier where it is" in msg
+    assert main(["tags", str(p.root), "--epochs", "1", "--size", "64"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and "could not tell the classes apart" in err \
+        and "square, disc: never tagged absent" in err and "background: never tagged," in err, err
+    assert all(p.mask_info(i, "pseudo") is None for i in p.image_ids())
+
+
 def test_background_warnings_of_many_classes_are_one_line():
     names = ["Sky", "Building", "Road", "Car", "Fence"]
     tags = np.array([[1, 1, 1, 1, 0], [1, 1, 1, 0, 0]], np.int8)

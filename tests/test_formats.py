@@ -966,6 +966,22 @@ def test_layers_that_make_one_folder_name_stay_distinct(fmt, tmp_path):
     np.testing.assert_array_equal(q.scribbles(qi.id, "r2/a"), s2)
 
 
+def test_folder_and_weak_exports_write_the_same_scribble_files(src, tmp_path):
+    """Both write their scribbles with one helper; the files are the same, byte for byte, and the
+    weak manifest records the version of each one written."""
+    src.save_scribbles(src.images()[0].id, np.full(src.scribbles(src.images()[0].id, "my layer/../x").shape, 255,
+                                                   np.uint8), layer="my layer/../x")  # a second version
+    files = {}
+    for fmt in ("folder", "weak"):
+        res = export_project(src, fmt, tmp_path / fmt)
+        root = tmp_path / fmt / "scribbles"
+        files[fmt] = {f.relative_to(root).as_posix(): f.read_bytes() for f in sorted(root.rglob("*.png"))}
+        assert res.scribbles == len(files[fmt]) == 2
+    assert files["folder"] == files["weak"]
+    man = json.loads((tmp_path / "weak" / "manifest.json").read_text())
+    assert man["scribbles"] == {"a": {"my layer/../x": {"version": 2}}, "e": {"default": {"version": 1}}}
+
+
 def test_folder_export_carries_image_level_tags(tmp_path):
     p = _two_image_project(tmp_path)
     p.set_tag(p.images()[1].id, 1, "present")

@@ -269,6 +269,22 @@ def layer_dirs(layers) -> dict[str, str]:
     return out
 
 
+def write_scribble_layers(project, image_id: int, stem: str, scribbles_dir: Path, dirs: dict[str, str]) -> list[str]:
+    """Write ``<scribbles_dir>/<folder>/<stem>.png``, the current version of every layer of ``dirs``
+    (:func:`layer_dirs`) that has strokes on ``image_id``; return those layers, in ``dirs``' order.
+    The ``folder`` and ``weak`` exports both write their scribbles with it."""
+    written = []
+    for d, layer in dirs.items():
+        scr = project.scribbles(image_id, layer)
+        if scr is None:
+            continue
+        p = scribbles_dir / d / f"{stem}.png"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(imageio.encode_label_png(scr))
+        written.append(layer)
+    return written
+
+
 def write_json(path: Path, obj) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(obj, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")

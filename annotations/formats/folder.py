@@ -18,7 +18,7 @@ from .. import imageio
 from ..store import sanitize_name
 from . import ExportOptions, ExportResult, Format, register_format
 from ._common import (COMMON_IMPORT_OPTIONS, MERGE_OPTIONS, LabelMerge, check_options, dataset_root, export_mask,
-                      layer_dirs, write_json)
+                      layer_dirs, write_json, write_scribble_layers)
 
 
 def mask_for_export(project, info, options: ExportOptions):
@@ -68,13 +68,7 @@ class FolderFormat(Format):
                 (out_dir / "masks" / f"{stem}.png").write_bytes(imageio.encode_label_png(mask))
                 manifest[stem] = manifest_entry(minfo)
                 res.masks += 1
-            for dname, layer in dirs.items():
-                scr = project.scribbles(info.id, layer)
-                if scr is not None:
-                    d = out_dir / "scribbles" / dname
-                    d.mkdir(parents=True, exist_ok=True)
-                    (d / f"{stem}.png").write_bytes(imageio.encode_label_png(scr))
-                    res.scribbles += 1
+            res.scribbles += len(write_scribble_layers(project, info.id, stem, out_dir / "scribbles", dirs))
             if all_tags.get(info.id):
                 tags[stem] = {names[c]: state for c, state in sorted(all_tags[info.id].items())}
         exported = {i.id: sanitize_name(i.stem) for i in images}

@@ -21,7 +21,6 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from .. import imageio
 from . import ExportOptions, ExportResult, Format, register_format
 from ._common import (
     COMMON_EXPORT_OPTIONS,
@@ -46,6 +45,7 @@ from ._common import (
     write_json,
     write_labels,
     write_manifest,
+    write_scribble_layers,
 )
 
 
@@ -71,13 +71,7 @@ class WeakFormat(Format):
             items.append(it)
             if copy_image(project, it, out_dir / "images", options):
                 res.images += 1
-            for d, layer in dirs.items():
-                scr = project.scribbles(it.info.id, layer)
-                if scr is None:
-                    continue
-                p = out_dir / "scribbles" / d / f"{it.stem}.png"
-                p.parent.mkdir(parents=True, exist_ok=True)
-                p.write_bytes(imageio.encode_label_png(scr))
+            for layer in write_scribble_layers(project, it.info.id, it.stem, out_dir / "scribbles", dirs):
                 scribble_meta.setdefault(it.stem, {})[layer] = {"version": project.scribble_version(it.info.id, layer)}
                 res.scribbles += 1
             t = all_tags.get(it.info.id)
