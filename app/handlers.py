@@ -497,12 +497,54 @@ def overlay_for(project: Project, image_id: int, kind: str, scribbles: np.ndarra
                     "message": "Draw strokes in at least one class to see the live preview."}
         url = canvas.overlay_data_url(result.mask, colors)
         return {"overlay": url, "kind": kind, "seconds": round(time.perf_counter() - t0, 3), "message": ""}
-    mask = project.mask(image_id, kind)
-    if mask is None:
+    t0 = time.perf_counter()
+    got = shown_mask(project, image_id, kind)
+    if got is None:
         return {"overlay": None, "kind": kind, "seconds": 0.0, "message": f"This image has no {kind} mask."}
-    mi = project.mask_info(image_id, kind)
+    mask, mi, note = got
     msg = f"{kind} mask from {mi.source}" + (f", uncertainty {mi.uncertainty:.3f}" if mi.uncertainty is not None else "")
-    return {"overlay": canvas.overlay_data_url(mask, colors), "kind": kind, "seconds": 0.0, "message": msg}
+    msg += f"; {note}" if note else ""
+    return {"overlay": canvas.overlay_data_url(mask, colors), "kind": kind,
+            "seconds": round(time.perf_counter() - t0, 3), "message": msg}
+
+
+_SHOWN_PREDICTIONS: OrderedDict = OrderedDict()
+_SHOWN_PREDICTIONS_LOCK = threading.Lock()
+#: Said beside a prediction shown corrected by the strokes drawn after it.
+CORRECTED_NOTE = "corrected by the strokes drawn since, as an export writes it"
+
+
+def shown_mask(project: Project, image_id: int, kind: str):
+    """The stored mask of ``kind`` as the app shows it: ``(mask, MaskInfo, note)``, or ``None`` when
+    the image has none. A ``predicted`` mask older than strokes drawn since is shown as an export
+    writes it: corrected by those strokes (:func:`annotations.formats._common.export_mask`, the same
+    layer and the same :func:`~annotations.formats._common.correct_stale_prediction`), so the
+    overlay, the mask editor and Accept never contradict a stroke the export would honour; ``note``
+    says so (``""`` for a mask shown as stored). Cached by the prediction, the strokes and the tags."""
+    mi = project.mask_info(image_id, kind)
+    if mi is None:
+        return None
+    layers = project.layers_changed_since(image_id, mi.created) if kind == "predicted" else []
+    if not layers:
+        return imageio.read_label_map(project.root / mi.file), mi, ""
+    from annotations.formats._common import correct_stale_prediction
+
+    layer = project.scribble_layer if project.scribble_layer in layers else layers[0]  # as export_mask chooses
+    key = (str(project.root), int(image_id), mi.id, layer, project.scribble_version(image_id, layer),
+           tuple(sorted(project.tags(image_id).items())), project.num_classes)
+    with _SHOWN_PREDICTIONS_LOCK:
+        if key in _SHOWN_PREDICTIONS:
+            _SHOWN_PREDICTIONS.move_to_end(key)
+            return _SHOWN_PREDICTIONS[key]
+    got = correct_stale_prediction(project, image_id, mi, layer)
+    if got is None:  # the engine cannot be imported (it ships with the app): the mask as stored
+        return imageio.read_label_map(project.root / mi.file), mi, ""
+    out = (got[0], mi, CORRECTED_NOTE if got[1] is not mi else "")
+    with _SHOWN_PREDICTIONS_LOCK:
+        _SHOWN_PREDICTIONS[key] = out
+        while len(_SHOWN_PREDICTIONS) > 16:
+            _SHOWN_PREDICTIONS.popitem(last=False)
+    return out
 
 
 def final_id(project: Project, image_id: int) -> int:
@@ -535,10 +577,15 @@ def accept_final(project: Project, image_id: int, kind: str, seen_final: int | N
         if project.mask_info(image_id, "final") is None:
             raise AppError("this image has no final mask yet.")
         return "This mask is already final."
-    mi = project.mask_info(image_id, kind)
-    if mi is None:
+    got = shown_mask(project, image_id, kind)  # what the overlay shows, e.g. a prediction corrected by strokes
+    if got is None:
         raise AppError(f"this image has no {kind} mask to accept.")
-    project.save_mask(image_id, project.mask(image_id, kind), "final", source=f"app:accepted({kind}:{mi.source})",
+    mask, mi, note = got
+    if note:  # corrected: the prediction's confidence no longer describes it
+        project.save_mask(image_id, mask, "final", source=f"app:accepted({kind}:{mi.source}+strokes)",
+                          model_version=mi.model_version)
+        return f"The {kind} mask, corrected by the strokes drawn since, is now final."
+    project.save_mask(image_id, mask, "final", source=f"app:accepted({kind}:{mi.source})",
                       model_version=mi.model_version, confidence=project.confidence(image_id, kind))
     return f"The {kind} mask is now final."
 
@@ -558,9 +605,11 @@ def mask_layer(project: Project, image_id: int, shown: str | None = None) -> dic
                 return {"labels": canvas.rle_encode(result.mask),
                         "version": _remember_base(project, image_id, result.mask), "kind": "preview"}
             continue
-        mi = project.mask_info(image_id, k)
-        if mi is not None:
-            m = imageio.read_label_map(project.root / mi.file)
+        got = shown_mask(project, image_id, k)
+        if got is not None:
+            m, mi, note = got
+            if note:  # a corrected prediction is not stored: remembered like a live preview
+                return {"labels": canvas.rle_encode(m), "version": _remember_base(project, image_id, m), "kind": k}
             return {"labels": canvas.rle_encode(m), "version": mi.id, "kind": k}
     return {"labels": None, "version": 0, "kind": "none"}
 
@@ -854,6 +903,44 @@ def remember_image(project: Project, seen, image_id) -> dict:
     if image_id is not None:
         out[str(project.root)] = int(image_id)
     return dict(list(out.items())[-REMEMBERED_PROJECTS:])
+
+
+def remember_project(project: Project, start: Project) -> dict:
+    """What a browser keeps so that a reload reopens ``project`` (see :func:`reopen_project`):
+    ``{"project": its folder, "start": the folder the app was started on}``."""
+    return {"project": str(project.root), "start": str(start.root)}
+
+
+def reopen_project(last, start: Project) -> tuple[Project, str]:
+    """The project a reload (F5) opens: ``(project, note)``. The one this browser had open last
+    (``last``, kept by :func:`remember_project`) when the app still runs on the project it was
+    started on then and that project still opens; else ``start``, with ``note`` saying why in a
+    sentence when the remembered project could not be opened (``""`` otherwise)."""
+    if not isinstance(last, dict) or not isinstance(last.get("project"), str) or last.get("start") != str(start.root):
+        return start, ""
+    path = last["project"]
+    if path == str(start.root):
+        return start, ""
+    root = Path(path)
+    with _PROJECTS_LOCK:  # opened before in this server: the same Project (and scribble layer)
+        known = next((p for p in _PROJECTS.values() if str(p.root) == path), None)
+    try:
+        if not (root / "project.db").is_file():
+            raise AppError("it is no longer there")
+        if known is not None:
+            return known, ""
+        project = Project.open(root)
+        project.scribble_layer = choose_layer(project, None)[0]
+        return project, ""
+    except AnnotationError as e:
+        why = str(e).rstrip(".")
+    except Exception as e:  # noqa: BLE001 - a damaged project must not keep the page from opening
+        import logging
+
+        logging.getLogger("weakseg.app").exception("reopening %s failed", path)
+        why = f"it could not be opened ({type(e).__name__})"
+    return start, (f"The project open last in this browser, {path}, could not be reopened ({why}); "
+                   f"showing {start.root}.")
 
 
 def check_image(project: Project, image_id) -> int | None:

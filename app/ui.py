@@ -82,6 +82,8 @@ def build_ui(project: Project) -> gr.Blocks:
         current = gr.State(None)
         # the last image shown per project, in this browser: a reload (F5) reopens it
         last_seen = gr.BrowserState({}, storage_key="weakseg-last-image")
+        # the project open last in this browser (opened from the page): a reload reopens it too
+        last_project = gr.BrowserState({}, storage_key="weakseg-last-project")
         gr.Markdown("## weakseg · scribble annotation\n"
                     "<span class='ws-sub'>Pick a class, draw a few strokes on each region: the live preview "
                     "fills in the rest. Everything is saved as you draw.</span>")
@@ -105,9 +107,10 @@ def build_ui(project: Project) -> gr.Blocks:
                 cv = gr.HTML(value="", html_template=canvas.asset("canvas.html"), js_on_load=canvas.asset("canvas.js"),
                              server_functions=list(handlers.CANVAS_FUNCTIONS), elem_id="ws-canvas",
                              apply_default_css=False)
-                gr.Markdown("<span class='ws-sub'>Keys: 1–9 class · E eraser · F fill · [ ] brush size · "
-                            "N / P next / previous image · U next unannotated · Ctrl+Enter accept as final · "
-                            "Ctrl+Z / Ctrl+Y undo / redo · + − 0 zoom · Ctrl+wheel zoom</span>")
+                gr.Markdown("<span class='ws-sub'>Keys: 1–9 class · Shift+1–9 class 10–18 · C / Shift+C next / "
+                            "previous class · E eraser · F fill · [ ] brush size · N / P next / previous image · "
+                            "U next unannotated · Ctrl+Enter accept as final · Ctrl+Z / Ctrl+Y undo / redo · "
+                            "+ − 0 zoom · Ctrl+wheel zoom</span>")
             with gr.Column(scale=3, min_width=300):
                 with gr.Accordion("Train & predict", open=True, elem_id="ws-train-panel"):
                     gr.Markdown("<span class='ws-sub'>Trains a U-Net on every scribble, tag and final mask of the "
@@ -186,18 +189,21 @@ def build_ui(project: Project) -> gr.Blocks:
             value = int(keep) if keep not in (None, "") and int(keep) in idx else None
             return handlers.class_rows(p), gr.update(choices=choices, value=value)
 
-        def on_start(tok, filt, seen):
-            p = handlers.project_for(tok)
+        def on_start(filt, seen, last):
+            p, note = handlers.reopen_project(last, project)
+            if note:  # e.g. the folder was deleted since: the startup project, and why
+                gr.Warning(note)
+            tok = handlers.register_project(p)
             image_id = handlers.resume_image(p, seen)
             from annotations.formats import list_formats
 
             formats = list_formats()
-            return (*show(tok, image_id, filt), handlers.project_line(p), *class_outputs(p),
+            return (tok, *show(tok, image_id, filt), handlers.project_line(p), *class_outputs(p),
                     gr.update(choices=formats, value="folder" if "folder" in formats else formats[0]),
-                    jobs.progress_html(_snap(p)), handlers.next_class_color(p))
+                    jobs.progress_html(_snap(p)), handlers.next_class_color(p), handlers.remember_project(p, project))
 
-        listen(demo.load, on_start, [token, status_filter, last_seen],
-                  shown + [project_md, class_table, class_pick, fmt, train_progress, new_color])
+        listen(demo.load, on_start, [status_filter, last_seen, last_project],
+               [token] + shown + [project_md, class_table, class_pick, fmt, train_progress, new_color, last_project])
 
         def on_current(tok, cur, seen):
             return handlers.remember_image(handlers.project_for(tok), seen, cur)
@@ -223,6 +229,8 @@ def build_ui(project: Project) -> gr.Blocks:
             return show(tok, handlers.check_image(p, int(row[0])), filt)
 
         listen(image_list.select, on_select, [token, status_filter], shown)
+        # new rows (another image shown, a status changed): the ▶ row scrolls into the list's view
+        image_list.change(None, [image_list], None, js=canvas.asset("list.js"), queue=False, show_progress="hidden")
 
         def on_goto(tok, text, filt):
             p = handlers.project_for(tok)
@@ -348,8 +356,8 @@ def build_ui(project: Project) -> gr.Blocks:
             p = handlers.open_project(path, classes_text)
             tok = handlers.register_project(p)
             return (tok, *show(tok, handlers.resume_image(p, seen), filt), handlers.project_line(p), *class_outputs(p),
-                    jobs.progress_html(_snap(p)), handlers.next_class_color(p))
+                    jobs.progress_html(_snap(p)), handlers.next_class_color(p), handlers.remember_project(p, project))
 
         listen(open_btn.click, on_open, [proj_path, proj_classes, status_filter, last_seen],
-                       [token] + shown + [project_md, class_table, class_pick, train_progress, new_color])
+               [token] + shown + [project_md, class_table, class_pick, train_progress, new_color, last_project])
     return demo

@@ -156,8 +156,11 @@ def test_the_mask_editor_starts_from_the_overlay_shown(project, token):
     preview = handlers.preview_result(project, iid)[0].mask
     assert shown["kind"] == "preview" and shown["version"] < 0
     assert np.array_equal(canvas.rle_decode(shown["labels"], (64, 64)), preview) and (preview == 1).any()
-    raw = handlers.canvas_mask_layer({"project": token, "image_id": iid, "shown": "predicted"})
-    assert raw["kind"] == "predicted" and np.array_equal(canvas.rle_decode(raw["labels"], (64, 64)), wrong)
+    # the prediction as its overlay shows it: corrected by the strokes drawn after it, as an export writes it
+    pred = handlers.canvas_mask_layer({"project": token, "image_id": iid, "shown": "predicted"})
+    as_shown = handlers.shown_mask(project, iid, "predicted")[0]
+    assert pred["kind"] == "predicted" and pred["version"] < 0
+    assert np.array_equal(canvas.rle_decode(pred["labels"], (64, 64)), as_shown) and (as_shown == 1).any()
 
 
 def test_two_windows_on_one_final_mask_keep_each_others_work(project, token):
@@ -369,6 +372,56 @@ def test_overlay_of_stored_kinds_and_accept_final(project, token):
     np.testing.assert_array_equal(canvas.rle_decode(start["labels"], (64, 64)), gt)
 
 
+def test_a_prediction_older_than_the_strokes_is_shown_as_the_export_writes_it(tmp_path):
+    """A prediction made before strokes that contradict it: its overlay (and the mask editor's start,
+    and Accept) is the prediction corrected by those strokes, the very mask an export writes, not
+    the raw prediction; a prediction that newer strokes agree with is shown as stored."""
+    import time
+
+    from annotations.formats import ExportOptions
+    from annotations.formats._common import export_mask
+
+    p = Project.create(tmp_path / "p", ["background", "obj"])
+    img = np.zeros((20, 30, 3), np.uint8)
+    img[:, 15:] = 200  # obj is the bright right half
+    ids = [p.add_image(encode_image_png(img + k), name=f"{n}.png").id for k, n in enumerate("ab")]
+    pred = np.zeros((20, 30), np.uint8)  # the model missed obj
+    for i in ids:
+        p.save_mask(i, pred, "predicted", source="model:test", confidence=np.full((20, 30), 0.6, np.float32),
+                    uncertainty=0.4)
+    time.sleep(0.01)
+    scr = np.full((20, 30), 255, np.uint8)
+    scr[8:12, 20:26] = 1  # drawn after the prediction, against it
+    p.save_scribbles(ids[0], scr)
+    same = np.full((20, 30), 255, np.uint8)
+    same[2:4, 2:6] = 0  # agrees with the prediction
+    p.save_scribbles(ids[1], same)
+    tok = handlers.register_project(p)
+    colors = [c.color for c in p.classes()]
+
+    def exported(i):
+        return export_mask(p, p.image_info(i), ExportOptions(masks="best"))[0]
+
+    a = exported(ids[0])
+    assert (a[8:12, 20:26] == 1).all() and not np.array_equal(a, pred)
+    r = handlers.canvas_preview({"project": tok, "image_id": ids[0], "kind": "predicted"})
+    assert r["overlay"] == canvas.overlay_data_url(a, colors), "the overlay shows the raw stale prediction"
+    assert "corrected by the strokes drawn since" in r["message"] and "0.400" in r["message"]
+    start = handlers.canvas_mask_layer({"project": tok, "image_id": ids[0], "shown": "predicted"})
+    assert start["kind"] == "predicted" and np.array_equal(canvas.rle_decode(start["labels"], (20, 30)), a)
+    # the newer strokes agree: shown as stored, nothing said
+    r = handlers.canvas_preview({"project": tok, "image_id": ids[1], "kind": "predicted"})
+    assert r["overlay"] == canvas.overlay_data_url(pred, colors) and "corrected" not in r["message"]
+    np.testing.assert_array_equal(exported(ids[1]), pred)
+    # Accept keeps what was shown; the stored prediction is left as it is
+    r = handlers.canvas_accept({"project": tok, "image_id": ids[0], "kind": "predicted", "final_id": 0})
+    assert r["status"] == "final" and "corrected" in r["message"]
+    np.testing.assert_array_equal(p.mask(ids[0], "final"), a)
+    assert p.mask_info(ids[0], "final").source.startswith("app:accepted(predicted:model:test")
+    np.testing.assert_array_equal(p.mask(ids[0], "predicted"), pred)
+    p.close()
+
+
 # ------------------------------------------------------------------ list and navigation
 def test_rows_filters_progress(project):
     ids = project.image_ids()
@@ -464,6 +517,35 @@ def test_a_reload_reopens_the_last_image_of_each_project(project, tmp_path):
     for k in range(handlers.REMEMBERED_PROJECTS + 5):  # the browser's list stays short
         seen = handlers.remember_image(Project.create(tmp_path / f"p{k}"), seen, 1)
     assert len(seen) == handlers.REMEMBERED_PROJECTS and str(project.root) not in seen
+
+
+def test_a_reload_reopens_the_project_open_last_if_it_still_opens(project, tmp_path):
+    """A reload reopens the project this browser opened last (not the startup one); one deleted or
+    damaged since gives the startup project and a sentence saying why, never an error."""
+    other = handlers.open_project(str(tmp_path / "other"), "bg, cat")
+    last = handlers.remember_project(other, project)
+    got, note = handlers.reopen_project(last, project)
+    assert got.root == other.root and note == ""
+    tok = handlers.register_project(got)  # opened in this server: the same project again
+    assert handlers.reopen_project(last, project)[0] is handlers.project_for(tok)
+    assert handlers.reopen_project(handlers.remember_project(project, project), project) == (project, "")
+    for garbage in (None, {}, "x", {"project": 5, "start": str(project.root)}, [1]):  # a new browser, or junk
+        assert handlers.reopen_project(garbage, project) == (project, "")
+    # the app started on another project since: that one, as asked for on the command line
+    elsewhere = handlers.remember_project(other, Project.create(tmp_path / "third"))
+    assert handlers.reopen_project(elsewhere, project) == (project, "")
+    import shutil
+
+    other.close()
+    shutil.rmtree(other.root)  # deleted since
+    got, note = handlers.reopen_project(last, project)
+    assert got is project and str(other.root) in note and "no longer there" in note
+    assert not other.root.exists()  # not created again
+    bad = tmp_path / "damaged"
+    bad.mkdir()
+    (bad / "project.db").write_bytes(b"this is not a database")
+    got, note = handlers.reopen_project({"project": str(bad), "start": str(project.root)}, project)
+    assert got is project and str(bad) in note and "could not be reopened" in note and "Traceback" not in note
 
 
 # ------------------------------------------------------------------ classes, images, export, projects

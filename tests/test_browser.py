@@ -734,15 +734,41 @@ def test_preview_timing_only_after_a_stroke(browser, server):
         assert "after the stroke" not in pg.inner_text(f"{ROOT} .ws-timing")
 
 
+def track_remembered(pg) -> None:
+    """From now on the page notes when each image is first shown and when the browser's storage
+    keeps the last image (a round trip later: a reload right after an image change could find
+    the image before it still stored)."""
+    pg.evaluate("""() => {
+        if (window.__wsTrack) return;
+        const w = window.__wsTrack = {stored: 0, shown: {}, last: null};
+        const set = Storage.prototype.setItem;
+        Storage.prototype.setItem = function (k, v) {
+            if (k === 'weakseg-last-image') w.stored = performance.now();
+            return set.call(this, k, v);
+        };
+        const root = document.querySelector('#ws-canvas .ws-root');
+        new MutationObserver(() => {
+            if (root.dataset.imageId !== w.last) { w.last = root.dataset.imageId; w.shown[w.last] = performance.now(); }
+        }).observe(root, {attributes: true, attributeFilter: ['data-image-id']});
+    }""")
+
+
+def wait_remembered(pg, image_id: int) -> None:
+    """Until the browser's storage was written after ``image_id`` was shown (see :func:`track_remembered`)."""
+    pg.wait_for_function("(id) => { const w = window.__wsTrack; return w.shown[id] !== undefined "
+                         "&& w.stored > w.shown[id]; }", arg=str(image_id))
+
+
 def test_a_reload_reopens_the_image_left_last(browser, server):
     """F5 (or the app reopened later in the same browser) comes back to the image shown last,
     not to the first one; another browser still starts at the first image."""
     with window(browser, server) as pg:
         first = state(pg)["id"]
+        track_remembered(pg)
         goto_image(pg, "#ws-next")
         third = goto_image(pg, "#ws-next")
         assert third != first
-        pg.wait_for_function("() => (localStorage.getItem('weakseg-last-image') || '').length > 0")
+        wait_remembered(pg, third)
         pg.reload(wait_until="load")
         pg.wait_for_selector(f"{ROOT}[data-ready='1']")
         pg.wait_for_function(f"() => document.querySelector('{ROOT}')._ws.id === {third}")
@@ -896,3 +922,100 @@ def test_others_absent_in_one_click(browser, server, project_dir):
         with Project.open(project_dir) as p:  # earlier tests may have added classes: all absent too
             others = {c.idx: "absent" for c in p.classes() if c.idx != 1}
         assert stored(project_dir, iid)[2] == {**others, 1: "present"}
+
+
+LONG_IMAGES = 40
+#: True once the image list's row marked ▶ holding ``name`` is in view: the point at its middle is
+#: the row's own (not hidden by a scroll box, the list's header or the window's edge).
+MARKED_ROW_SHOWN = """(name) => {
+    const box = document.querySelector('#ws-image-list');
+    const row = Array.from(box.querySelectorAll('.virtual-row, tbody:not([aria-hidden]) tr'))
+        .find((r) => r.textContent.includes('\u25b6 ' + name));
+    if (!row) return false;
+    const r = row.getBoundingClientRect();
+    const hit = document.elementFromPoint(r.left + r.width / 2, r.top + r.height / 2);
+    return !!hit && row.contains(hit);
+}"""
+
+
+@pytest.fixture(scope="module")
+def long_project(tmp_path_factory):
+    """More images than the list shows at once, and more classes than digit keys."""
+    root = tmp_path_factory.mktemp("long") / "long"
+    p = Project.create(root, classes=["background", "object"] + [f"c{k}" for k in range(2, 12)])
+    for i in range(LONG_IMAGES):
+        p.add_image(encode_image_png(make_disc_image(32, seed=i)[0]), name=f"img{i:03d}.png")
+    p.close()
+    return root
+
+
+def test_the_image_list_scrolls_to_the_image_shown(browser, server, long_project):
+    """Go to image and N move the list so that the ▶ row is in view, without moving the page or
+    taking the keyboard focus."""
+    with window(browser, server) as pg:
+        open_project(pg, long_project)
+        pg.evaluate("() => window.scrollTo(0, 0)")  # back up from the project panel
+        pg.wait_for_function(MARKED_ROW_SHOWN, arg="img000.png")
+        box = pg.locator("#ws-goto input, #ws-goto textarea").first
+        box.fill("img030")
+        y = pg.evaluate("() => window.scrollY")
+        box.press("Enter")
+        pg.wait_for_function(MARKED_ROW_SHOWN, arg="img030.png", timeout=10_000)
+        shot(pg, "23-list-follows-go-to")
+        for k in (31, 32):
+            pg.keyboard.press("n")
+            pg.wait_for_function(MARKED_ROW_SHOWN, arg=f"img{k:03d}.png", timeout=10_000)
+        assert pg.evaluate("() => window.scrollY") == y
+        assert pg.evaluate("() => document.activeElement === document.body")
+        box.fill("img005")  # and back up
+        box.press("Enter")
+        pg.wait_for_function(MARKED_ROW_SHOWN, arg="img005.png", timeout=10_000)
+
+
+def test_keys_pick_classes_beyond_nine(browser, server, long_project):
+    """1–9 pick the first nine classes, Shift+1–9 the next nine; C / Shift+C step through every
+    class; the class buttons' tooltips name the keys."""
+    with window(browser, server) as pg:
+        open_project(pg, long_project)
+        pg.evaluate("() => document.activeElement && document.activeElement.blur()")
+        title = lambda idx: pg.get_attribute(f"{ROOT} .ws-class[data-cls='{idx}']", "title")  # noqa: E731
+        assert "(key 9)" in title(8) and "(key Shift+1)" in title(9) and "(key Shift+3)" in title(11)
+        for key, tool in (("Shift+Digit1", 9), ("Shift+Digit3", 11), ("1", 0), ("9", 8), ("c", 9), ("Shift+C", 8),
+                          ("1", 0), ("Shift+C", 11), ("c", 0)):
+            pg.keyboard.press(key)
+            assert canvas_js(pg, "root.dataset.tool") == f"class-{tool}", key
+        assert "Shift+1–9" in pg.inner_text("body")  # the key help under the canvas
+
+
+def test_a_reload_reopens_the_project_open_last(browser, server, project_dir, tmp_path):
+    """F5 after opening another project from the page comes back to that project (and its image);
+    once that project's folder is deleted, a reload opens the startup project and says why."""
+    import shutil
+
+    other = tmp_path / "other"
+    p = Project.create(other, classes=["background", "object"])
+    for i in range(3):
+        p.add_image(encode_image_png(make_disc_image(SIZE, seed=20 + i)[0]), name=f"other{i}.png")
+    p.close()
+    with window(browser, server) as pg:
+        open_project(pg, other)
+        track_remembered(pg)
+        wait_remembered(pg, goto_image(pg, "#ws-next"))
+        assert "other1.png" in pg.inner_text("#ws-title")
+        pg.wait_for_function("() => (localStorage.getItem('weakseg-last-project') || '').length > 0")
+        pg.reload(wait_until="load")
+        pg.wait_for_selector(f"{ROOT}[data-ready='1']")
+        pg.wait_for_function("(p) => document.querySelector('#ws-project').innerText.includes(p)", arg=str(other))
+        pg.wait_for_function("() => document.querySelector('#ws-title').innerText.includes('other1.png')")
+        assert "/ 3 annotated" in pg.inner_text("#ws-progress")
+        with window(browser, server) as fresh:  # another browser: the startup project
+            assert str(project_dir) in fresh.inner_text("#ws-project")
+        shutil.rmtree(other)
+        pg.reload(wait_until="load")
+        pg.wait_for_selector(f"{ROOT}[data-ready='1']")
+        pg.wait_for_function("(p) => document.querySelector('#ws-project').innerText.includes(p)",
+                             arg=str(project_dir))
+        toast = pg.locator(".toast-body, [data-testid='toast-body']").filter(has_text="could not be reopened")
+        toast.first.wait_for()
+        assert "Traceback" not in pg.content() and not other.exists()
+        shot(pg, "24-reload-after-the-project-was-deleted")

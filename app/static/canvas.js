@@ -167,7 +167,8 @@
       const b = document.createElement('button');
       b.className = 'ws-btn ws-class';
       b.dataset.cls = String(c.idx);
-      b.title = 'Brush: ' + c.name + (k < 9 ? ' (key ' + (k + 1) + ')' : '');
+      const key = classKey(k);
+      b.title = 'Brush: ' + c.name + (key ? ' (key ' + key + ')' : '');
       const sw = document.createElement('span');
       sw.className = 'ws-swatch';
       sw.style.background = c.color;
@@ -180,6 +181,19 @@
     markTools();
   }
   function selectClass(idx) { S.cls = idx; S.erase = false; markTools(); }
+  // keys: 1-9 the first nine classes, Shift+1-9 the next nine (10-18); C / Shift+C the next / previous
+  // class, for every class there is
+  function classKey(k) { return k < 9 ? String(k + 1) : (k < 18 ? 'Shift+' + (k - 8) : ''); }
+  function classForKey(e) {
+    if (e.key >= '1' && e.key <= '9' && e.key.length === 1) return Number(e.key) - 1;
+    // Shift+digit by the key's place: its character depends on the keyboard layout ('!' on a US one)
+    const m = /^Digit([1-9])$/.exec(e.code || '');
+    return e.shiftKey && m ? 8 + Number(m[1]) : -1;
+  }
+  function stepClass(step) {
+    const n = S.classes.length, k = S.classes.findIndex((c) => c.idx === S.cls);
+    if (n) selectClass(S.classes[((k < 0 ? 0 : k + step) % n + n) % n].idx);
+  }
   function markTools() {
     root.querySelectorAll('.ws-class').forEach((b) => b.classList.toggle('ws-on', !S.erase && Number(b.dataset.cls) === S.cls));
     q('.ws-eraser').classList.toggle('ws-on', S.erase);
@@ -601,7 +615,9 @@
     if ((e.ctrlKey || e.metaKey) && (k === 'y' || k === 'Y')) { e.preventDefault(); undoRedo(true); return; }
     if ((e.ctrlKey || e.metaKey) && k === 'Enter') { e.preventDefault(); accept(); return; }
     if (e.ctrlKey || e.metaKey || e.altKey) return;
-    if (k >= '1' && k <= '9' && S.classes[Number(k) - 1]) selectClass(S.classes[Number(k) - 1].idx);
+    const ck = classForKey(e);
+    if (ck >= 0 && S.classes[ck]) selectClass(S.classes[ck].idx);
+    else if (k === 'c' || k === 'C') stepClass(e.shiftKey ? -1 : 1);
     else if (k === 'e' || k === 'E') { S.erase = true; markTools(); }
     else if (k === 'f' || k === 'F') { S.fill = !S.fill; markTools(); }
     else if (NAV_KEYS[k.toLowerCase()] && !S.drawing) {  // the page's own buttons: Python picks the image
