@@ -818,6 +818,15 @@ class Project:
             raise NotFoundError(f"image {image_id} has no scribble version {v} in layer '{layer}'.")
         return imageio.read_label_map(self.root / r[0][0])
 
+    def scribbles_at(self, image_id: int, when: str, layer: str | None = None) -> np.ndarray | None:
+        """The scribbles of ``layer`` as they were at ``when`` (an ISO time in UTC, as the store
+        writes them): its newest version saved then or before; ``None`` if nothing was drawn yet."""
+        layer = self._layer(layer)
+        r = self._q("SELECT MAX(version) FROM scribble_versions WHERE image_id = ? AND layer = ? AND created <= ?",
+                    (int(image_id), layer, str(when)))
+        v = r[0][0] if r else None
+        return None if v is None else self.scribbles(image_id, layer, version=int(v))
+
     def save_scribbles(self, image_id: int, scribbles: np.ndarray, *, layer: str | None = None,
                        expected_version: int | None = None, author: str | None = None) -> int:
         """Save a new version of an image's scribbles; returns the new version number.

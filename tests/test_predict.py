@@ -173,8 +173,11 @@ def test_predict_names_the_layer_its_strokes_are_in(tmp_path, capsys):
 def test_predictions_of_scribbled_images_keep_the_strokes(tmp_path, capsys):
     """An untrained model predicts anything; on an image with strokes the stored prediction is
     corrected by them (every stroke pixel keeps its class: an export never contradicts what a
-    person drew), unless --ignore-scribbles asks for the model's own output."""
+    person drew), unless --ignore-scribbles asks for the model's own output. Where the model
+    contradicts the strokes it was trained on (drawn before it was saved), the strokes alone make
+    the mask; strokes drawn after it are corrections of its mask."""
     from segmenter.cli import main
+    from segmenter.pseudo import get_method
 
     p = _project(tmp_path)
     torch.manual_seed(0)
@@ -182,12 +185,22 @@ def test_predictions_of_scribbled_images_keep_the_strokes(tmp_path, capsys):
     model = create_model(cfg)
     save_checkpoint(p.models_dir / "raw", model, cfg)
     d1, d0 = p.image_by_name("d1").id, p.image_by_name("d0").id  # d1 scribbled, d0 a final mask only
-    assert main(["predict", str(p.root), "--device", "cpu", "--model", "raw"]) == 0
+    raw = Predictor(model, cfg, device="cpu").predict([p.load_image(d1)])[0].mask
     scr = p.scribbles(d1)
     drawn = scr != 255
-    assert np.array_equal(p.mask(d1, "predicted")[drawn], scr[drawn])
-    assert p.mask_info(d1, "predicted").source == "model:unet/resnet18+hybrid(strokes)"
+    assert (raw[drawn] != scr[drawn]).mean() > 0.05  # the untrained model fails the strokes it "trained" on
+    assert main(["predict", str(p.root), "--device", "cpu", "--model", "raw"]) == 0
+    assert "3 image(s) where the model contradicts more than 5% of the strokes it was trained on" in capsys.readouterr().out
+    assert np.array_equal(p.mask(d1, "predicted"), get_method(None)(p.load_image(d1), scr, 2).mask)
+    assert p.mask_info(d1, "predicted").source.startswith("hybrid(strokes; model:unet/resnet18 contradicts ")
     assert p.mask_info(d0, "predicted").source == "model:unet/resnet18"
+    # the same strokes drawn on an image after the model was saved: a correction of its mask
+    d0_scr = p.scribbles(d1)
+    p.save_scribbles(d0, d0_scr)
+    assert main(["predict", str(p.root), "--device", "cpu", "--model", "raw", "--images", "d0"]) == 0
+    assert "contradicts" not in capsys.readouterr().out
+    assert np.array_equal(p.mask(d0, "predicted")[drawn], scr[drawn])
+    assert p.mask_info(d0, "predicted").source == "model:unet/resnet18+hybrid(strokes)"
     capsys.readouterr()
     assert main(["predict", str(p.root), "--device", "cpu", "--model", "raw", "--ignore-scribbles"]) == 0
     raw = Predictor(model, cfg, device="cpu").predict([p.load_image(d1)])[0].mask
@@ -233,3 +246,27 @@ def test_classes_rename_keeps_the_projects_models_usable(tmp_path, capsys):
     assert main(["classes", str(tmp_path / "proj"), "rename", "1", "horse"]) == 0
     assert read_config(tmp_path / "proj" / "models" / "m.json")["config"]["classes"][1] == "horse"
     assert main(["predict", str(tmp_path / "proj"), "--device", "cpu", "--model", "m"]) == 0
+
+
+def test_a_model_is_distrusted_only_on_strokes_it_trained_on_that_make_a_whole_mask():
+    from segmenter.predict import DISTRUST_ERROR, distrusted_on
+
+    mask = np.zeros((20, 20), np.uint8)
+    mask[5:15, 5:15] = 1
+    strokes = np.full((20, 20), 255, np.uint8)
+    strokes[8:12, 8] = 1  # inside the predicted square: agrees
+    strokes[0, :] = 0
+    assert distrusted_on(mask, strokes, strokes, 2) is None  # agrees with every stroke
+    wrong = strokes.copy()
+    wrong[10, 0:4] = 1  # 4 of 28 stroke pixels the mask calls background
+    assert distrusted_on(mask, wrong, wrong, 2) == pytest.approx(4 / 28) and 4 / 28 > DISTRUST_ERROR
+    assert distrusted_on(mask, None, wrong, 2) is None  # drawn after the model: a correction
+    later = strokes.copy()  # the model trained on the agreeing strokes; the wrong ones came later
+    assert distrusted_on(mask, later, wrong, 2) is None
+    # strokes of one class only do not make a whole mask: the model's other class stays
+    only_bg = np.full((20, 20), 255, np.uint8)
+    only_bg[10, 5:9] = 0
+    assert distrusted_on(mask, only_bg, only_bg, 2) is None
+    # strokes the person has since erased do not count
+    erased = np.full((20, 20), 255, np.uint8)
+    assert distrusted_on(mask, wrong, erased, 2) is None
