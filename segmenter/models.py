@@ -17,6 +17,7 @@ import hashlib
 import json
 import time
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
 from annotations.imageio import atomic_write_bytes
@@ -231,7 +232,9 @@ def save_checkpoint(path: str | Path, model, cfg: ModelConfig, *, optimizer=None
     data = st_save(tensors)
     cfg.version = f"{wpath.stem}-{hashlib.sha256(data).hexdigest()[:8]}"
     atomic_write_bytes(wpath, data)
-    doc = {"format": FORMAT, "saved": time.strftime("%Y-%m-%dT%H:%M:%S"), "config": cfg.to_json(), **meta}
+    # "saved_utc": as the project store writes times, to tell strokes the model saw from later ones
+    doc = {"format": FORMAT, "saved": time.strftime("%Y-%m-%dT%H:%M:%S"),
+           "saved_utc": datetime.now(timezone.utc).isoformat(timespec="milliseconds"), "config": cfg.to_json(), **meta}
     atomic_write_bytes(jpath, (json.dumps(doc, indent=1) + "\n").encode())
     return wpath
 

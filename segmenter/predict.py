@@ -219,15 +219,19 @@ DISTRUST_ERROR = 0.05
 
 
 def model_saved_utc(path) -> str | None:
-    """When the checkpoint at ``path`` was saved, as the store writes times (ISO, UTC); ``None``
-    when its sidecar does not say."""
+    """When the checkpoint at ``path`` was saved, as the store writes times (ISO, UTC, to the
+    millisecond); from its local time to the second for older checkpoints; ``None`` when its
+    sidecar does not say."""
     from datetime import datetime, timezone
 
     from .models import read_config
 
     try:
-        saved = read_config(path).get("saved")
-        return datetime.strptime(saved, "%Y-%m-%dT%H:%M:%S").astimezone(timezone.utc).isoformat(timespec="milliseconds")
+        doc = read_config(path)
+        if isinstance(doc.get("saved_utc"), str):
+            return doc["saved_utc"]
+        return datetime.strptime(doc.get("saved"), "%Y-%m-%dT%H:%M:%S").astimezone(timezone.utc).isoformat(
+            timespec="milliseconds")
     except (SegmenterError, OSError, TypeError, ValueError):
         return None
 

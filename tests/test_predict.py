@@ -165,7 +165,8 @@ def test_predict_names_the_layer_its_strokes_are_in(tmp_path, capsys):
     assert p.mask_info(ids[1], "predicted").source == "model:unet/resnet18"
     assert main(["predict", str(p.root), "--device", "cpu", "--layer", "set1"]) == 0
     assert "note:" not in capsys.readouterr().err
-    assert p.mask_info(ids[1], "predicted").source.endswith("(strokes)")
+    # the untrained model fails the strokes drawn before it was saved: they alone make the mask
+    assert p.mask_info(ids[1], "predicted").source.startswith("hybrid(strokes; ")
     assert main(["predict", str(p.root), "--device", "cpu", "--ignore-scribbles"]) == 0
     assert "note:" not in capsys.readouterr().err
 
