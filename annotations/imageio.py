@@ -7,12 +7,15 @@ changed). Label maps are ``(H, W) uint8`` PNG index maps: class index, 255 = non
 
 All writes go through :func:`atomic_write_bytes`: temp file in the same folder, fsync, rename,
 fsync of the folder, so a crash leaves either the old file or the new one, never half of one.
+The files it writes get the mode of any new file (``0666`` less the umask, and the folder's
+default ACL): a project folder shared by a group stays readable by it (``tempfile.mkstemp``
+would make every file ``0600``).
 """
 from __future__ import annotations
 
 import io
 import os
-import tempfile
+import secrets
 from pathlib import Path
 
 import numpy as np
@@ -174,15 +177,51 @@ def fsync_dir(path: str | os.PathLike) -> None:
         os.close(fd)
 
 
+def _temp_name(folder: Path, prefix: str, suffix: str) -> Path:
+    return folder / f"{prefix}{secrets.token_hex(6)}{suffix}"
+
+
+def mkstemp_umask(folder: str | os.PathLike, prefix: str = ".", suffix: str = ".tmp") -> tuple[int, str]:
+    """``tempfile.mkstemp`` (a new, unique file, opened for writing: ``(fd, path)``) with the
+    permissions of any new file: created with mode ``0666``, so the kernel applies the umask and the
+    folder's default ACL (mkstemp always makes ``0600``: unreadable for the rest of a group
+    sharing the project)."""
+    folder = Path(folder)
+    flags = (os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0) | getattr(os, "O_NOFOLLOW", 0)
+             | getattr(os, "O_CLOEXEC", 0))
+    for _ in range(100):
+        path = _temp_name(folder, prefix, suffix)
+        try:
+            return os.open(str(path), flags, 0o666), str(path)
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"{folder}: no unused temporary file name found.")  # pragma: no cover
+
+
+def mkdtemp_umask(parent: str | os.PathLike, prefix: str = ".", suffix: str = "") -> Path:
+    """``tempfile.mkdtemp`` with the permissions of any new folder (``0777`` less the umask;
+    mkdtemp always makes ``0700``), for a folder that is renamed into place as a result."""
+    parent = Path(parent)
+    for _ in range(100):
+        path = _temp_name(parent, prefix, suffix)
+        try:
+            os.mkdir(path, 0o777)
+            return path
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"{parent}: no unused temporary folder name found.")  # pragma: no cover
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes, durable: bool = True) -> None:
     """Write ``data`` to ``path`` atomically: temp file in the same folder, fsync, rename, fsync dir.
 
     ``durable=False`` skips both fsyncs (the caller then makes the data durable, e.g. ``os.sync()``
-    once for a whole batch); the rename is atomic either way.
+    once for a whole batch); the rename is atomic either way. The file gets the mode of any new
+    file (``0666`` less the umask, see :func:`mkstemp_umask`), also when it replaces one.
     """
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=str(p.parent))
+    fd, tmp = mkstemp_umask(p.parent, prefix=f".{p.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)

@@ -8,19 +8,32 @@ file is listed in the summary with the reason and skipped; it never aborts the i
 
 A dataset image that the project already holds (same name and same picture, e.g. a folder export
 imported back after its masks were edited elsewhere) is not added again, but its masks,
-scribbles and tags are stored on the project's image. A dataset image with the name of a project
-image that shows another picture is added as a new image (a unique name such as ``a_2.png``),
-with a note. Labels onto an image the project holds never undo work done there since: a mask or
-scribble map equal to the current one is skipped; strokes and tags that differ from the
-dataset's are kept (one note counts them; options ``scribbles=replace``, ``tags=replace`` take
-the dataset's); see :class:`annotations.formats._common.LabelMerge`.
+scribbles and tags are stored on the project's image (one summary line counts these images). A
+dataset image with the name of a project image that shows another picture is added as a new image
+(a unique name such as ``a_2.png``), with a note. Labels onto an image the project holds never
+undo work done there since: a scribble map equal to the current one is skipped; strokes and tags
+that differ from the dataset's are kept (one note counts them; options ``scribbles=replace``,
+``tags=replace`` take the dataset's); see :class:`annotations.formats._common.LabelMerge`.
+
+Masks onto an image the project holds (no ``kind`` option), see :class:`MaskRule`: with the
+``manifest.json`` of this tool's exports, a mask equal to one the project holds for the image (any
+kind) is skipped, as is one equal to what the export wrote; one that differs from what was
+exported (edited elsewhere) becomes the image's ``final`` mask (unless the project's own final
+mask is newer than the export: then it is stored as ``imported`` behind it, with a note); a mask
+the manifest names but this project never held keeps the kind it records. Without a manifest
+masks are stored as ``imported`` (skipped when equal to the current imported one), and a note
+says when they are hidden behind a final mask. An image the import adds gets ``imported`` masks;
+``--option kind=KIND`` (or ``manifest``) sets the kind for every mask.
 """
 from __future__ import annotations
 
 import json
 import os
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+
+import numpy as np
 
 from . import imageio
 from .errors import AnnotationError, DuplicateImageError
@@ -83,12 +96,13 @@ def _import_folder(project: Project, root: Path, where: Path, options: dict | No
     return project.import_images(files)
 
 
-def import_folder_dataset(project: Project, root: str | os.PathLike, kind: str = "imported",
+def import_folder_dataset(project: Project, root: str | os.PathLike, kind: str | None = None,
                           merge: LabelMerge | None = None) -> ImportSummary:
     """Import a dataset in the folder layout; see the module docstring.
 
-    ``kind``: the mask kind to store (default ``imported``), or ``manifest`` to restore the kinds
-    that an export recorded in ``manifest.json`` (masks it does not list stay ``imported``).
+    ``kind``: the mask kind to store for every mask, or ``manifest`` to restore the kinds that an
+    export recorded in ``manifest.json`` (masks it does not list stay ``imported``); ``None`` (the
+    default): ``imported`` on images the import adds, :class:`MaskRule` on images the project holds.
     ``merge``: how labels go onto images the project holds (default: keep the project's strokes
     and tags where they differ from the dataset's; see :class:`LabelMerge`).
     """
@@ -96,8 +110,10 @@ def import_folder_dataset(project: Project, root: str | os.PathLike, kind: str =
     merge = LabelMerge() if merge is None else merge
     ds = FolderDataset.open(root)
     manifest, manifest_error = _read_manifest(ds)
-    kinds = _mask_kinds(ds, kind, manifest, manifest_error)
-    summary = ImportSummary(skipped=list(ds.skipped))
+    kinds = _mask_kinds(ds, "imported" if kind is None else kind, manifest, manifest_error)
+    rule = MaskRule(ds.name, kinds, explicit=kind is not None,
+                    manifest=manifest if (ds.root / "manifest.json").is_file() and not manifest_error else None)
+    summary = FolderImportSummary(skipped=list(ds.skipped))
     if manifest_error:
         summary.notes.append(f"note: manifest.json cannot be read ({manifest_error}); scribble layers are named "
                              "after their folders")
@@ -122,8 +138,9 @@ def import_folder_dataset(project: Project, root: str | os.PathLike, kind: str =
         # One transaction per batch: far fewer commits (fsyncs); a bad file still only skips itself.
         with project.transaction(bulk=True):
             for sid, path in items[start : start + BATCH]:
-                _import_one(project, ds, sid, path, sets, summary, id_map, kinds, by_stem, layer_names,
+                _import_one(project, ds, sid, path, sets, summary, id_map, rule, by_stem, layer_names,
                             tags.get(sid, {}), merge)
+    summary.notes.extend(rule.notes())
     if merge.tags_set:
         summary.notes.append(f"note: {merge.tags_set} image-level tag(s) set from tags.json")
     summary.notes.extend(merge.notes())
@@ -135,7 +152,171 @@ def import_folder_dataset(project: Project, root: str | os.PathLike, kind: str =
     return summary
 
 
-def _import_one(project, ds, sid, path, sets, summary, id_map, kinds, by_stem, layer_names, tags,
+@dataclass
+class FolderImportSummary(ImportSummary):
+    """:class:`ImportSummary` of a folder-dataset import. ``merged``: the dataset images that the
+    project held already (``(file, project image)``; also in ``duplicates``): their labels went
+    onto the project's images, and :meth:`lines` counts them in one line, not a ``duplicate:``
+    line each."""
+
+    merged: list[tuple[str, str]] = field(default_factory=list)
+
+    def lines(self, limit: int = 20) -> list[str]:
+        rest = list(self.duplicates)
+        for pair in self.merged:
+            rest.remove(pair)
+        out = ImportSummary(added=self.added, skipped=self.skipped, duplicates=rest, masks=self.masks,
+                            scribbles=self.scribbles, seconds=self.seconds, notes=self.notes).lines(limit)
+        if self.merged:
+            n = len(self.merged)
+            out.insert(1, f"{n} image{'s' if n != 1 else ''} already in the project: "
+                          f"{'their' if n != 1 else 'its'} labels were merged")
+        return out
+
+
+def mask_as_exported(project, info, kinds: tuple[str, ...] | str | None = None):
+    """``(mask, MaskInfo)`` of the image ``info`` as an export writes it
+    (:func:`annotations.formats._common.export_mask`: a stored mask older than strokes drawn since
+    is corrected by them, its source saying so), or ``None`` (no such mask, or a stale one that
+    cannot be corrected here). ``kinds``: the stored kinds to choose from, in order (then no mask
+    is made at export); ``None``: what ``export --masks best`` writes."""
+    from .formats import ExportOptions
+    from .formats._common import export_mask
+
+    if kinds is None:
+        return export_mask(project, info, ExportOptions())
+    chosen = (kinds,) if isinstance(kinds, str) else tuple(kinds)
+
+    class Chosen(ExportOptions):  # masks="final": an export makes no mask of an image without one
+        kinds = chosen
+
+    return export_mask(project, info, Chosen(masks="final"))
+
+
+def _same(a, b) -> bool:
+    return a is not None and np.shape(a) == np.shape(b) and np.array_equal(a, b)
+
+
+class MaskRule:
+    """How a folder dataset's masks are stored (see the module docstring).
+
+    ``kinds``: ``stem -> kind`` of the ``kind`` option (:func:`_mask_kinds`), used for every mask
+    when ``explicit`` (the option was given), on images the import adds, and on images the project
+    holds when there is no ``manifest`` (the dataset's manifest.json, or ``None``). Otherwise a
+    mask onto an image the project holds is compared with the project's current masks and with
+    the version the manifest says was exported (kind and ``created``): equal to either, it is
+    skipped; else it was edited (or made) elsewhere and becomes the image's ``final`` mask, unless
+    the project's final mask is newer than the export (then ``imported``, behind it). A mask the
+    manifest names but this project never held (another project's export) keeps the recorded kind.
+    """
+
+    def __init__(self, ds_name: str, kinds, explicit: bool, manifest: dict | None):
+        self.source = f"import:{ds_name}"
+        self.kinds = kinds
+        self.explicit = explicit
+        recorded = (manifest or {}).get("masks")
+        self.recorded = None if manifest is None else (recorded if isinstance(recorded, dict) else {})
+        self.edited: list[str] = []        # image names whose edited mask became the final one
+        self.unchanged = 0                 # masks equal to the project's or to what was exported
+        self.recorded_kinds: dict[str, int] = {}  # masks the project never held, by the kind recorded
+        self.newer_final: list[str] = []   # edits stored as imported: the project's final is newer
+        self.behind_final: list[str] = []  # other imported masks hidden behind a final mask
+
+    def store(self, project, merge: LabelMerge, info, sid: str, mask, held: bool) -> bool:
+        """Store the dataset's mask of stem ``sid`` on the project image ``info`` (``held``: the
+        project had it before this import); whether a mask was stored."""
+        from .formats._common import read_mask_file
+        from .schema import MASK_KINDS
+
+        if self.explicit or not held or self.recorded is None:
+            kind = self.kinds(sid)
+            stored = merge.mask(project, info.id, mask, kind, self.source)
+            if stored and kind == "imported" and held and project.mask_info(info.id, "final") is not None:
+                self.behind_final.append(info.name)
+            return stored
+        current = {k: project.mask_info(info.id, k) for k in MASK_KINDS}
+        if any(mi is not None and _same(read_mask_file(project.root / mi.file), mask) for mi in current.values()):
+            self.unchanged += 1
+            return False
+        entry = self.recorded.get(sid)
+        entry = entry if isinstance(entry, dict) and entry.get("kind") in MASK_KINDS else None
+        exported = None  # the project's mask version the export wrote (its kind and time)
+        at_export = False  # the export corrected it by newer strokes, or made it from strokes
+        if entry is not None:
+            exported = next((mi for mi in reversed(project.mask_history(info.id, entry["kind"]))
+                             if mi.created == entry.get("created")), None)
+            at_export = str(entry.get("source") or "").endswith("at export)")
+            if exported is not None and _same(read_mask_file(project.root / exported.file), mask):
+                self.unchanged += 1  # an older version, unchanged: the project's newer one stays
+                return False
+            if at_export:
+                got = mask_as_exported(project, info)
+                if got is not None and _same(got[0], mask):
+                    self.unchanged += 1
+                    return False
+        if entry is not None and exported is None and not at_export:
+            kind, source = entry["kind"], f"{self.source}({entry['kind']} of another project)"
+        else:  # differs from what was exported (or nothing was): a person's edit
+            kind = "final"
+            source = f"{self.source}(edited {entry['kind']})" if entry is not None else \
+                f"{self.source}(not in the export)"
+        final = current["final"]
+        since = exported.created if exported is not None else (entry or {}).get("created")
+        if kind == "final" and final is not None and (exported is None or final.id != exported.id) \
+                and (not isinstance(since, str) or final.created > since):
+            # the project's final mask was made after the export (or apart from it): it stays
+            project.save_mask(info.id, mask, "imported", source=source)
+            self.newer_final.append(info.name)
+            return True
+        project.save_mask(info.id, mask, kind, source=source)
+        if kind == "final":
+            self.edited.append(info.name)
+        else:
+            self.recorded_kinds[kind] = self.recorded_kinds.get(kind, 0) + 1
+            if kind == "imported" and final is not None:
+                self.behind_final.append(info.name)
+        return True
+
+    def notes(self) -> list[str]:
+        out = []
+        if self.recorded is not None and not self.explicit and (self.edited or self.unchanged):
+            parts = []
+            n = len(self.edited)
+            if n:
+                parts.append(f"{n} mask{'s differ' if n != 1 else ' differs'} from what was exported (edited "
+                             f"elsewhere) and became {'their' if n != 1 else 'its'} image's final mask "
+                             f"({_names(self.edited)})")
+            if self.unchanged:
+                parts.append(f"{self.unchanged} unchanged mask{'s' if self.unchanged != 1 else ''} skipped")
+            out.append("note: masks compared with the export's (manifest.json): " + "; ".join(parts))
+        if self.recorded_kinds:
+            out.append("note: " + ", ".join(f"{n} {k}" for k, n in sorted(self.recorded_kinds.items()))
+                       + " mask(s) this project never held (another project's export) kept the kind manifest.json "
+                         "records")
+        if self.newer_final:
+            out.append(f"note: {len(self.newer_final)} edited mask(s) were not made final: the project's final mask of "
+                       f"{_names(self.newer_final)} is newer than the export and stays; the edits are stored as "
+                       f"imported masks behind it (to make them final: {_accept_hint(self.newer_final)})")
+        if self.behind_final:
+            out.append(f"note: {len(self.behind_final)} imported mask(s) are hidden behind the final mask their image "
+                       f"already has ({_names(self.behind_final)}): status, training and export keep the final mask "
+                       f"(to make them final: {_accept_hint(self.behind_final)})")
+        return out
+
+
+def _names(names: list[str], limit: int = 10) -> str:
+    return ", ".join(names[:limit]) + (f", ... ({len(names) - limit} more)" if len(names) > limit else "")
+
+
+def _accept_hint(names: list[str], limit: int = 10) -> str:
+    """The ``accept`` command line that makes the imported masks of ``names`` final."""
+    import shlex
+
+    images = " ".join(shlex.quote(n) for n in names) if len(names) <= limit else "IMAGE ..."
+    return f"python -m segmenter accept PROJECT --kind imported --replace-final --images {images}"
+
+
+def _import_one(project, ds, sid, path, sets, summary, id_map, rule: "MaskRule", by_stem, layer_names, tags,
                 merge: LabelMerge) -> None:
     own = by_stem.get(sid) or by_stem.get(os.path.splitext(sanitize_name(path.name))[0])
     other = None  # the project's image of this name when it shows another picture
@@ -144,6 +325,7 @@ def _import_one(project, ds, sid, path, sets, summary, id_map, kinds, by_stem, l
     if own is not None:
         # The project holds this image (a re-import): its labels go onto it, it is not added again.
         summary.duplicates.append((path.name, own.name))
+        summary.merged.append((path.name, own.name))
         info = own
     else:
         try:
@@ -171,7 +353,7 @@ def _import_one(project, ds, sid, path, sets, summary, id_map, kinds, by_stem, l
     # project held, what was drawn or set there since is kept (see LabelMerge).
     if ds.has_mask(sid):
         try:
-            summary.masks += merge.mask(project, info.id, ds.mask(sid), kinds(sid), f"import:{ds.name}")
+            summary.masks += rule.store(project, merge, info, sid, ds.mask(sid), held=own is not None)
         except AnnotationError as e:
             summary.skipped.append((f"masks/{sid}.png", str(e).split(": ", 1)[-1]))
     for s in sets:

@@ -411,6 +411,10 @@ class Project:
         conn.execute("BEGIN IMMEDIATE")
         self._local.depth = 1
         self._local.bulk = bulk
+        # One time for every row this transaction writes (taken once it holds the write lock, so
+        # later transactions get later times): a mask and strokes stored together (an import)
+        # are neither older than the other (layers_changed_since compares them).
+        self._local.stamp = _now()
         try:
             yield conn
             if bulk:
@@ -422,6 +426,12 @@ class Project:
         finally:
             self._local.depth = 0
             self._local.bulk = False
+            self._local.stamp = None
+
+    def _stamp(self) -> str:
+        """The ``created`` time of rows written now: the current transaction's time (see
+        :meth:`transaction`), or now outside one."""
+        return getattr(self._local, "stamp", None) or _now()
 
     def _q(self, sql: str, args: tuple = ()) -> list[sqlite3.Row]:
         return self._conn().execute(sql, args).fetchall()
@@ -684,7 +694,7 @@ class Project:
             self._write_file(rel, data)
             cur = conn.execute(
                 "INSERT INTO images (name, orig_name, file, sha256, width, height, channels, added) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (final_name, orig_name, rel, digest, w, h, ch, _now()))
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (final_name, orig_name, rel, digest, w, h, ch, self._stamp()))
             image_id = cur.lastrowid
             row = conn.execute("SELECT * FROM images WHERE id = ?", (image_id,)).fetchone()
         return self._row_to_image(row)
@@ -800,6 +810,29 @@ class Project:
                        "AND v.n_pixels > 0 ORDER BY v.created DESC", (int(image_id), str(since)))
         return [r[0] for r in rows]
 
+    def layers_drawn_after(self, image_id: int, kind: str = "final") -> list[str]:
+        """The layers whose current strokes were saved after the image's current mask of ``kind``
+        (the most recent first; ``[]`` when it has no such mask). For ``final``: strokes drawn
+        after the mask was accepted, which it may contradict (an export corrects it by them,
+        :func:`annotations.formats._common.export_mask`). Strokes stored in the same transaction
+        as the mask (an import of both) are not after it."""
+        mi = self.mask_info(image_id, kind)
+        return [] if mi is None else self.layers_changed_since(image_id, mi.created)
+
+    def final_older_than_strokes(self, image_id: int) -> bool:
+        """Whether the image's final mask is older than its current strokes (of any layer):
+        strokes were drawn after it was accepted (see :meth:`layers_drawn_after`)."""
+        return bool(self.layers_drawn_after(image_id, "final"))
+
+    def finals_older_than_strokes(self) -> list[int]:
+        """The images whose final mask is older than their current strokes (of any layer), by id:
+        :meth:`final_older_than_strokes` for every image at once (``status`` counts them)."""
+        return [r[0] for r in self._q(
+            "SELECT DISTINCT m.image_id FROM masks m JOIN scribble_heads h ON h.image_id = m.image_id "
+            "JOIN scribble_versions v ON v.image_id = h.image_id AND v.layer = h.layer AND v.version = h.version "
+            "WHERE m.kind = 'final' AND m.is_current = 1 AND v.n_pixels > 0 AND v.created > m.created "
+            "ORDER BY m.image_id")]
+
     def fallback_layer(self, layer: str) -> str | None:
         """The layer to turn to when ``layer`` holds no strokes but other layers do (an import puts a
         dataset's scribble set in a layer of its own name): the first of them; else ``None``."""
@@ -856,7 +889,7 @@ class Project:
         self._write_file(rel, imageio.encode_label_png(arr))
         conn.execute("INSERT INTO scribble_versions (image_id, layer, version, file, author, created, n_pixels) "
                      "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                     (image_id, layer, new_v, rel, author, _now(), int((arr != IGNORE).sum())))
+                     (image_id, layer, new_v, rel, author, self._stamp(), int((arr != IGNORE).sum())))
         conn.execute("INSERT INTO scribble_heads (image_id, layer, version, latest) VALUES (?, ?, ?, ?) "
                      "ON CONFLICT(image_id, layer) DO UPDATE SET version = excluded.version, "
                      "latest = excluded.latest", (image_id, layer, new_v, new_v))
@@ -956,7 +989,7 @@ class Project:
                 "INSERT INTO masks (image_id, kind, file, conf_file, source, model_version, uncertainty, created, "
                 "is_current) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1)",
                 (int(image_id), kind, rel, conf_rel, str(source), model_version,
-                 None if uncertainty is None else float(uncertainty), _now()))
+                 None if uncertainty is None else float(uncertainty), self._stamp()))
             row = conn.execute("SELECT * FROM masks WHERE id = ?", (cur.lastrowid,)).fetchone()
         return self._row_to_mask(row)
 
@@ -1033,7 +1066,8 @@ class Project:
         return self.statuses()[int(image_id)]
 
     def counts(self) -> dict:
-        """Counts for ``status``: images, per status, per mask kind, scribbles, tags, and per class."""
+        """Counts for ``status``: images, per status, per mask kind, final masks older than strokes,
+        scribbles, tags, and per class."""
         st = self.statuses()
         by_status = {s: 0 for s in STATUS_ORDER}
         for s in st.values():
@@ -1047,6 +1081,7 @@ class Project:
             absent = self._q("SELECT COUNT(*) FROM tags WHERE class_idx = ? AND state = 'absent'", (c.idx,))[0][0]
             per_class[c.name] = {"tagged_present": present, "tagged_absent": absent}
         return {"images": len(st), "status": by_status, "masks": masks, "scribbled_images": scribbled,
+                "finals_older_than_strokes": len(self.finals_older_than_strokes()),
                 "tagged_images": self._q("SELECT COUNT(DISTINCT image_id) FROM tags")[0][0],
                 "image_sets": {s: len(self.image_set(s)) for s in self.image_sets()},
                 "classes": per_class}

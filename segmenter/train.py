@@ -164,8 +164,8 @@ class Progress:
     steps_per_epoch: int
     global_step: int
     total_steps: int
-    loss: float
-    losses: dict
+    loss: float           # mean loss of this epoch's labelled steps so far (a step whose batch has a label)
+    losses: dict          # ... and of each term
     lr: float
     images_per_s: float
     eta_s: float
@@ -530,7 +530,8 @@ class Trainer:
             crf_images = torch.from_numpy(((d.kind & (FULL | PSEUDO)) == 0).astype(np.float32))
             unl_t = torch.from_numpy(unlabeled)
 
-            self._emit("on_start", {"images": len(d), "counts": d.counts(), "epochs": cfg.epochs,
+            self._emit("on_start", {"images": len(d), "counts": d.counts(), "groups": label_groups(d.kind),
+                                    "epochs": cfg.epochs,
                                     "steps_per_epoch": steps_per_epoch, "device": self.device,
                                     "world_size": self.dist.world_size, "refine_at": refine_at,
                                     "propagated": propagated,
@@ -554,6 +555,11 @@ class Trainer:
                 order = ddp.shard(len(d), self.dist, epoch, cfg.seed) if self.dist.enabled \
                     else list(np.random.default_rng(cfg.seed + epoch).permutation(len(d)))
                 sums: dict = {}
+                # the progress shows the mean loss of this epoch's labelled steps so far: a batch of
+                # unlabeled images alone (before self-training labels them) has no label loss (0, or
+                # the CRF term alone), and showing it made training look converged ("loss 0.0000")
+                shown: dict = {}
+                shown_steps = 0
                 for step in range(steps_per_epoch):
                     t0 = time.perf_counter()
                     cancelled, _ = (self._stopped(False) if self.dist.enabled else
@@ -640,12 +646,21 @@ class Trainer:
                     for k, v in terms.items():
                         sums[k] = sums.get(k, 0.0) + float(v.detach())
                     sums["loss"] = sums.get("loss", 0.0) + loss_v
+                    if bool((d.kind[idx] != 0).any()) or bool(d.weight[idx].any()):  # a labelled step
+                        shown_steps += 1
+                        for k, v in terms.items():
+                            shown[k] = shown.get(k, 0.0) + float(v.detach())
+                        shown["loss"] = shown.get("loss", 0.0) + loss_v
                     if (step + 1) % cfg.log_every == 0 or step + 1 == steps_per_epoch:
                         ips = images_seen / loop_seconds
                         eta = (total_steps - global_step) * loop_seconds / max(1, global_step - start_epoch * steps_per_epoch)
+                        if shown_steps:
+                            mean_loss = shown["loss"] / shown_steps
+                            mean_terms = {k: v / shown_steps for k, v in shown.items() if k != "loss"}
+                        else:  # no labelled step yet this epoch
+                            mean_loss, mean_terms = loss_v, {k: float(v.detach()) for k, v in terms.items()}
                         last = Progress(epoch, cfg.epochs, step + 1, steps_per_epoch, global_step, total_steps,
-                                        loss_v, {k: float(v.detach()) for k, v in terms.items()}, lr,
-                                        ips * self.dist.world_size, eta)
+                                        mean_loss, mean_terms, lr, ips * self.dist.world_size, eta)
                         self._emit("on_step", last)
                 if stopped:
                     break
@@ -696,6 +711,32 @@ class Trainer:
             ddp.cleanup(self.dist)
 
 
+def label_groups(kind: np.ndarray) -> list[tuple[int, str]]:
+    """``[(count, words)]``: the training images by what they are trained on, each image once (so
+    the counts add up to the number of images): a full mask, else a coarse mask, else strokes
+    (with the pseudo-masks made from them), else a pseudo-mask alone (from tags, or stored), else
+    tags alone, else nothing (unlabeled). Groups without images are left out."""
+    k = np.asarray(kind)
+    full = (k & FULL) > 0
+    coarse = ((k & COARSE) > 0) & ~full
+    strokes = ((k & SCRIBBLES) > 0) & ~full & ~coarse
+    with_pseudo = strokes & ((k & PSEUDO) > 0)
+    pseudo = ((k & PSEUDO) > 0) & ~full & ~coarse & ~strokes
+    tags = ((k & TAGS) > 0) & ~full & ~coarse & ~strokes & ~pseudo
+    unlabeled = k == 0
+    n_strokes, n_with = int(strokes.sum()), int(with_pseudo.sum())
+    if n_with == n_strokes:
+        strokes_words = "with strokes (pseudo-masks from them)"
+    elif n_with:
+        strokes_words = f"with strokes ({n_with} with pseudo-masks from them)"
+    else:
+        strokes_words = "with strokes"
+    groups = [(int(full.sum()), "with full masks"), (int(coarse.sum()), "with coarse masks"),
+              (n_strokes, strokes_words), (int(pseudo.sum()), "with pseudo-masks"),
+              (int(tags.sum()), "with tags only"), (int(unlabeled.sum()), "unlabeled")]
+    return [(n, words) for n, words in groups if n]
+
+
 def _logits(out):
     return out[0] if isinstance(out, tuple) else out
 
@@ -710,8 +751,10 @@ class ProgressBar(TrainCallback):
         self.width = width
 
     def on_start(self, info: dict) -> None:
-        c = info["counts"]
-        parts = ", ".join(f"{v} {k}" for k, v in c.items() if k != "images" and v)
+        groups = info.get("groups")
+        if groups is None:  # a caller's own info: the label counts (an image may be in several)
+            groups = [(v, k) for k, v in info["counts"].items() if k != "images" and v]
+        parts = ", ".join(f"{n} {what}" for n, what in groups)
         at = info.get("refine_at") or []
         print(f"training on {info['images']} images ({parts}) on {info['device']}"
               f"{' x' + str(info['world_size']) if info['world_size'] > 1 else ''}"

@@ -125,6 +125,25 @@ def assert_masks_equal(dst: Project, want: dict, label: str) -> None:
             np.testing.assert_array_equal(got[stem], m, err_msg=f"{label}: {stem}")
 
 
+def expected_export_mask(src: Project, info, masks: str = "best"):
+    """The mask an export of ``masks`` writes for ``info`` (or None): the first stored kind; with
+    ``best``, an image with strokes and no stored mask gets the pseudo-mask of its strokes (the
+    default method, as ``python -m segmenter pseudo`` makes it; strokes of classes tagged absent
+    left out)."""
+    kinds = ("final",) if masks == "final" else ("final", "imported", "predicted", "pseudo")
+    got = src.best_mask(info.id, kinds)
+    if got is not None or masks == "final":
+        return None if got is None else got[0]
+    scr = src.scribbles(info.id)
+    if scr is None:
+        return None
+    from segmenter.pseudo import DEFAULT_METHOD, get_method
+
+    absent = [c for c, st in src.tags(info.id).items() if st == "absent"]
+    scr = np.where(np.isin(scr, absent), 255, scr).astype(np.uint8)
+    return get_method(DEFAULT_METHOD)(src.load_image(info.id), scr, src.num_classes).mask
+
+
 def by_stem(p: Project) -> dict:
     return {i.stem: i for i in p.images()}
 
@@ -133,22 +152,21 @@ def assert_round_trip(src: Project, dst: Project, fmt_name: str, masks: str = "b
     what = carries(fmt_name)
     s_imgs, d_imgs = by_stem(src), by_stem(dst)
     assert [(c.name, c.hex) for c in dst.classes()] == [(c.name, c.hex) for c in src.classes()], fmt_name
-    kinds = ("final",) if masks == "final" else ("final", "imported", "predicted", "pseudo")
     if "masks" in what:
         assert dst.class_names == src.class_names
         n = 0
         for stem, info in s_imgs.items():
-            got = src.best_mask(info.id, kinds)
-            if got is None:
+            want = expected_export_mask(src, info, masks)
+            if want is None:
                 if stem in d_imgs:
                     assert dst.mask(d_imgs[stem].id, "imported") is None, stem
                 continue
             assert stem in d_imgs, f"{fmt_name}: image {stem} missing after import"
             back = dst.mask(d_imgs[stem].id, "imported")
             assert back is not None, f"{fmt_name}: mask of {stem} missing"
-            np.testing.assert_array_equal(back, got[0], err_msg=f"{fmt_name}: mask of {stem} differs")
+            np.testing.assert_array_equal(back, want, err_msg=f"{fmt_name}: mask of {stem} differs")
             n += 1
-        assert n == sum(1 for i in s_imgs.values() if src.best_mask(i.id, kinds) is not None)
+        assert n == sum(1 for i in s_imgs.values() if expected_export_mask(src, i, masks) is not None)
     if "scribbles" in what:
         # Layer names are folder names; formats without "layer_names" keep only the sanitised name.
         name = (lambda x: x) if "layer_names" in what else (lambda x: sanitize_name(x, "layer"))
@@ -190,7 +208,7 @@ def test_round_trip(fmt, src, tmp_path):
     import_dataset(dst, fmt, out)
     assert_round_trip(src, dst, fmt)
     if "masks" in carries(fmt):
-        assert res.masks == 4
+        assert res.masks == 5  # 4 stored, and e's strokes made into a pseudo-mask at export
 
 
 @pytest.mark.parametrize("fmt", list_formats())
@@ -211,7 +229,7 @@ def test_manifest_records_kind_and_provenance(fmt, src, tmp_path):
     assert masks["a"]["kind"] == "final" and masks["a"]["source"] == "test-final"
     assert masks["b image"]["kind"] == "predicted" and masks["b image"]["model_version"] == "v1"
     assert masks["c"]["kind"] == "pseudo" and masks["d"]["kind"] == "imported"
-    assert "e" not in masks
+    assert masks["e"]["kind"] == "pseudo" and masks["e"]["source"] == "hybrid(strokes of 'default' at export)"
 
 
 @pytest.mark.parametrize("fmt", [f for f in list_formats() if "masks" in carries(f)])
@@ -329,12 +347,12 @@ def test_coco_loads_with_pycocotools_and_decodes_the_same(segmentation, src, tmp
     data = json.loads((tmp_path / "out" / "annotations.json").read_text())
     assert [c["id"] for c in data["categories"]] == [1, 2, 3]  # background is not a category
     for info in src.images():
-        got = src.best_mask(info.id)
+        got = expected_export_mask(src, info)
         if got is None:
             assert not any(k.startswith(info.stem + ".") for k in decoded)
             continue
         name = next(k for k in decoded if k.startswith(info.stem + "."))
-        want = got[0].copy()
+        want = got.copy()
         want[want == 255] = 0  # COCO readers other than ours do not see the ignore regions
         np.testing.assert_array_equal(decoded[name], want)
     for a in data["annotations"]:
@@ -586,7 +604,9 @@ def test_yolo_files_follow_the_ultralytics_layout(src, tmp_path):
         assert 0 <= int(vals[0]) < 3 and len(vals) % 2 == 1 and len(vals) >= 7
         assert all(0.0 <= float(v) <= 1.0 for v in vals[1:])
     assert (out / "labels" / "b image.txt").read_text() == ""  # all background: an empty label file
-    assert not (out / "images" / "e.png").exists()  # no mask: left out
+    assert (out / "labels" / "e.txt").is_file()  # strokes only: a pseudo-mask made at export
+    export_project(src, "yolo", tmp_path / "final", masks="final")
+    assert not (tmp_path / "final" / "images" / "e.png").exists()  # no final mask: left out
     assert (out / "ignore" / "a.txt").is_file()
 
 
@@ -1091,3 +1111,123 @@ def test_best_masks_export_a_prediction_corrected_by_strokes_drawn_after_it(tmp_
     p.save_mask(ids[0], pred, "final", source="review")
     res = export_project(p, "png", tmp_path / "png2")
     assert not [n for n in res.notes if "contradicted" in n], res.lines()
+
+
+def _horse_like_project(tmp_path, names="ab"):
+    """Images with a bright object on the right half (class 'obj'), 20x30."""
+    p = Project.create(tmp_path / "proj", ["background", "obj"])
+    img = np.zeros((20, 30, 3), np.uint8)
+    img[:, 15:] = 200
+    ids = [p.add_image(_save_png(tmp_path / f"{n}.png", img + k)).id for k, n in enumerate(names)]
+    return p, ids
+
+
+@pytest.mark.parametrize("masks", ["best", "final"])
+def test_export_corrects_a_final_mask_older_than_strokes_drawn_after_it(masks, tmp_path):
+    """A final mask accepted before the latest strokes (drawn after Accept, not accepted again) was
+    exported as stored, contradicting them (9-12 % of the stroke pixels in the bug report); now both
+    --masks best and --masks final export it corrected by them (still kind 'final', its source
+    marked), with one note counting them. A final mask that newer strokes do not contradict, and
+    one accepted after the strokes, are exported as stored."""
+    import time
+
+    p, (a, b, c) = _horse_like_project(tmp_path, "abc")
+    final = np.zeros((20, 30), np.uint8)
+    final[:, 15:] = 1  # right as accepted
+    for i in (a, b):
+        p.save_mask(i, final, "final", source="app:accepted-preview(hybrid)")
+    time.sleep(0.01)
+    scr = np.full((20, 30), 255, np.uint8)
+    scr[8:12, 3:9] = 1  # drawn after Accept: obj where the final says background
+    p.save_scribbles(a, scr)
+    agree = np.full((20, 30), 255, np.uint8)
+    agree[2:4, 20:26] = 1
+    p.save_scribbles(b, agree)
+    p.save_scribbles(c, scr)
+    time.sleep(0.01)
+    p.save_mask(c, final, "final", source="review")  # accepted after its strokes: as stored
+    res = export_project(p, "folder", tmp_path / "out", masks=masks)
+    assert [n for n in res.notes if "final mask(s)" in n] == [
+        "note: 1 final mask(s) contradicted strokes drawn after they were accepted; exported corrected by those "
+        "strokes (python -m segmenter status counts the final masks older than strokes: review them and accept "
+        "again to store what you want)"], res.lines()
+    got = imageio_read(tmp_path / "out" / "masks" / "a.png")
+    drawn = scr != 255
+    assert (got[drawn] == scr[drawn]).all(), "the exported final contradicts a stroke drawn after it"
+    assert (got[:, 15:] == 1).all() and (got[:, :2] == 0).all()  # where no stroke says otherwise: the final
+    for stem in ("b", "c"):
+        np.testing.assert_array_equal(imageio_read(tmp_path / "out" / "masks" / f"{stem}.png"), final)
+    man = json.loads((tmp_path / "out" / "manifest.json").read_text())["masks"]
+    assert man["a"]["kind"] == "final" and man["a"]["source"] == \
+        "app:accepted-preview(hybrid)+hybrid(strokes of 'default' at export)"
+    assert man["b"]["source"] == "app:accepted-preview(hybrid)" and man["c"]["source"] == "review"
+    np.testing.assert_array_equal(p.mask(a, "final"), final)  # the project is not changed
+    assert p.finals_older_than_strokes() == [a, b]
+
+
+def imageio_read(path):
+    from annotations import imageio
+
+    return imageio.read_label_map(path)
+
+
+def test_best_export_makes_a_pseudo_mask_from_strokes_without_a_stored_mask(tmp_path):
+    """--masks best wrote no mask for an image with strokes and no stored mask (the app stores the
+    live preview only on Accept) and said nothing; now it writes the pseudo-mask of the strokes
+    that `python -m segmenter pseudo` would store (the same function, default method; strokes of a
+    class tagged absent left out), kind 'pseudo' in manifest.json, with a note. --masks final
+    stays final-only and says how many images have strokes but no final mask."""
+    from segmenter.commands.pseudo import pseudo_project
+
+    p, (a, b, c, d) = _horse_like_project(tmp_path, "abcd")
+    scr = np.full((20, 30), 255, np.uint8)
+    scr[8:12, 20:26] = 1
+    scr[8:12, 2:6] = 0
+    p.save_scribbles(a, scr)
+    p.save_scribbles(b, scr)
+    p.set_tag(b, 1, "absent")  # the tag wins over b's obj stroke
+    p.save_mask(c, np.ones((20, 30), np.uint8), "final", source="review")
+    res = export_project(p, "png", tmp_path / "best")
+    assert res.masks == 3 and res.mask_kinds == {"final": 1, "pseudo": 2}, res.lines()
+    assert [n for n in res.notes if "no stored mask" in n] == [
+        "note: 2 image(s) have strokes but no stored mask; exported with a pseudo-mask made from their strokes at "
+        "export (hybrid, kind 'pseudo' in manifest.json; python -m segmenter pseudo PROJECT stores them, Accept in "
+        "the app makes one final)"], res.lines()
+    man = json.loads((tmp_path / "best" / "manifest.json").read_text())["masks"]
+    assert man["a"]["kind"] == "pseudo" and man["a"]["source"] == "hybrid(strokes of 'default' at export)"
+    assert set(man) == {"a", "b", "c"}  # d: no strokes, no mask
+    exported_b = imageio_read(tmp_path / "best" / "masks" / "b.png")
+    assert (exported_b == 0).all()  # obj tagged absent: its stroke is left out
+    pseudo_project(p, image_ids=[a])  # what the pseudo command stores
+    np.testing.assert_array_equal(imageio_read(tmp_path / "best" / "masks" / "a.png"), p.mask(a, "pseudo"))
+    res = export_project(p, "png", tmp_path / "final", masks="final")
+    assert res.masks == 1 and res.mask_kinds == {"final": 1}
+    assert [n for n in res.notes if "no final mask" in n] == [
+        "note: 2 image(s) have strokes but no final mask; exported without a mask (accept them in the app, or "
+        "export --masks best for a mask made from the strokes)"], res.lines()
+    # a stored pseudo-mask is exported as stored: nothing made at export
+    res = export_project(p, "coco", tmp_path / "coco")
+    assert res.mask_kinds == {"final": 1, "pseudo": 2} and len([n for n in res.notes if "no stored mask" in n]) == 1
+
+
+def test_export_summary_says_which_kinds_of_mask_went_out(tmp_path, capsys):
+    """The summary said 'exported 20 image(s), 20 mask(s)' whatever the masks were (raw model
+    output included); now it breaks the masks down by kind (ExportResult.mask_kinds, printed by
+    the CLI and the app's message), and ExportResult keeps its fields."""
+    from segmenter.cli import main
+
+    p, ids = _horse_like_project(tmp_path, "abcde")
+    m = np.zeros((20, 30), np.uint8)
+    p.save_mask(ids[0], m, "final", source="review")
+    p.save_mask(ids[1], m, "predicted", source="model")
+    p.save_mask(ids[2], m, "predicted", source="model")
+    p.save_mask(ids[3], m, "imported", source="import")
+    res = export_project(p, "masks", tmp_path / "out")
+    assert (res.images, res.masks, res.scribbles, res.mask_kinds) == (0, 4, 0, {"final": 1, "imported": 1,
+                                                                             "predicted": 2})
+    assert res.lines()[0] == f"exported 0 image(s), 4 mask(s) (1 final, 1 imported, 2 predicted), 0 scribble map(s) " \
+                             f"to {tmp_path / 'out'}"
+    assert main(["export", str(p.root), "--format", "yolo", "--masks", "final", "--out", str(tmp_path / "y")]) == 0
+    assert "exported 1 image(s), 1 mask(s) (1 final), 0 scribble map(s)" in capsys.readouterr().out
+    res = export_project(p, "weak", tmp_path / "weak")
+    assert res.masks == 0 and res.lines()[0].startswith("exported 5 image(s), 0 mask(s), 0 scribble map(s) to ")

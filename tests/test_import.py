@@ -267,10 +267,12 @@ def test_folder_dataset_imported_into_a_project_holding_its_images_stores_the_la
     export_project(p, "folder", tmp_path / "out")
     Image.fromarray(np.ones((8, 12), np.uint8)).save(tmp_path / "out" / "masks" / "b.png")
     s = import_path(p, tmp_path / "out")
-    # Only the edited mask is a new version; a's equals the stored one (skipped, no new version).
+    # Only the edited mask is stored (as the image's final mask: a person's edit); a's equals the
+    # stored one (skipped, no new version).
     assert not s.added and s.masks == 1 and s.scribbles == 0, s.lines()
-    assert (p.mask(p.image_by_name("b.png").id, "imported") == 1).all()
-    assert len(p.mask_history(p.image_by_name("a.png").id, "imported")) == 1
+    assert (p.mask(p.image_by_name("b.png").id, "final") == 1).all()
+    assert len(p.mask_history(p.image_by_name("b.png").id, "imported")) == 1
+    assert len(p.mask_history(p.image_by_name("a.png").id)) == 1
 
 
 def test_options_are_passed_and_checked_without_a_format(tmp_path, capsys):
@@ -356,3 +358,121 @@ def test_reimporting_a_folder_dataset_keeps_strokes_and_tags_made_in_the_project
     assert p.tags(a.id) == {1: "present"}
     with pytest.raises(AnnotationError, match="option scribbles=merge: must be one of keep, replace"):
         import_path(p, d, {"scribbles": "merge"})
+
+
+# ----------------------------------------------------------------------------- re-import of an edited export
+def _kinds_project(root: Path) -> tuple[Project, dict]:
+    """Images a..e (20x30, noise) with a final (a), predicted (b, c) and imported (e) mask; d has none."""
+    p = Project.create(root / "p", ["bg", "fg"])
+    rng = np.random.default_rng(5)
+    (root / "src").mkdir()
+    ids = {}
+    for n in "abcde":
+        Image.fromarray(rng.integers(0, 255, (20, 30, 3), dtype=np.uint8)).save(root / "src" / f"{n}.png")
+        ids[n] = p.add_image(root / "src" / f"{n}.png").id
+    m = np.zeros((20, 30), np.uint8)
+    m[:8] = 1
+    p.save_mask(ids["a"], m, "final", source="app:accept")
+    for n in "bc":
+        p.save_mask(ids[n], m, "predicted", source="model:unet/resnet18", model_version="v1",
+                    confidence=np.full((20, 30), 0.6, np.float32))
+    p.save_mask(ids["e"], m, "imported", source="import:earlier")
+    return p, ids
+
+
+def _edit(out: Path, stem: str, rows: slice) -> np.ndarray:
+    """Write masks/<stem>.png as another tool would after a person's edit."""
+    m = np.zeros((20, 30), np.uint8)
+    m[rows] = 1
+    Image.fromarray(m).save(out / "masks" / f"{stem}.png")
+    return m
+
+
+def test_reimporting_an_edited_folder_export_makes_the_edits_final_and_skips_the_rest(tmp_path, capsys):
+    """Bug hunt 22 (finding 3): export, edit some masks in another tool, import back (the README's
+    round trip). Every mask came back as 'imported' (predictions became full training labels), the
+    edit of a finished image was hidden behind its old final mask without a word, unchanged masks
+    were stored again, and each image printed a 'duplicate:' line. Now (manifest.json present) an
+    edited mask becomes its image's final mask, an unchanged one is skipped, kinds stay."""
+    from segmenter.cli import main
+
+    p, ids = _kinds_project(tmp_path)
+    export_project(p, "folder", tmp_path / "out")
+    out = tmp_path / "out"
+    fixed_a = _edit(out, "a", slice(0, 12))  # a finished image fixed again elsewhere
+    fixed_b = _edit(out, "b", slice(3, 9))   # a prediction corrected by hand elsewhere
+    new_d = _edit(out, "d", slice(10, 20))   # drawn elsewhere (the export had no mask for d)
+    before = {n: len(p.mask_history(i)) for n, i in ids.items()}
+    assert main(["import", str(p.root), str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "duplicate" not in text and "5 images already in the project: their labels were merged" in text, text
+    assert "note: masks compared with the export's (manifest.json): 3 masks differ from what was exported (edited " \
+           "elsewhere) and became their image's final mask (a.png, b.png, d.png); 2 unchanged masks skipped" in text
+    assert "added 0 image(s), 3 mask(s)" in text
+    np.testing.assert_array_equal(p.best_mask(ids["a"])[0], fixed_a)
+    assert p.status(ids["a"]) == "final" and len(p.mask_history(ids["a"], "final")) == 2
+    np.testing.assert_array_equal(p.mask(ids["b"], "final"), fixed_b)
+    assert p.mask_info(ids["b"], "final").source == "import:p(edited predicted)"  # the dataset name meta.json gives
+    assert p.mask_info(ids["b"], "predicted").model_version == "v1"  # the prediction itself stays
+    np.testing.assert_array_equal(p.mask(ids["d"], "final"), new_d)
+    # Unchanged: no new version, no kind turned into 'imported'.
+    assert len(p.mask_history(ids["c"])) == before["c"] and p.status(ids["c"]) == "predicted"
+    assert len(p.mask_history(ids["e"])) == before["e"]
+    assert p.counts()["masks"] == {"pseudo": 0, "predicted": 2, "final": 3, "imported": 1}
+
+    # Imported again as it is: nothing changes.
+    s = import_path(p, out)
+    assert s.masks == 0 and len(s.merged) == 5, s.lines()
+
+    # Another edit of a, but a's final mask in the project is newer than the export: it stays, the
+    # edit is kept behind it (as imported) and a note says how to use it.
+    again = _edit(out, "a", slice(0, 2))
+    s = import_path(p, out)
+    assert s.masks == 1, s.lines()
+    np.testing.assert_array_equal(p.mask(ids["a"], "final"), fixed_a)
+    np.testing.assert_array_equal(p.mask(ids["a"], "imported"), again)
+    assert [n for n in s.notes if "newer than the export" in n] == [
+        "note: 1 edited mask(s) were not made final: the project's final mask of a.png is newer than the export and "
+        "stays; the edits are stored as imported masks behind it (to make them final: python -m segmenter accept "
+        "PROJECT --kind imported --replace-final --images a.png)"], s.lines()
+
+    # --option kind=... still decides for every mask (each one unlike the current mask of that kind).
+    _edit(out, "c", slice(0, 5))
+    s = import_path(p, out, {"kind": "pseudo"})
+    assert s.masks == 5 and p.counts()["masks"]["pseudo"] == 5, s.lines()
+    assert (p.mask(ids["c"], "pseudo")[:5] == 1).all() and p.mask_info(ids["c"], "final") is None
+
+
+def test_reimport_without_a_manifest_stores_imported_masks_and_says_when_a_final_hides_them(tmp_path):
+    p, ids = _kinds_project(tmp_path)
+    export_project(p, "folder", tmp_path / "out")
+    out = tmp_path / "out"
+    (out / "manifest.json").unlink()  # e.g. written by another tool in our layout
+    edited = _edit(out, "a", slice(0, 12))
+    s = import_path(p, out)
+    # Today's rule: every mask that differs from the current imported one is stored as imported ...
+    assert s.masks == 3 and p.counts()["masks"]["imported"] == 4, s.lines()  # a, b, c (e: equal)
+    np.testing.assert_array_equal(p.mask(ids["a"], "imported"), edited)
+    # ... but a's is hidden behind its final mask: a note says so, and how to use it.
+    assert [n for n in s.notes if "hidden behind" in n] == [
+        "note: 1 imported mask(s) are hidden behind the final mask their image already has (a.png): status, training "
+        "and export keep the final mask (to make them final: python -m segmenter accept PROJECT --kind imported "
+        "--replace-final --images a.png)"], s.lines()
+    assert "5 images already in the project: their labels were merged" in s.lines() and \
+        not [line for line in s.lines() if line.startswith("duplicate")]
+
+
+def test_reimport_skips_a_stale_prediction_exported_corrected_by_strokes(tmp_path):
+    """An export corrects a prediction older than strokes drawn since; that corrected mask coming
+    back unchanged is no edit (not stored, not made final)."""
+    p, ids = _kinds_project(tmp_path)
+    scr = np.full((20, 30), 255, np.uint8)
+    scr[14:17, 5:25] = 1  # drawn after the prediction, contradicting it
+    p.save_scribbles(ids["c"], scr)
+    export_project(p, "folder", tmp_path / "out")
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["masks"]["c"]["source"].endswith("at export)")  # the export corrected it
+    exported = imageio.read_label_map(tmp_path / "out" / "masks" / "c.png")
+    assert not np.array_equal(exported, p.mask(ids["c"], "predicted"))
+    s = import_path(p, tmp_path / "out")
+    assert s.masks == 0 and p.mask_info(ids["c"], "final") is None, s.lines()

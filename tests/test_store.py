@@ -1,8 +1,10 @@
 """Unit tests of the project store (annotations/store.py)."""
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -423,3 +425,81 @@ def test_class_zero_is_grey_as_a_background_and_coloured_as_a_real_class(tmp_pat
     assert len({c.hex for c in sky.classes()}) == 2
     bg.close()
     sky.close()
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX file modes")
+@pytest.mark.parametrize("umask", [0o022, 0o027, 0o002])
+def test_written_files_get_the_mode_of_a_new_file_under_the_umask(tmp_path, umask):
+    """Every image, stroke map, mask and confidence map the store wrote was 0600 whatever the umask
+    (tempfile.mkstemp), so a colleague sharing the project folder could read project.db but no
+    file; an export folder was 0700 (mkdtemp). Now: 0666 / 0777 less the umask, as any new file."""
+    from annotations.formats import export_project
+
+    old = os.umask(umask)
+    try:
+        p = Project.create(tmp_path / "proj", ["background", "cat"])
+        path, _ = _png(tmp_path)
+        img = p.add_image(path)
+        s = np.full((24, 32), 255, np.uint8)
+        s[2, 2:9] = 1
+        p.save_scribbles(img.id, s)
+        p.save_mask(img.id, np.zeros((24, 32), np.uint8), "final", source="t",
+                    confidence=np.ones((24, 32), np.float32))
+        written = [f for f in p.root.rglob("*") if f.is_file() and not f.name.startswith("project.db")]
+        assert len(written) == 4  # image, strokes, mask, confidence
+        assert {f.relative_to(p.root).as_posix(): oct(f.stat().st_mode & 0o777) for f in written} == \
+            {f.relative_to(p.root).as_posix(): oct(0o666 & ~umask) for f in written}
+        # a file replaced atomically (models are saved this way too) takes the new mode, not the old one's
+        target = tmp_path / "model.safetensors"
+        target.write_bytes(b"old")
+        target.chmod(0o600)
+        imageio.atomic_write_bytes(target, b"new")
+        assert target.read_bytes() == b"new" and target.stat().st_mode & 0o777 == 0o666 & ~umask
+        assert [f.name for f in tmp_path.iterdir() if f.name.startswith(".model")] == []  # no temp file left
+        out = tmp_path / "export"
+        export_project(p, "folder", out)
+        assert out.stat().st_mode & 0o777 == 0o777 & ~umask
+        assert {oct(f.stat().st_mode & 0o777) for f in out.rglob("*") if f.is_file()} == {oct(0o666 & ~umask)}
+    finally:
+        os.umask(old)
+
+
+def test_final_mask_older_than_strokes_is_known_and_counted(tmp_path, proj, capsys):
+    """Strokes drawn after a final mask was accepted (without accepting again) were invisible to
+    the store: Project.final_older_than_strokes / finals_older_than_strokes say so, counts() and
+    `segmenter status` count them. A mask and strokes stored in one transaction (an import) are
+    not older than each other."""
+    from segmenter.cli import main
+
+    a = proj.add_image(_png(tmp_path, "a.png")[0])
+    b = proj.add_image(_png(tmp_path, "b.png", seed=1)[0])
+    s = np.full((24, 32), 255, np.uint8)
+    s[2, 2:9] = 1
+    proj.save_scribbles(a.id, s)
+    time.sleep(0.005)
+    final = np.zeros((24, 32), np.uint8)
+    proj.save_mask(a.id, final, "final", source="app:accepted-preview(hybrid)")
+    assert not proj.final_older_than_strokes(a.id) and proj.finals_older_than_strokes() == []
+    time.sleep(0.005)
+    s2 = s.copy()
+    s2[10, 2:20] = 1  # a stroke drawn after Accept
+    proj.save_scribbles(a.id, s2)
+    proj.save_scribbles(a.id, s2, layer="other")
+    assert proj.final_older_than_strokes(a.id) and sorted(proj.layers_drawn_after(a.id)) == ["default", "other"]
+    assert not proj.final_older_than_strokes(b.id) and proj.layers_drawn_after(b.id) == []
+    assert proj.finals_older_than_strokes() == [a.id] and proj.counts()["finals_older_than_strokes"] == 1
+    assert main(["status", str(proj.root)]) == 0
+    out = capsys.readouterr().out
+    assert "final masks with strokes drawn after them: 1 (a.png): an export corrects them where those strokes " \
+           "contradict them; review them and accept again" in out
+    # stored together, in one transaction (as an import stores a dataset's masks and strokes)
+    with proj.transaction():
+        proj.save_mask(b.id, final, "final", source="import:x")
+        time.sleep(0.005)
+        proj.save_scribbles(b.id, s)
+    assert not proj.final_older_than_strokes(b.id)
+    time.sleep(0.005)
+    proj.save_mask(a.id, final, "final", source="review")  # accepted again
+    assert proj.finals_older_than_strokes() == [] and proj.counts()["finals_older_than_strokes"] == 0
+    assert main(["status", str(proj.root)]) == 0
+    assert "final masks with strokes drawn after them: 0\n" in capsys.readouterr().out

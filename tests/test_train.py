@@ -511,3 +511,38 @@ def test_one_channel_training_propagates_the_strokes():
     data = TrainSet.build(disc_samples(3), 2, 64, channels=1)
     res = Trainer(data, mcfg(in_channels=1, aux_head=False), small(epochs=1, batch_size=3)).fit()
     assert res.epochs_done == 1 and (data.kind & PSEUDO).all()
+
+
+def test_the_run_summary_counts_each_image_once_and_the_progress_shows_the_mean_loss_of_labelled_steps():
+    """Bug hunt 22 (6c, 6d): 'training on 20 images (5 pseudo, 5 scribbles, 15 unlabeled)' counted
+    the scribbled images twice (their pseudo-masks); and the progress showed the last batch's loss,
+    0.0000 when that batch held unlabeled images only. Now each image is counted once, and the loss
+    shown is the mean over the epoch's labelled steps so far."""
+    samples = disc_samples(2, "scribbles") + disc_samples(4, "none", start=2)
+    data = TrainSet.build(samples, 2, 64)
+
+    def batches(seed):  # the trainer's order of epoch 0, in batches of 2
+        order = list(np.random.default_rng(seed).permutation(6))
+        return [set(order[k:k + 2]) for k in (0, 2, 4)]
+
+    # a seed whose last batch holds unlabeled images alone, each earlier batch one scribbled image
+    seed = next(s for s in range(200) if batches(s)[2] <= {2, 3, 4, 5} and all(b & {0, 1} for b in batches(s)[:2]))
+    bar, rec = io.StringIO(), Recorder()
+    Trainer(data, mcfg(aux_head=False), small(epochs=1, batch_size=2, rounds=1, seed=seed),
+            callbacks=[ProgressBar(bar), rec]).fit()
+    assert bar.getvalue().startswith("training on 6 images (2 with strokes (pseudo-masks from them), 4 unlabeled) "), \
+        bar.getvalue()
+    first, second, last = rec.steps
+    assert last.loss > 0.05 and last.loss == pytest.approx(second.loss)  # the unlabeled batch changes nothing
+    assert set(last.losses) == set(first.losses) and last.losses["dense"] == pytest.approx(second.losses["dense"])
+    # Every image in one group, whatever labels it combines.
+    from segmenter.data import COARSE, FULL, SCRIBBLES, TAGS
+    from segmenter.train import label_groups
+
+    kind = np.array([FULL | SCRIBBLES, COARSE | TAGS, SCRIBBLES | PSEUDO, SCRIBBLES, PSEUDO | TAGS, TAGS, 0, 0],
+                    np.uint8)
+    groups = label_groups(kind)
+    assert sum(n for n, _ in groups) == len(kind)
+    assert groups == [(1, "with full masks"), (1, "with coarse masks"),
+                      (2, "with strokes (1 with pseudo-masks from them)"), (1, "with pseudo-masks"),
+                      (1, "with tags only"), (2, "unlabeled")]

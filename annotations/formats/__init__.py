@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Iterator
 
 from ..errors import AnnotationError
+from ..imageio import mkdtemp_umask
 
 MASK_CHOICES = ("final", "best")
 #: "best available": the first of these kinds an image has.
@@ -27,7 +28,8 @@ BEST_ORDER = ("final", "imported", "predicted", "pseudo")
 
 @dataclass
 class ExportOptions:
-    """``masks``: ``final`` (only final masks) or ``best`` (final > imported > predicted > pseudo).
+    """``masks``: ``final`` (only final masks) or ``best`` (final > imported > predicted > pseudo,
+    else a pseudo-mask made from the image's strokes at export).
     ``image_ids``: restrict to these images (``None`` = all)."""
 
     masks: str = "best"
@@ -38,6 +40,16 @@ class ExportOptions:
     #: because it could not be corrected here.
     corrected: list[str] = field(default_factory=list)
     stale_left_out: list[str] = field(default_factory=list)
+    #: ... whose final mask was corrected by strokes drawn after it was accepted,
+    corrected_final: list[str] = field(default_factory=list)
+    #: ... that got a pseudo-mask made from their strokes at export (``best``: strokes, no stored mask),
+    pseudo_at_export: list[str] = field(default_factory=list)
+    #: ... that have strokes but no final mask (``final``: left without a mask),
+    strokes_without_final: list[str] = field(default_factory=list)
+    #: and ``{image id: kind}`` of every mask chosen (for the breakdown of :class:`ExportResult`);
+    #: the pseudo-labelling method of the masks made at export.
+    chosen: dict[int, str] = field(default_factory=dict)
+    pseudo_method: str = ""
 
     def __post_init__(self):
         if self.masks not in MASK_CHOICES:
@@ -50,14 +62,22 @@ class ExportOptions:
 
 @dataclass
 class ExportResult:
+    """What an export wrote. ``mask_kinds``: ``{kind: count}`` of the ``masks`` written (filled by
+    :func:`export_project`; empty when unknown), so the summary says which kinds went out."""
+
     path: Path
     images: int = 0
     masks: int = 0
     scribbles: int = 0
     notes: list[str] = field(default_factory=list)
+    mask_kinds: dict[str, int] = field(default_factory=dict)
 
     def lines(self) -> list[str]:
-        return [f"exported {self.images} image(s), {self.masks} mask(s), {self.scribbles} scribble map(s) "
+        kinds = ""
+        if self.masks and self.mask_kinds:
+            order = list(BEST_ORDER) + sorted(set(self.mask_kinds) - set(BEST_ORDER))
+            kinds = " (" + ", ".join(f"{self.mask_kinds[k]} {k}" for k in order if self.mask_kinds.get(k)) + ")"
+        return [f"exported {self.images} image(s), {self.masks} mask(s){kinds}, {self.scribbles} scribble map(s) "
                 f"to {self.path}"] + self.notes
 
 
@@ -141,7 +161,8 @@ def atomic_output_dir(dest: Path) -> Iterator[Path]:
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
         raise AnnotationError(f"{dest}: already exists and is not empty; choose a new output folder.")
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=str(dest.parent)))
+    # the folder renamed into place: the mode of any new folder, not mkdtemp's 0700
+    tmp = mkdtemp_umask(dest.parent, prefix=f".{dest.name}.")
     try:
         yield tmp
         if dest.exists():
@@ -181,16 +202,31 @@ def export_project(project, format_name: str, out: str | os.PathLike, masks: str
 
 
 def _stale_notes(res: ExportResult, options: ExportOptions) -> ExportResult:
-    """One note each for the predicted masks corrected by newer strokes, and those left out."""
-    n = len(set(options.corrected))
-    if n:
-        res.notes.append(f"note: {n} predicted mask(s) contradicted strokes drawn after the prediction; exported "
-                         "corrected by those strokes (to store the corrected masks in the project too, run "
-                         "python -m segmenter predict PROJECT again)")
-    n = len(set(options.stale_left_out))
-    if n:
-        res.notes.append(f"note: {n} image(s) left without a mask: their predicted mask is older than strokes drawn "
-                         "since and could not be corrected here; run python -m segmenter predict PROJECT again")
+    """The breakdown of the masks by kind, and one note each (with the count of images) for the
+    masks corrected by newer strokes, those left out, the pseudo-masks made at export and
+    (``final``) the images with strokes but no final mask."""
+    kinds: dict[str, int] = {}
+    for k in options.chosen.values():
+        kinds[k] = kinds.get(k, 0) + 1
+    if sum(kinds.values()) == res.masks and not res.mask_kinds:
+        res.mask_kinds = kinds
+    notes = [
+        (options.corrected_final, "final mask(s) contradicted strokes drawn after they were accepted; exported "
+         "corrected by those strokes (python -m segmenter status counts the final masks older than strokes: review "
+         "them and accept again to store what you want)"),
+        (options.corrected, "predicted mask(s) contradicted strokes drawn after the prediction; exported corrected "
+         "by those strokes (to store the corrected masks in the project too, run python -m segmenter predict "
+         "PROJECT again)"),
+        (options.stale_left_out, "image(s) left without a mask: their mask is older than strokes drawn since, or "
+         "they have strokes only, and it could not be made here (the segmenter cannot be imported); run "
+         "python -m segmenter predict PROJECT or pseudo PROJECT"),
+        (options.pseudo_at_export, "image(s) have strokes but no stored mask; exported with a pseudo-mask made from "
+         f"their strokes at export ({options.pseudo_method}, kind 'pseudo' in manifest.json; python -m segmenter "
+         "pseudo PROJECT stores them, Accept in the app makes one final)"),
+        (options.strokes_without_final, "image(s) have strokes but no final mask; exported without a mask (accept "
+         "them in the app, or export --masks best for a mask made from the strokes)"),
+    ]
+    res.notes += [f"note: {len(set(names))} {text}" for names, text in notes if names]
     return res
 
 

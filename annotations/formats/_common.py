@@ -30,7 +30,7 @@ import numpy as np
 from .. import imageio
 from ..errors import AnnotationError, DuplicateImageError, ImageError, LabelMapError
 from ..schema import MASK_KINDS, TAG_STATES
-from ..store import ImportSummary, color_hex, parse_color, sanitize_name
+from ..store import ImportSummary, MaskInfo, _now, color_hex, parse_color, sanitize_name
 from . import ExportOptions
 
 IGNORE = 255
@@ -167,42 +167,109 @@ def export_items(project, options: ExportOptions, with_masks: bool | str = True)
         yield item
 
 
+#: Stored kinds an export corrects by strokes drawn after them (a final mask accepted before the
+#: latest strokes, a prediction made before them): :func:`export_mask`.
+STROKE_CORRECTED_KINDS = ("final", "predicted")
+
+
 def export_mask(project, info, options: ExportOptions, read: bool = True):
     """``(mask, MaskInfo)`` of the first kind of ``options.kinds`` that the image ``info`` has, or
     ``None``; ``mask`` is ``None`` when not ``read`` (read it with :func:`read_mask_file`).
 
-    A ``predicted`` mask older than strokes drawn since (a layer whose current strokes were saved
-    after it, :meth:`Project.layers_changed_since`) that contradicts them is exported corrected
-    by them as ``predict`` corrects (:func:`correct_stale_prediction`; always read),
-    its source marked, its name added to ``options.corrected``; where that cannot be done (the
-    engine cannot be imported) the image gets no mask and its name goes to
-    ``options.stale_left_out``. :func:`annotations.formats.export_project` turns these into notes.
+    A ``final`` or ``predicted`` mask older than strokes drawn since (a layer whose current strokes
+    were saved after it, :meth:`Project.layers_changed_since`) that contradicts them is exported
+    corrected by them as ``predict`` corrects (:func:`correct_stale_mask`; always read), its
+    source marked, its name added to ``options.corrected_final`` / ``options.corrected``; where
+    that cannot be done (the engine cannot be imported) the image gets no mask and its name goes
+    to ``options.stale_left_out``. With ``masks=best``, an image with strokes and no stored mask
+    gets a pseudo-mask made from them (:func:`pseudo_from_strokes`, kind ``pseudo``, name in
+    ``options.pseudo_at_export``); with ``masks=final``, such an image's name goes to
+    ``options.strokes_without_final``. :func:`annotations.formats.export_project` turns these into
+    notes, and ``options.chosen`` into the breakdown by kind.
     """
+    got = _export_mask(project, info, options, read)
+    if got is not None:
+        options.chosen[info.id] = got[1].kind
+    return got
+
+
+def _export_mask(project, info, options: ExportOptions, read: bool):
     for kind in options.kinds:
         mi = project.mask_info(info.id, kind)
         if mi is None:
             continue
-        if kind == "predicted":
+        if kind in STROKE_CORRECTED_KINDS:
             layers = project.layers_changed_since(info.id, mi.created)
             if layers:
                 layer = project.scribble_layer if project.scribble_layer in layers else layers[0]
-                got = correct_stale_prediction(project, info.id, mi, layer)
+                got = correct_stale_mask(project, info.id, mi, layer)
                 if got is None:
                     options.stale_left_out.append(info.name)
                     return None
                 if got[1] is not mi:
-                    options.corrected.append(info.name)
+                    (options.corrected_final if kind == "final" else options.corrected).append(info.name)
                 return got
         return (read_mask_file(project.root / mi.file) if read else None), mi
-    return None
+    layers = project.layers_changed_since(info.id, "")  # the image's layers with strokes
+    if not layers:
+        return None
+    if options.masks == "final":
+        options.strokes_without_final.append(info.name)
+        return None
+    layer = stroke_layer(project, layers)
+    try:
+        got = pseudo_from_strokes(project, info.id, layer)
+    except ImportError:  # pragma: no cover - the engine ships with this package
+        options.stale_left_out.append(info.name)
+        return None
+    if got is not None:
+        options.pseudo_at_export.append(info.name)
+        options.pseudo_method = got[1].source.split("(", 1)[0]  # the method's name
+    return got
+
+
+def stroke_layer(project, layers: list[str]) -> str:
+    """Of an image's ``layers`` with strokes, the one a pseudo-mask is made from at export: the
+    project's :attr:`~Project.scribble_layer` (the app's), else the first by name (as the app picks
+    a layer when its own holds no strokes)."""
+    return project.scribble_layer if project.scribble_layer in layers else sorted(layers)[0]
+
+
+def pseudo_from_strokes(project, image_id: int, layer: str):
+    """``(mask, MaskInfo)``: the pseudo-mask of the current strokes of ``layer`` made at export by
+    the default method of :mod:`segmenter.pseudo` (what ``python -m segmenter pseudo`` stores:
+    ``get_method(None)(image, scribbles, num_classes)``), strokes of a class tagged absent on the
+    image left out (:func:`segmenter.preview.without_absent`: the tag wins). The MaskInfo (kind
+    ``pseudo``, nothing stored: ``id`` 0, no file) says where it came from. ``None`` when no
+    stroke is left; ``ImportError`` when the engine cannot be imported."""
+    from segmenter.preview import without_absent  # lazily: annotations imports without the engine
+    from segmenter.pseudo import get_method
+
+    scr = project.scribbles(image_id, layer)
+    if scr is None:
+        return None
+    scr = without_absent(scr, [c for c, st in project.tags(image_id).items() if st == "absent"])
+    if not (scr != IGNORE).any():
+        return None
+    method = get_method(None)
+    r = method(project.load_image(image_id), scr, project.num_classes)
+    mi = MaskInfo(id=0, image_id=int(image_id), kind="pseudo", source=f"{method.name}(strokes of '{layer}' at export)",
+                  model_version=None, uncertainty=None, created=_now(), file="", conf_file=None)
+    return r.mask, mi
 
 
 def correct_stale_prediction(project, image_id: int, mi, layer: str):
-    """``(mask, MaskInfo)``: the predicted mask ``mi`` corrected by the current strokes of
-    ``layer`` with :func:`segmenter.preview.correct_prediction` and the stored confidence, as
-    ``python -m segmenter predict`` does (strokes of a class tagged absent left out); the
-    MaskInfo's source says so. The mask as stored (and ``mi`` itself) when no stroke contradicts
-    it; ``None`` when the engine cannot be imported."""
+    """:func:`correct_stale_mask` (its name when only predictions were corrected; the app calls it)."""
+    return correct_stale_mask(project, image_id, mi, layer)
+
+
+def correct_stale_mask(project, image_id: int, mi, layer: str):
+    """``(mask, MaskInfo)``: the stored mask ``mi`` (a prediction, or a final mask accepted before
+    the latest strokes) corrected by the current strokes of ``layer`` with
+    :func:`segmenter.preview.correct_prediction` and the confidence stored with it (none for a
+    final mask: all of it is sure), as ``python -m segmenter predict`` does (strokes of a class
+    tagged absent left out); the MaskInfo's source says so, its kind is kept. The mask as stored
+    (and ``mi`` itself) when no stroke contradicts it; ``None`` when the engine cannot be imported."""
     import dataclasses
 
     try:  # lazily: annotations imports without the engine (and torch)
@@ -216,7 +283,7 @@ def correct_stale_prediction(project, image_id: int, mi, layer: str):
     drawn = scr != IGNORE
     if not drawn.any() or (mask.shape == scr.shape and np.array_equal(mask[drawn], scr[drawn])):
         return mask, mi  # no stroke contradicts it (e.g. the same strokes saved again)
-    conf = project.confidence(image_id, "predicted")
+    conf = imageio.read_label_map(project.root / mi.conf_file).astype(np.float32) / 255.0 if mi.conf_file else None
     r = correct_prediction(project.load_image(image_id), scr, mask, project.num_classes, conf)
     return r.mask, dataclasses.replace(mi, source=f"{mi.source}+{DEFAULT_METHOD}(strokes of '{layer}' at export)")
 

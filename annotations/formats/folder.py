@@ -17,7 +17,7 @@ from pathlib import Path
 from .. import imageio
 from ..store import sanitize_name
 from . import ExportOptions, ExportResult, Format, register_format
-from ._common import (COMMON_IMPORT_OPTIONS, MERGE_OPTIONS, LabelMerge, check_options, dataset_root, export_mask,
+from ._common import (MERGE_OPTIONS, LabelMerge, check_options, dataset_root, export_mask,
                       layer_dirs, write_json, write_scribble_layers)
 
 
@@ -37,7 +37,10 @@ class FolderFormat(Format):
     name = "folder"
     description = "folder dataset: meta.json, images/, masks/, scribbles/<set>/, splits/"
     can_import = True
-    import_options = {"kind": COMMON_IMPORT_OPTIONS["kind"], **MERGE_OPTIONS}
+    import_options = {"kind": "mask kind for every mask (pseudo, predicted, final, imported, or manifest: as "
+                              "recorded); default imported; re-import with manifest.json: edited final, unchanged "
+                              "skipped",
+                      **MERGE_OPTIONS}
 
     def export(self, project, out_dir: Path, options: ExportOptions) -> ExportResult:
         res = ExportResult(out_dir)
@@ -90,5 +93,5 @@ class FolderFormat(Format):
 
         options = check_options(self.name, dict(options or {}), self.import_options)
         with dataset_root(path) as root:  # a folder, or a .zip of one
-            return import_folder_dataset(project, root, kind=options.get("kind", "imported"),
+            return import_folder_dataset(project, root, kind=options.get("kind"),  # None: MaskRule decides
                                          merge=LabelMerge(options))

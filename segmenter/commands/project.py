@@ -78,6 +78,13 @@ def cmd_status(args) -> int:
     print(f"images: {c['images']}  with strokes: {c['scribbled_images']}  with tags: {c['tagged_images']}")
     print("by furthest status (each image once): " + ", ".join(f"{k} {v}" for k, v in c["status"].items()))
     print("current masks: " + ", ".join(f"{k} {v}" for k, v in c["masks"].items()))
+    stale = p.finals_older_than_strokes()
+    line = f"final masks with strokes drawn after them: {len(stale)}"
+    if stale:
+        names = [p.image_info(i).name for i in stale[:10]]
+        line += (f" ({', '.join(names)}{' …' if len(stale) > 10 else ''}): an export corrects them where "
+                 "those strokes contradict them; review them and accept again")
+    print(line)
     if c["image_sets"]:
         print("image sets: " + ", ".join(f"{k} {v}" for k, v in c["image_sets"].items()))
     print("classes:")
@@ -190,8 +197,9 @@ def register(sub) -> None:
     p = sub.add_parser("status", help="counts per status, mask kind and class",
                        description="Count the project's images: those with strokes and with tags, each image "
                                    "once by the furthest status it has reached (final > imported > predicted > "
-                                   "pseudo > scribbled > tagged > untouched), current masks per kind, image sets, "
-                                   "and the tags of each class.")
+                                   "pseudo > scribbled > tagged > untouched), current masks per kind, the final "
+                                   "masks that strokes were drawn after (to review), image sets, and the tags of "
+                                   "each class.")
     p.add_argument("project")
     p.add_argument("--json", action="store_true", help="print the counts as JSON")
     p.set_defaults(func=cmd_status)
@@ -230,7 +238,8 @@ def register(sub) -> None:
     p.add_argument("project")
     p.add_argument("--format", required=True, help="format name (listed below)")
     p.add_argument("--masks", choices=MASK_CHOICES, default="best",
-                   help="final: only final masks; best: final > imported > predicted > pseudo (default)")
+                   help="final: only final masks; best: final > imported > predicted > pseudo, else a pseudo-mask "
+                        "of the image's strokes made at export (default)")
     p.add_argument("--out", help="output folder, or a .zip file (default: PROJECT/exports/<format>-<time>)")
     p.add_argument("--option", action="append", metavar="KEY=VALUE", help="format option (repeatable)")
     p.set_defaults(func=cmd_export)

@@ -1,0 +1,229 @@
+"""Review from the command line: ``accept`` (masks become final) and ``remove-image``.
+
+The app's "Accept as final" for many images at once, and the removal of an image added by
+mistake; each command's help (below, :data:`ACCEPT_DOC`, :data:`REMOVE_DOC`) says what it does.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+
+ACCEPT_DOC = """``python -m segmenter accept PROJECT``: store images' current masks as their final masks.
+
+What the app's "Accept as final" does, for many images at once: the chosen mask of each image
+(``--kind``: ``predicted`` by default, ``pseudo``, ``imported``, or ``best``: the first of
+imported > predicted > pseudo the image has) becomes its ``final`` mask, its source saying where
+it came from (``cli:accept(predicted MODEL)``). A mask older than strokes drawn on the image since
+is accepted as an export writes it: corrected by those strokes (never as stored, contradicting
+them). Images without such a mask are skipped and counted; so are images that have a final mask
+already (kept, unless ``--replace-final``).
+
+    python -m segmenter accept myproj                                  # every image's prediction
+    python -m segmenter accept myproj --images horse003.jpg 7 --kind pseudo
+    python -m segmenter accept myproj --kind imported --replace-final --images a.png
+"""
+
+REMOVE_DOC = """``python -m segmenter remove-image PROJECT IMAGE [IMAGE ...]``: take images out of a project.
+
+An image is named by its name (or the name it was added under, or its name without the
+extension) or by its id, as the other commands take them; a name that fits two images (e.g. ``2``:
+the image named ``2.png`` and the image with id 2) is refused, and nothing is removed. Its masks
+(every version), strokes (every layer and version), tags and image-set places go with it
+(:meth:`annotations.store.Project.delete_image`), all images in one transaction. Nothing is asked.
+The files stay in the project folder (``images/``, ``masks/<id>/``, ``scribbles/<id>/``: the
+folder only grows); ids are never reused.
+
+    python -m segmenter remove-image myproj mask_dragged_in_by_mistake.png
+    python -m segmenter remove-image myproj 23 24
+"""
+
+
+KINDS = ("predicted", "pseudo", "imported", "best")
+#: ``--kind best``: the stored kinds, best first (final is the target, never a choice)
+BEST = ("imported", "predicted", "pseudo")
+
+
+def _parser(sub, name: str, doc: str, help_: str):
+    """A sub-command parser whose description is the first two paragraphs of ``doc`` (the first
+    names the command) and whose epilog is its third (examples), laid out as written."""
+    parts = doc.split("\n\n")
+    p = sub.add_parser(name, help=help_, description=parts[0] + "\n\n" + parts[1],
+                       epilog="examples:\n" + parts[2].rstrip(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("project", metavar="PROJECT", help="project folder")
+    return p
+
+
+def register(sub) -> None:
+    p = _parser(sub, "accept", ACCEPT_DOC, "store images' predicted (or pseudo / imported) masks as final")
+    p.add_argument("--images", nargs="+", default=None, metavar="IMAGE",
+                   help="image names or ids, a name first (default: every image)")
+    p.add_argument("--kind", default="predicted", choices=KINDS,
+                   help="the mask to accept (default: predicted); best = imported > predicted > pseudo")
+    p.add_argument("--replace-final", action="store_true",
+                   help="replace an image's final mask too (default: an image with a final mask is kept)")
+    p.set_defaults(func=cmd_accept)
+    p = _parser(sub, "remove-image", REMOVE_DOC, "remove images (with their masks, strokes and tags) from a project")
+    p.add_argument("images", metavar="IMAGE", nargs="+", help="image names or ids")
+    p.set_defaults(func=cmd_remove_image)
+
+
+# ----------------------------------------------------------------------------- accept
+def accept_source(stored, chosen) -> str:
+    """The final mask's source: the accepted kind and the model (or method) that made it, and
+    whether strokes drawn since corrected it (``chosen``: as exported, ``stored``: as stored)."""
+    what = stored.model_version or stored.source
+    fixed = ", corrected by newer strokes" if chosen.source != stored.source else ""
+    return f"cli:accept({stored.kind} {what}{fixed})"
+
+
+def cmd_accept(args) -> int:
+    import numpy as np
+
+    from annotations.importer import mask_as_exported
+    from annotations.store import Project
+
+    from ._layers import resolve_image
+
+    project = Project.open(args.project)
+    if args.images:
+        infos = {}
+        for key in args.images:  # every name checked before anything is stored
+            info = project.image_info(resolve_image(project, key))
+            infos.setdefault(info.id, info)
+        images = list(infos.values())
+    else:
+        images = project.images()
+    kinds = BEST if args.kind == "best" else (args.kind,)
+    what = "imported, predicted or pseudo" if args.kind == "best" else args.kind
+    accepted, corrected, missing, had_final, left_out = [], [], [], [], []
+    # one image at a time: a correction by strokes takes a moment, the project stays writable meanwhile
+    for info in images:
+        stored = next((mi for mi in (project.mask_info(info.id, k) for k in kinds) if mi is not None), None)
+        if stored is None:
+            missing.append(info)
+            continue
+        final = project.mask_info(info.id, "final")
+        if final is not None and not args.replace_final:
+            had_final.append(info.name)
+            continue
+        got = mask_as_exported(project, info, stored.kind)
+        if got is None:  # a stale mask that cannot be corrected here: never accepted as stored
+            left_out.append(info.name)
+            continue
+        mask, chosen = got
+        if final is not None and np.array_equal(project.mask(info.id, "final"), mask):
+            had_final.append(info.name)  # the same mask: nothing to replace
+            continue
+        fixed = chosen.source != stored.source
+        project.save_mask(info.id, mask, "final", source=accept_source(stored, chosen),
+                          model_version=stored.model_version,
+                          confidence=None if fixed else project.confidence(info.id, stored.kind))
+        accepted.append(info.name)
+        if fixed:
+            corrected.append(info.name)
+    print(f"accepted {len(accepted)} {what} mask(s) as final" + (f": {_names(accepted)}" if accepted else ""))
+    if corrected:
+        print(f"note: {len(corrected)} of them were older than strokes drawn since and were accepted corrected by "
+              f"those strokes (as an export writes them): {_names(corrected)}")
+    if had_final:
+        print(f"skipped {len(had_final)} image(s) that have a final mask already ("
+              + ("the same mask" if args.replace_final else "kept; --replace-final replaces it")
+              + f"): {_names(had_final)}")
+    if missing:
+        article = "an" if what[0] in "aeiou" else "a"
+        print(f"skipped {len(missing)} image(s) without {article} {what} mask"
+              + (f": {_names([i.name for i in missing])}" if args.images else ""))
+        drawn = [i for i in missing if project.layers_changed_since(i.id, "")]  # the layers with strokes
+        if drawn and args.kind in ("pseudo", "best"):
+            print(f"note: {len(drawn)} of them have strokes but no stored mask: python -m segmenter pseudo PROJECT "
+                  "stores their pseudo-masks (then accept them)")
+    if left_out:
+        print(f"skipped {len(left_out)} image(s) whose {what} mask is older than their strokes and could not be "
+              f"corrected by them here: {_names(left_out)}")
+    return 0
+
+
+def _names(names: list[str], limit: int = 10) -> str:
+    return ", ".join(names[:limit]) + (f", ... ({len(names) - limit} more)" if len(names) > limit else "")
+
+
+# ----------------------------------------------------------------------------- remove-image
+def name_matches(project, key: str) -> list:
+    """The images ``key`` names, as :meth:`Project.image_by_name` looks (the name, the name as
+    stored, the name the image was added under, then the name without extension), all of them
+    at the first kind of match that finds any (more than one: the name is ambiguous)."""
+    from annotations.store import sanitize_name
+
+    images = project.images()
+    safe = sanitize_name(key)
+    stems = {os.path.splitext(os.path.basename(key))[0], os.path.splitext(safe)[0]}
+    for test in (lambda i: i.name == key, lambda i: i.name == safe, lambda i: i.orig_name == key,
+                 lambda i: os.path.splitext(i.name)[0] in stems):
+        found = [i for i in images if test(i)]
+        if found:
+            return found
+    return []
+
+
+def resolve_unambiguous(project, key: str):
+    """The one image ``key`` names (see :func:`name_matches`, then an id); a
+    :class:`~segmenter.cli.UsageError` when it names none or more than one."""
+    from annotations.errors import NotFoundError
+    from segmenter.cli import UsageError
+
+    key = key.strip()
+    found = name_matches(project, key)
+    if key.isdigit():
+        try:
+            by_id = project.image_info(int(key))
+        except NotFoundError:
+            by_id = None
+        if by_id is not None and all(i.id != by_id.id for i in found):
+            found.append(by_id)
+    if not found:
+        raise NotFoundError(f"no image named '{key}' in this project" + (" and no image with that id."
+                                                                          if key.isdigit() else "."))
+    if len(found) > 1:
+        what = ", ".join(f"{i.name} (id {i.id})" for i in found)
+        raise UsageError(f"'{key}' is ambiguous: it names {what}; nothing was removed. Give the full name (with "
+                         "its extension) of the one to remove.")
+    return found[0]
+
+
+def _what_goes(project, info) -> str:
+    """What :meth:`Project.delete_image` takes with the image, in words."""
+    parts = []
+    history = project.mask_history(info.id)
+    if history:
+        current = [k for k in ("final", "imported", "predicted", "pseudo") if project.mask_info(info.id, k)]
+        parts.append(f"{len(history)} mask version(s)" + (f" (current: {', '.join(current)})" if current else ""))
+    layers = project.scribble_layers(info.id)
+    if layers:
+        parts.append(f"strokes in layer(s) {', '.join(layers)}")
+    tags = project.tags(info.id)
+    if tags:
+        parts.append(f"{len(tags)} tag(s)")
+    sets = [s for s in project.image_sets() if info.id in project.image_set(s)]
+    if sets:
+        parts.append(f"its place in image set(s) {', '.join(sets)}")
+    return ", ".join(parts) if parts else "no labels"
+
+
+def cmd_remove_image(args) -> int:
+    from annotations.store import Project
+
+    project = Project.open(args.project)
+    chosen = {}
+    for key in args.images:  # every name checked before anything is removed
+        info = resolve_unambiguous(project, key)
+        chosen.setdefault(info.id, info)
+    lines = [f"removed image {info.id} {info.name} with {_what_goes(project, info)}" for info in chosen.values()]
+    with project.transaction():
+        for info in chosen.values():
+            project.delete_image(info.id)
+    for line in lines:
+        print(line)
+    left = len(project.image_ids())
+    print(f"{len(chosen)} image(s) removed, {left} left; their files stay in the project folder "
+          "(images/, masks/<id>/, scribbles/<id>/).")
+    return 0
