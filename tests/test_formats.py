@@ -1165,6 +1165,33 @@ def test_export_corrects_a_final_mask_older_than_strokes_drawn_after_it(masks, t
     assert p.finals_older_than_strokes() == [a, b]
 
 
+def test_export_corrects_a_pseudo_mask_older_than_strokes_drawn_after_it(tmp_path):
+    """A stored pseudo-mask (python -m segmenter pseudo, or masks from tags) made before the latest
+    strokes was exported as stored by --masks best, contradicting them; now it is corrected by them
+    (still kind 'pseudo', its source marked), with a note saying how to store it."""
+    import time
+
+    p, (a, b) = _horse_like_project(tmp_path, "ab")
+    old = np.zeros((20, 30), np.uint8)
+    old[:, 15:] = 1
+    for i in (a, b):
+        p.save_mask(i, old, "pseudo", source="hybrid")
+    time.sleep(0.01)
+    scr = np.full((20, 30), 255, np.uint8)
+    scr[8:12, 3:9] = 1  # drawn after the pseudo-mask: obj where it says background
+    p.save_scribbles(a, scr)
+    res = export_project(p, "folder", tmp_path / "out", masks="best")
+    assert [n for n in res.notes if "pseudo-mask(s) contradicted" in n] == [
+        "note: 1 pseudo-mask(s) contradicted strokes drawn after they were made; exported corrected by those "
+        "strokes (to store them, run python -m segmenter pseudo PROJECT again)"], res.lines()
+    got = imageio_read(tmp_path / "out" / "masks" / "a.png")
+    drawn = scr != 255
+    assert (got[drawn] == scr[drawn]).all(), "the exported pseudo-mask contradicts a stroke drawn after it"
+    np.testing.assert_array_equal(imageio_read(tmp_path / "out" / "masks" / "b.png"), old)
+    man = json.loads((tmp_path / "out" / "manifest.json").read_text())["masks"]
+    assert man["a"]["kind"] == "pseudo" and man["a"]["source"] == "hybrid+hybrid(strokes of 'default' at export)"
+
+
 def imageio_read(path):
     from annotations import imageio
 

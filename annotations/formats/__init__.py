@@ -42,6 +42,8 @@ class ExportOptions:
     stale_left_out: list[str] = field(default_factory=list)
     #: ... whose final mask was corrected by strokes drawn after it was accepted,
     corrected_final: list[str] = field(default_factory=list)
+    #: ... whose pseudo-mask was corrected by strokes drawn after it was made,
+    corrected_pseudo: list[str] = field(default_factory=list)
     #: ... that got a pseudo-mask made from their strokes at export (``best``: strokes, no stored mask),
     pseudo_at_export: list[str] = field(default_factory=list)
     #: ... that have strokes but no final mask (``final``: left without a mask),
@@ -217,6 +219,8 @@ def _stale_notes(res: ExportResult, options: ExportOptions) -> ExportResult:
         (options.corrected, "predicted mask(s) contradicted strokes drawn after the prediction; exported corrected "
          "by those strokes (to store the corrected masks in the project too, run python -m segmenter predict "
          "PROJECT again)"),
+        (options.corrected_pseudo, "pseudo-mask(s) contradicted strokes drawn after they were made; exported "
+         "corrected by those strokes (to store them, run python -m segmenter pseudo PROJECT again)"),
         (options.stale_left_out, "image(s) left without a mask: their mask is older than strokes drawn since, or "
          "they have strokes only, and it could not be made here (the segmenter cannot be imported); run "
          "python -m segmenter predict PROJECT or pseudo PROJECT"),

@@ -169,17 +169,18 @@ def export_items(project, options: ExportOptions, with_masks: bool | str = True)
 
 #: Stored kinds an export corrects by strokes drawn after them (a final mask accepted before the
 #: latest strokes, a prediction made before them): :func:`export_mask`.
-STROKE_CORRECTED_KINDS = ("final", "predicted")
+STROKE_CORRECTED_KINDS = ("final", "predicted", "pseudo")
 
 
 def export_mask(project, info, options: ExportOptions, read: bool = True):
     """``(mask, MaskInfo)`` of the first kind of ``options.kinds`` that the image ``info`` has, or
     ``None``; ``mask`` is ``None`` when not ``read`` (read it with :func:`read_mask_file`).
 
-    A ``final`` or ``predicted`` mask older than strokes drawn since (a layer whose current strokes
-    were saved after it, :meth:`Project.layers_changed_since`) that contradicts them is exported
-    corrected by them as ``predict`` corrects (:func:`correct_stale_mask`; always read), its
-    source marked, its name added to ``options.corrected_final`` / ``options.corrected``; where
+    A ``final``, ``predicted`` or ``pseudo`` mask older than strokes drawn since (a layer whose
+    current strokes were saved after it, :meth:`Project.layers_changed_since`) that contradicts
+    them is exported corrected by them as ``predict`` corrects (:func:`correct_stale_mask`; always
+    read), its source marked, its name added to ``options.corrected_final`` /
+    ``options.corrected`` / ``options.corrected_pseudo``; where
     that cannot be done (the engine cannot be imported) the image gets no mask and its name goes
     to ``options.stale_left_out``. With ``masks=best``, an image with strokes and no stored mask
     gets a pseudo-mask made from them (:func:`pseudo_from_strokes`, kind ``pseudo``, name in
@@ -207,7 +208,8 @@ def _export_mask(project, info, options: ExportOptions, read: bool):
                     options.stale_left_out.append(info.name)
                     return None
                 if got[1] is not mi:
-                    (options.corrected_final if kind == "final" else options.corrected).append(info.name)
+                    {"final": options.corrected_final, "pseudo": options.corrected_pseudo}.get(
+                        kind, options.corrected).append(info.name)
                 return got
         return (read_mask_file(project.root / mi.file) if read else None), mi
     layers = project.layers_changed_since(info.id, "")  # the image's layers with strokes
