@@ -1039,13 +1039,13 @@ class Project:
 
         for r in self._q("SELECT DISTINCT image_id FROM tags"):
             bump(r[0], "tagged")
-        for i in self._scribbled_ids():
+        for i in self.scribbled_ids():
             bump(i, "scribbled")
         for r in self._q("SELECT DISTINCT image_id, kind FROM masks WHERE is_current = 1"):
             bump(r[0], r[1])
         return st
 
-    def _scribbled_ids(self) -> list[int]:
+    def scribbled_ids(self) -> list[int]:
         """Images whose current strokes (any layer) hold at least one pixel."""
         return [r[0] for r in self._q(
             "SELECT DISTINCT h.image_id FROM scribble_heads h JOIN scribble_versions v ON v.image_id = h.image_id "
@@ -1056,7 +1056,7 @@ class Project:
         (made from those). A predicted mask alone is the model's work, not an annotation, though
         :meth:`statuses` ranks ``predicted`` above ``scribbled``."""
         ids = {r[0] for r in self._q("SELECT DISTINCT image_id FROM tags")}
-        ids.update(self._scribbled_ids())
+        ids.update(self.scribbled_ids())
         ids.update(r[0] for r in self._q("SELECT DISTINCT image_id FROM masks WHERE is_current = 1 "
                                          "AND kind IN ('final', 'imported', 'pseudo')"))
         return ids & set(self.image_ids())
@@ -1074,7 +1074,7 @@ class Project:
             by_status[s] += 1
         masks = {k: self._q("SELECT COUNT(*) FROM masks WHERE kind = ? AND is_current = 1", (k,))[0][0]
                  for k in MASK_KINDS}
-        scribbled = len(self._scribbled_ids())
+        scribbled = len(self.scribbled_ids())
         per_class = {}
         for c in self.classes():
             present = self._q("SELECT COUNT(*) FROM tags WHERE class_idx = ? AND state = 'present'", (c.idx,))[0][0]

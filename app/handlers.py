@@ -125,23 +125,72 @@ LIST_ROWS = 100
 REMEMBERED_PROJECTS = 20
 
 
+#: Statuses ranked above "scribbled" that an image with strokes and no final or imported mask has
+#: (a prediction, a pseudo-mask): it is listed as e.g. ``predicted · strokes`` and the "scribbled"
+#: filter finds it.
+STROKES_HIDDEN_BY = ("predicted", "pseudo")
+#: Said after the status of an image that has strokes but no final or imported mask.
+STROKES_MARK = " · strokes"
+
+
+def _with_strokes(project: Project) -> set[int]:
+    """The images whose strokes (any layer) hold at least one pixel."""
+    return set(project.scribbled_ids())
+
+
+def shows_strokes(status: str, has_strokes: bool) -> bool:
+    """Whether an image of ``status`` is one a person scribbled and nobody accepted yet: its own
+    status is ``scribbled``, or a prediction or pseudo-mask ranks above its strokes."""
+    return status == "scribbled" or (has_strokes and status in STROKES_HIDDEN_BY)
+
+
+#: Said after ``final`` when strokes were drawn after the final mask was accepted (the export
+#: corrects it by them; Accept on the 'final' overlay stores the corrected one).
+NEWER_STROKES_MARK = " · newer strokes"
+
+
+def status_label(status: str, has_strokes: bool, final_is_older: bool = False) -> str:
+    """The status as the list and the title say it: ``predicted · strokes`` for a predicted image
+    a person drew on (the strokes are the person's work; the prediction alone is the model's);
+    ``final · newer strokes`` for a final mask that strokes were drawn after (to review)."""
+    if status == "final" and final_is_older:
+        return status + NEWER_STROKES_MARK
+    return status + (STROKES_MARK if has_strokes and status in STROKES_HIDDEN_BY else "")
+
+
+def image_status(project: Project, image_id: int) -> str:
+    """The image's status as the page says it (:func:`status_label`): the title, the canvas's
+    status line (a first stroke on a predicted image changes it, so the list is refreshed)."""
+    status = project.status(image_id)
+    return status_label(status, int(image_id) in _with_strokes(project),
+                        status == "final" and project.final_older_than_strokes(image_id))
+
+
 def image_rows(project: Project, status_filter: str = "all", current: int | None = None) -> list[list]:
     """Rows ``[id, name, status]`` of the images passing ``status_filter``; a predicted image's
-    status carries its uncertainty, e.g. ``predicted · u 0.41``; the ``current`` image's name is
-    marked with ``▶``."""
+    status carries its uncertainty, e.g. ``predicted · u 0.41``, and says when the image has
+    strokes (``predicted · strokes · u 0.41``); the ``current`` image's name is marked with ``▶``.
+    The ``scribbled`` filter lists every image with strokes and no final or imported mask, a
+    predicted one too."""
     if status_filter not in FILTERS:
         raise AppError(f"unknown filter '{status_filter}' (known: {', '.join(FILTERS)}).")
     st = project.statuses()
+    drawn = _with_strokes(project)
+    older = set(project.finals_older_than_strokes())
     rows = []
     for info in project.images():
         s = st.get(info.id, "untouched")
-        if status_filter != "all" and s != status_filter:
+        has = info.id in drawn
+        if status_filter == "scribbled":
+            if not shows_strokes(s, has):
+                continue
+        elif status_filter != "all" and s != status_filter:
             continue
-        label = s
+        label = status_label(s, has, info.id in older)
         if s == "predicted":
             mi = project.mask_info(info.id, "predicted")
             if mi is not None and mi.uncertainty is not None:
-                label = f"predicted · u {mi.uncertainty:.2f}"
+                label += f" · u {mi.uncertainty:.2f}"
         rows.append([info.id, (CURRENT_MARK if info.id == current else "") + info.name, label])
     return rows
 
@@ -186,15 +235,25 @@ def find_image(project: Project, text: str) -> int:
 
 
 def progress_text(project: Project) -> str:
-    """One line for a person: annotated / total and the count per status."""
+    """One line for a person: annotated / total and the count per status (imported masks apart
+    from final ones: an export of "final masks only" leaves them out); a prediction or pseudo-mask
+    over strokes is counted with them, e.g. ``predicted: 17 (2 with strokes)``."""
     st = project.statuses()
     n = len(st)
+    if not n:
+        return "**0 / 0 annotated**: no images yet."
     done = len(project.annotated_ids())
-    # imported masks are listed apart: an export of "final masks only" leaves them out
-    final = sum(1 for s in st.values() if s == "final")
-    parts = [f"{k}: {v}" for k in STATUS_ORDER if (v := sum(1 for s in st.values() if s == k))]
-    pct = 100.0 * done / n if n else 0.0
-    return f"**{done} / {n} annotated** ({pct:.0f} %), {final} final · " + " · ".join(parts)
+    drawn = _with_strokes(project)
+    parts = []
+    for k in STATUS_ORDER:
+        ids = [i for i, s in st.items() if s == k]
+        if not ids:
+            continue
+        part = f"{k}: {len(ids)}"
+        if k in STROKES_HIDDEN_BY and (w := sum(1 for i in ids if i in drawn)):
+            part += f" ({w} with strokes)"
+        parts.append(part)
+    return f"**{done} / {n} annotated** ({100.0 * done / n:.0f} %): " + " · ".join(parts)
 
 
 def _ids(project: Project, status_filter: str = "all") -> list[int]:
@@ -274,9 +333,16 @@ def refresh_message(project: Project, token: str, image_id: int) -> dict:
     """For the image already shown, after a job or an import changed the project: the overlays and
     status it has now. The canvas keeps the person's mode, strokes and undo (a load would reset them)."""
     return {"type": "refresh", "nonce": uuid.uuid4().hex[:8], "project": token, "image_id": int(image_id),
+            "name": project.image_info(image_id).name, "position": position_text(project, image_id),
             "overlay_kinds": overlay_kinds(project, image_id), "overlay_kind": default_overlay_kind(project, image_id),
-            "status": project.status(image_id), "final_id": final_id(project, image_id),
+            "status": image_status(project, image_id), "final_id": final_id(project, image_id),
             "tags": tags_of(project, image_id)}
+
+
+def position_text(project: Project, image_id: int) -> str:
+    """Where the image stands in the project, e.g. ``4 / 23`` (the canvas's status line says it)."""
+    ids = project.image_ids()
+    return f"{ids.index(int(image_id)) + 1} / {len(ids)}"
 
 
 def load_message(project: Project, token: str, image_id: int | None) -> dict:
@@ -294,16 +360,15 @@ def load_message(project: Project, token: str, image_id: int | None) -> dict:
                            f"({str(e).split(': ', 1)[-1]}). Its annotations are kept; put the file back, or go on "
                            "to another image."}
     scr = project.scribbles(image_id)
-    ids = project.image_ids()
     kinds = overlay_kinds(project, image_id)
     return {
         "type": "load", "nonce": nonce, "project": token, "image_id": info.id, "name": info.name,
-        "position": f"{ids.index(info.id) + 1} / {len(ids)}", "width": info.width, "height": info.height,
+        "position": position_text(project, info.id), "width": info.width, "height": info.height,
         "image": canvas.image_data_url(img), "classes": class_list(project), "layer": "scribbles",
         "labels": canvas.rle_encode(scr) if scr is not None else None,
         "version": project.scribble_version(image_id), "tags": tags_of(project, image_id),
         "overlay_kinds": kinds, "overlay_kind": default_overlay_kind(project, image_id),
-        "status": project.status(image_id), "final_id": final_id(project, image_id),
+        "status": image_status(project, image_id), "final_id": final_id(project, image_id),
     }
 
 
@@ -312,8 +377,9 @@ def title_text(project: Project, image_id: int | None) -> str:
         return "### No image"
     info = project.image_info(image_id)
     ids = project.image_ids()
+    status = image_status(project, image_id)
     return (f"### {info.name}  \n<span class='ws-sub'>image {ids.index(image_id) + 1} of {len(ids)} · "
-            f"{info.width}×{info.height} px · status **{project.status(image_id)}**</span>")
+            f"{info.width}×{info.height} px · status **{status}**</span>")
 
 
 # ---------------------------------------------------------------------------------- saving strokes
@@ -395,9 +461,23 @@ def save_mask_edit(project: Project, image_id: int, mask: np.ndarray, base_mask_
         merged = head.copy()
         merged[delta] = mask[delta]
         mask = merged
+    check_labelled(project, image_id, mask, "Your mask edit was not saved")
     src = MASK_EDITOR_SOURCE + (f"(from {source_kind})" if source_kind and source_kind != "final" else "")
     info = project.save_mask(image_id, mask, "final", source=src)
     return info.id, merged
+
+
+def check_labelled(project: Project, image_id: int, mask: np.ndarray, what: str) -> None:
+    """Refuse (:class:`AppError`, starting with ``what``) a final mask without one labelled pixel:
+    stored, it counted the image as done, Predict skipped it and an export wrote it as "no object"
+    (YOLO) or all-unlabelled."""
+    if (np.asarray(mask) != IGNORE).any():
+        return
+    kept = ("the image keeps its previous final mask" if project.mask_info(image_id, "final") is not None
+            else "the image still has no final mask")
+    raise AppError(f"{what}: every pixel of that mask is unlabelled, and a final mask needs at least one "
+                   f"labelled region (else the image would count as done and export as empty); {kept}. "
+                   "Paint a region, or press Undo.")
 
 
 # ---------------------------------------------------------------------------------- preview
@@ -516,19 +596,20 @@ CORRECTED_NOTE = "corrected by the strokes drawn since, as an export writes it"
 
 def shown_mask(project: Project, image_id: int, kind: str):
     """The stored mask of ``kind`` as the app shows it: ``(mask, MaskInfo, note)``, or ``None`` when
-    the image has none. A ``predicted`` mask older than strokes drawn since is shown as an export
-    writes it: corrected by those strokes (:func:`annotations.formats._common.export_mask`, the same
-    layer and the same :func:`~annotations.formats._common.correct_stale_prediction`), so the
-    overlay, the mask editor and Accept never contradict a stroke the export would honour; ``note``
-    says so (``""`` for a mask shown as stored). Cached by the prediction, the strokes and the tags."""
+    the image has none. A ``predicted``, ``pseudo`` or ``final`` mask older than strokes drawn since
+    is shown as an export writes it: corrected by those strokes
+    (:func:`annotations.formats._common.export_mask`, the same layer and the same
+    :func:`~annotations.formats._common.correct_stale_mask`), so the overlay, the mask editor and
+    Accept never contradict a stroke the export would honour; ``note`` says so (``""`` for a mask
+    shown as stored). Cached by the mask, the strokes and the tags."""
+    from annotations.formats._common import STROKE_CORRECTED_KINDS, correct_stale_mask
+
     mi = project.mask_info(image_id, kind)
     if mi is None:
         return None
-    layers = project.layers_changed_since(image_id, mi.created) if kind == "predicted" else []
+    layers = project.layers_changed_since(image_id, mi.created) if kind in STROKE_CORRECTED_KINDS else []
     if not layers:
         return imageio.read_label_map(project.root / mi.file), mi, ""
-    from annotations.formats._common import correct_stale_prediction
-
     layer = project.scribble_layer if project.scribble_layer in layers else layers[0]  # as export_mask chooses
     key = (str(project.root), int(image_id), mi.id, layer, project.scribble_version(image_id, layer),
            tuple(sorted(project.tags(image_id).items())), project.num_classes)
@@ -536,7 +617,7 @@ def shown_mask(project: Project, image_id: int, kind: str):
         if key in _SHOWN_PREDICTIONS:
             _SHOWN_PREDICTIONS.move_to_end(key)
             return _SHOWN_PREDICTIONS[key]
-    got = correct_stale_prediction(project, image_id, mi, layer)
+    got = correct_stale_mask(project, image_id, mi, layer)
     if got is None:  # the engine cannot be imported (it ships with the app): the mask as stored
         return imageio.read_label_map(project.root / mi.file), mi, ""
     out = (got[0], mi, CORRECTED_NOTE if got[1] is not mi else "")
@@ -553,6 +634,17 @@ def final_id(project: Project, image_id: int) -> int:
     return mi.id if mi is not None else 0
 
 
+def accepted_preview_source(prior) -> str:
+    """The source of a final mask accepted from the live preview: the pseudo-labeller, and the mask
+    the strokes corrected when there was one (``prior``, see :func:`preview_prior`), e.g.
+    ``app:accepted-preview(hybrid+predicted app-unet-…)`` or ``…(hybrid+final app:mask-editor)``."""
+    from segmenter.pseudo import DEFAULT_METHOD
+
+    if prior is None:
+        return f"app:accepted-preview({DEFAULT_METHOD})"
+    return f"app:accepted-preview({DEFAULT_METHOD}+{prior.kind} {prior.model_version or prior.source})"
+
+
 def accept_final(project: Project, image_id: int, kind: str, seen_final: int | None = None) -> str:
     """Store the mask shown as overlay ``kind`` as the image's final mask; returns a message.
 
@@ -563,24 +655,25 @@ def accept_final(project: Project, image_id: int, kind: str, seen_final: int | N
                               "window); nothing was replaced. Look at the 'final' overlay, then accept again "
                               "if the one shown should replace it.")
     if kind == "preview":
+        prior = preview_prior(project, image_id)  # what preview_result corrects with the strokes
         result, _ = preview_result(project, image_id)
         if result is None:
             raise AppError("there is no live preview to accept: draw strokes first, or show a prediction.")
-        from segmenter.pseudo import DEFAULT_METHOD
-
-        project.save_mask(image_id, result.mask, "final", source=f"app:accepted-preview({DEFAULT_METHOD})",
+        check_labelled(project, image_id, result.mask, "The live preview was not accepted")
+        project.save_mask(image_id, result.mask, "final", source=accepted_preview_source(prior),
+                          model_version=prior.model_version if prior is not None else None,
                           confidence=result.confidence)
         return "Live preview accepted as the final mask."
     if kind not in OVERLAY_KINDS:
         raise AppError(f"unknown mask kind '{kind}'.")
-    if kind == "final":
-        if project.mask_info(image_id, "final") is None:
-            raise AppError("this image has no final mask yet.")
-        return "This mask is already final."
     got = shown_mask(project, image_id, kind)  # what the overlay shows, e.g. a prediction corrected by strokes
     if got is None:
-        raise AppError(f"this image has no {kind} mask to accept.")
+        raise AppError("this image has no final mask yet." if kind == "final" else
+                       f"this image has no {kind} mask to accept.")
     mask, mi, note = got
+    if kind == "final" and not note:
+        return "This mask is already final."
+    check_labelled(project, image_id, mask, f"The {kind} mask was not accepted")
     if note:  # corrected: the prediction's confidence no longer describes it
         project.save_mask(image_id, mask, "final", source=f"app:accepted({kind}:{mi.source}+strokes)",
                           model_version=mi.model_version)
@@ -683,7 +776,8 @@ def canvas_save(payload: dict) -> dict:
     else:
         raise AppError(f"unknown canvas layer '{layer}'.")
     return {"version": v, "labels": canvas.rle_encode(merged) if merged is not None else None,
-            "status": project.status(image_id), "merged": merged is not None, "tags": tags_of(project, image_id)}
+            "status": image_status(project, image_id), "merged": merged is not None,
+            "tags": tags_of(project, image_id)}
 
 
 @_guard
@@ -715,13 +809,13 @@ def canvas_tag(payload: dict) -> dict:
             for c in project.classes():
                 if c.idx not in have and c.idx not in drawn:
                     project.set_tag(image_id, c.idx, "absent")
-        return {"tags": tags_of(project, image_id), "status": project.status(image_id)}
+        return {"tags": tags_of(project, image_id), "status": image_status(project, image_id)}
     try:
         idx = int(payload.get("class_idx"))
     except (TypeError, ValueError):
         raise AppError("the page sent no class for the tag.") from None
     project.set_tag(image_id, idx, str(payload.get("state")))
-    return {"tags": tags_of(project, image_id), "status": project.status(image_id)}
+    return {"tags": tags_of(project, image_id), "status": image_status(project, image_id)}
 
 
 @_guard
@@ -739,7 +833,7 @@ def canvas_accept(payload: dict) -> dict:
     seen = payload.get("final_id")
     msg = accept_final(project, image_id, str(payload.get("kind") or "preview"),
                        seen_final=int(seen) if isinstance(seen, (int, float)) else None)
-    return {"message": msg, "status": project.status(image_id), "final_id": final_id(project, image_id)}
+    return {"message": msg, "status": image_status(project, image_id), "final_id": final_id(project, image_id)}
 
 
 CANVAS_FUNCTIONS = (canvas_save, canvas_preview, canvas_tag, canvas_mask_layer, canvas_accept)
@@ -817,11 +911,23 @@ def add_uploads(project: Project, files: Sequence, orig_names: Sequence[str] | N
             notes.append(f"{name}: {size / 2**20:.0f} MB is over the {MAX_UPLOAD_BYTES // 2**20} MB limit")
             continue
         try:
-            project.add_image(path, name=name)
+            info = project.add_image(path, name=name)
             added += 1
         except AnnotationError as e:
             notes.append(str(e))
+            continue
+        if info.name != name:  # another image has that name (ignoring case): stored under a new one
+            notes.append(renamed_note(project, name, info))
     return "\n".join([f"Added {added} image(s)."] + [f"- {n}" for n in notes])
+
+
+def renamed_note(project: Project, name: str, info) -> str:
+    """Why an uploaded ``name`` was stored as ``info.name`` (the store makes names unique, ignoring
+    case, as exports write one file per name)."""
+    stem = Path(name).stem.lower()
+    other = next((i.name for i in project.images() if i.id != info.id and Path(i.name).stem.lower() == stem), None)
+    why = f"the project already has {other}" if other else "the project already has an image of that name"
+    return f"{name} was added as {info.name}: {why} (names are compared ignoring case)"
 
 
 def add_folder(project: Project, folder: str) -> str:

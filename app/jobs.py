@@ -136,11 +136,12 @@ def _sparkline(points: list, width: int = 300, height: int = 64) -> str:
             f"<text x='4' y='10' font-size='10' fill='currentColor'>loss {ys[0]:.3f} → {ys[-1]:.3f}</text></svg>")
 
 
-def progress_html(snap: dict | None) -> str:
-    """The progress bar, the figures and the loss curve of a job snapshot, as HTML."""
+def progress_html(snap: dict | None, idle: str | None = None) -> str:
+    """The progress bar, the figures and the loss curve of a job snapshot, as HTML; with no
+    snapshot, an empty bar and ``idle`` (e.g. the model Predict will use)."""
     if not snap:
-        return ("<div class='ws-pbar'><div style='width:0%'></div></div>"
-                "<div class='ws-pinfo'>Not trained yet in this session.</div>")
+        return ("<div class='ws-pbar' data-status='idle'><div style='width:0%'></div></div>"
+                f"<div class='ws-pinfo'>{html.escape(idle or 'Not trained yet in this session.')}</div>")
     pct = 100.0 * max(0.0, min(1.0, snap.get("fraction") or 0.0))
     st = snap.get("status", "")
     parts = [f"<b>{html.escape(snap.get('kind', ''))}</b> {html.escape(st)} · {pct:.0f} %"]

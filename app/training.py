@@ -148,8 +148,84 @@ def epochs_from_page(value) -> int:
     except (TypeError, ValueError):
         raise AnnotationError(f"epochs must be a whole number from 1 to 1000, not {value!r}.") from None
     if not v.is_integer() or not 1 <= v <= 1000:
-        raise AnnotationError(f"epochs must be a whole number from 1 to 1000, not {value:g}.")
+        raise AnnotationError(f"epochs must be a whole number from 1 to 1000, not {_as_typed(value, v)}.")
     return int(v)
+
+
+def _as_typed(value, v: float) -> str:
+    """``value`` as a person typed it: a whole number in digits (``1000000``, not ``1e+06``), a
+    fraction without an exponent (``0.0001``)."""
+    if isinstance(value, str):
+        return value.strip()
+    if v.is_integer() and abs(v) < 1e16:
+        return str(int(v))
+    if np.isfinite(v) and 1e-8 <= abs(v) < 1e16:
+        return np.format_float_positional(v, trim="-")
+    return repr(v)
+
+
+def project_state(project: Project) -> tuple:
+    """What a failed job's cause usually is about: the classes and the images. A failure recorded
+    with another state is out of date (e.g. "the model has other classes" after a rename back)."""
+    return tuple(project.class_names), tuple(project.image_ids())
+
+
+def _noting_state(project: Project, target):
+    """``target`` that records :func:`project_state` on the job when it ends (before it is marked
+    failed or done), so the page can tell a failure whose cause may be gone."""
+
+    def run(job: jobs.Job) -> str:
+        try:
+            return target(job)
+        finally:
+            try:
+                job.end_state = project_state(project)
+            except Exception:  # noqa: BLE001 - the job's own outcome matters, not this note
+                job.end_state = None
+
+    return run
+
+
+def model_line(project: Project) -> str:
+    """What the Train panel says when no job of this session is shown: the model Predict will use
+    (its name and when it was trained), or that there is none yet."""
+    from segmenter.errors import SegmenterError
+    from segmenter.models import latest_checkpoint, read_config
+
+    path = latest_checkpoint(project.models_dir)
+    if path is None:
+        return "No trained model yet: press Train, then Predict."
+    try:
+        doc = read_config(path)
+    except SegmenterError:
+        return f"Predict will use model {path.stem}, whose settings file cannot be read: train again."
+    when = str(doc.get("saved") or "").replace("T", " ")[:16]
+    line = f"Predict will use model {path.stem}" + (f", trained {when}" if when else "") + "."
+    classes = doc.get("config", {}).get("classes")
+    if isinstance(classes, list) and classes != project.class_names:
+        line += (f" It was trained for the classes {', '.join(map(str, classes))}, not the project's "
+                 f"{', '.join(project.class_names)}: train again before predicting.")
+    return line
+
+
+def shown_job(project: Project) -> dict | None:
+    """The snapshot of the job the Train panel shows: the project's latest job, unless it failed
+    and the classes or images changed since (its message would describe a cause that is gone)."""
+    job = jobs.current_job(str(project.root))
+    if job is None:
+        return None
+    snap = job.snapshot()
+    if snap["status"] == "failed":
+        end = getattr(job, "end_state", None)
+        if end is not None and end != project_state(project):
+            return None
+    return snap
+
+
+def panel_html(project: Project) -> str:
+    """The Train panel's progress block: the job shown (:func:`shown_job`), else :func:`model_line`."""
+    snap = shown_job(project)
+    return jobs.progress_html(snap) if snap is not None else jobs.progress_html(None, idle=model_line(project))
 
 
 def start_training(project: Project, epochs: int = 5, size: int = 128) -> jobs.Job:
@@ -159,7 +235,8 @@ def start_training(project: Project, epochs: int = 5, size: int = 128) -> jobs.J
         raise AnnotationError(f"epochs must be between 1 and 1000, not {epochs}.")
     if size not in SIZES:
         raise AnnotationError(f"training size must be one of {', '.join(map(str, SIZES))}, not {size}.")
-    return jobs.start_job(str(project.root), "training", train_target(project, epochs, size))
+    target = _noting_state(project, train_target(project, epochs, size))
+    return jobs.start_job(str(project.root), "training", target)
 
 
 def start_tags(project: Project, size: int = 128) -> jobs.Job:
@@ -171,7 +248,8 @@ def start_tags(project: Project, size: int = 128) -> jobs.Job:
     if not any(project.all_tags().values()):
         raise AnnotationError("No image has a tag yet: mark classes present or absent on some images first "
                               "(the tag buttons under the canvas).")
-    return jobs.start_job(str(project.root), "masks from tags", tags_target(project, size))
+    target = _noting_state(project, tags_target(project, size))
+    return jobs.start_job(str(project.root), "masks from tags", target)
 
 
 def start_predict(project: Project) -> jobs.Job:
@@ -181,4 +259,4 @@ def start_predict(project: Project) -> jobs.Job:
 
     if latest_checkpoint(project.models_dir) is None:
         raise AnnotationError("No trained model yet: press Train first, then predict.")
-    return jobs.start_job(str(project.root), "prediction", predict_target(project))
+    return jobs.start_job(str(project.root), "prediction", _noting_state(project, predict_target(project)))

@@ -17,8 +17,11 @@ from . import canvas, handlers, jobs, training
 
 log = logging.getLogger("weakseg.app")
 
-FILTER_CHOICES = [("All images", "all")] + [(s.capitalize(), s) for s in handlers.FILTERS[1:]]
+#: "Scribbled" lists every image with strokes and no final mask, a predicted one too.
+FILTER_LABELS = {"scribbled": "Scribbled (strokes, not final)"}
+FILTER_CHOICES = [("All images", "all")] + [(FILTER_LABELS.get(s, s.capitalize()), s) for s in handlers.FILTERS[1:]]
 LIST_HEADERS = ["id", "image", "status"]
+LIST_WIDTHS = ["10%", "34%", "56%"]
 
 
 def safe(fn, n_outputs: int):
@@ -94,9 +97,11 @@ def build_ui(project: Project) -> gr.Blocks:
                 status_filter = gr.Dropdown(FILTER_CHOICES, value="all", label="Show", elem_id="ws-filter")
                 goto = gr.Textbox(label="Go to image", placeholder="id or name, then Enter", elem_id="ws-goto",
                                   max_lines=1)
+                # one line per row (a long name or status ends in "…", in full in its tooltip, list.js):
+                # wrapped mid-word ("untouch/ed"), 5-7 rows showed on a laptop screen
                 image_list = gr.Dataframe(headers=LIST_HEADERS, datatype=["number", "str", "str"],
                                           interactive=False, elem_id="ws-image-list", label="Images",
-                                          column_widths=["12%", "60%", "28%"], wrap=True)
+                                          column_widths=LIST_WIDTHS, wrap=False)
             with gr.Column(scale=7, min_width=560):
                 title = gr.Markdown(elem_id="ws-title")
                 with gr.Row():
@@ -125,7 +130,7 @@ def build_ui(project: Project) -> gr.Blocks:
                     with gr.Row():
                         train_btn = gr.Button("Train", variant="primary", elem_id="ws-train")
                         cancel_btn = gr.Button("Cancel", variant="secondary", elem_id="ws-cancel")
-                    train_progress = gr.HTML(jobs.progress_html(None), elem_id="ws-train-progress")
+                    train_progress = gr.HTML(jobs.progress_html(None, idle="…"), elem_id="ws-train-progress")
                     predict_btn = gr.Button("Predict the images without a final mask", elem_id="ws-predict", size="sm")
                     tags_btn = gr.Button("Masks from tags (class activation maps)", elem_id="ws-tags-masks",
                                          size="sm")
@@ -200,7 +205,7 @@ def build_ui(project: Project) -> gr.Blocks:
             formats = list_formats()
             return (tok, *show(tok, image_id, filt), handlers.project_line(p), *class_outputs(p),
                     gr.update(choices=formats, value="folder" if "folder" in formats else formats[0]),
-                    jobs.progress_html(_snap(p)), handlers.next_class_color(p), handlers.remember_project(p, project))
+                    training.panel_html(p), handlers.next_class_color(p), handlers.remember_project(p, project))
 
         listen(demo.load, on_start, [status_filter, last_seen, last_project],
                [token] + shown + [project_md, class_table, class_pick, fmt, train_progress, new_color, last_project])
@@ -261,35 +266,35 @@ def build_ui(project: Project) -> gr.Blocks:
         def on_train(tok, n_epochs, px):
             p = handlers.project_for(tok)
             training.start_training(p, epochs=training.epochs_from_page(n_epochs), size=int(px or 128))
-            return jobs.progress_html(_snap(p)), gr.Timer(active=True)
+            return training.panel_html(p), gr.Timer(active=True)
 
         listen(train_btn.click, on_train, [token, epochs, size], [train_progress, timer])
 
         def on_predict(tok):
             p = handlers.project_for(tok)
             training.start_predict(p)
-            return jobs.progress_html(_snap(p)), gr.Timer(active=True)
+            return training.panel_html(p), gr.Timer(active=True)
 
         listen(predict_btn.click, on_predict, [token], [train_progress, timer])
 
         def on_tags(tok, px):
             p = handlers.project_for(tok)
             training.start_tags(p, size=int(px or 128))
-            return jobs.progress_html(_snap(p)), gr.Timer(active=True)
+            return training.panel_html(p), gr.Timer(active=True)
 
         listen(tags_btn.click, on_tags, [token, size], [train_progress, timer])
 
         def on_cancel(tok):
             p = handlers.project_for(tok)
             gr.Info(jobs.cancel_job(str(p.root)))
-            return jobs.progress_html(_snap(p))
+            return training.panel_html(p)
 
         listen(cancel_btn.click, on_cancel, [token], [train_progress])
 
         def on_tick(tok, cur, filt):
             p = handlers.project_for(tok)
             snap = _snap(p)
-            html_ = jobs.progress_html(snap)
+            html_ = training.panel_html(p)
             if snap and snap["status"] != "running":
                 # finished: refresh what the job changed (predicted masks, statuses)
                 return (html_, gr.Timer(active=False), *refresh(tok, cur, filt))
@@ -303,7 +308,8 @@ def build_ui(project: Project) -> gr.Blocks:
             gr.Info(message)
             msg = {"type": "classes", "project": tok, "classes": handlers.class_list(p),
                    "nonce": uuid.uuid4().hex[:8]}
-            return (*class_outputs(p, keep), json.dumps(msg))
+            # a failed job's message about the old classes is out of date now (training.shown_job)
+            return (*class_outputs(p, keep), json.dumps(msg), training.panel_html(p))
 
         def on_add_class(tok, name, color):
             p = handlers.project_for(tok)
@@ -311,19 +317,21 @@ def build_ui(project: Project) -> gr.Blocks:
             return (*_classes_changed(tok, p, message, keep=p.num_classes - 1), "", handlers.next_class_color(p))
 
         listen(add_class_btn.click, on_add_class, [token, new_class, new_color],
-               [class_table, class_pick, cv, new_class, new_color])
+               [class_table, class_pick, cv, train_progress, new_class, new_color])
 
         def on_rename(tok, idx, name):
             p = handlers.project_for(tok)
             return _classes_changed(tok, p, handlers.rename_class(p, idx, name), keep=idx)
 
-        listen(rename_btn.click, on_rename, [token, class_pick, rename_to], [class_table, class_pick, cv])
+        listen(rename_btn.click, on_rename, [token, class_pick, rename_to],
+               [class_table, class_pick, cv, train_progress])
 
         def on_recolor(tok, idx, color):
             p = handlers.project_for(tok)
             return _classes_changed(tok, p, handlers.recolor_class(p, idx, color), keep=idx)
 
-        listen(recolor_btn.click, on_recolor, [token, class_pick, recolor_to], [class_table, class_pick, cv])
+        listen(recolor_btn.click, on_recolor, [token, class_pick, recolor_to],
+               [class_table, class_pick, cv, train_progress])
 
         # ---------------------------------------------------------------- export
         def on_export(tok, fmt_name, which):
@@ -337,9 +345,10 @@ def build_ui(project: Project) -> gr.Blocks:
         def on_upload(tok, files, cur, filt):
             p = handlers.project_for(tok)
             msg = handlers.add_uploads(p, files)
-            return (msg, None, *refresh(tok, cur, filt))
+            return (msg, None, training.panel_html(p), *refresh(tok, cur, filt))
 
-        listen(upload_btn.click, on_upload, [token, uploads, current, status_filter], [add_msg, uploads] + shown)
+        listen(upload_btn.click, on_upload, [token, uploads, current, status_filter],
+               [add_msg, uploads, train_progress] + shown)
 
         def on_folder(tok, path, cur, filt):
             p = handlers.project_for(tok)
@@ -348,15 +357,15 @@ def build_ui(project: Project) -> gr.Blocks:
             except AnnotationError as e:  # said under the box too, where the last result stood
                 gr.Warning(str(e))
                 msg = f"Nothing added: {e}"
-            return (msg, *refresh(tok, cur, filt))
+            return (msg, training.panel_html(p), *refresh(tok, cur, filt))
 
-        listen(folder_btn.click, on_folder, [token, folder, current, status_filter], [add_msg] + shown)
+        listen(folder_btn.click, on_folder, [token, folder, current, status_filter], [add_msg, train_progress] + shown)
 
         def on_open(path, classes_text, filt, seen):
             p = handlers.open_project(path, classes_text)
             tok = handlers.register_project(p)
             return (tok, *show(tok, handlers.resume_image(p, seen), filt), handlers.project_line(p), *class_outputs(p),
-                    jobs.progress_html(_snap(p)), handlers.next_class_color(p), handlers.remember_project(p, project))
+                    training.panel_html(p), handlers.next_class_color(p), handlers.remember_project(p, project))
 
         listen(open_btn.click, on_open, [proj_path, proj_classes, status_filter, last_seen],
                [token] + shown + [project_md, class_table, class_pick, train_progress, new_color, last_project])

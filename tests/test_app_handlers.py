@@ -124,6 +124,52 @@ def test_mask_editor_saves_final_and_merges(project, token):
     assert (final[10:20, 10:20] == 1).all() and (final[40:50, 40:50] == 1).all()
 
 
+def test_an_all_unlabelled_final_mask_is_refused_and_the_previous_one_stays(project, token):
+    """The mask editor's Clear saved a final mask of 255 everywhere: the image counted as done,
+    Predict skipped it and YOLO exported 'no object'. Now the save is refused with the reason, and
+    the previous final mask (if any) stays; accepting an all-unlabelled mask is refused too."""
+    iid, other = project.image_ids()[:2]
+    empty = np.full((64, 64), 255, np.uint8)
+    r = handlers.canvas_save({"project": token, "image_id": iid, "layer": "mask", "labels": canvas.rle_encode(empty),
+                              "version": 0, "kind": "none"})
+    assert "unlabelled" in r["error"] and "still has no final mask" in r["error"]
+    assert project.mask_info(iid, "final") is None and project.status(iid) == "untouched"
+    gt = make_disc_image(64, seed=0)[1]
+    project.save_mask(iid, gt, "predicted", source="model:test", uncertainty=0.2)
+    start = handlers.canvas_mask_layer({"project": token, "image_id": iid, "shown": "predicted"})
+    painted = canvas.rle_decode(start["labels"], (64, 64)).copy()
+    painted[:4, :4] = 1
+    r = handlers.canvas_save({"project": token, "image_id": iid, "layer": "mask", "labels": canvas.rle_encode(painted),
+                              "version": start["version"], "kind": "predicted"})
+    assert "error" not in r
+    kept = project.mask_info(iid, "final")
+    r = handlers.canvas_save({"project": token, "image_id": iid, "layer": "mask", "labels": canvas.rle_encode(empty),
+                              "version": r["version"], "kind": "final"})
+    assert "previous final mask" in r["error"] and "Undo" in r["error"]
+    assert project.mask_info(iid, "final").id == kept.id
+    np.testing.assert_array_equal(project.mask(iid, "final"), painted)
+    project.save_mask(other, empty, "pseudo", source="tags:cam")
+    r = handlers.canvas_accept({"project": token, "image_id": other, "kind": "pseudo", "final_id": 0})
+    assert "not accepted" in r["error"] and project.mask_info(other, "final") is None
+
+
+def test_accepting_a_preview_over_a_prediction_records_the_prediction(project, token):
+    """The live preview corrects the prediction with the strokes; its accepted mask's provenance
+    names that prediction and its model (it said 'hybrid' alone, with no model version)."""
+    iid, plain = project.image_ids()[:2]
+    _, gt, scr = make_disc_image(64, seed=0)
+    project.save_mask(iid, gt, "predicted", source="model:unet/resnet18", model_version="app-unet-v7",
+                      confidence=np.full((64, 64), 0.9, np.float32), uncertainty=0.2)
+    project.save_scribbles(iid, scr)
+    handlers.accept_final(project, iid, "preview", seen_final=0)
+    mi = project.mask_info(iid, "final")
+    assert mi.source == "app:accepted-preview(hybrid+predicted app-unet-v7)" and mi.model_version == "app-unet-v7"
+    project.save_scribbles(plain, scr)  # no prediction: the strokes alone
+    handlers.accept_final(project, plain, "preview", seen_final=0)
+    mi = project.mask_info(plain, "final")
+    assert mi.source == "app:accepted-preview(hybrid)" and mi.model_version is None
+
+
 def test_strokes_after_mask_edits_correct_them_and_accept_keeps_them(project, token):
     """Hand-painted mask-editor edits, then one more stroke elsewhere: the live preview is the edited
     mask corrected near that stroke (not the strokes alone), so 'Accept as final' keeps the edits."""
@@ -422,6 +468,45 @@ def test_a_prediction_older_than_the_strokes_is_shown_as_the_export_writes_it(tm
     p.close()
 
 
+def test_a_final_mask_older_than_the_strokes_is_shown_and_accepted_as_the_export_writes_it(tmp_path):
+    """Strokes drawn after Accept that contradict the final mask: the 'final' overlay shows it
+    corrected by them (the mask an export writes), with a note, and Accept on it stores that as the
+    new final mask (it used to answer 'already final' and keep the contradicted one)."""
+    import time
+
+    from annotations.formats import ExportOptions
+    from annotations.formats._common import export_mask
+
+    p = Project.create(tmp_path / "p", ["background", "obj"])
+    img = np.zeros((20, 30, 3), np.uint8)
+    img[:, 15:] = 200
+    i = p.add_image(encode_image_png(img), name="a.png").id
+    final = np.zeros((20, 30), np.uint8)
+    final[:, 15:] = 1
+    p.save_mask(i, final, "final", source="review")
+    time.sleep(0.01)
+    scr = np.full((20, 30), 255, np.uint8)
+    scr[8:12, 3:9] = 1  # after Accept: obj where the final says background
+    p.save_scribbles(i, scr)
+    tok = handlers.register_project(p)
+    colors = [c.color for c in p.classes()]
+    want = export_mask(p, p.image_info(i), ExportOptions(masks="final"))[0]
+    assert (want[8:12, 3:9] == 1).all()
+    r = handlers.canvas_preview({"project": tok, "image_id": i, "kind": "final"})
+    assert r["overlay"] == canvas.overlay_data_url(want, colors), "the overlay shows the contradicted final mask"
+    assert "corrected by the strokes drawn since" in r["message"]
+    assert handlers.image_status(p, i) == "final · newer strokes"
+    assert handlers.image_rows(p)[0][2] == "final · newer strokes"
+    fid = p.mask_info(i, "final").id
+    r = handlers.canvas_accept({"project": tok, "image_id": i, "kind": "final", "final_id": fid})
+    assert "corrected" in r["message"] and r["final_id"] != fid
+    np.testing.assert_array_equal(p.mask(i, "final"), want)
+    assert p.finals_older_than_strokes() == [] and handlers.image_status(p, i) == "final"
+    r = handlers.canvas_accept({"project": tok, "image_id": i, "kind": "final", "final_id": r["final_id"]})
+    assert r["message"] == "This mask is already final."
+    p.close()
+
+
 # ------------------------------------------------------------------ list and navigation
 def test_rows_filters_progress(project):
     ids = project.image_ids()
@@ -440,12 +525,50 @@ def test_rows_filters_progress(project):
     assert handlers.image_rows(project)[0][2].startswith("predicted")  # strokes under a prediction still count
     assert "2 / 4 annotated" in handlers.progress_text(project)
     project.save_mask(ids[2], np.zeros((64, 64), np.uint8), "final", source="t")
-    assert "3 / 4 annotated" in handlers.progress_text(project) and "1 final" in handlers.progress_text(project)
+    assert "3 / 4 annotated" in handlers.progress_text(project) and "final: 1" in handlers.progress_text(project)
     project.save_mask(ids[3], np.zeros((64, 64), np.uint8), "imported", source="t")
     # an imported mask is not a final one (an export of final masks leaves it out): listed apart
-    assert "1 final · " in handlers.progress_text(project) and "imported: 1" in handlers.progress_text(project)
+    assert "final: 1 · " in handlers.progress_text(project) and "imported: 1" in handlers.progress_text(project)
     with pytest.raises(AnnotationError):
         handlers.image_rows(project, "bogus")
+
+
+def test_predicted_images_with_strokes_stay_told_apart(project, token):
+    """After Predict, an image a person scribbled (and did not accept) is listed as
+    'predicted · strokes', the Scribbled filter still finds it, the progress line counts it and
+    the title says it; before, it looked like an untouched predicted image and the filter was empty."""
+    ids = project.image_ids()
+    project.save_scribbles(ids[0], _scribbles())
+    project.save_scribbles(ids[1], _scribbles(1))
+    for i in ids[:3]:
+        project.save_mask(i, np.zeros((64, 64), np.uint8), "predicted", source="t", uncertainty=0.5)
+    project.save_mask(ids[1], np.zeros((64, 64), np.uint8), "final", source="t")  # accepted: not "scribbled"
+    rows = handlers.image_rows(project)
+    assert [r[2] for r in rows] == ["predicted · strokes · u 0.50", "final", "predicted · u 0.50", "untouched"]
+    assert [r[0] for r in handlers.image_rows(project, "scribbled")] == [ids[0]]
+    assert [r[0] for r in handlers.image_rows(project, "predicted")] == [ids[0], ids[2]]
+    assert handlers.neighbour(project, None, +1, "scribbled") == ids[0]
+    assert "predicted: 2 (1 with strokes)" in handlers.progress_text(project)
+    assert "status **predicted · strokes**" in handlers.title_text(project, ids[0])
+    assert "status **predicted**" in handlers.title_text(project, ids[2])
+    # a first stroke on a predicted image changes the status the canvas holds: the page refreshes the list
+    assert handlers.load_message(project, token, ids[2])["status"] == "predicted"
+    r = handlers.canvas_save({"project": token, "image_id": ids[2], "labels": canvas.rle_encode(_scribbles(2)),
+                              "version": 0})
+    assert r["status"] == "predicted · strokes"
+    assert handlers.image_rows(project)[2][2].startswith("predicted · strokes")
+    project.undo_scribbles(ids[2])
+    project.save_mask(ids[3], np.zeros((64, 64), np.uint8), "pseudo", source="tags:cam")  # tags, no strokes
+    project.save_scribbles(ids[3], _scribbles(3))
+    assert handlers.image_rows(project)[3][2] == "pseudo · strokes"
+    assert [r[0] for r in handlers.image_rows(project, "scribbled")] == [ids[0], ids[3]]
+
+
+def test_an_empty_project_has_a_whole_progress_line(tmp_path):
+    p = Project.create(tmp_path / "empty", classes=["background", "object"])
+    text = handlers.progress_text(p)
+    assert "0 / 0 annotated" in text and not text.rstrip().endswith("·") and "final ·" not in text
+    p.close()
 
 
 def test_a_long_image_list_is_sent_a_block_at_a_time(project, monkeypatch):
@@ -602,6 +725,17 @@ def test_a_finished_job_refreshes_the_shown_image_without_reloading_it(project, 
     assert handlers.default_overlay_kind(project, iid) == "preview"  # strokes: their live preview
 
 
+def test_a_refresh_after_an_upload_says_the_new_image_count(project, token):
+    """The canvas's status line kept "disc0.png (1 / 4)" after an upload (the title said 5): the
+    refresh sent to the image shown carries its name and position now."""
+    iid = project.image_ids()[0]
+    assert handlers.refresh_message(project, token, iid)["position"] == "1 / 4"
+    project.add_image(encode_image_png(make_disc_image(64, seed=50)[0]), name="new.png")
+    msg = handlers.refresh_message(project, token, iid)
+    assert msg["position"] == "1 / 5" and msg["name"] == "disc0.png"
+    assert msg["position"] == handlers.load_message(project, token, iid)["position"]
+
+
 def test_open_project_wants_a_full_path(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(AnnotationError, match="full path"):
@@ -633,6 +767,20 @@ def test_uploads_check_type_size_and_sanitise_names(project, tmp_path, monkeypat
     assert "over the" in handlers.add_uploads(project, [str(big)])
     with pytest.raises(AnnotationError):
         handlers.add_uploads(project, [])
+
+
+def test_an_upload_renamed_for_a_name_clash_is_said(project, tmp_path):
+    """DISC1.png beside disc1.png is stored as DISC1_2.png (names are unique ignoring case); the
+    message said only "Added 1 image(s)"."""
+    up = tmp_path / "DISC1.png"
+    up.write_bytes(encode_image_png(make_disc_image(64, seed=61)[0]))
+    msg = handlers.add_uploads(project, [str(up)])
+    assert msg.startswith("Added 1 image(s).")
+    assert "DISC1.png was added as DISC1_2.png: the project already has disc1.png" in msg
+    assert project.images()[-1].name == "DISC1_2.png"
+    other = tmp_path / "fresh.png"
+    other.write_bytes(encode_image_png(make_disc_image(64, seed=62)[0]))
+    assert handlers.add_uploads(project, [str(other)]) == "Added 1 image(s)."
 
 
 def test_add_folder(project, tmp_path):

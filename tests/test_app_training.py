@@ -120,6 +120,11 @@ def test_the_epochs_box_and_predict_without_a_model_are_refused_with_a_reason(tm
                       (2.5, "whole number"), ("x", "whole number")]:
         with pytest.raises(AnnotationError, match=word):
             training.epochs_from_page(bad)
+    # the number as typed, not in exponent notation ("not 1e+06")
+    for bad, shown in [(1000000, "not 1000000."), (1e6, "not 1000000."), (0.0001, "not 0.0001."), (2.5, "not 2.5.")]:
+        with pytest.raises(AnnotationError) as e:
+            training.epochs_from_page(bad)
+        assert str(e.value).endswith(shown), str(e.value)
     p = Project.create(tmp_path / "p")
     with pytest.raises(AnnotationError, match="No trained model yet"):
         training.start_predict(p)
@@ -157,3 +162,54 @@ def test_masks_from_tags_that_show_one_class_are_refused_with_the_reason(tmp_pat
     assert snap["message"].startswith("the tag classifier could not tell the classes apart on 4 of the 4 images")
     assert "Traceback" not in snap["message"] and "\n" not in snap["message"]
     assert all(p.mask_info(i, "pseudo") is None for i in p.image_ids())
+
+
+def _fake_checkpoint(p: Project, name: str, classes: list[str], saved: str) -> None:
+    """A checkpoint's files as training leaves them (only the JSON is read to name it)."""
+    import json
+
+    from segmenter.models import FORMAT
+
+    p.models_dir.mkdir(parents=True, exist_ok=True)
+    (p.models_dir / f"{name}.json").write_text(json.dumps({"format": FORMAT, "saved": saved,
+                                                           "config": {"classes": classes}}))
+    (p.models_dir / f"{name}.safetensors").write_bytes(b"")
+
+
+def test_the_train_panel_names_the_model_predict_will_use(tmp_path):
+    """After a restart the panel said "Not trained yet in this session" although Predict would use
+    the project's newest model: it names that model and when it was trained."""
+    p = Project.create(tmp_path / "p", classes=["background", "horse"])
+    assert "No trained model yet" in training.panel_html(p)
+    _fake_checkpoint(p, "app-unet-resnet18-20261202-071108", ["background", "horse"], "2026-12-02T07:11:23")
+    html_ = training.panel_html(p)
+    assert "Not trained yet" not in html_
+    assert "Predict will use model app-unet-resnet18-20261202-071108, trained 2026-12-02 07:11." in html_
+    p.add_class("rider")
+    assert "train again before predicting" in training.model_line(p)
+
+
+def test_a_failed_jobs_message_goes_once_the_project_changed(tmp_path, monkeypatch):
+    """A failed job's message stayed in the Train panel after its cause was gone (the classes were
+    put right): it stays while the classes and images are as they were when it failed, and gives
+    way to the model line once they change; a new job replaces it too."""
+    p = Project.create(tmp_path / "p", classes=["background", "horse"])
+    p.add_image(encode_image_png(make_disc_image(32)[0]), name="a.png")
+    _fake_checkpoint(p, "m1", ["background", "horse"], "2026-12-02T07:11:23")
+
+    def failing(project):
+        def run(job):
+            raise AnnotationError("m1 was trained for classes ['background', 'horse'], but the project has "
+                                  "['background', 'pony']; train a new model for these classes.")
+        return run
+
+    monkeypatch.setattr(training, "predict_target", failing)
+    job = training.start_predict(p)
+    job.thread.join(30)
+    assert job.snapshot()["status"] == "failed"
+    assert "train a new model" in training.panel_html(p) and "data-status='failed'" in training.panel_html(p)
+    p.recolor_class(1, "#00ff00")  # nothing the failure was about
+    assert "train a new model" in training.panel_html(p)
+    p.rename_class(1, "pony")
+    html_ = training.panel_html(p)
+    assert "train a new model" not in html_ and "Predict will use model m1" in html_

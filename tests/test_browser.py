@@ -140,6 +140,15 @@ def stroke(pg, points) -> None:
     pg.mouse.up()
 
 
+def click_then_final(pg, selector: str, project_dir, image_id: int, expected: np.ndarray) -> None:
+    """Click ``selector`` (e.g. the mask editor's Undo), wait for the save, and check the image's
+    stored final mask is ``expected``."""
+    pg.click(selector)
+    wait_saved(pg)
+    with Project.open(project_dir) as p:
+        np.testing.assert_array_equal(p.mask(image_id, "final"), expected)
+
+
 def pick_class(pg, idx: int) -> None:
     pg.click(f"{ROOT} .ws-class[data-cls='{idx}']")
 
@@ -161,10 +170,10 @@ def open_by_name(pg, name: str) -> int:
 
 
 @contextlib.contextmanager
-def window(browser, server, image_name: str | None = None):
+def window(browser, server, image_name: str | None = None, size: tuple[int, int] = (1300, 950)):
     """A browser context of its own (another person, or this test alone) with the app open, on
-    ``image_name`` if given."""
-    ctx = browser.new_context(viewport={"width": 1300, "height": 950})
+    ``image_name`` if given, in a window of ``size`` (width, height)."""
+    ctx = browser.new_context(viewport={"width": size[0], "height": size[1]})
     try:
         pg = ctx.new_page()
         pg.set_default_timeout(TIMEOUT)
@@ -335,14 +344,9 @@ def test_review_most_uncertain_and_accept(page, project_dir):
         assert (m[int(0.9 * SIZE), 5:25] == 1).all()
         assert p.mask_info(iid, "final").source.startswith("app:mask-editor")
     shot(page, "12-mask-editor")
-    page.click(f"{ROOT} .ws-undo")  # the editor's undo saves the mask as it was before the stroke
-    wait_saved(page)
-    with Project.open(project_dir) as p:
-        np.testing.assert_array_equal(p.mask(iid, "final"), accepted)
-    page.click(f"{ROOT} .ws-redo")
-    wait_saved(page)
-    with Project.open(project_dir) as p:
-        np.testing.assert_array_equal(p.mask(iid, "final"), m)
+    # the editor's undo saves the mask as it was before the stroke
+    click_then_final(page, f"{ROOT} .ws-undo", project_dir, iid, accepted)
+    click_then_final(page, f"{ROOT} .ws-redo", project_dir, iid, m)
     page.click(f"{ROOT} .ws-mode[data-mode='scribbles']")
 
 
@@ -676,6 +680,69 @@ def test_leaving_the_mask_editor_shows_the_edit_and_accept_keeps_it(browser, ser
         shot(pg, "21-mask-edit-then-accept")
 
 
+def test_clear_in_the_mask_editor_resets_it_and_never_saves_an_empty_final_mask(browser, server, project_dir):
+    """In the mask editor, Clear saved a final mask with no labelled pixel (the image counted as
+    done, YOLO exported "no object"), its tooltip saying "Remove every stroke". There it is Reset
+    now: the mask as the editor opened it, saved as the final mask, and Undo brings the edit back."""
+    iid, name = image_without_final(project_dir)
+    with Project.open(project_dir) as p:
+        p.save_mask(iid, make_disc_image(SIZE, seed=iid)[1], "predicted", source="model:test", uncertainty=0.3)
+    with window(browser, server, name) as pg:
+        clear = pg.locator(f"{ROOT} .ws-clear")
+        assert clear.inner_text() == "Clear" and "every stroke" in clear.get_attribute("title")
+        mask_editor(pg)
+        start = editor_map(pg)
+        assert (start != 255).any(), "the editor opened on nothing"
+        assert clear.inner_text() == "Reset" and clear.is_enabled()
+        assert "as the editor opened it" in clear.get_attribute("title")
+        pg.locator(f"{ROOT} .ws-size").fill("12")
+        stroke(pg, [(0.05, 0.08), (0.5, 0.08)])
+        wait_saved(pg)
+        painted = editor_map(pg)
+        assert (painted != start).any()
+        click_then_final(pg, f"{ROOT} .ws-clear", project_dir, iid, start)
+        click_then_final(pg, f"{ROOT} .ws-undo", project_dir, iid, painted)
+        shot(pg, "25-mask-editor-reset")
+        pg.click(f"{ROOT} .ws-mode[data-mode='scribbles']")
+        pg.wait_for_selector(f"{ROOT}[data-mode='scribbles']")
+        assert clear.inner_text() == "Clear"
+
+
+def test_an_erased_final_mask_is_refused_and_the_page_goes_on(browser, server, tmp_path):
+    """A mask editor that opened on nothing has nothing to reset to (Reset is off); erasing all it
+    painted is refused with the reason, the final mask painted before stays, and Accept afterwards
+    answers (it waited for the refused save forever)."""
+    root = tmp_path / "erase"
+    p = Project.create(root, classes=["background", "object"])
+    iid = p.add_image(encode_image_png(make_disc_image(SIZE, seed=9)[0]), name="blank.png").id
+    p.close()
+    with window(browser, server) as pg:
+        open_project(pg, root)
+        pg.evaluate("() => window.scrollTo(0, 0)")
+        mask_editor(pg)
+        clear = pg.locator(f"{ROOT} .ws-clear")
+        assert clear.inner_text() == "Reset" and clear.is_disabled()
+        assert "Nothing to reset" in clear.get_attribute("title")
+        stroke(pg, [(0.3, 0.5), (0.7, 0.5)])
+        wait_saved(pg)
+        with Project.open(root) as p:
+            painted = p.mask(iid, "final")
+        assert painted is not None and (painted == 1).any()
+        pg.click(f"{ROOT} .ws-eraser")
+        pg.locator(f"{ROOT} .ws-size").fill("30")
+        stroke(pg, [(0.2, 0.5), (0.8, 0.5)])
+        pg.wait_for_function(f"() => (document.querySelector('{ROOT}').dataset.error || '').includes('unlabelled')")
+        assert "previous final mask" in canvas_js(pg, "root.dataset.error")
+        with Project.open(root) as p:
+            np.testing.assert_array_equal(p.mask(iid, "final"), painted)
+        pg.click(f"{ROOT} .ws-mode[data-mode='scribbles']")
+        pg.wait_for_selector(f"{ROOT}[data-mode='scribbles']")
+        pg.click(f"{ROOT} .ws-accept")
+        pg.wait_for_function(f"() => document.querySelector('{ROOT} .ws-status').innerText.includes('already final')",
+                             timeout=10_000)
+        shot(pg, "26-erased-final-refused")
+
+
 def open_project(pg, path) -> None:
     """Open the project folder ``path`` from the page and wait for its first image."""
     if not pg.locator("#ws-proj-path").is_visible():
@@ -972,6 +1039,29 @@ def test_the_image_list_scrolls_to_the_image_shown(browser, server, long_project
         pg.wait_for_function(MARKED_ROW_SHOWN, arg="img005.png", timeout=10_000)
 
 
+def test_the_image_list_shows_one_line_per_row_on_a_laptop(browser, server, long_project):
+    """The status column wrapped mid-word ("untouch/ed", "predict/ed · u/0.94"): 5–7 rows showed
+    at 1366×768. Now every row is one line (a long text ends in "…", in full in its tooltip) and
+    at least 10 rows show."""
+    with window(browser, server, size=(1366, 768)) as pg:
+        open_project(pg, long_project)
+        pg.evaluate("() => window.scrollTo(0, 0)")
+        pg.wait_for_function(MARKED_ROW_SHOWN, arg="img000.png")
+        got = pg.evaluate("""() => {
+            const box = document.getElementById('ws-image-list'), b = box.getBoundingClientRect();
+            const rows = Array.from(box.querySelectorAll('.virtual-row'));
+            const shown = rows.filter((r) => { const x = r.getBoundingClientRect();
+                return x.top >= b.top && x.bottom <= Math.min(b.bottom, innerHeight) + 0.5; });
+            const cell = rows[1].querySelectorAll('.body-cell')[2];
+            return {shown: shown.length, heights: rows.map((r) => r.getBoundingClientRect().height),
+                    text: cell.textContent.trim(), title: cell.title};
+        }""")
+        shot(pg, "27-list-on-a-laptop")
+        assert got["shown"] >= 10, got
+        assert max(got["heights"]) < 30 and max(got["heights"]) - min(got["heights"]) < 1, got["heights"]
+        assert got["text"] == "untouched" and got["title"] == "untouched"
+
+
 def test_keys_pick_classes_beyond_nine(browser, server, long_project):
     """1–9 pick the first nine classes, Shift+1–9 the next nine; C / Shift+C step through every
     class; the class buttons' tooltips name the keys."""
@@ -1019,3 +1109,26 @@ def test_a_reload_reopens_the_project_open_last(browser, server, project_dir, tm
         toast.first.wait_for()
         assert "Traceback" not in pg.content() and not other.exists()
         shot(pg, "24-reload-after-the-project-was-deleted")
+
+
+def test_the_status_line_counts_uploaded_images(browser, server, tmp_path):
+    """After an upload the canvas's status line still said "a.png (1 / 2)" while the title said
+    "image 1 of 3"; an upload renamed for a name clash is said in the upload's message."""
+    root = tmp_path / "up"
+    p = Project.create(root, classes=["background", "object"])
+    for k in range(2):
+        p.add_image(encode_image_png(make_disc_image(SIZE, seed=30 + k)[0]), name=f"up{k}.png")
+    p.close()
+    up = tmp_path / "UP0.png"  # up0.png is there already: stored as UP0_2.png
+    up.write_bytes(encode_image_png(make_disc_image(SIZE, seed=33)[0]))
+    with window(browser, server) as pg:
+        open_project(pg, root)
+        assert "(1 / 2)" in pg.inner_text(f"{ROOT} .ws-status")
+        pg.set_input_files("#ws-upload input[type=file]", str(up))
+        pg.locator("#ws-upload").get_by_text("UP0").first.wait_for()
+        pg.click("#ws-upload-btn")
+        pg.wait_for_function("() => document.querySelector('#ws-add-msg').innerText.includes('Added 1 image')")
+        assert "UP0.png was added as UP0_2.png" in pg.inner_text("#ws-add-msg")
+        pg.wait_for_function(f"() => document.querySelector('{ROOT} .ws-status').innerText.includes('(1 / 3)')")
+        assert "image 1 of 3" in pg.inner_text("#ws-title")
+        shot(pg, "28-status-line-after-upload")

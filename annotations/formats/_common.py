@@ -260,11 +260,6 @@ def pseudo_from_strokes(project, image_id: int, layer: str):
     return r.mask, mi
 
 
-def correct_stale_prediction(project, image_id: int, mi, layer: str):
-    """:func:`correct_stale_mask` (its name when only predictions were corrected; the app calls it)."""
-    return correct_stale_mask(project, image_id, mi, layer)
-
-
 def correct_stale_mask(project, image_id: int, mi, layer: str):
     """``(mask, MaskInfo)``: the stored mask ``mi`` (a prediction, or a final mask accepted before
     the latest strokes) corrected by the current strokes of ``layer`` with

@@ -203,6 +203,7 @@
     const c = S.classes.find((c) => c.idx === S.cls);
     cursor.style.borderColor = S.erase ? '#ffffff' : (c ? c.color : '#fff');
     root.dataset.tool = S.erase ? 'eraser' : 'class-' + S.cls;
+    markClear();
   }
   function buildOverlays() {
     const box = q('.ws-overlays');
@@ -305,6 +306,7 @@
     const r = await call('canvas_save', {project: d.proj, image_id: d.id, layer: d.layer, labels: rleEncode(sent),
                                          version: d.version, kind: d.kind});
     d.inflight = false;
+    d.failed = !r;
     if (!r) {
       d.dirty = true;  // keep the strokes; they go with the next save
       setStatus('Not saved yet: your strokes are kept and will be saved with the next stroke.');
@@ -343,8 +345,15 @@
     if (d.dirty) flush(d); else updateFlags();
   }
   function waitSaved(d) {
+    // until the doc is saved, or a save tried meanwhile failed (refused, e.g. a mask with no labelled
+    // pixel: the doc stays unsaved and it is said; trying again at once would only repeat the refusal)
     return new Promise((resolve) => {
-      const tick = () => { if (!d || (!d.dirty && !d.inflight)) resolve(); else { flush(d); setTimeout(tick, 30); } };
+      let tried = false;
+      const tick = () => {
+        if (!d || (!d.dirty && !d.inflight) || (tried && !d.inflight && d.failed)) { resolve(); return; }
+        if (d.inflight) tried = true; else { flush(d); tried = tried || d.inflight; }
+        setTimeout(tick, 30);
+      };
       tick();
     });
   }
@@ -428,7 +437,8 @@
   }
   function clearAll() {
     const d = S.doc;
-    if (!d) return;
+    if (!d || S.drawing) return;
+    if (d.layer === 'mask') { resetMask(d); return; }  // an empty final mask would be refused
     const before = d.labels;
     d.labels = new Uint8Array(d.W * d.H).fill(255);
     record(d, before);
@@ -438,6 +448,32 @@
     flush(d);
     if (d.layer === 'scribbles') { S.seq++; requestOverlay(end); }
   }
+  function resetMask(d) {
+    // the mask editor's Clear: back to the mask it opened with, as one edit (Undo brings the edits
+    // back); saved as the final mask like any edit
+    if (!d.start || !d.startLabelled) return;
+    const before = d.labels, start = d.start;
+    let same = before.length === start.length;
+    for (let i = 0; same && i < start.length; i++) same = before[i] === start[i];
+    if (same) { setStatus('The mask is as the editor opened it already.'); return; }
+    d.labels = start.slice();
+    record(d, before);
+    d.dirty = true;
+    renderAll();
+    flush(d);
+  }
+  function markClear() {
+    // Clear removes the strokes; in the mask editor it is Reset (an empty final mask is refused)
+    const b = q('.ws-clear'), d = S.doc, m = S.mode === 'mask' && !!d && d.layer === 'mask';
+    const ok = m && !!d.start && d.startLabelled;
+    b.textContent = m ? 'Reset' : 'Clear';
+    b.title = !m ? 'Remove every stroke of this image (can be undone)'
+      : ok ? 'Put the mask back as the editor opened it (' + (KIND_NAMES[d.startKind] || d.startKind) +
+             '); saved as the final mask, and Undo brings your edits back'
+      : 'Nothing to reset to: the editor opened on an empty mask (use Undo or the eraser)';
+    b.disabled = m && !ok;
+    root.dataset.clear = b.disabled ? 'off' : (m ? 'reset' : 'clear');
+  }
   async function setMode(mode) {
     if (mode === S.mode || S.id == null || S.drawing) return;
     if (mode === 'mask') {
@@ -445,7 +481,13 @@
       const r = await call('canvas_mask_layer', {image_id: id, shown: S.overlayKind});  // edit what is shown
       if (!r || id !== S.id || proj !== S.proj || S.mode === 'mask' || S.drawing) return;  // the image changed meanwhile
       S.mode = 'mask';
-      S.doc = makeDoc(S.id, 'mask', S.W, S.H, rleDecode(r.labels, S.W * S.H), r.version, r.kind);
+      const startMap = rleDecode(r.labels, S.W * S.H);
+      S.doc = makeDoc(S.id, 'mask', S.W, S.H, startMap.slice(), r.version, r.kind);
+      if (!S.doc.start) {  // what Reset goes back to (a revisit with unsaved edits keeps its first start)
+        S.doc.start = startMap;
+        S.doc.startKind = r.kind;
+        S.doc.startLabelled = startMap.some((v) => v !== 255);
+      }
       setTiming('');
       setStatus(r.kind === 'none' ? 'Mask editor: nothing to start from; paint the classes.' :
         'Mask editor: editing the ' + r.kind + ' mask. Your changes are saved as the final mask.');
@@ -642,6 +684,7 @@
     buildTags();
     renderAll();
   }
+  function labelOf(msg) { return (msg.name || '') + (msg.position ? '  (' + msg.position + ')' : ''); }
   function statusLine() {
     return S.label + (S.status ? ' \u00b7 ' + S.status : '') + (S.mode === 'mask' ? ' \u00b7 Mask editor' : '');
   }
@@ -660,6 +703,7 @@
     }
     if (msg.status !== undefined) S.status = msg.status;
     if (msg.final_id !== undefined) S.finalId = msg.final_id;
+    if (msg.position !== undefined) S.label = labelOf(msg);  // images added or removed: "(4 / 23)"
     if (msg.tags) { S.tags = msg.tags; markTags(); }
     buildOverlays();
     setStatus(statusLine());
@@ -706,7 +750,7 @@
     S.tags = msg.tags || {};
     S.status = msg.status;
     S.finalId = msg.final_id;  // the final mask this page has seen (0: none): Accept must not replace another
-    S.label = (msg.name || '') + (msg.position ? '  (' + msg.position + ')' : '');
+    S.label = labelOf(msg);
     buildOverlays();
     markTags();
     markTools();

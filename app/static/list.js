@@ -3,12 +3,22 @@
 // not in view already. Only the list's own scroll boxes move (never the page, which would carry
 // the canvas away) and the keyboard focus stays where it is. The list is a virtual table that
 // puts only the rows near its scroll position in the page: the row is first brought near by its
-// index in the rows, then revealed exactly once drawn.
+// index in the rows, then revealed exactly once drawn. Every cell drawn gets its text as tooltip:
+// a row is one line, and a long name or status ends in "…".
 (value) => {
   const MARK = '\u25b6 ';
   const rows = value && Array.isArray(value.data) ? value.data : (Array.isArray(value) ? value : []);
   const idx = rows.findIndex((r) => Array.isArray(r) && String(r[1] || '').startsWith(MARK));
   const box = document.getElementById('ws-image-list');
+  if (box && !box._wsTitles) {  // once per list: rows are drawn again as the list scrolls
+    const titles = () => box.querySelectorAll('.virtual-row .body-cell').forEach((c) => {
+      const t = c.textContent.trim();
+      if (c.title !== t) c.title = t;  // an attribute: no new mutation of the kinds observed
+    });
+    box._wsTitles = new MutationObserver(titles);
+    box._wsTitles.observe(box, {childList: true, subtree: true, characterData: true});
+    titles();
+  }
   if (!box || idx < 0) return;
   function marked() {
     return Array.from(box.querySelectorAll('.virtual-row, tbody:not([aria-hidden]) tr'))
