@@ -110,7 +110,12 @@ def predict_target(project: Project):
         summary = predict_project(project, image_ids=ids, callback=cb, cancel=job.cancel)
         unc = [u for _, _, u in summary.predicted]
         tail = f"; mean uncertainty {float(np.mean(unc)):.3f}" if unc else ""
-        return f"{len(summary.predicted)} mask(s) predicted with model {summary.model_version}{tail}."
+        msg = f"{len(summary.predicted)} mask(s) predicted with model {summary.model_version}{tail}."
+        if summary.from_strokes:  # an early model: where it fails the strokes it trained on, they lead
+            n = len(summary.from_strokes)
+            msg += (f" On {n} image(s) you drew on, the model contradicts more than 5 % of your strokes, so their "
+                    "mask comes from your strokes alone; train longer or on more images.")
+        return msg
 
     return run
 

@@ -50,6 +50,9 @@ def test_train_then_predict_in_the_background(tmp_path):
     job.thread.join(120)
     snap = job.snapshot()
     assert snap["status"] == "done", snap["message"]
+    # one epoch: where the model fails the strokes it trained on, the message says their masks are the strokes'
+    led = [i for i in p.image_ids()[3:5] if p.mask_info(i, "predicted").source.startswith("hybrid(strokes;")]
+    assert (f"On {len(led)} image(s) you drew on" in snap["message"]) == bool(led), snap["message"]
     st = p.statuses()
     assert [st[i] for i in p.image_ids()] == ["final"] * 3 + ["predicted"] * 3
     assert all(p.mask_info(i, "predicted").uncertainty is not None for i in p.image_ids()[3:])
