@@ -171,7 +171,7 @@ def _and(parts: list[str]) -> str:
     return " and ".join(filter(None, [", ".join(parts[:-1]), parts[-1]])) if parts else ""
 
 
-def _usage_text(usage: dict[str, int], done: bool = False) -> tuple[str, str]:
+def usage_text(usage: dict[str, int], done: bool = False) -> tuple[str, str]:
     """What uses a class and what deleting it does (``done``: did), from :meth:`Project.class_usage`:
     ``{"scribbles": 10, "masks": 1, "tags": 0}`` -> ``("10 scribble maps and 1 mask", "its pixels
     become unlabelled")``; ``("", "")`` when nothing uses it."""
@@ -518,9 +518,9 @@ class Project:
         one): deleting one of the last two is refused with :class:`ProjectError`.
         """
         c = self.class_info(key)
-        self._check_class_deletable(c)
+        self.check_class_deletable(c)
         usage = self.class_usage(c.idx)
-        uses, effects = _usage_text(usage)
+        uses, effects = usage_text(usage)
         if uses and not force:
             raise ClassInUseError(f"class '{c.name}' is used by {uses}; deleting it needs force ({effects}).",
                                   class_name=c.name, uses=uses, effects=effects)
@@ -528,7 +528,7 @@ class Project:
         lut[c.idx] = IGNORE
         lut[c.idx + 1 : 255] = np.arange(c.idx, 254, dtype=np.uint8)
         with self.transaction() as conn:
-            self._check_class_deletable(c)  # again, inside the transaction: another writer may have deleted one
+            self.check_class_deletable(c)  # again, inside the transaction: another writer may have deleted one
             heads = {(r[0], r[1]): r[2] for r in conn.execute("SELECT image_id, layer, version FROM scribble_heads")}
             changed_heads = []
             for r in conn.execute("SELECT image_id, layer, version, file FROM scribble_versions").fetchall():
@@ -554,10 +554,10 @@ class Project:
             n = conn.execute("SELECT COALESCE(MAX(idx), -1) FROM classes").fetchone()[0]
             for i in range(c.idx + 1, n + 1):
                 conn.execute("UPDATE classes SET idx = ? WHERE idx = ?", (i - 1, i))
-        return f"deleted class '{c.name}'" + (f" (it was used by {uses}: {_usage_text(usage, done=True)[1]})"
+        return f"deleted class '{c.name}'" + (f" (it was used by {uses}: {usage_text(usage, done=True)[1]})"
                                               if uses else "")
 
-    def _check_class_deletable(self, c: ClassInfo) -> None:
+    def check_class_deletable(self, c: ClassInfo) -> None:
         """Refuse to delete ``c`` when the project would be left with fewer than two classes."""
         others = [n for n in self.class_names if n != c.name]
         if len(others) < 2:

@@ -32,7 +32,7 @@ from annotations import imageio
 from annotations.errors import AnnotationError, NotFoundError, StaleWriteError
 from annotations.store import DEFAULT_LAYER, STATUS_ORDER, Project, check_new_project_classes, sanitize_name
 
-from . import canvas
+from . import canvas, jobs
 
 IGNORE = 255
 #: Uploads larger than this are refused (bytes); the page also passes it to Gradio.
@@ -45,6 +45,10 @@ FILTERS = ("all",) + STATUS_ORDER
 
 class AppError(AnnotationError):
     """A request the app cannot carry out (bad input from the page, no such project...)."""
+
+
+class ImageGoneError(AppError):
+    """The page asked about an image that is not (or no longer) in the project."""
 
 
 # ---------------------------------------------------------------------------------- projects
@@ -162,8 +166,8 @@ def image_status(project: Project, image_id: int) -> str:
     """The image's status as the page says it (:func:`status_label`): the title, the canvas's
     status line (a first stroke on a predicted image changes it, so the list is refreshed)."""
     status = project.status(image_id)
-    return status_label(status, int(image_id) in _with_strokes(project),
-                        status == "final" and project.final_older_than_strokes(image_id))
+    has_strokes = bool(project.layers_changed_since(image_id, ""))  # this image's layers with strokes
+    return status_label(status, has_strokes, status == "final" and project.final_older_than_strokes(image_id))
 
 
 def image_rows(project: Project, status_filter: str = "all", current: int | None = None) -> list[list]:
@@ -733,6 +737,8 @@ def _guard(fn: Callable[[dict], dict]) -> Callable[[dict], dict]:
             if not isinstance(payload, dict):
                 raise AppError("the page sent a malformed request.")
             return fn(payload)
+        except ImageGoneError as e:  # the page drops what it holds for the image (static/canvas.js)
+            return {"error": str(e), "gone": True}
         except AnnotationError as e:
             return {"error": str(e)}
         except Exception as e:  # noqa: BLE001 - a message, never a stack trace, in the page
@@ -752,18 +758,37 @@ def _req(payload: dict) -> tuple[Project, int]:
         image_id = int(payload.get("image_id"))
     except (TypeError, ValueError):
         raise AppError("the page sent no image id.") from None
-    project.image_info(image_id)
+    try:
+        project.image_info(image_id)
+    except NotFoundError:
+        raise ImageGoneError(f"image {image_id} is no longer in this project (it was removed, here or in another "
+                             "window): nothing more is saved for it. Go on to another image.") from None
     return project, image_id
+
+
+def _check_page_classes(project: Project, payload: dict) -> None:
+    """Refuse a save from a page that still draws with more classes than the project has: a class
+    was deleted since (another window, the command line), the indices above it moved down, and its
+    class numbers would now name other classes (a page told of the deletion remaps its strokes)."""
+    n = payload.get("n_classes")
+    if isinstance(n, int) and not isinstance(n, bool) and n > project.num_classes:
+        raise AppError(f"a class was deleted since this page loaded ({n} classes then, "
+                       f"{project.num_classes} now: {', '.join(project.class_names)}), so this page's class "
+                       "numbers are out of date and these strokes were not saved. Reload the page (F5) and "
+                       "draw them again.")
 
 
 @_guard
 def canvas_save(payload: dict) -> dict:
-    """Save the canvas: ``{project, image_id, layer: "scribbles"|"mask", labels: rle, version, kind}``.
+    """Save the canvas: ``{project, image_id, layer: "scribbles"|"mask", labels: rle, version, kind,
+    n_classes}`` (``n_classes``: how many classes the page draws with; more than the project has
+    now is refused, see :func:`_check_page_classes`).
 
     Returns ``{"version", "labels" (rle, only when merged with another writer's work), "status",
     "tags"}`` (the tags as stored now, so a page shows another window's tag changes after its next stroke).
     """
     project, image_id = _req(payload)
+    _check_page_classes(project, payload)
     info = project.image_info(image_id)
     labels = canvas.rle_decode(payload.get("labels") or [], (info.height, info.width))
     layer = payload.get("layer", "scribbles")
@@ -877,6 +902,45 @@ def recolor_class(project: Project, idx, color: str) -> str:
     return f"Class {c.name} is now drawn in {c.hex}."
 
 
+def delete_class_question(project: Project, idx) -> tuple[str, str]:
+    """What the page asks before deleting class ``idx``: ``(its name, the question)``, the question
+    saying what uses it (:meth:`Project.class_usage`) and what deleting it does, as the command
+    line's ``classes delete`` says it. Refused (:class:`AnnotationError`) at once when the store would
+    refuse (fewer than two classes left) or a job runs on the project."""
+    from annotations.store import usage_text
+
+    if idx is None or idx == "":
+        raise AppError("choose the class to delete.")
+    jobs.refuse_while_running(str(project.root), "The class was not deleted")
+    c = project.class_info(int(idx))
+    project.check_class_deletable(c)  # the store's own refusal, before anything is asked
+    uses, effects = usage_text(project.class_usage(c.idx))
+    parts = [f"Really delete class **{c.name}** (index {c.idx})?",
+             f"It is used by {uses}: {effects}." if uses else "No stroke, mask or tag uses it."]
+    after = [x.name for x in project.classes() if x.idx > c.idx]
+    if after:
+        parts.append(f"The classes after it ({', '.join(after)}) each move down one index (and number key).")
+    parts.append("This cannot be undone from the page.")
+    return c.name, " ".join(parts)
+
+
+def delete_class(project: Project, name: str) -> tuple[int, str]:
+    """Delete the class ``name`` (the one the question named: a name, as indices move) as
+    ``python -m segmenter classes PROJECT delete NAME --force`` does (:meth:`Project.delete_class`:
+    its pixels become unlabelled, its tags go, the classes after it move down one index).
+    Returns ``(the index it had, a message)``; refused while a job runs on the project."""
+    with jobs.while_idle(str(project.root), "The class was not deleted"):
+        try:
+            c = project.class_info(str(name))
+        except NotFoundError:
+            c = None
+        if c is None or c.name.lower() != str(name).strip().lower():
+            raise AppError(f"there is no class '{name}' any more (renamed or deleted meanwhile); nothing was "
+                           "deleted.")
+        summary = project.delete_class(c.name, force=True)
+    return c.idx, summary[:1].upper() + summary[1:] + "."
+
+
 # ---------------------------------------------------------------------------------- adding images
 def _file_path(f) -> str:
     """A path from what gr.File gives (a str, or an object with ``.name`` / ``.path``)."""
@@ -939,6 +1003,66 @@ def add_folder(project: Project, folder: str) -> str:
         raise AppError("enter a folder path on this computer.")
     summary = import_path(project, os.path.expanduser(folder))
     return "\n".join(summary.lines())
+
+
+# ---------------------------------------------------------------------------------- removing images
+def _what_goes(project: Project, info) -> str:
+    """What :meth:`Project.delete_image` takes with the image, in words (the command line's
+    ``remove-image`` says the same)."""
+    from segmenter.commands.review import what_goes
+
+    return what_goes(project, info)
+
+
+def remove_question(project: Project, image_id) -> tuple[int, str]:
+    """What the page asks before removing the image shown: ``(its id, the question)``. Refused at
+    once while a job runs on the project."""
+    if image_id is None:
+        raise AppError("no image is shown, so there is nothing to remove.")
+    jobs.refuse_while_running(str(project.root), "The image was not removed")
+    try:
+        info = project.image_info(int(image_id))
+    except NotFoundError:
+        raise AppError(f"image {image_id} is no longer in this project (removed meanwhile).") from None
+    goes = _what_goes(project, info)
+    with_it = "It has no labels." if goes == "no labels" else f"With it go: {goes}."
+    ids = project.image_ids()
+    where = f"image {ids.index(info.id) + 1} of {len(ids)}"
+    return info.id, (f"Really remove **{info.name}** ({where}) from the project? {with_it} This cannot be undone "
+                     "from the page (its files stay in the project folder).")
+
+
+def image_after_removal(project: Project, image_id: int, status_filter: str = "all") -> int | None:
+    """The image to show once ``image_id`` is gone: the next one in the list as shown (the filter),
+    the previous one when it was the last there, else the same among all images; ``None`` when it
+    is the only image."""
+    for ids in (_ids(project, status_filter), project.image_ids()):
+        if image_id in ids and len(ids) > 1:
+            k = ids.index(image_id)
+            return ids[k + 1] if k + 1 < len(ids) else ids[k - 1]
+    rest = [i for i in project.image_ids() if i != image_id]
+    return rest[0] if rest else None
+
+
+def remove_image(project: Project, image_id, status_filter: str = "all") -> tuple[int | None, str]:
+    """Remove an image as ``python -m segmenter remove-image`` does (:meth:`Project.delete_image`:
+    its masks, strokes, tags and image-set places go, its files stay). Returns ``(the image to show
+    now, see image_after_removal, a message saying what was removed)``; refused while a job runs
+    on the project."""
+    with jobs.while_idle(str(project.root), "The image was not removed"):
+        try:
+            info = project.image_info(int(image_id))
+        except (NotFoundError, TypeError, ValueError):
+            raise AppError(f"image {image_id} is no longer in this project (removed meanwhile); nothing was "
+                           "removed.") from None
+        goes = _what_goes(project, info)
+        shown = image_after_removal(project, info.id, status_filter)
+        project.delete_image(info.id)
+    left = len(project.image_ids())
+    return shown, (f"Removed {info.name} (id {info.id})" + (", which had no labels" if goes == "no labels"
+                                                              else f" with {goes}")
+                   + f"; {left} image(s) left. Its files stay in the project folder (images/, masks/{info.id}/, "
+                     f"scribbles/{info.id}/).")
 
 
 # ---------------------------------------------------------------------------------- export

@@ -10,8 +10,9 @@ import html
 import logging
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from typing import Callable
+from typing import Callable, Iterator
 
 from annotations.errors import AnnotationError
 
@@ -103,6 +104,26 @@ def start_job(key: str, kind: str, target: Callable[[Job], str]) -> Job:
 
 def current_job(key: str) -> Job | None:
     return _JOBS.get(key)
+
+
+def refuse_while_running(key: str, refused: str) -> None:
+    """Raise :class:`AnnotationError` (``refused``, e.g. "The image was not removed", and why) when
+    a job runs on the project ``key``."""
+    cur = _JOBS.get(key)
+    if cur is not None and cur.running:
+        raise AnnotationError(f"{refused}: a {cur.kind} job is running on this project and reads its images and "
+                              "classes. Wait until it ends (or cancel it in the Train & predict panel), then try "
+                              "again.")
+
+
+@contextmanager
+def while_idle(key: str, refused: str) -> Iterator[None]:
+    """Run the block with no job running on the project ``key`` and none starting meanwhile (a
+    Train pressed in another window waits for the block); refused as
+    :func:`refuse_while_running` says when one runs."""
+    with _JOBS_LOCK:
+        refuse_while_running(key, refused)
+        yield
 
 
 def cancel_job(key: str) -> str:

@@ -70,13 +70,30 @@ def list_update(p: Project, status_filter: str, current):
     return gr.update(value=rows, label=label)
 
 
+def confirm_box(elem_id: str, yes: str):
+    """A hidden question with a ``yes`` and a "No, keep it" button: the second, explicit click
+    before something is removed, shown once the page has said what goes (a browser's confirm()
+    dialog is not used: it blocks the page and headless browsers answer it themselves). Returns
+    ``(box, question, yes button, no button)``; their ids are ``elem_id`` + ``-confirm``,
+    ``-question``, ``-yes``, ``-no``."""
+    with gr.Group(visible=False, elem_id=f"{elem_id}-confirm") as box:
+        question = gr.Markdown(elem_id=f"{elem_id}-question")
+        with gr.Row():
+            yes_btn = gr.Button(yes, size="sm", variant="stop", elem_id=f"{elem_id}-yes")
+            no_btn = gr.Button("No, keep it", size="sm", elem_id=f"{elem_id}-no")
+    return box, question, yes_btn, no_btn
+
+
 def build_ui(project: Project) -> gr.Blocks:
     start_token = handlers.register_project(project)
 
-    def show(token: str, image_id, status_filter: str = "all"):
-        """Everything that changes when the shown image changes."""
+    def show(token: str, image_id, status_filter: str = "all", removed=None):
+        """Everything that changes when the shown image changes (``removed``: an image just removed,
+        whose strokes and undo history the canvas drops)."""
         p = handlers.project_for(token)
         msg = handlers.load_message(p, token, image_id)
+        if removed is not None:
+            msg["removed_image"] = int(removed)
         return (image_id, json.dumps(msg), handlers.title_text(p, image_id),
                 list_update(p, status_filter, image_id), handlers.progress_text(p))
 
@@ -153,6 +170,9 @@ def build_ui(project: Project) -> gr.Blocks:
                     with gr.Row():
                         rename_btn = gr.Button("Rename", size="sm", elem_id="ws-rename")
                         recolor_btn = gr.Button("Recolour", size="sm", elem_id="ws-recolor")
+                        delete_class_btn = gr.Button("Delete…", size="sm", elem_id="ws-delete-class")
+                    delete_class_box, delete_class_q, delete_class_yes, delete_class_no = confirm_box(
+                        "ws-delete-class", "Yes, delete the class")
                 with gr.Accordion("Export", open=False, elem_id="ws-export-panel"):
                     fmt = gr.Dropdown([], label="Format", elem_id="ws-export-format")
                     masks = gr.Radio([("Final masks only", "final"), ("Best available mask", "best")],
@@ -168,12 +188,18 @@ def build_ui(project: Project) -> gr.Blocks:
                                         elem_id="ws-folder")
                     folder_btn = gr.Button("Add images from folder", size="sm", elem_id="ws-folder-btn")
                     add_msg = gr.Markdown(elem_id="ws-add-msg")
+                    remove_btn = gr.Button("Remove the image shown…", size="sm", elem_id="ws-remove-image")
+                    remove_box, remove_q, remove_yes, remove_no = confirm_box("ws-remove", "Yes, remove it")
+                    remove_msg = gr.Markdown(elem_id="ws-remove-msg")
                     proj_path = gr.Textbox(label="Open or create a project (folder)", elem_id="ws-proj-path")
                     proj_classes = gr.Textbox(label="Classes for a new project (comma-separated)",
                                               value="background, object", elem_id="ws-proj-classes")
                     open_btn = gr.Button("Open / create project", size="sm", elem_id="ws-open")
 
         shown = [current, cv, title, image_list, progress]
+        # what a confirmation asked about: {"token", "image_id"} / {"token", "name"} (None: nothing asked)
+        remove_pending = gr.State(None)
+        delete_class_pending = gr.State(None)
 
         def refresh(token: str, image_id, status_filter: str = "all"):
             """Like :func:`show` after a job or an import changed the project: the image shown stays,
@@ -304,10 +330,10 @@ def build_ui(project: Project) -> gr.Blocks:
                    show_progress="hidden")
 
         # ---------------------------------------------------------------- classes
-        def _classes_changed(tok, p: Project, message: str, keep=None):
+        def _classes_changed(tok, p: Project, message: str, keep=None, **extra):
             gr.Info(message)
             msg = {"type": "classes", "project": tok, "classes": handlers.class_list(p),
-                   "nonce": uuid.uuid4().hex[:8]}
+                   "nonce": uuid.uuid4().hex[:8], **extra}
             # a failed job's message about the old classes is out of date now (training.shown_job)
             return (*class_outputs(p, keep), json.dumps(msg), training.panel_html(p))
 
@@ -332,6 +358,43 @@ def build_ui(project: Project) -> gr.Blocks:
 
         listen(recolor_btn.click, on_recolor, [token, class_pick, recolor_to],
                [class_table, class_pick, cv, train_progress])
+
+        def hidden():
+            return gr.update(visible=False)
+
+        def on_delete_class_ask(tok, idx):
+            p = handlers.project_for(tok)
+            name, question = handlers.delete_class_question(p, idx)
+            return {"token": tok, "name": name}, question, gr.update(visible=True)
+
+        listen(delete_class_btn.click, on_delete_class_ask, [token, class_pick],
+               [delete_class_pending, delete_class_q, delete_class_box])
+
+        def on_delete_class_keep():
+            gr.Info("No class was deleted.")
+            return None, hidden()
+
+        listen(delete_class_no.click, on_delete_class_keep, None, [delete_class_pending, delete_class_box])
+        # another class picked (or the list changed): the question asked is put away
+        listen(class_pick.change, lambda: (None, hidden()), None, [delete_class_pending, delete_class_box],
+               queue=False, show_progress="hidden")
+
+        def on_delete_class(tok, pending, cur, filt):
+            p = handlers.project_for(tok)
+            if not pending or pending.get("token") != tok:
+                raise AnnotationError("another project was opened since the question; no class was deleted.")
+            idx, message = handlers.delete_class(p, pending["name"])
+            # the canvas moves its strokes and undo history to the new class numbers, then takes the
+            # shown image's tags and status as they are now
+            still = cur is not None and handlers.check_image(p, cur) == int(cur)
+            again = handlers.refresh_message(p, tok, int(cur)) if still else None
+            return (None, hidden(), *_classes_changed(tok, p, message, deleted=idx, refresh=again),
+                    handlers.title_text(p, int(cur)) if still else gr.skip(), list_update(p, filt, cur),
+                    handlers.progress_text(p))
+
+        listen(delete_class_yes.click, on_delete_class, [token, delete_class_pending, current, status_filter],
+               [delete_class_pending, delete_class_box, class_table, class_pick, cv, train_progress, title,
+                image_list, progress])
 
         # ---------------------------------------------------------------- export
         def on_export(tok, fmt_name, which):
@@ -360,6 +423,48 @@ def build_ui(project: Project) -> gr.Blocks:
             return (msg, training.panel_html(p), *refresh(tok, cur, filt))
 
         listen(folder_btn.click, on_folder, [token, folder, current, status_filter], [add_msg, train_progress] + shown)
+
+        def on_remove_ask(tok, cur):
+            p = handlers.project_for(tok)
+            image_id, question = handlers.remove_question(p, cur)
+            return {"token": tok, "image_id": image_id}, question, gr.update(visible=True), ""
+
+        listen(remove_btn.click, on_remove_ask, [token, current], [remove_pending, remove_q, remove_box, remove_msg])
+
+        def on_remove_keep():
+            return None, hidden(), "Nothing was removed."
+
+        listen(remove_no.click, on_remove_keep, None, [remove_pending, remove_box, remove_msg])
+
+        def on_remove(tok, pending, cur, filt):
+            p = handlers.project_for(tok)
+            if not pending or pending.get("token") != tok:
+                raise AnnotationError("another project was opened since the question; nothing was removed.")
+            removed = pending["image_id"]
+            next_id, message = handlers.remove_image(p, removed, filt)
+            gr.Info(message)
+            # the image removed was the one shown: the next one; else the one shown stays
+            show_id = next_id if cur is None or int(cur) == int(removed) else handlers.check_image(p, cur)
+            return (None, hidden(), message, training.panel_html(p), *show(tok, show_id, filt, removed=removed))
+
+        listen(remove_yes.click, on_remove, [token, remove_pending, current, status_filter],
+               [remove_pending, remove_box, remove_msg, train_progress] + shown)
+
+        def on_shown_changed(cur, pending):
+            """Another image shown: a removal asked about the one before is put away."""
+            if pending and pending.get("image_id") != cur:
+                return None, hidden()
+            return gr.skip(), gr.skip()
+
+        listen(current.change, on_shown_changed, [current, remove_pending], [remove_pending, remove_box],
+               queue=False, show_progress="hidden")
+
+        def on_project_changed():
+            return None, hidden(), None, hidden()
+
+        listen(token.change, on_project_changed, None,
+               [remove_pending, remove_box, delete_class_pending, delete_class_box], queue=False,
+               show_progress="hidden")
 
         def on_open(path, classes_text, filt, seen):
             p = handlers.open_project(path, classes_text)

@@ -871,3 +871,109 @@ def test_job_progress_cancel_and_failure():
     assert job.snapshot()["status"] == "failed" and "draw scribbles" in job.snapshot()["message"]
     assert "Nothing is running" in jobs.cancel_job("test-key")
     assert "Not trained" in jobs.progress_html(None)
+
+
+# ------------------------------------------------------------------ removing images, deleting classes
+def test_removing_an_image_says_what_goes_and_shows_the_next_one(project, token):
+    """The page removes an image as ``remove-image`` does (the same store call, the same words for
+    what goes with it), then shows the next image, the previous one after the last, none at the end;
+    a save for the removed image is answered with a sentence and ``gone``."""
+    from segmenter.commands.review import what_goes
+
+    ids = project.image_ids()
+    project.save_scribbles(ids[1], _scribbles(1))
+    project.set_tag(ids[1], 1, "present")
+    project.save_mask(ids[1], make_disc_image(64, seed=1)[1], "final", source="test")
+    info = project.image_info(ids[1])
+    goes = what_goes(project, info)
+    assert "mask version" in goes and "strokes in layer(s) default" in goes and "1 tag(s)" in goes
+    image_id, question = handlers.remove_question(project, ids[1])
+    assert image_id == ids[1] and "Really remove **disc1.png** (image 2 of 4)" in question and goes in question
+    assert project.image_ids() == ids  # asking removes nothing
+    shown, msg = handlers.remove_image(project, ids[1])
+    assert shown == ids[2] and project.image_ids() == [ids[0], ids[2], ids[3]]
+    assert msg.startswith(f"Removed disc1.png (id {ids[1]}) with {goes}; 3 image(s) left")
+    r = handlers.canvas_save({"project": token, "image_id": ids[1], "labels": canvas.rle_encode(_scribbles(1)),
+                              "version": 1})
+    assert r.get("gone") is True and "no longer in this project" in r["error"] and "Traceback" not in r["error"]
+    assert "gone" in handlers.canvas_preview({"project": token, "image_id": ids[1], "kind": "preview"})
+    with pytest.raises(AnnotationError, match="no longer in this project"):
+        handlers.remove_image(project, ids[1])  # a second click in another window
+    assert handlers.remove_image(project, ids[3])[0] == ids[2]  # the last one: the previous is shown
+    _, msg = handlers.remove_image(project, ids[2])
+    assert "which had no labels" in msg and "1 image(s) left" in msg
+    assert handlers.remove_image(project, ids[0])[0] is None  # none left: the empty canvas
+    assert handlers.load_message(project, token, None)["type"] == "empty"
+    with pytest.raises(AnnotationError, match="no image is shown"):
+        handlers.remove_question(project, None)
+
+
+def test_the_image_shown_after_a_removal_follows_the_list_as_filtered(project):
+    ids = project.image_ids()
+    for i in (ids[0], ids[2]):
+        project.save_scribbles(i, _scribbles())
+    # the scribbled list is [0, 2]: after 0 comes 2 (not 1, which the list does not show)
+    assert handlers.image_after_removal(project, ids[0], "scribbled") == ids[2]
+    assert handlers.image_after_removal(project, ids[2], "scribbled") == ids[0]
+    assert handlers.image_after_removal(project, ids[1], "scribbled") == ids[2]  # not listed: all images
+
+
+def test_deleting_a_class_says_what_it_does_and_does_what_the_cli_does(project, token):
+    """The confirmation counts what uses the class (the store's class_usage, worded as the store
+    words it); the deletion is the store's (pixels unlabelled, classes after it move down); a page
+    still drawing with the old class numbers is refused; fewer than two classes is refused before
+    anything is asked, with the store's message."""
+    iid = project.image_ids()[0]
+    handlers.add_class(project, "car", "#0000ff")
+    scr = np.full((64, 64), 255, np.uint8)
+    scr[5:10, 5:20] = 1  # object
+    scr[30:35, 5:20] = 2  # car
+    project.save_scribbles(iid, scr)
+    project.set_tag(iid, 1, "present")
+    with pytest.raises(AnnotationError, match="choose the class to delete"):
+        handlers.delete_class_question(project, None)
+    name, question = handlers.delete_class_question(project, 1)
+    assert name == "object" and "Really delete class **object** (index 1)?" in question
+    assert "used by 1 scribble map and 1 tag: its pixels become unlabelled and its tags are removed" in question
+    assert "The classes after it (car) each move down one index" in question
+    assert project.num_classes == 3  # asking deletes nothing
+    idx, msg = handlers.delete_class(project, "object")
+    assert idx == 1 and msg.startswith("Deleted class 'object' (it was used by 1 scribble map and 1 tag")
+    assert project.class_names == ["background", "car"] and project.tags(iid) == {}
+    stored = project.scribbles(iid)
+    assert (stored[5:10, 5:20] == 255).all() and (stored[30:35, 5:20] == 1).all()
+    old_page = {"project": token, "image_id": iid, "labels": canvas.rle_encode(scr), "n_classes": 3,
+                "version": project.scribble_version(iid)}
+    r = handlers.canvas_save(old_page)
+    assert "a class was deleted since this page loaded" in r["error"] and "Reload the page" in r["error"]
+    assert "error" not in handlers.canvas_save({**old_page, "labels": canvas.rle_encode(stored), "n_classes": 2})
+    with pytest.raises(AnnotationError, match="no class 'object' any more"):
+        handlers.delete_class(project, "object")
+    with pytest.raises(AnnotationError, match="at least two classes"):
+        handlers.delete_class_question(project, 1)
+    with pytest.raises(AnnotationError, match="at least two classes"):
+        handlers.delete_class(project, "car")
+    assert project.class_names == ["background", "car"]
+
+
+def test_removing_an_image_or_deleting_a_class_is_refused_while_a_job_runs(project):
+    import threading
+
+    ids = project.image_ids()
+    handlers.add_class(project, "car")
+    gate = threading.Event()
+    job = jobs.start_job(str(project.root), "training", lambda job: gate.wait(30) and "done")
+    try:
+        for call in (lambda: handlers.remove_question(project, ids[0]),
+                     lambda: handlers.remove_image(project, ids[0]),
+                     lambda: handlers.delete_class_question(project, 2),
+                     lambda: handlers.delete_class(project, "car")):
+            with pytest.raises(AnnotationError, match="a training job is running on this project"):
+                call()
+    finally:
+        gate.set()
+        job.thread.join(10)
+    assert project.image_ids() == ids and project.num_classes == 3
+    handlers.remove_image(project, ids[0])
+    handlers.delete_class(project, "car")
+    assert project.image_ids() == ids[1:] and project.num_classes == 2

@@ -1132,3 +1132,156 @@ def test_the_status_line_counts_uploaded_images(browser, server, tmp_path):
         pg.wait_for_function(f"() => document.querySelector('{ROOT} .ws-status').innerText.includes('(1 / 3)')")
         assert "image 1 of 3" in pg.inner_text("#ws-title")
         shot(pg, "28-status-line-after-upload")
+
+
+def small_project(root: Path, names: list[str], classes=("background", "object")) -> Path:
+    p = Project.create(root, classes=list(classes))
+    for k, name in enumerate(names):
+        p.add_image(encode_image_png(make_disc_image(SIZE, seed=40 + k)[0]), name=name)
+    p.close()
+    return root
+
+
+def toast(pg, text: str):
+    return pg.locator(".toast-body, [data-testid='toast-body']").filter(has_text=text).first
+
+
+def test_remove_the_image_shown_after_a_confirmation(browser, server, tmp_path):
+    """Remove image: a question naming the image and what goes with it, then a second click; the
+    next image is shown (the previous after the last, an empty canvas after the only one), the list,
+    the progress line and the canvas's status line count one fewer, and the canvas forgets the
+    removed image (nothing more is saved for it)."""
+    root = small_project(tmp_path / "rm", ["r0.png", "r1.png", "r2.png"])
+    with window(browser, server) as pg:
+        open_project(pg, root)
+        open_by_name(pg, "r1.png")
+        removed = state(pg)["id"]
+        pick_class(pg, 1)
+        stroke(pg, [(0.3, 0.5), (0.7, 0.5)])
+        wait_saved(pg)
+        if not pg.locator("#ws-remove-image").is_visible():
+            pg.click("#ws-project-panel button:has-text('Project')")
+        pg.click("#ws-remove-image")  # asked first; "No" keeps it
+        pg.locator("#ws-remove-question").get_by_text("Really remove").wait_for()
+        question = pg.inner_text("#ws-remove-question")
+        assert "r1.png" in question and "image 2 of 3" in question and "strokes in layer(s) default" in question
+        pg.click("#ws-remove-no")
+        pg.wait_for_function("() => document.querySelector('#ws-remove-msg').innerText.includes('Nothing was removed')")
+        assert not pg.locator("#ws-remove-yes").is_visible()
+        with Project.open(root) as p:
+            assert len(p.image_ids()) == 3
+        pg.click("#ws-remove-image")
+        pg.locator("#ws-remove-yes").wait_for()
+        shot(pg, "29-remove-image-question")
+        pg.click("#ws-remove-yes")
+        pg.wait_for_function("() => document.querySelector('#ws-title').innerText.includes('r2.png')")
+        pg.wait_for_function("() => document.querySelector('#ws-progress').innerText.includes('/ 2 annotated')")
+        pg.wait_for_function(f"() => document.querySelector('{ROOT} .ws-status').innerText.includes('(2 / 2)')")
+        assert "r1.png" not in pg.inner_text("#ws-image-list") and "image 2 of 2" in pg.inner_text("#ws-title")
+        assert "Removed r1.png" in pg.inner_text("#ws-remove-msg") and not pg.locator("#ws-remove-yes").is_visible()
+        assert canvas_js(pg, f"Object.keys(S.hist).filter((k) => k.includes('|{removed}:')).length") == 0
+        assert state(pg)["saved"] == "1"
+        with Project.open(root) as p:
+            assert removed not in p.image_ids() and len(p.image_ids()) == 2
+        pg.click("#ws-remove-image")  # the last image: the previous one comes next
+        pg.click("#ws-remove-yes")
+        pg.wait_for_function("() => document.querySelector('#ws-title').innerText.includes('r0.png')")
+        pg.click("#ws-remove-image")  # the only image: an empty canvas
+        pg.click("#ws-remove-yes")
+        pg.wait_for_selector(f"{ROOT}.ws-noimage")
+        pg.wait_for_function("() => document.querySelector('#ws-title').innerText.includes('No image')")
+        assert "0 / 0 annotated" in pg.inner_text("#ws-progress") and "Traceback" not in pg.content()
+        shot(pg, "30-every-image-removed")
+        with Project.open(root) as p:
+            assert p.image_ids() == []
+
+
+def test_a_save_for_an_image_removed_elsewhere_is_said_and_not_sent_again(browser, server, tmp_path):
+    """Another window (or the command line) removed the image this window shows: the next stroke's
+    save is answered with a sentence, the canvas drops that image's strokes instead of resending
+    them with every later stroke, and the page goes on to the other images."""
+    root = small_project(tmp_path / "gone", ["g0.png", "g1.png"])
+    with window(browser, server) as pg:
+        open_project(pg, root)
+        gone = state(pg)["id"]
+        with Project.open(root) as p:
+            p.delete_image(gone)
+        saves = []
+        pg.on("request", lambda r: saves.append(r.url) if r.method == "POST" else None)
+        pick_class(pg, 1)
+        stroke(pg, [(0.3, 0.5), (0.7, 0.5)])
+        pg.wait_for_function(f"() => (document.querySelector('{ROOT}').dataset.error || '')"
+                             ".includes('no longer in this project')")
+        pg.wait_for_selector(f"{ROOT}.ws-noimage")
+        wait_saved(pg)  # nothing left unsaved: no "leave the page?" question, nothing resent
+        assert state(pg)["id"] is None and "Traceback" not in pg.content()
+        shot(pg, "31-save-for-a-removed-image")
+        n = len(saves)
+        time.sleep(1.0)
+        assert len(saves) == n  # no retry
+        pg.click("#ws-next")
+        pg.wait_for_function(f"() => document.querySelector('{ROOT}')._ws.doc")
+        assert "g1.png" in pg.inner_text("#ws-title")
+        stroke(pg, [(0.3, 0.5), (0.7, 0.5)])
+        wait_saved(pg)
+        assert not state(pg)["error"]
+        with Project.open(root) as p:
+            assert p.scribble_version(state(pg)["id"]) == 1
+
+
+def test_delete_a_class_after_a_confirmation(browser, server, tmp_path):
+    """Delete class: the question counts what uses the class and says what happens to it; after the
+    second click the canvas's class buttons and colours follow, its strokes take the new class
+    numbers (the class's pixels none, the next class one lower) and save as such; deleting one of
+    the last two classes is refused at once with the store's message."""
+    root = small_project(tmp_path / "cls", ["c0.png"], classes=("background", "object", "car"))
+    scr = np.full((SIZE, SIZE), 255, np.uint8)
+    scr[10:14, 10:40] = 1
+    scr[60:64, 10:40] = 2
+    with Project.open(root) as p:
+        iid = p.image_ids()[0]
+        p.save_scribbles(iid, scr)
+        car = p.class_info("car").hex
+    with window(browser, server) as pg:
+        open_project(pg, root)
+        assert state(pg)["counts"] == {"1": 120, "2": 120}
+        pg.click("#ws-classes-panel button:has-text('Classes')")
+        pg.locator("#ws-class-pick input").first.click()
+        pg.get_by_role("option", name="1: object", exact=True).click()
+        pg.click("#ws-delete-class")
+        pg.locator("#ws-delete-class-question").get_by_text("Really delete class").wait_for()
+        question = pg.inner_text("#ws-delete-class-question")
+        assert "object" in question and "used by 1 scribble map: its pixels become unlabelled" in question
+        assert "(car)" in question
+        shot(pg, "32-delete-class-question")
+        with Project.open(root) as p:
+            assert p.num_classes == 3
+        pg.click("#ws-delete-class-yes")
+        toast(pg, "Deleted class 'object' (it was used by 1 scribble map").wait_for()
+        pg.wait_for_function(f"() => document.querySelectorAll('{ROOT} .ws-class').length === 2")
+        assert not pg.locator("#ws-delete-class-yes").is_visible()
+        buttons = pg.evaluate(f"() => Array.from(document.querySelectorAll('{ROOT} .ws-class'))"
+                              ".map((b) => [b.dataset.cls, b.innerText.trim(), b.querySelector('.ws-swatch').style.background])")
+        assert [b[:2] for b in buttons] == [["0", "background"], ["1", "car"]]
+        r, g, b = (int(car[k:k + 2], 16) for k in (1, 3, 5))
+        assert buttons[1][2] == f"rgb({r}, {g}, {b})"
+        assert state(pg)["counts"] == {"1": 120}  # car's strokes are class 1 now, object's are gone
+        pick_class(pg, 1)
+        stroke(pg, [(0.3, 0.8), (0.7, 0.8)])
+        wait_saved(pg)
+        assert not state(pg)["error"]
+        with Project.open(root) as p:
+            stored_map = p.scribbles(iid)
+            assert p.class_names == ["background", "car"]
+            assert (stored_map[10:14, 10:40] == 255).all() and (stored_map[60:64, 10:40] == 1).all()
+            assert set(np.unique(stored_map)) == {1, 255}
+        pg.click(f"{ROOT} .ws-undo")  # the undo history moved to the new numbers too
+        wait_saved(pg)
+        assert state(pg)["counts"] == {"1": 120}
+        pg.locator("#ws-class-pick input").first.click()
+        pg.get_by_role("option", name="1: car", exact=True).click()
+        pg.click("#ws-delete-class")
+        toast(pg, "at least two classes").wait_for()
+        assert not pg.locator("#ws-delete-class-yes").is_visible()
+        with Project.open(root) as p:
+            assert p.class_names == ["background", "car"]

@@ -10,6 +10,13 @@
 // another's strokes. Docs and undo history are keyed by the project token as well as the image id
 // and layer, so they never cross projects opened one after the other from the page.
 // Messages from Python arrive in props.value (JSON): {"type": "load" | "empty" | "classes" | "refresh", ...}.
+// A "load" or "empty" with "removed_image" follows the removal of that image: its strokes (saved or
+// not) and undo history are dropped, so nothing more is sent for it; a server answer saying an image
+// is gone ({"error", "gone": true}: removed from another window) does the same. A "classes" with
+// "deleted" (the index of a deleted class) moves every stroke and undo step of the project held here
+// to the new class numbers as the store did (that class's pixels become none, the ones after it
+// move down one), then applies its "refresh" (the shown image's tags and status); every save says
+// how many classes the page draws with, so the server refuses one made with out-of-date numbers.
 // "load" shows an image (a stroke under way is finished and saved in its own layer first);
 // "refresh" ({project, image_id, overlay_kinds, overlay_kind, status, final_id, tags}) follows a change of the
 // project (a job ended) for the image shown: it updates the overlay buttons and the status only,
@@ -279,13 +286,54 @@
 
   // ------------------------------------------------------------------ server calls
   async function call(name, payload) {
+    const req = Object.assign({project: S.proj}, payload);
     try {
-      const r = await server[name](Object.assign({project: S.proj}, payload));
-      if (r && r.error) { showError(r.error); return null; }
+      const r = await server[name](req);
+      if (r && r.error) {
+        showError(r.error);
+        if (r.gone) forget(req.project, req.image_id, true);
+        return null;
+      }
       return r || {};
     } catch (e) {
       showError('The server did not answer (' + (e && e.message ? e.message : e) + '). Your strokes are kept in this page.');
       return null;
+    }
+  }
+  function forget(proj, id, shownToo) {
+    // the image is no longer in the project: its docs (unsaved strokes too) and undo history go, so
+    // nothing more is sent for it; shown here (removed in another window), the canvas empties
+    const prefix = proj + '|' + id + ':';
+    for (const k of Object.keys(allDocs)) {
+      if (!k.startsWith(prefix)) continue;
+      allDocs[k].gone = true; allDocs[k].dirty = false;
+      delete allDocs[k];
+    }
+    for (const k of Object.keys(S.hist)) if (k.startsWith(prefix)) delete S.hist[k];
+    if (S.proj === proj && S.id === id) {
+      S.drawing = false; S.path = null; S.before = null;
+      if (shownToo) {
+        load({type: 'empty', project: proj, message: root.dataset.error || 'This image is no longer in the project.'});
+      }
+    }
+    updateFlags();
+  }
+  function remapClasses(proj, deleted) {
+    // class `deleted` is gone: its pixels become none and the classes after it move down one, in every
+    // doc and undo step of the project held here (as the store remapped every version), so a save or
+    // an undo afterwards means the same classes
+    const lut = new Uint8Array(256);
+    for (let v = 0; v < 256; v++) lut[v] = v === deleted ? 255 : (v > deleted && v < 255 ? v - 1 : v);
+    const map = (a) => { if (a) for (let i = 0; i < a.length; i++) a[i] = lut[a[i]]; };
+    const docs = new Set(Object.values(allDocs).concat(Object.values(S.docs)));  // each doc once
+    for (const d of docs) if (d && d.proj === proj) { map(d.labels); map(d.start); }
+    for (const [k, h] of Object.entries(S.hist)) {
+      if (!k.startsWith(proj + '|')) continue;
+      for (const e of h.undo.concat(h.redo)) { map(e.before); map(e.after); }
+    }
+    if (S.proj === proj) {
+      if (S.drawing) map(S.before);
+      if (S.cls === deleted) S.cls = -1; else if (S.cls > deleted) S.cls -= 1;  // -1: buildClasses picks one
     }
   }
   // Tell Python to refresh the image list and progress, only when this image's status changed.
@@ -297,15 +345,16 @@
 
   async function flush(d) {
     // a stroke being drawn is sent when it ends (endStroke), never half-drawn: one version per stroke
-    if (d.inflight || !d.dirty || (S.drawing && d === S.doc)) { updateFlags(); return; }
+    if (d.gone || d.inflight || !d.dirty || (S.drawing && d === S.doc)) { updateFlags(); return; }
     d.inflight = true;
     d.dirty = false;
     updateFlags();
     const sent = d.labels.slice();
     setStatus('Saving…');
     const r = await call('canvas_save', {project: d.proj, image_id: d.id, layer: d.layer, labels: rleEncode(sent),
-                                         version: d.version, kind: d.kind});
+                                         version: d.version, kind: d.kind, n_classes: S.classes.length});
     d.inflight = false;
+    if (d.gone) { updateFlags(); return; }  // the image was removed meanwhile: nothing to keep or resend
     d.failed = !r;
     if (!r) {
       d.dirty = true;  // keep the strokes; they go with the next save
@@ -715,10 +764,16 @@
     if (msg.type === 'refresh') { refresh(msg); return; }
     // a stroke under way belongs to the doc it was drawn in: finish and save it there before any switch
     if (S.drawing && (msg.type === 'load' || msg.type === 'empty')) finishStroke();
+    if (msg.removed_image != null) forget(msg.project || S.proj, msg.removed_image, false);
     const prevProj = S.proj;
     S.proj = msg.project || S.proj;
+    if (msg.type === 'classes' && msg.deleted != null) remapClasses(S.proj, msg.deleted);
     if (msg.classes) setClasses(msg.classes);
-    if (msg.type === 'classes') { if (S.id != null) requestOverlay(); return; }
+    if (msg.type === 'classes') {
+      if (msg.refresh) refresh(msg.refresh);  // the tags and status as they are now
+      else if (S.id != null) requestOverlay();
+      return;
+    }
     if (msg.type === 'empty') {
       S.id = null; S.doc = null; S.docs = {}; S.W = S.H = 0; S.mode = 'scribbles';
       root.classList.add('ws-noimage');

@@ -190,7 +190,7 @@ def resolve_unambiguous(project, key: str):
     return found[0]
 
 
-def _what_goes(project, info) -> str:
+def what_goes(project, info) -> str:
     """What :meth:`Project.delete_image` takes with the image, in words."""
     parts = []
     history = project.mask_history(info.id)
@@ -217,7 +217,7 @@ def cmd_remove_image(args) -> int:
     for key in args.images:  # every name checked before anything is removed
         info = resolve_unambiguous(project, key)
         chosen.setdefault(info.id, info)
-    lines = [f"removed image {info.id} {info.name} with {_what_goes(project, info)}" for info in chosen.values()]
+    lines = [f"removed image {info.id} {info.name} with {what_goes(project, info)}" for info in chosen.values()]
     with project.transaction():
         for info in chosen.values():
             project.delete_image(info.id)
