@@ -21,7 +21,7 @@ log = logging.getLogger("weakseg.app")
 FILTER_LABELS = {"scribbled": "Scribbled (strokes, not final)"}
 FILTER_CHOICES = [("All images", "all")] + [(FILTER_LABELS.get(s, s.capitalize()), s) for s in handlers.FILTERS[1:]]
 LIST_HEADERS = ["id", "image", "status"]
-LIST_WIDTHS = ["10%", "34%", "56%"]
+LIST_WIDTHS = ["12%", "60%", "28%"]
 
 
 def safe(fn, n_outputs: int):
