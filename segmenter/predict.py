@@ -300,7 +300,7 @@ def predict_project(project, model: str | None = None, image_ids=None, *, device
         images = [project.load_image(i) for i in chunk]
         absent = [[c for c, st in project.tags(i).items() if st == "absent"] for i in chunk]
         for i, im, ab, p in zip(chunk, images, absent, pred.predict(images, absent=absent)):
-            mask, conf, src = p.mask, p.confidence, source
+            mask, conf, src, unc = p.mask, p.confidence, source, p.uncertainty
             scr = project.scribbles(i, layer=layer) if scribbles else None
             if scr is not None:
                 scr = without_absent(scr, ab)
@@ -313,13 +313,15 @@ def predict_project(project, model: str | None = None, image_ids=None, *, device
                     r = get_method(None)(im, scr, pred.cfg.num_classes)
                     src = f"{DEFAULT_METHOD}(strokes; {source} contradicts {err:.0%} of them)"
                     from_strokes.append(project.image_info(i).name)
+                    # the mask is the strokes', so is its uncertainty (the model's sent a reviewer to it first)
+                    unc = image_uncertainty(r.probs)[0]
                 else:
                     r = correct_prediction(im, scr, mask, pred.cfg.num_classes, conf)
                     src = f"{source}+{DEFAULT_METHOD}(strokes)"
                 mask, conf = r.mask, r.confidence
             project.save_mask(i, mask, "predicted", source=src, model_version=version,
-                              confidence=conf, uncertainty=p.uncertainty)
-            done.append((i, project.image_info(i).name, p.uncertainty))
+                              confidence=conf, uncertainty=unc)
+            done.append((i, project.image_info(i).name, unc))
         if callback is not None:
             callback(len(done), len(ids))
     done.sort(key=lambda t: -t[2])

@@ -194,6 +194,10 @@ def test_predictions_of_scribbled_images_keep_the_strokes(tmp_path, capsys):
     assert "3 image(s) where the model contradicts more than 5% of the strokes it was trained on" in capsys.readouterr().out
     assert np.array_equal(p.mask(d1, "predicted"), get_method(None)(p.load_image(d1), scr, 2).mask)
     assert p.mask_info(d1, "predicted").source.startswith("hybrid(strokes; model:unet/resnet18 contradicts ")
+    # its uncertainty is the strokes' mask's, not the untrained model's (near 1, first in review)
+    probs = get_method(None)(p.load_image(d1), scr, 2).probs
+    assert p.mask_info(d1, "predicted").uncertainty == pytest.approx(image_uncertainty(probs)[0], abs=1e-6)
+    assert p.mask_info(d1, "predicted").uncertainty < p.mask_info(d0, "predicted").uncertainty
     assert p.mask_info(d0, "predicted").source == "model:unet/resnet18"
     # the same strokes drawn on an image after the model was saved: a correction of its mask
     d0_scr = p.scribbles(d1)
