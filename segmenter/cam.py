@@ -731,21 +731,28 @@ def collapsed_masks(masks: list[np.ndarray], tags: np.ndarray) -> tuple[int, int
     of them (at most a quarter of them when eight or more are present): the classifier could not
     tell the classes apart there. A class shows when it holds :data:`SHOWN_SHARE` of the labelled
     pixels; a mask without labelled pixels shows none."""
-    collapsed = eligible = 0
-    for m, row in zip(masks, tags):
+    which, eligible = collapsed_which(masks, tags)
+    return len(which), eligible
+
+
+def collapsed_which(masks: list[np.ndarray], tags: np.ndarray) -> tuple[list[int], int]:
+    """``(indices, eligible)``: :func:`collapsed_masks` with the positions of the collapsed masks
+    (a run that is not refused names them)."""
+    which, eligible = [], 0
+    for k, (m, row) in enumerate(zip(masks, tags)):
         present = np.flatnonzero(row == PRESENT)
         if len(present) < 2:
             continue
         eligible += 1
         lab = m[m != IGNORE]
         if not lab.size:  # no labelled pixel: no class shows
-            collapsed += 1
+            which.append(k)
             continue
         counts = np.bincount(lab, minlength=len(row))[: len(row)]
         shown = int((counts[present] >= SHOWN_SHARE * lab.size).sum())
         if shown <= max(1, len(present) // 4):
-            collapsed += 1
-    return collapsed, eligible
+            which.append(k)
+    return which, eligible
 
 
 def check_masks_informative(masks: list[np.ndarray], tags: np.ndarray, notes: list[str] | None = None) -> None:
@@ -777,12 +784,20 @@ class ProjectTagsSummary:
     warnings: list[str]
     train: TrainStats
     infer_seconds: float
+    #: names of the images tagged with several present classes whose mask shows about one of them
+    collapsed: list[str] = field(default_factory=list)
 
     def message(self) -> str:
         verb = "saved" if self.saved else "would save"
         n = len(self.image_ids)
-        return (f"{verb} {n} pseudo-mask{'' if n == 1 else 's'} (source {self.method}); "
-                f"training {self.train.seconds:.1f} s, masks {self.infer_seconds:.1f} s")
+        msg = (f"{verb} {n} pseudo-mask{'' if n == 1 else 's'} (source {self.method}); "
+               f"training {self.train.seconds:.1f} s, masks {self.infer_seconds:.1f} s")
+        if self.collapsed:
+            k = len(self.collapsed)
+            msg += (f". {k} of them, tagged with several present classes, show about one class: "
+                    + ", ".join(self.collapsed[:10]) + (" …" if k > 10 else "")
+                    + " (review them, or draw a stroke of each class there and run it again)")
+        return msg
 
 
 def tags_project(project, config: TagConfig | None = None, image_ids=None, *, layer: str = "default",
@@ -820,4 +835,5 @@ def tags_project(project, config: TagConfig | None = None, image_ids=None, *, la
     if save:
         for iid, m, c in zip(ids, res.masks, res.confidences):
             project.save_mask(iid, m, "pseudo", source=res.method, confidence=c)
-    return ProjectTagsSummary(ids, save, res.method, res.warnings, res.train, res.infer_seconds)
+    collapsed = [project.image_info(ids[k]).name for k in collapsed_which(res.masks, tags)[0]]
+    return ProjectTagsSummary(ids, save, res.method, res.warnings, res.train, res.infer_seconds, collapsed)
