@@ -512,7 +512,9 @@ class Project:
         Its pixels become 255 (none / ignore) and classes above it move down by one in every
         scribble version of every layer (so an undo never brings back the old indices) and in
         every mask; a head that changed gets a new version (a window still drawing with the old
-        classes is refused as stale). Its tags go. Returns a summary.
+        classes is refused as stale) that keeps the ``created`` time of the version it renumbers,
+        as the masks keep theirs: a renumbering makes no final mask older than the strokes. Its
+        tags go. Returns a summary.
 
         A project keeps at least two classes (as :func:`check_new_project_classes` asks of a new
         one): deleting one of the last two is refused with :class:`ProjectError`.
@@ -531,7 +533,7 @@ class Project:
             self.check_class_deletable(c)  # again, inside the transaction: another writer may have deleted one
             heads = {(r[0], r[1]): r[2] for r in conn.execute("SELECT image_id, layer, version FROM scribble_heads")}
             changed_heads = []
-            for r in conn.execute("SELECT image_id, layer, version, file FROM scribble_versions").fetchall():
+            for r in conn.execute("SELECT image_id, layer, version, file, created FROM scribble_versions").fetchall():
                 new = self._remap_label_file(r["file"], lut,
                                              self._scribble_rel(r["image_id"], r["layer"], r["version"]))
                 if new is None:
@@ -541,9 +543,11 @@ class Project:
                              "AND version = ?", (rel, int((arr != IGNORE).sum()), r["image_id"], r["layer"],
                                                  r["version"]))
                 if heads.get((r["image_id"], r["layer"])) == r["version"]:
-                    changed_heads.append((r["image_id"], r["layer"], arr))
-            for image_id, layer, arr in changed_heads:
-                self._save_scribbles_locked(conn, image_id, arr, layer, None, "delete_class")
+                    changed_heads.append((r["image_id"], r["layer"], arr, r["created"]))
+            # A renumbering is not new strokes: the new head keeps the time of the version it
+            # renumbers (as a remapped mask keeps its own), so no mask becomes older than strokes.
+            for image_id, layer, arr, created in changed_heads:
+                self._save_scribbles_locked(conn, image_id, arr, layer, None, "delete_class", created=created)
             for r in conn.execute("SELECT id, image_id, kind, file FROM masks").fetchall():
                 new = self._remap_label_file(r["file"], lut,
                                              f"masks/{r['image_id']}/{r['kind']}-{uuid.uuid4().hex[:12]}.png")
@@ -711,14 +715,28 @@ class Project:
                 info = self.add_image(p)
                 s.added.append(info)
                 if info.name != sanitize_name(p.name):
-                    s.notes.append(f"note: {p.name} is named {info.name} in the project (another image has the "
-                                   "name, ignoring case)")
+                    s.notes.append(f"note: {p.name} is named {info.name} in the project ({self._clash(info, p.name)})")
             except DuplicateImageError as e:
                 s.duplicates.append((p.name, e.existing))
             except AnnotationError as e:
                 s.skipped.append((p.name, str(e).split(": ", 1)[-1]))
         s.seconds = time.perf_counter() - t0
         return s
+
+    def _clash(self, info: ImageInfo, wanted: str) -> str:
+        """Why ``wanted`` was renamed to ``info.name`` (:meth:`_unique_name`): the other image whose
+        stem it shares, ignoring case (exports write one file per stem)."""
+        wanted = sanitize_name(wanted)
+        stem = os.path.splitext(wanted)[0].lower()
+        other = next((r[0] for r in self._q("SELECT name FROM images WHERE id != ? ORDER BY id", (info.id,))
+                      if os.path.splitext(r[0])[0].lower() == stem), None)
+        if other is None:
+            return "another image has the name without its extension, ignoring case"
+        if other.lower() == wanted.lower():
+            return f"the image {other} has that name" + ("" if other == wanted else ", ignoring case")
+        return (f"the image {other} has the same name without its extension"
+                + ("" if os.path.splitext(other)[0] == os.path.splitext(wanted)[0] else ", ignoring case")
+                + "; an export writes one file per name")
 
     def rename_image(self, image_id: int, new_name: str) -> ImageInfo:
         """Give an image another name (made safe with :func:`sanitize_name`; the extension is kept
@@ -802,36 +820,73 @@ class Project:
             rows = self._q("SELECT layer FROM scribble_heads WHERE image_id = ? ORDER BY layer", (int(image_id),))
         return [r[0] for r in rows]
 
+    def _stroke_heads(self, image_id: int | None = None) -> dict[int, tuple[str, str]]:
+        """``{image_id: (layer, created)}``: each image's :meth:`stroke_layer` and the time its
+        current strokes there were saved (images without strokes are left out)."""
+        sql = ("SELECT h.image_id, h.layer, v.created FROM scribble_heads h JOIN scribble_versions v "
+               "ON v.image_id = h.image_id AND v.layer = h.layer AND v.version = h.version WHERE v.n_pixels > 0"
+               + (" AND h.image_id = ?" if image_id is not None else "") + " ORDER BY h.image_id, h.layer")
+        out: dict[int, tuple[str, str]] = {}
+        for r in self._q(sql, () if image_id is None else (int(image_id),)):
+            if r[0] not in out or r[1] == self.scribble_layer:
+                out[r[0]] = (r[1], r[2])
+        return out
+
+    def stroke_layer(self, image_id: int) -> str | None:
+        """The one layer whose strokes count for the image's masks: :attr:`scribble_layer` when the
+        image has strokes there, else the first layer (by name) it has strokes in; ``None`` when it
+        has none. An export corrects a stored mask by this layer's strokes (and makes a pseudo-mask
+        from them), and only this layer's strokes make a mask older than the strokes: strokes of
+        another layer (a dataset's scribble set imported later) do not."""
+        got = self._stroke_heads(image_id).get(int(image_id))
+        return got[0] if got else None
+
     def layers_changed_since(self, image_id: int, since: str) -> list[str]:
-        """The layers of an image whose current strokes (at least one pixel) were saved after the
-        time ``since`` (a ``created`` of this store, e.g. a mask's), the most recent first."""
-        rows = self._q("SELECT h.layer FROM scribble_heads h JOIN scribble_versions v ON v.image_id = h.image_id "
-                       "AND v.layer = h.layer AND v.version = h.version WHERE h.image_id = ? AND v.created > ? "
-                       "AND v.n_pixels > 0 ORDER BY v.created DESC", (int(image_id), str(since)))
-        return [r[0] for r in rows]
+        """``[layer]``, the image's :meth:`stroke_layer`, when its current strokes (at least one
+        pixel) were saved after the time ``since`` (a ``created`` of this store, e.g. a mask's);
+        else ``[]``. With ``since=""``: the layer the image has strokes in, if any. Strokes of the
+        image's other layers are not counted (an export does not correct by them)."""
+        got = self._stroke_heads(image_id).get(int(image_id))
+        return [got[0]] if got and got[1] > str(since) else []
 
     def layers_drawn_after(self, image_id: int, kind: str = "final") -> list[str]:
-        """The layers whose current strokes were saved after the image's current mask of ``kind``
-        (the most recent first; ``[]`` when it has no such mask). For ``final``: strokes drawn
-        after the mask was accepted, which it may contradict (an export corrects it by them,
-        :func:`annotations.formats._common.export_mask`). Strokes stored in the same transaction
-        as the mask (an import of both) are not after it."""
+        """``[layer]`` when the current strokes of the image's :meth:`stroke_layer` were saved after
+        the image's current mask of ``kind`` (``[]`` when they were not, or it has no such mask).
+        For ``final``: strokes drawn after the mask was accepted, which it may contradict (an
+        export corrects it by them, :func:`annotations.formats._common.export_mask`). Strokes
+        stored in the same transaction as the mask (an import of both) are not after it, and a
+        renumbering of the classes (:meth:`delete_class`) keeps the times of what it renumbers."""
         mi = self.mask_info(image_id, kind)
         return [] if mi is None else self.layers_changed_since(image_id, mi.created)
 
     def final_older_than_strokes(self, image_id: int) -> bool:
-        """Whether the image's final mask is older than its current strokes (of any layer):
-        strokes were drawn after it was accepted (see :meth:`layers_drawn_after`)."""
+        """Whether the image's final mask is older than its current strokes in its
+        :meth:`stroke_layer`: strokes were drawn after it was accepted (see :meth:`layers_drawn_after`)."""
         return bool(self.layers_drawn_after(image_id, "final"))
 
     def finals_older_than_strokes(self) -> list[int]:
-        """The images whose final mask is older than their current strokes (of any layer), by id:
-        :meth:`final_older_than_strokes` for every image at once (``status`` counts them)."""
-        return [r[0] for r in self._q(
-            "SELECT DISTINCT m.image_id FROM masks m JOIN scribble_heads h ON h.image_id = m.image_id "
-            "JOIN scribble_versions v ON v.image_id = h.image_id AND v.layer = h.layer AND v.version = h.version "
-            "WHERE m.kind = 'final' AND m.is_current = 1 AND v.n_pixels > 0 AND v.created > m.created "
-            "ORDER BY m.image_id")]
+        """The images whose final mask is older than their current strokes (in each image's
+        :meth:`stroke_layer`), by id: :meth:`final_older_than_strokes` for every image at once
+        (``status`` counts them)."""
+        heads = self._stroke_heads()
+        finals = {r[0]: r[1] for r in self._q("SELECT image_id, created FROM masks WHERE kind = 'final' "
+                                              "AND is_current = 1")}
+        return sorted(i for i, created in finals.items() if i in heads and heads[i][1] > created)
+
+    def masks_showing_absent(self, kinds: Sequence[str] = ("final", "imported", "predicted", "pseudo")) -> list[int]:
+        """The images whose mask (the first of ``kinds`` they have, as ``export --masks best``
+        chooses) shows a class the image is tagged absent (the tag set after the mask was made),
+        by id: an export re-segments those pixels without the class
+        (:func:`annotations.formats._common.export_mask`); ``status`` counts them."""
+        absent: dict[int, list[int]] = {}
+        for r in self._q("SELECT image_id, class_idx FROM tags WHERE state = 'absent' ORDER BY image_id"):
+            absent.setdefault(r[0], []).append(r[1])
+        out = []
+        for i, classes in absent.items():
+            got = self.best_mask(i, kinds)
+            if got is not None and np.isin(got[0], classes).any():
+                out.append(i)
+        return out
 
     def fallback_layer(self, layer: str) -> str | None:
         """The layer to turn to when ``layer`` holds no strokes but other layers do (an import puts a
@@ -874,7 +929,10 @@ class Project:
             return self._save_scribbles_locked(conn, int(image_id), arr, layer, expected_version, author)
 
     def _save_scribbles_locked(self, conn, image_id: int, arr: np.ndarray, layer: str,
-                               expected_version: int | None, author: str | None) -> int:
+                               expected_version: int | None, author: str | None,
+                               created: str | None = None) -> int:
+        """``created``: the time to record (default: now, :meth:`_stamp`); :meth:`delete_class`
+        gives a renumbered head the time of the version it renumbers."""
         head = conn.execute("SELECT version, latest FROM scribble_heads WHERE image_id = ? AND layer = ?",
                             (image_id, layer)).fetchone()
         current = head["version"] if head else 0
@@ -889,7 +947,7 @@ class Project:
         self._write_file(rel, imageio.encode_label_png(arr))
         conn.execute("INSERT INTO scribble_versions (image_id, layer, version, file, author, created, n_pixels) "
                      "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                     (image_id, layer, new_v, rel, author, self._stamp(), int((arr != IGNORE).sum())))
+                     (image_id, layer, new_v, rel, author, created or self._stamp(), int((arr != IGNORE).sum())))
         conn.execute("INSERT INTO scribble_heads (image_id, layer, version, latest) VALUES (?, ?, ?, ?) "
                      "ON CONFLICT(image_id, layer) DO UPDATE SET version = excluded.version, "
                      "latest = excluded.latest", (image_id, layer, new_v, new_v))
@@ -1067,7 +1125,8 @@ class Project:
 
     def counts(self) -> dict:
         """Counts for ``status``: images, per status, per mask kind, final masks older than strokes,
-        scribbles, tags, and per class."""
+        masks showing a class tagged absent (:meth:`masks_showing_absent`), scribbles, tags, and
+        per class."""
         st = self.statuses()
         by_status = {s: 0 for s in STATUS_ORDER}
         for s in st.values():
@@ -1082,6 +1141,7 @@ class Project:
             per_class[c.name] = {"tagged_present": present, "tagged_absent": absent}
         return {"images": len(st), "status": by_status, "masks": masks, "scribbled_images": scribbled,
                 "finals_older_than_strokes": len(self.finals_older_than_strokes()),
+                "masks_showing_absent": len(self.masks_showing_absent()),
                 "tagged_images": self._q("SELECT COUNT(DISTINCT image_id) FROM tags")[0][0],
                 "image_sets": {s: len(self.image_set(s)) for s in self.image_sets()},
                 "classes": per_class}

@@ -1258,3 +1258,105 @@ def test_export_summary_says_which_kinds_of_mask_went_out(tmp_path, capsys):
     assert "exported 1 image(s), 1 mask(s) (1 final), 0 scribble map(s)" in capsys.readouterr().out
     res = export_project(p, "weak", tmp_path / "weak")
     assert res.masks == 0 and res.lines()[0].startswith("exported 5 image(s), 0 mask(s), 0 scribble map(s) to ")
+
+
+def test_export_leaves_a_final_mask_alone_when_another_layers_strokes_are_newer(tmp_path):
+    """A final mask accepted from the strokes of layer 'default' was exported corrected by layer
+    'real' (a dataset's scribbles imported after it), contradicting the strokes it was made from.
+    Only the image's stroke layer counts ('default' here); an image whose only strokes are in
+    'real' is still corrected by them, and the status count agrees with the export."""
+    import time
+
+    p, (a, b) = _horse_like_project(tmp_path, "ab")
+    final = np.zeros((20, 30), np.uint8)
+    final[:, 15:] = 1
+    own = np.full((20, 30), 255, np.uint8)
+    own[2:4, 20:26] = 1
+    p.save_scribbles(a, own)
+    time.sleep(0.01)
+    for i in (a, b):
+        p.save_mask(i, final, "final", source="app:accepted-preview(hybrid)")
+    time.sleep(0.01)
+    real = np.full((20, 30), 255, np.uint8)
+    real[8:12, 3:9] = 1  # contradicts the finals
+    p.save_scribbles(a, real, layer="real")
+    p.save_scribbles(b, real, layer="real")
+    res = export_project(p, "folder", tmp_path / "out", masks="final")
+    np.testing.assert_array_equal(imageio_read(tmp_path / "out" / "masks" / "a.png"), final)
+    got_b = imageio_read(tmp_path / "out" / "masks" / "b.png")
+    assert (got_b[real != 255] == 1).all()
+    assert [n for n in res.notes if "final mask(s)" in n][0].startswith("note: 1 final mask(s) contradicted")
+    man = json.loads((tmp_path / "out" / "manifest.json").read_text())["masks"]
+    assert man["a"]["source"] == "app:accepted-preview(hybrid)"
+    assert man["b"]["source"] == "app:accepted-preview(hybrid)+hybrid(strokes of 'real' at export)"
+    assert p.finals_older_than_strokes() == [b] and p.counts()["finals_older_than_strokes"] == 1
+
+
+@pytest.mark.parametrize("fmt", ["yolo", "coco"])
+def test_final_export_says_left_out_for_formats_that_leave_maskless_images_out(fmt, tmp_path):
+    """`export --format yolo --masks final` said both "N image(s) without a final mask left out" and
+    "N image(s) have strokes but no final mask; exported without a mask"; the second now says they
+    were left out too."""
+    p, (a, b) = _horse_like_project(tmp_path, "ab")
+    scr = np.full((20, 30), 255, np.uint8)
+    scr[8:12, 20:26] = 1
+    scr[8:12, 2:6] = 0
+    p.save_scribbles(a, scr)
+    final = np.zeros((20, 30), np.uint8)
+    final[:, 15:] = 1
+    p.save_mask(b, final, "final", source="review")
+    res = export_project(p, fmt, tmp_path / "out", masks="final")
+    assert [n for n in res.notes if "no final mask" in n] == [
+        "note: 1 image(s) have strokes but no final mask; left out (accept them in the app, or export --masks best "
+        "for a mask made from the strokes)"], res.lines()
+    assert not [n for n in res.lines() if "exported without a mask" in n]
+
+
+@pytest.mark.parametrize("kind", ["final", "predicted", "imported"])
+def test_export_resegments_a_mask_showing_a_class_tagged_absent(kind, tmp_path):
+    """A stored mask showing a class the image was tagged absent afterwards was exported as stored,
+    beside tags.json saying absent; now those pixels are re-segmented without the class (kind kept,
+    source marked, one note counting the images), and `status` counts such images."""
+    from segmenter.cli import main
+
+    p, (a, b) = _horse_like_project(tmp_path, "ab")
+    p.add_class("car")
+    mask = np.zeros((20, 30), np.uint8)
+    mask[:, 15:] = 1
+    mask[:, 24:] = 2  # "car" on part of the object
+    for i in (a, b):
+        p.save_mask(i, mask, kind, source="model-x")
+    p.set_tag(a, 2, "absent")  # tagged after the mask was made
+    assert p.masks_showing_absent() == [a] and p.counts()["masks_showing_absent"] == 1
+    res = export_project(p, "folder", tmp_path / "out", masks="best")
+    got = imageio_read(tmp_path / "out" / "masks" / "a.png")
+    assert not (got == 2).any(), "the export shows a class the image is tagged absent"
+    assert (got[:, :13] == 0).all() and (got[:, 16:23] == 1).all()  # the rest as stored
+    np.testing.assert_array_equal(imageio_read(tmp_path / "out" / "masks" / "b.png"), mask)
+    assert [n for n in res.notes if "tagged absent" in n] == [
+        "note: 1 mask(s) showed a class the image is tagged absent (tagged after the mask was made); exported with "
+        "those pixels re-segmented without that class (kind kept, source marked in manifest.json; python -m "
+        "segmenter status counts them: predict again, or review and accept again)"], res.lines()
+    man = json.loads((tmp_path / "out" / "manifest.json").read_text())["masks"]
+    assert man["a"]["kind"] == kind and man["a"]["source"] == "model-x+hybrid(without 'car', tagged absent, at export)"
+    assert man["b"]["source"] == "model-x"
+    np.testing.assert_array_equal(p.mask(a, kind), mask)  # the project is not changed
+    assert main(["status", str(p.root)]) == 0
+
+
+def test_status_counts_masks_showing_a_class_tagged_absent(tmp_path, capsys):
+    from segmenter.cli import main
+
+    p, (a, b) = _horse_like_project(tmp_path, "ab")
+    mask = np.zeros((20, 30), np.uint8)
+    mask[:, 15:] = 1
+    p.save_mask(a, mask, "predicted", source="model-x")
+    p.save_mask(b, mask, "predicted", source="model-x")
+    p.set_tag(a, 1, "absent")
+    p.set_tag(b, 0, "present")
+    assert main(["status", str(p.root)]) == 0
+    assert ("masks showing a class tagged absent: 1 (a.png): an export re-segments those pixels without the class; "
+            "predict again, or review them and accept again") in capsys.readouterr().out
+    res = export_project(p, "folder", tmp_path / "out")
+    got = imageio_read(tmp_path / "out" / "masks" / "a.png")
+    assert not (got == 1).any()

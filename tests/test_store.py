@@ -464,6 +464,17 @@ def test_written_files_get_the_mode_of_a_new_file_under_the_umask(tmp_path, umas
         os.umask(old)
 
 
+def _two_images_a_drawn(tmp_path, proj):
+    """Images a.png and b.png; a stroke of class 1 saved on a (returned too), a moment ago."""
+    a = proj.add_image(_png(tmp_path, "a.png")[0])
+    b = proj.add_image(_png(tmp_path, "b.png", seed=1)[0])
+    s = np.full((24, 32), 255, np.uint8)
+    s[2, 2:9] = 1
+    proj.save_scribbles(a.id, s)
+    time.sleep(0.005)
+    return a, b, s
+
+
 def test_final_mask_older_than_strokes_is_known_and_counted(tmp_path, proj, capsys):
     """Strokes drawn after a final mask was accepted (without accepting again) were invisible to
     the store: Project.final_older_than_strokes / finals_older_than_strokes say so, counts() and
@@ -471,12 +482,7 @@ def test_final_mask_older_than_strokes_is_known_and_counted(tmp_path, proj, caps
     not older than each other."""
     from segmenter.cli import main
 
-    a = proj.add_image(_png(tmp_path, "a.png")[0])
-    b = proj.add_image(_png(tmp_path, "b.png", seed=1)[0])
-    s = np.full((24, 32), 255, np.uint8)
-    s[2, 2:9] = 1
-    proj.save_scribbles(a.id, s)
-    time.sleep(0.005)
+    a, b, s = _two_images_a_drawn(tmp_path, proj)
     final = np.zeros((24, 32), np.uint8)
     proj.save_mask(a.id, final, "final", source="app:accepted-preview(hybrid)")
     assert not proj.final_older_than_strokes(a.id) and proj.finals_older_than_strokes() == []
@@ -485,7 +491,7 @@ def test_final_mask_older_than_strokes_is_known_and_counted(tmp_path, proj, caps
     s2[10, 2:20] = 1  # a stroke drawn after Accept
     proj.save_scribbles(a.id, s2)
     proj.save_scribbles(a.id, s2, layer="other")
-    assert proj.final_older_than_strokes(a.id) and sorted(proj.layers_drawn_after(a.id)) == ["default", "other"]
+    assert proj.final_older_than_strokes(a.id) and proj.layers_drawn_after(a.id) == ["default"]  # its stroke layer
     assert not proj.final_older_than_strokes(b.id) and proj.layers_drawn_after(b.id) == []
     assert proj.finals_older_than_strokes() == [a.id] and proj.counts()["finals_older_than_strokes"] == 1
     assert main(["status", str(proj.root)]) == 0
@@ -503,3 +509,73 @@ def test_final_mask_older_than_strokes_is_known_and_counted(tmp_path, proj, caps
     assert proj.finals_older_than_strokes() == [] and proj.counts()["finals_older_than_strokes"] == 0
     assert main(["status", str(proj.root)]) == 0
     assert "final masks with strokes drawn after them: 0\n" in capsys.readouterr().out
+
+
+def test_strokes_of_another_layer_do_not_make_a_final_mask_older(tmp_path, proj, capsys):
+    """A final mask accepted from the strokes of layer 'default' was flagged older than the strokes
+    (status, the app's list, an export rewrote it) when a dataset's scribble set (layer 'real') was
+    imported after it. Only the image's stroke layer counts: the project's scribble_layer when the
+    image has strokes there, else the first layer with strokes, as an export picks it."""
+    from segmenter.cli import main
+
+    a, b, s = _two_images_a_drawn(tmp_path, proj)
+    proj.save_mask(a.id, np.zeros((24, 32), np.uint8), "final", source="app:accepted-preview(hybrid)")
+    proj.save_mask(b.id, np.zeros((24, 32), np.uint8), "final", source="app:mask-editor")
+    time.sleep(0.005)
+    proj.save_scribbles(a.id, s, layer="real")  # imported later
+    proj.save_scribbles(b.id, s, layer="real")  # b's only strokes: its stroke layer
+    assert proj.stroke_layer(a.id) == "default" and proj.stroke_layer(b.id) == "real"
+    assert not proj.final_older_than_strokes(a.id) and proj.layers_drawn_after(a.id) == []
+    assert proj.layers_changed_since(a.id, "") == ["default"]
+    assert proj.final_older_than_strokes(b.id) and proj.layers_drawn_after(b.id) == ["real"]
+    assert proj.finals_older_than_strokes() == [b.id] and proj.counts()["finals_older_than_strokes"] == 1
+    assert main(["status", str(proj.root)]) == 0
+    assert "final masks with strokes drawn after them: 1 (b.png)" in capsys.readouterr().out
+    proj.scribble_layer = "real"  # e.g. app.py --layer real: its strokes are the ones that count
+    assert proj.finals_older_than_strokes() == [a.id, b.id] and proj.layers_drawn_after(a.id) == ["real"]
+
+
+def test_deleting_a_class_makes_no_final_mask_older_than_the_strokes(tmp_path, proj, capsys):
+    """`classes delete --force` re-saves every scribble map with the classes renumbered, and every
+    final mask was then flagged "strokes drawn after them". The renumbered head keeps the time of
+    the version it renumbers; a window drawing on the old version is still refused as stale."""
+    from segmenter.cli import main
+
+    a = proj.add_image(_png(tmp_path, "a.png")[0])
+    s = np.full((24, 32), 255, np.uint8)
+    s[2, 2:9] = 2
+    s[5, 2:9] = 0
+    v = proj.save_scribbles(a.id, s)
+    time.sleep(0.005)
+    proj.save_mask(a.id, np.zeros((24, 32), np.uint8), "final", source="app:accepted-preview(hybrid)")
+    time.sleep(0.005)
+    proj.delete_class("cat", force=True)
+    assert proj.scribble_version(a.id) > v and (proj.scribbles(a.id)[2, 2:9] == 1).all()
+    assert not proj.final_older_than_strokes(a.id) and proj.finals_older_than_strokes() == []
+    assert main(["status", str(proj.root)]) == 0
+    assert "final masks with strokes drawn after them: 0\n" in capsys.readouterr().out
+    with pytest.raises(StaleWriteError):
+        proj.save_scribbles(a.id, proj.scribbles(a.id), expected_version=v)
+    time.sleep(0.005)
+    proj.save_scribbles(a.id, proj.scribbles(a.id))  # a real save after the mask still counts
+    assert proj.finals_older_than_strokes() == [a.id]
+
+
+def test_import_note_names_the_image_whose_stem_clashes(tmp_path, proj):
+    """Importing slice16.png and slice16.tif said "another image has the name, ignoring case";
+    the names differ by extension: the note names the image with the same name without extension."""
+    d = tmp_path / "imgs"
+    d.mkdir()
+    png = _png(tmp_path, "slice16.png")[0]
+    (d / "slice16.png").write_bytes(png.read_bytes())
+    (d / "Slice16.tif").write_bytes(_png(tmp_path, "x.png", seed=3)[0].read_bytes())
+    (d / "other.png").write_bytes(_png(tmp_path, "y.png", seed=4)[0].read_bytes())
+    s = proj.import_images([d / "slice16.png", d / "Slice16.tif", d / "other.png"])
+    assert s.notes == ["note: Slice16.tif is named Slice16_2.tif in the project (the image slice16.png has the same "
+                       "name without its extension, ignoring case; an export writes one file per name)"], s.notes
+    s = proj.import_images([d / "other.png"])
+    assert not s.notes  # a duplicate: no note
+    (d / "OTHER.png").write_bytes(_png(tmp_path, "z.png", seed=5)[0].read_bytes())
+    s = proj.import_images([d / "OTHER.png"])
+    assert s.notes == ["note: OTHER.png is named OTHER_2.png in the project (the image other.png has that name, "
+                       "ignoring case)"], s.notes

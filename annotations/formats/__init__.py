@@ -48,6 +48,10 @@ class ExportOptions:
     pseudo_at_export: list[str] = field(default_factory=list)
     #: ... that have strokes but no final mask (``final``: left without a mask),
     strokes_without_final: list[str] = field(default_factory=list)
+    #: ... whose stored mask showed a class the image is tagged absent (re-segmented without it),
+    corrected_absent: list[str] = field(default_factory=list)
+    #: set by a format that leaves images without a mask out of the export (COCO, YOLO),
+    maskless_left_out: bool = False
     #: and ``{image id: kind}`` of every mask chosen (for the breakdown of :class:`ExportResult`);
     #: the pseudo-labelling method of the masks made at export.
     chosen: dict[int, str] = field(default_factory=dict)
@@ -227,8 +231,12 @@ def _stale_notes(res: ExportResult, options: ExportOptions) -> ExportResult:
         (options.pseudo_at_export, "image(s) have strokes but no stored mask; exported with a pseudo-mask made from "
          f"their strokes at export ({options.pseudo_method}, kind 'pseudo' in manifest.json; python -m segmenter "
          "pseudo PROJECT stores them, Accept in the app makes one final)"),
-        (options.strokes_without_final, "image(s) have strokes but no final mask; exported without a mask (accept "
-         "them in the app, or export --masks best for a mask made from the strokes)"),
+        (options.strokes_without_final, "image(s) have strokes but no final mask; "
+         + ("left out" if options.maskless_left_out else "exported without a mask")
+         + " (accept them in the app, or export --masks best for a mask made from the strokes)"),
+        (options.corrected_absent, "mask(s) showed a class the image is tagged absent (tagged after the mask was "
+         "made); exported with those pixels re-segmented without that class (kind kept, source marked in "
+         "manifest.json; python -m segmenter status counts them: predict again, or review and accept again)"),
     ]
     res.notes += [f"note: {len(set(names))} {text}" for names, text in notes if names]
     return res

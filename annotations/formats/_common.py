@@ -195,24 +195,27 @@ def export_mask(project, info, options: ExportOptions, read: bool = True):
 
 
 def _export_mask(project, info, options: ExportOptions, read: bool):
+    absent = absent_classes(project, info.id)
     for kind in options.kinds:
         mi = project.mask_info(info.id, kind)
         if mi is None:
             continue
-        if kind in STROKE_CORRECTED_KINDS:
-            layers = project.layers_changed_since(info.id, mi.created)
-            if layers:
-                layer = project.scribble_layer if project.scribble_layer in layers else layers[0]
-                got = correct_stale_mask(project, info.id, mi, layer)
-                if got is None:
-                    options.stale_left_out.append(info.name)
-                    return None
-                if got[1] is not mi:
-                    {"final": options.corrected_final, "pseudo": options.corrected_pseudo}.get(
-                        kind, options.corrected).append(info.name)
-                return got
+        # only the image's stroke layer counts (Project.stroke_layer): at most one layer
+        layers = project.layers_changed_since(info.id, mi.created) if kind in STROKE_CORRECTED_KINDS else []
+        if layers or absent:
+            got = _corrected(project, info.id, mi, layers[0] if layers else None, absent)
+            if got is None:
+                options.stale_left_out.append(info.name)
+                return None
+            mask, out_mi, by_strokes, shown = got
+            if by_strokes:
+                {"final": options.corrected_final, "pseudo": options.corrected_pseudo}.get(
+                    kind, options.corrected).append(info.name)
+            if shown:
+                options.corrected_absent.append(info.name)
+            return mask, out_mi
         return (read_mask_file(project.root / mi.file) if read else None), mi
-    layers = project.layers_changed_since(info.id, "")  # the image's layers with strokes
+    layers = project.layers_changed_since(info.id, "")  # [the image's stroke layer], if it has strokes
     if not layers:
         return None
     if options.masks == "final":
@@ -228,6 +231,11 @@ def _export_mask(project, info, options: ExportOptions, read: bool):
         options.pseudo_at_export.append(info.name)
         options.pseudo_method = got[1].source.split("(", 1)[0]  # the method's name
     return got
+
+
+def absent_classes(project, image_id: int) -> list[int]:
+    """The classes the image is tagged absent."""
+    return [c for c, st in project.tags(image_id).items() if st == "absent"]
 
 
 def stroke_layer(project, layers: list[str]) -> str:
@@ -260,29 +268,80 @@ def pseudo_from_strokes(project, image_id: int, layer: str):
     return r.mask, mi
 
 
-def correct_stale_mask(project, image_id: int, mi, layer: str):
+def correct_stale_mask(project, image_id: int, mi, layer: str | None):
     """``(mask, MaskInfo)``: the stored mask ``mi`` (a prediction, or a final mask accepted before
     the latest strokes) corrected by the current strokes of ``layer`` with
     :func:`segmenter.preview.correct_prediction` and the confidence stored with it (none for a
     final mask: all of it is sure), as ``python -m segmenter predict`` does (strokes of a class
-    tagged absent left out); the MaskInfo's source says so, its kind is kept. The mask as stored
-    (and ``mi`` itself) when no stroke contradicts it; ``None`` when the engine cannot be imported."""
+    tagged absent left out); pixels of a class the image is tagged absent are re-segmented
+    without that class too. The MaskInfo's source says so, its kind is kept. The mask as stored
+    (and ``mi`` itself) when no stroke and no tag contradicts it; ``None`` when the engine cannot
+    be imported."""
+    got = _corrected(project, image_id, mi, layer, absent_classes(project, image_id))
+    return None if got is None else got[:2]
+
+
+def _corrected(project, image_id: int, mi, layer: str | None, absent: list[int]):
+    """``(mask, MaskInfo, by_strokes, shown)`` for :func:`correct_stale_mask`: ``by_strokes``
+    whether strokes of ``layer`` contradicted the mask, ``shown`` the classes tagged ``absent``
+    that the stored mask showed (their pixels are given to the pseudo-labeller as unknown, the
+    rest of the mask as the prediction, the strokes without those classes: the tag wins, as
+    ``predict`` makes it). ``None`` when the engine cannot be imported."""
     import dataclasses
 
     try:  # lazily: annotations imports without the engine (and torch)
-        from segmenter.preview import correct_prediction, without_absent
+        from segmenter.preview import without_absent
         from segmenter.pseudo import DEFAULT_METHOD
     except ImportError:  # pragma: no cover - the engine ships with this package
         return None
     mask = read_mask_file(project.root / mi.file)
-    scr = project.scribbles(image_id, layer)
-    scr = without_absent(scr, [c for c, st in project.tags(image_id).items() if st == "absent"])
-    drawn = scr != IGNORE
-    if not drawn.any() or (mask.shape == scr.shape and np.array_equal(mask[drawn], scr[drawn])):
-        return mask, mi  # no stroke contradicts it (e.g. the same strokes saved again)
+    shown = [c for c in absent if (mask == c).any()]
+    scr = project.scribbles(image_id, layer) if layer is not None else None
+    if scr is not None and scr.shape != mask.shape:
+        scr = None
+    if scr is not None:
+        scr = without_absent(scr, absent)
+    drawn = scr != IGNORE if scr is not None else np.zeros(mask.shape, bool)
+    by_strokes = bool(drawn.any()) and not np.array_equal(mask[drawn], scr[drawn])
+    if not by_strokes and not shown:
+        return mask, mi, False, []  # nothing contradicts it (e.g. the same strokes saved again)
     conf = imageio.read_label_map(project.root / mi.conf_file).astype(np.float32) / 255.0 if mi.conf_file else None
-    r = correct_prediction(project.load_image(image_id), scr, mask, project.num_classes, conf)
-    return r.mask, dataclasses.replace(mi, source=f"{mi.source}+{DEFAULT_METHOD}(strokes of '{layer}' at export)")
+    prediction = np.where(np.isin(mask, shown), IGNORE, mask).astype(np.uint8)
+    out = _resegment(project.load_image(image_id), scr if drawn.any() else None, prediction,
+                     project.num_classes, conf, shown)
+    marks = []
+    if by_strokes:
+        marks.append(f"{DEFAULT_METHOD}(strokes of '{layer}' at export)")
+    if shown:
+        names = {c.idx: c.name for c in project.classes()}
+        what = ", ".join(f"'{names.get(c, c)}'" for c in shown)
+        marks.append(f"{DEFAULT_METHOD}(without {what}, tagged absent, at export)")
+    return out, dataclasses.replace(mi, source=f"{mi.source}+{'+'.join(marks)}"), by_strokes, shown
+
+
+def _resegment(image, scribbles, prediction, num_classes: int, confidence, absent: list[int]) -> np.ndarray:
+    """``prediction`` (255 where unknown) corrected by ``scribbles`` (``None``: no stroke) with
+    :func:`segmenter.preview.correct_prediction`; with no stroke, its own pixels are the seeds (as
+    that function lends them far from every stroke). No pixel ends in a class of ``absent``; when
+    nothing is left to seed from, the unknown pixels stay 255."""
+    from segmenter.preview import correct_prediction, correction_seeds, prediction_prior
+    from segmenter.pseudo import get_method
+
+    if scribbles is not None:
+        r = correct_prediction(image, scribbles, prediction, num_classes, confidence)
+    else:
+        seeds = correction_seeds(prediction, np.full(prediction.shape, IGNORE, np.uint8), num_classes,
+                                 confidence=confidence)
+        if not (seeds != IGNORE).any():
+            return prediction
+        r = get_method(None)(image, seeds, num_classes, prior=prediction_prior(prediction, confidence, num_classes))
+    out = np.asarray(r.mask, np.uint8).copy()
+    bad = np.isin(out, absent)
+    if bad.any():  # the pseudo-labeller's next choice there, never a class tagged absent
+        probs = np.array(r.probs, np.float32, copy=True)
+        probs[list(absent)] = -1.0
+        out[bad] = probs.argmax(0).astype(np.uint8)[bad]
+    return out
 
 
 def read_mask_file(path: Path) -> np.ndarray:

@@ -158,6 +158,7 @@ class CocoFormat(Format):
         write_labels(project, out_dir)
         write_manifest(project, out_dir, self.name, options, items, segmentation=segmentation,
                        background_class=data["info"]["weakseg"]["background_class"])
+        options.maskless_left_out = True  # the strokes-only note says so
         if left_out:
             res.notes.append(f"{left_out} image(s) without a {'final ' if options.masks == 'final' else ''}mask left out "
                              "(COCO lists annotated images only)")

@@ -203,6 +203,7 @@ class YoloFormat(Format):
         (out_dir / "data.yaml").write_text(dump_yaml(data), encoding="utf-8")
         write_labels(project, out_dir)
         write_manifest(project, out_dir, self.name, options, items)
+        options.maskless_left_out = True  # the strokes-only note says so
         if left_out:
             res.notes.append(f"{left_out} image(s) without a {'final ' if options.masks == 'final' else ''}mask left out "
                              "(YOLO reads them as background-only)")

@@ -78,13 +78,11 @@ def cmd_status(args) -> int:
     print(f"images: {c['images']}  with strokes: {c['scribbled_images']}  with tags: {c['tagged_images']}")
     print("by furthest status (each image once): " + ", ".join(f"{k} {v}" for k, v in c["status"].items()))
     print("current masks: " + ", ".join(f"{k} {v}" for k, v in c["masks"].items()))
-    stale = p.finals_older_than_strokes()
-    line = f"final masks with strokes drawn after them: {len(stale)}"
-    if stale:
-        names = [p.image_info(i).name for i in stale[:10]]
-        line += (f" ({', '.join(names)}{' …' if len(stale) > 10 else ''}): an export corrects them where "
-                 "those strokes contradict them; review them and accept again")
-    print(line)
+    print(_named_count(p, "final masks with strokes drawn after them", p.finals_older_than_strokes(),
+                       "an export corrects them where those strokes contradict them; review them and accept again"))
+    print(_named_count(p, "masks showing a class tagged absent", p.masks_showing_absent(),
+                       "an export re-segments those pixels without the class; predict again, or review them and "
+                       "accept again"))
     if c["image_sets"]:
         print("image sets: " + ", ".join(f"{k} {v}" for k, v in c["image_sets"].items()))
     print("classes:")
@@ -93,6 +91,15 @@ def cmd_status(args) -> int:
         print(f"  {ci.idx:3d} {ci.name:<20s} {ci.hex}  tagged present {t['tagged_present']}, "
               f"absent {t['tagged_absent']}")
     return 0
+
+
+def _named_count(p, what: str, ids: list[int], advice: str) -> str:
+    """``what: N``, and with N > 0 the first ten image names and ``advice``."""
+    line = f"{what}: {len(ids)}"
+    if ids:
+        names = [p.image_info(i).name for i in ids[:10]]
+        line += f" ({', '.join(names)}{' …' if len(ids) > 10 else ''}): {advice}"
+    return line
 
 
 def cmd_classes(args) -> int:
