@@ -89,9 +89,12 @@ def image_data_url(image: np.ndarray) -> str:
 
 
 def color_table(colors: Sequence[Sequence[int]]) -> np.ndarray:
-    """``(256, 4) uint8`` RGBA lookup: class k -> its colour (opaque), 255 and unknown -> transparent."""
+    """``(256, 4) uint8`` RGBA lookup: class k -> its colour (opaque), 255 and unknown -> transparent;
+    a colour ``None`` leaves its class transparent (an unpainted background)."""
     lut = np.zeros((256, 4), np.uint8)
     for k, c in enumerate(colors[:255]):
+        if c is None:
+            continue
         lut[k, :3] = c[:3]
         lut[k, 3] = 255
     return lut

@@ -30,7 +30,8 @@ import numpy as np
 
 from annotations import imageio
 from annotations.errors import AnnotationError, NotFoundError, StaleWriteError
-from annotations.store import DEFAULT_LAYER, STATUS_ORDER, Project, check_new_project_classes, sanitize_name
+from annotations.store import (BACKGROUND_NAMES, DEFAULT_LAYER, STATUS_ORDER, Project, check_new_project_classes,
+                               sanitize_name)
 
 from . import canvas, jobs
 
@@ -289,18 +290,26 @@ def next_unannotated(project: Project, current: int | None) -> int | None:
 
 
 def next_most_uncertain(project: Project, current: int | None) -> int | None:
-    """The image whose current prediction is the least sure (``MaskInfo.uncertainty``), among
-    images not yet final; ``None`` when there are no predictions."""
+    """Walks the images not yet final whose current mask is a prediction, least sure first
+    (``MaskInfo.uncertainty``, ties by id): the one ranked after ``current`` (less uncertain),
+    wrapping to the most uncertain after the last; the most uncertain when ``current`` is not
+    ranked (no prediction, or final); ``current`` itself when it is the only one. ``None`` when
+    there are no predictions."""
     st = project.statuses()
-    best, best_u = None, -np.inf
+    ranked = []
     for i in project.image_ids():
-        if i == current or st[i] != "predicted":
+        if st[i] != "predicted":
             continue
         mi = project.mask_info(i, "predicted")
         u = mi.uncertainty if mi is not None and mi.uncertainty is not None else -1.0
-        if u > best_u:
-            best, best_u = i, u
-    return best
+        ranked.append((-u, i))
+    ranked.sort()
+    order = [i for _, i in ranked]
+    if not order:
+        return None
+    if current not in order:
+        return order[0]
+    return order[(order.index(current) + 1) % len(order)]
 
 
 # ---------------------------------------------------------------------------------- canvas payloads
@@ -310,6 +319,26 @@ def class_list(project: Project) -> list[dict]:
 
 def _colors(project: Project) -> list[tuple[int, int, int]]:
     return [c.color for c in project.classes()]
+
+
+def background_class(project: Project) -> int | None:
+    """0 when class 0's name says it is a background (a name of ``annotations.store.BACKGROUND_NAMES``,
+    those :func:`annotations.store.default_color` draws grey), else ``None`` (camvid's class 0 is Sky).
+    "Others absent" never tags it, and the mask overlays leave it unpainted."""
+    names = project.class_names
+    return 0 if names and names[0].strip().lower() in BACKGROUND_NAMES else None
+
+
+def overlay_colors(project: Project) -> list[tuple[int, int, int] | None]:
+    """The class colours of the mask overlays (live preview, stored masks): a background class 0
+    (:func:`background_class`) is left unpainted (``None``), as CVAT and Label Studio leave it, so
+    on a grey scan background and unlabelled never look alike and recolouring it never tints the
+    whole image; its borders with other classes stay drawn. Its strokes, and the mask editor,
+    still show it in its colour (the editor must tell background from unlabelled pixels)."""
+    colors: list = list(_colors(project))
+    if colors and background_class(project) == 0:
+        colors[0] = None
+    return colors
 
 
 def default_overlay_kind(project: Project, image_id: int) -> str:
@@ -572,7 +601,7 @@ def overlay_for(project: Project, image_id: int, kind: str, scribbles: np.ndarra
     (``scribbles``: the page's strokes for the live preview; default the stored ones)."""
     if kind not in OVERLAY_KINDS:
         raise AppError(f"unknown overlay '{kind}' (known: {', '.join(OVERLAY_KINDS)}).")
-    colors = _colors(project)
+    colors = overlay_colors(project)
     if kind == "preview":
         t0 = time.perf_counter()
         result, _ = preview_result(project, image_id, scribbles=scribbles)
@@ -824,22 +853,32 @@ def canvas_preview(payload: dict) -> dict:
 def canvas_tag(payload: dict) -> dict:
     """``{project, image_id, class_idx, state}`` -> ``{"tags": {idx: state}, "status"}``;
     ``{project, image_id, others: "absent"}`` tags every class this image has no tag for, and no
-    stroke of, as absent (one click instead of one per class)."""
+    stroke of, as absent (one click instead of one per class), except a background class 0
+    (:func:`background_class`: a region of every image). A class with strokes on the image is
+    not tagged absent (see :func:`segmenter.commands.tag.absent_refusal`)."""
+    from segmenter.commands.tag import absent_refusal
+
     project, image_id = _req(payload)
     if payload.get("others") == "absent":
         scr = project.scribbles(image_id)
         drawn = set() if scr is None else {int(v) for v in np.unique(scr[scr != IGNORE])}
         have = project.tags(image_id)
+        bg = background_class(project)
         with project.transaction():
             for c in project.classes():
-                if c.idx not in have and c.idx not in drawn:
+                if c.idx not in have and c.idx not in drawn and c.idx != bg:
                     project.set_tag(image_id, c.idx, "absent")
         return {"tags": tags_of(project, image_id), "status": image_status(project, image_id)}
     try:
         idx = int(payload.get("class_idx"))
     except (TypeError, ValueError):
         raise AppError("the page sent no class for the tag.") from None
-    project.set_tag(image_id, idx, str(payload.get("state")))
+    state = str(payload.get("state"))
+    if state == "absent":
+        refusal = absent_refusal(project, image_id, project.class_info(idx), layer=project.scribble_layer)
+        if refusal:
+            raise AppError(refusal)
+    project.set_tag(image_id, idx, state)
     return {"tags": tags_of(project, image_id), "status": image_status(project, image_id)}
 
 
@@ -994,15 +1033,45 @@ def renamed_note(project: Project, name: str, info) -> str:
     return f"{name} was added as {info.name}: {why} (names are compared ignoring case)"
 
 
+def _layer_versions(project: Project) -> dict[tuple[int, str], int]:
+    """``{(image_id, layer): version}`` of every image's scribble layers (what an import changes)."""
+    return {(i, layer): project.scribble_version(i, layer)
+            for i in project.image_ids() for layer in project.scribble_layers(i)}
+
+
+def imported_layer_note(project: Project, before: dict[tuple[int, str], int]) -> str:
+    """After an import (``before``: :func:`_layer_versions` before it): what it means for the app
+    that the import brought strokes into layers the app does not draw in. When the app's layer has
+    no strokes in the project, the app turns to another layer as it does at start-up
+    (:func:`choose_layer`; ``project.scribble_layer`` changes); else the note says how to use them."""
+    after = _layer_versions(project)
+    layers = sorted({layer for key, v in after.items() if before.get(key) != v
+                     for layer in [key[1]] if layer != project.scribble_layer})
+    if not layers:
+        return ""
+    names = ", ".join(repr(x) for x in layers)
+    what = f"The imported strokes are in scribble layer{'s' if len(layers) > 1 else ''} {names}"
+    old = project.scribble_layer
+    if old not in project.scribble_layers():
+        project.scribble_layer = choose_layer(project, None)[0]
+        return (f"{what}, and layer '{old}' has no strokes: the app now draws in and trains on layer "
+                f"'{project.scribble_layer}' (as it would on a restart).")
+    return (f"{what}, which the app does not draw in or train on (it uses layer '{old}'): start the app "
+            f"with --layer {layers[0]} to use them.")
+
+
 def add_folder(project: Project, folder: str) -> str:
-    """Import a folder of images (or a dataset in the folder layout) from the server's disk."""
+    """Import a folder of images (or a dataset in the folder layout) from the server's disk; see
+    :func:`imported_layer_note` for strokes it brings into another scribble layer."""
     from annotations.importer import import_path
 
     folder = str(folder or "").strip()
     if not folder:
         raise AppError("enter a folder path on this computer.")
+    before = _layer_versions(project)
     summary = import_path(project, os.path.expanduser(folder))
-    return "\n".join(summary.lines())
+    note = imported_layer_note(project, before)
+    return "\n".join(summary.lines() + ([note] if note else []))
 
 
 # ---------------------------------------------------------------------------------- removing images
@@ -1109,6 +1178,8 @@ def resolve_navigation(project: Project, current: int | None, action: str, statu
                           "" if nxt is not None else "Every image has annotations already.")
     if action == "uncertain":
         nxt = next_most_uncertain(project, current)
+        if nxt is not None and nxt == current:
+            return StepResult(current, "This is the only predicted mask left to review.")
         return StepResult(nxt if nxt is not None else current,
                           "" if nxt is not None else "No predicted masks to review: train and predict first.")
     raise AppError(f"unknown navigation '{action}'.")

@@ -415,14 +415,21 @@ def build_ui(project: Project) -> gr.Blocks:
 
         def on_folder(tok, path, cur, filt):
             p = handlers.project_for(tok)
+            layer = p.scribble_layer
             try:
                 msg = handlers.add_folder(p, path)
             except AnnotationError as e:  # said under the box too, where the last result stood
                 gr.Warning(str(e))
                 msg = f"Nothing added: {e}"
-            return (msg, training.panel_html(p), *refresh(tok, cur, filt))
+            if p.scribble_layer != layer:  # the app turned to the imported layer: reload the image's strokes
+                gr.Info(msg.splitlines()[-1])
+                shown_now = show(tok, handlers.check_image(p, cur), filt)
+            else:
+                shown_now = refresh(tok, cur, filt)
+            return (msg, training.panel_html(p), handlers.project_line(p), *shown_now)
 
-        listen(folder_btn.click, on_folder, [token, folder, current, status_filter], [add_msg, train_progress] + shown)
+        listen(folder_btn.click, on_folder, [token, folder, current, status_filter],
+               [add_msg, train_progress, project_md] + shown)
 
         def on_remove_ask(tok, cur):
             p = handlers.project_for(tok)

@@ -311,9 +311,66 @@ def test_others_absent_tags_every_class_not_tagged_or_drawn(tmp_path):
     p.save_scribbles(iid, scr)
     handlers.canvas_tag({"project": tok, "image_id": iid, "class_idx": 1, "state": "present"})
     r = handlers.canvas_tag({"project": tok, "image_id": iid, "others": "absent"})
-    assert r["tags"] == {"0": "absent", "1": "present", "3": "absent"}
-    assert p.tags(iid) == {0: "absent", 1: "present", 3: "absent"}
+    # "bg" is a background (a region of every image): never tagged absent, or predict labels every
+    # pixel of the image a foreground class
+    assert r["tags"] == {"1": "present", "3": "absent"}
+    assert p.tags(iid) == {1: "present", 3: "absent"}
     p.close()
+
+
+def test_others_absent_tags_a_class_0_that_is_not_a_background(tmp_path):
+    p = Project.create(tmp_path / "p", classes=["Sky", "Car", "Road"])
+    iid = p.add_image(encode_image_png(make_disc_image(64, seed=0)[0]), name="a.png").id
+    tok = handlers.register_project(p)
+    handlers.canvas_tag({"project": tok, "image_id": iid, "class_idx": 1, "state": "present"})
+    r = handlers.canvas_tag({"project": tok, "image_id": iid, "others": "absent"})
+    assert r["tags"] == {"0": "absent", "1": "present", "2": "absent"}
+    p.close()
+
+
+def test_a_class_with_strokes_on_the_image_is_not_tagged_absent(project, token):
+    iid = project.image_ids()[0]
+    scr = np.full((64, 64), 255, np.uint8)
+    scr[5:8, 5:20] = 1  # 45 object pixels
+    scr[50:52, 5:10] = 0
+    project.save_scribbles(iid, scr)
+    r = handlers.canvas_tag({"project": token, "image_id": iid, "class_idx": 1, "state": "absent"})
+    assert r["error"] == "object has 45 stroke pixels on this image: erase them first, or tag it present."
+    r = handlers.canvas_tag({"project": token, "image_id": iid, "class_idx": 0, "state": "absent"})
+    assert "background has 10 stroke pixels on this image" in r["error"]
+    assert project.tags(iid) == {}
+    assert handlers.canvas_tag({"project": token, "image_id": iid, "class_idx": 1, "state": "present"})["tags"] == {
+        "1": "present"}
+    # strokes of another scribble layer (an imported dataset's) count too, and the layer is named
+    other = project.image_ids()[1]
+    project.save_scribbles(other, scr, layer="real")
+    r = handlers.canvas_tag({"project": token, "image_id": other, "class_idx": 1, "state": "absent"})
+    assert r["error"].startswith("object has 45 stroke pixels on this image (45 in scribble layer 'real'): ")
+    project.save_scribbles(other, scr)  # and in the app's layer too
+    r = handlers.canvas_tag({"project": token, "image_id": other, "class_idx": 1, "state": "absent"})
+    assert r["error"].startswith("object has 90 stroke pixels on this image (45 in scribble layer 'real'): ")
+    assert project.tags(other) == {}
+    # once the strokes are erased, the tag is taken
+    project.save_scribbles(iid, np.where(scr == 1, 255, scr).astype(np.uint8))
+    assert handlers.canvas_tag({"project": token, "image_id": iid, "class_idx": 1, "state": "absent"})["tags"] == {
+        "1": "absent"}
+
+
+def test_the_tag_command_refuses_absent_for_a_class_with_strokes(project, capsys):
+    from segmenter.cli import main
+
+    ids = project.image_ids()
+    scr = np.full((64, 64), 255, np.uint8)
+    scr[5:8, 5:20] = 1
+    project.save_scribbles(ids[1], scr)
+    root = str(project.root)
+    assert main(["tag", root, "--all", "--absent", "object"]) == 2
+    err = capsys.readouterr().err
+    assert "object has 45 stroke pixels on disc1.png: erase them first, or tag it present." in err, err
+    assert err.startswith("error: nothing was tagged: ")
+    assert all(project.tags(i) == {} for i in ids)
+    assert main(["tag", root, "disc0.png", "disc2.png", "--absent", "object"]) == 0
+    assert project.tags(ids[0]) == {1: "absent"} and project.tags(ids[1]) == {}
 
 
 def test_preview_overlay_follows_the_scribbles(project, token):
@@ -335,6 +392,29 @@ def test_preview_overlay_follows_the_scribbles(project, token):
     inside = rgba[gt == 1][:, :3]
     # most of the disc is drawn in the object's colour (edges are white)
     assert (np.abs(inside.astype(int) - colors[1]).sum(1) == 0).mean() > 0.7
+
+
+@pytest.mark.parametrize("first, painted", [("background", False), ("Sky", True)])
+def test_the_mask_overlays_leave_a_background_class_0_unpainted(tmp_path, first, painted):
+    p = Project.create(tmp_path / "p", classes=[first, "object"])
+    img, gt, scr = make_disc_image(64, seed=0)
+    iid = p.add_image(encode_image_png(img), name="a.png").id
+    tok = handlers.register_project(p)
+    p.save_scribbles(iid, scr)
+    pred = gt.copy()
+    pred[:4] = 255  # unlabelled
+    bg_color = np.array(p.classes()[0].color)
+    for kind in ("preview", "predicted"):
+        if kind == "predicted":
+            p.save_mask(iid, pred, "predicted", source="t", uncertainty=0.1)
+        rgba = canvas.decode_data_url(handlers.canvas_preview({"project": tok, "image_id": iid, "kind": kind})["overlay"])
+        in_bg_color = (rgba[..., 3] > 0) & (rgba[..., :3] == bg_color).all(-1)
+        assert in_bg_color[gt == 0].mean() > 0.8 if painted else not in_bg_color.any(), kind
+        assert (rgba[gt == 1, 3] == 255).mean() > 0.9, kind  # the object is painted either way
+    assert (rgba[:3, :, 3] == 0).all()  # unlabelled (row 3 borders the background: white)
+    # the strokes (the page draws them in the class colours) and the mask editor still have its colour
+    assert handlers.class_list(p)[0]["color"] == p.classes()[0].hex
+    p.close()
 
 
 def test_preview_corrects_the_prediction(project, token, monkeypatch):
@@ -443,7 +523,7 @@ def test_a_prediction_older_than_the_strokes_is_shown_as_the_export_writes_it(tm
     same[2:4, 2:6] = 0  # agrees with the prediction
     p.save_scribbles(ids[1], same)
     tok = handlers.register_project(p)
-    colors = [c.color for c in p.classes()]
+    colors = handlers.overlay_colors(p)
 
     def exported(i):
         return export_mask(p, p.image_info(i), ExportOptions(masks="best"))[0]
@@ -489,7 +569,7 @@ def test_a_final_mask_older_than_the_strokes_is_shown_and_accepted_as_the_export
     scr[8:12, 3:9] = 1  # after Accept: obj where the final says background
     p.save_scribbles(i, scr)
     tok = handlers.register_project(p)
-    colors = [c.color for c in p.classes()]
+    colors = handlers.overlay_colors(p)
     want = export_mask(p, p.image_info(i), ExportOptions(masks="final"))[0]
     assert (want[8:12, 3:9] == 1).all()
     r = handlers.canvas_preview({"project": tok, "image_id": i, "kind": "final"})
@@ -596,6 +676,25 @@ def test_go_to_an_image_by_id_or_name(project):
         handlers.find_image(project, "cat")
     with pytest.raises(AnnotationError, match="type an image id"):
         handlers.find_image(project, "  ")
+
+
+def test_next_most_uncertain_walks_down_the_ranking(project):
+    ids = project.image_ids()
+    for i, u in zip(ids, (0.5, 0.9, 0.5, 0.7)):
+        project.save_mask(i, np.zeros((64, 64), np.uint8), "predicted", source="t", uncertainty=u)
+    walk, cur = [], None
+    for _ in range(6):
+        cur = handlers.next_most_uncertain(project, cur)
+        walk.append(cur)
+    # most uncertain first, ties by id, then back to the top (it went 1 -> 3 -> 1 -> 3 before)
+    assert walk == [ids[1], ids[3], ids[0], ids[2], ids[1], ids[3]]
+    project.save_mask(ids[0], np.zeros((64, 64), np.uint8), "final", source="t")
+    assert handlers.next_most_uncertain(project, ids[0]) == ids[1]  # not ranked (final): the top
+    assert handlers.next_most_uncertain(project, ids[2]) == ids[1]  # the last: wraps to the top
+    for i in ids[2:]:
+        project.save_mask(i, np.zeros((64, 64), np.uint8), "final", source="t")
+    res = handlers.resolve_navigation(project, ids[1], "uncertain")
+    assert res.image_id == ids[1] and res.message == "This is the only predicted mask left to review."
 
 
 def test_navigation(project):
@@ -781,6 +880,54 @@ def test_an_upload_renamed_for_a_name_clash_is_said(project, tmp_path):
     other = tmp_path / "fresh.png"
     other.write_bytes(encode_image_png(make_disc_image(64, seed=62)[0]))
     assert handlers.add_uploads(project, [str(other)]) == "Added 1 image(s)."
+
+
+def _dataset_with_scribble_set(root, names, set_name="real"):
+    """A folder dataset (images, meta.json) with one scribble map per image in ``scribbles/<set_name>``."""
+    import json
+
+    from PIL import Image
+
+    (root / "images").mkdir(parents=True)
+    (root / "scribbles" / set_name).mkdir(parents=True)
+    for k, name in enumerate(names):
+        img, _, scr = make_disc_image(64, seed=200 + k)
+        (root / "images" / f"{name}.png").write_bytes(encode_image_png(img))
+        Image.fromarray(scr).save(root / "scribbles" / set_name / f"{name}.png")
+    (root / "meta.json").write_text(json.dumps({"classes": ["background", "object"]}))
+    return root
+
+
+def test_add_folder_of_strokes_in_another_layer_switches_an_empty_layer(tmp_path):
+    p = Project.create(tmp_path / "p", classes=["background", "object"])
+    tok = handlers.register_project(p)
+    d = _dataset_with_scribble_set(tmp_path / "d", ["a", "b"])
+    msg = handlers.add_folder(p, str(d))
+    # the app's layer had no strokes: it turns to the imported one, as a restart would
+    assert p.scribble_layer == "real", msg
+    assert ("The imported strokes are in scribble layer 'real', and layer 'default' has no strokes: the app now "
+            "draws in and trains on layer 'real'") in msg
+    assert "scribble layer `real`" in handlers.project_line(p)
+    iid = p.image_ids()[0]
+    assert handlers.load_message(p, tok, iid)["labels"] is not None  # the page shows the imported strokes
+    p.close()
+
+
+def test_add_folder_of_strokes_in_another_layer_says_how_to_use_them(tmp_path):
+    p = Project.create(tmp_path / "p", classes=["background", "object"])
+    iid = p.add_image(encode_image_png(make_disc_image(64, seed=0)[0]), name="mine.png").id
+    p.save_scribbles(iid, _scribbles())
+    msg = handlers.add_folder(p, str(_dataset_with_scribble_set(tmp_path / "d", ["a", "b"])))
+    assert p.scribble_layer == "default"
+    assert msg.splitlines()[-1] == ("The imported strokes are in scribble layer 'real', which the app does not draw "
+                                    "in or train on (it uses layer 'default'): start the app with --layer real to "
+                                    "use them.")
+    # a folder of plain images says nothing of layers
+    more = tmp_path / "plain"
+    more.mkdir()
+    (more / "x.png").write_bytes(encode_image_png(make_disc_image(64, seed=9)[0]))
+    assert "layer" not in handlers.add_folder(p, str(more))
+    p.close()
 
 
 def test_add_folder(project, tmp_path):

@@ -254,10 +254,14 @@ def test_tags(page, project_dir):
     iid = state(page)["id"]
     page.click(f"{ROOT} .ws-tag[data-cls='1'] .ws-tagbtn[data-state='present']")
     page.wait_for_selector(f"{ROOT} .ws-tag[data-cls='1'][data-state='present']")
+    # the image has background strokes: "background absent" would make predict drop them, so it is refused
+    n_bg = int((stored(project_dir, iid)[0] == 0).sum())
+    assert n_bg > 0
     page.click(f"{ROOT} .ws-tag[data-cls='0'] .ws-tagbtn[data-state='absent']")
-    page.wait_for_selector(f"{ROOT} .ws-tag[data-cls='0'][data-state='absent']")
-    page.click(f"{ROOT} .ws-tag[data-cls='0'] .ws-tagbtn[data-state='unknown']")
-    page.wait_for_selector(f"{ROOT} .ws-tag[data-cls='0'][data-state='unknown']")
+    page.wait_for_function(f"() => (document.querySelector('{ROOT}').dataset.error || '').includes('stroke pixels')")
+    assert state(page)["error"] == (f"background has {n_bg} stroke pixels on this image: erase them first, "
+                                    "or tag it present.")
+    assert page.locator(f"{ROOT} .ws-tag[data-cls='0'][data-state='unknown']").count() == 1
     assert stored(project_dir, iid)[2] == {1: "present"}
     shot(page, "04-tags")
 
@@ -985,9 +989,14 @@ def test_others_absent_in_one_click(browser, server, project_dir):
         pg.click(f"{ROOT} .ws-tag[data-cls='1'] .ws-tagbtn[data-state='present']")
         pg.wait_for_selector(f"{ROOT} .ws-tag[data-cls='1'][data-state='present']")
         pg.click(f"{ROOT} .ws-tags-rest")
-        pg.wait_for_selector(f"{ROOT} .ws-tag[data-cls='0'][data-state='absent']")
-        with Project.open(project_dir) as p:  # earlier tests may have added classes: all absent too
-            others = {c.idx: "absent" for c in p.classes() if c.idx != 1}
+        pg.wait_for_function(f"() => document.querySelector('{ROOT} .ws-status').innerText"
+                             ".includes('Every other class tagged absent')")
+        with Project.open(project_dir) as p:  # earlier tests may have added classes: all absent
+            others = {c.idx: "absent" for c in p.classes() if c.idx > 1}
+        for k in others:
+            assert pg.locator(f"{ROOT} .ws-tag[data-cls='{k}'][data-state='absent']").count() == 1
+        # but never the background (a region of every image: predict would label every pixel foreground)
+        assert pg.locator(f"{ROOT} .ws-tag[data-cls='0'][data-state='unknown']").count() == 1
         assert stored(project_dir, iid)[2] == {**others, 1: "present"}
 
 
@@ -1132,6 +1141,32 @@ def test_the_status_line_counts_uploaded_images(browser, server, tmp_path):
         pg.wait_for_function(f"() => document.querySelector('{ROOT} .ws-status').innerText.includes('(1 / 3)')")
         assert "image 1 of 3" in pg.inner_text("#ws-title")
         shot(pg, "28-status-line-after-upload")
+
+
+def test_a_folder_of_strokes_in_another_layer_is_drawn_in_when_the_apps_layer_is_empty(browser, server, tmp_path):
+    """A dataset's scribble set imported from "Add images from folder" went into layer 'real' while
+    the page kept drawing in the empty 'default': every image counted as scribbled, none showed a
+    stroke, and training found no label. The page now turns to 'real', as a restart did."""
+    root = small_project(tmp_path / "lay", ["mine.png"])
+    d = tmp_path / "ds"
+    (d / "images").mkdir(parents=True)
+    (d / "scribbles" / "real").mkdir(parents=True)
+    from PIL import Image
+
+    img, _, scr = make_disc_image(SIZE, seed=50)
+    (d / "images" / "theirs.png").write_bytes(encode_image_png(img))
+    Image.fromarray(scr).save(d / "scribbles" / "real" / "theirs.png")
+    (d / "meta.json").write_text(json.dumps({"classes": ["background", "object"]}))
+    with window(browser, server) as pg:
+        open_project(pg, root)
+        pg.locator("#ws-folder input, #ws-folder textarea").first.fill(str(d))
+        pg.click("#ws-folder-btn")
+        pg.wait_for_function("() => document.querySelector('#ws-add-msg').innerText.includes('layer')")
+        assert "the app now draws in and trains on layer 'real'" in pg.inner_text("#ws-add-msg")
+        pg.wait_for_function("() => document.querySelector('#ws-project').innerText.includes('real')")
+        assert open_by_name(pg, "theirs.png")
+        assert state(pg)["counts"] == {str(k): int((scr == k).sum()) for k in (0, 1)}
+        shot(pg, "29-imported-layer-drawn-in")
 
 
 def small_project(root: Path, names: list[str], classes=("background", "object")) -> Path:

@@ -2,7 +2,9 @@
 
 A tag says a class is ``present`` in an image or ``absent`` from it; ``unknown`` (no tag) is the
 default and removes one. ``--list`` prints each image's tags. Every name is checked before
-anything is written, and all the tags are set in one transaction.
+anything is written, and all the tags are set in one transaction. A class is not tagged absent on
+an image that has strokes of it (``predict`` would drop them): nothing is tagged, and the message
+names the class, the image and the stroke pixels.
 
     python -m segmenter tag myproj cat1.png cat2.png --present cat --absent dog
     python -m segmenter tag myproj --all --absent car
@@ -63,6 +65,25 @@ def _classes(project, option: str, values: list[str]) -> list:
     return out
 
 
+def absent_refusal(project, image_id: int, cls, layer: str | None = None, where: str = "on this image") -> str | None:
+    """Why class ``cls`` (a ``ClassInfo``) cannot be tagged absent on the image, or ``None``: it has
+    strokes there (in any scribble layer; a layer other than ``layer`` is named). ``predict`` would
+    drop those strokes (it suppresses an absent class) and the export would contradict them."""
+    counts = {}
+    for name in project.scribble_layers(image_id):
+        scr = project.scribbles(image_id, name)
+        n = 0 if scr is None else int((scr == cls.idx).sum())
+        if n:
+            counts[name] = n
+    if not counts:
+        return None
+    n = sum(counts.values())
+    others = [name for name in counts if name != layer]
+    in_layers = (f" ({', '.join(f'{counts[x]} in scribble layer {x!r}' for x in others)})"
+                 if layer is not None and others else "")
+    return f"{cls.name} has {n} stroke pixel{'s' if n != 1 else ''} {where}{in_layers}: erase them first, or tag it present."
+
+
 def _tag_line(project, image, names: dict[int, str]) -> str:
     tags = project.tags(image.id)
     parts = [f"{state} {', '.join(names[c] for c, s in tags.items() if s == state)}"
@@ -71,6 +92,7 @@ def _tag_line(project, image, names: dict[int, str]) -> str:
 
 
 def cmd_tag(args) -> int:
+    from annotations.errors import AnnotationError
     from annotations.store import Project
     from segmenter.cli import UsageError
 
@@ -100,6 +122,11 @@ def cmd_tag(args) -> int:
     if setting:
         if not images:
             raise UsageError("the project has no images to tag: import some first.")
+        refusals = [r for im in images for c in plan["absent"]
+                    if (r := absent_refusal(project, im.id, c, where=f"on {im.name}"))]
+        if refusals:
+            more = f" (and {len(refusals) - 5} more)" if len(refusals) > 5 else ""
+            raise AnnotationError("nothing was tagged: " + " ".join(refusals[:5]) + more)
         with project.transaction():
             for im in images:
                 for idx, state in seen.items():
