@@ -625,6 +625,8 @@ _SHOWN_PREDICTIONS: OrderedDict = OrderedDict()
 _SHOWN_PREDICTIONS_LOCK = threading.Lock()
 #: Said beside a prediction shown corrected by the strokes drawn after it.
 CORRECTED_NOTE = "corrected by the strokes drawn since, as an export writes it"
+#: Said beside a mask shown without a class the image has been tagged absent since.
+ABSENT_NOTE = "shown without the classes tagged absent since, as an export writes it"
 
 
 def shown_mask(project: Project, image_id: int, kind: str):
@@ -634,17 +636,21 @@ def shown_mask(project: Project, image_id: int, kind: str):
     (:func:`annotations.formats._common.export_mask`, the same layer and the same
     :func:`~annotations.formats._common.correct_stale_mask`), so the overlay, the mask editor and
     Accept never contradict a stroke the export would honour; ``note`` says so (``""`` for a mask
-    shown as stored). Cached by the mask, the strokes and the tags."""
-    from annotations.formats._common import STROKE_CORRECTED_KINDS, correct_stale_mask
+    shown as stored). Any stored mask that shows a class the image is tagged absent (a tag changed
+    after it) is shown without that class, as an export writes it too. Cached by the mask, the
+    strokes and the tags."""
+    from annotations.formats._common import STROKE_CORRECTED_KINDS, absent_classes, correct_stale_mask
 
     mi = project.mask_info(image_id, kind)
     if mi is None:
         return None
     layers = project.layers_changed_since(image_id, mi.created) if kind in STROKE_CORRECTED_KINDS else []
-    if not layers:
+    absent = absent_classes(project, image_id)
+    if not layers and not absent:
         return imageio.read_label_map(project.root / mi.file), mi, ""
-    layer = project.scribble_layer if project.scribble_layer in layers else layers[0]  # as export_mask chooses
-    key = (str(project.root), int(image_id), mi.id, layer, project.scribble_version(image_id, layer),
+    layer = layers[0] if layers else None  # the image's stroke layer, as export_mask chooses
+    key = (str(project.root), int(image_id), mi.id, layer,
+           project.scribble_version(image_id, layer) if layer else 0,
            tuple(sorted(project.tags(image_id).items())), project.num_classes)
     with _SHOWN_PREDICTIONS_LOCK:
         if key in _SHOWN_PREDICTIONS:
@@ -653,7 +659,8 @@ def shown_mask(project: Project, image_id: int, kind: str):
     got = correct_stale_mask(project, image_id, mi, layer)
     if got is None:  # the engine cannot be imported (it ships with the app): the mask as stored
         return imageio.read_label_map(project.root / mi.file), mi, ""
-    out = (got[0], mi, CORRECTED_NOTE if got[1] is not mi else "")
+    note = "" if got[1] is mi else CORRECTED_NOTE if layers else ABSENT_NOTE
+    out = (got[0], mi, note)
     with _SHOWN_PREDICTIONS_LOCK:
         _SHOWN_PREDICTIONS[key] = out
         while len(_SHOWN_PREDICTIONS) > 16:
@@ -708,9 +715,11 @@ def accept_final(project: Project, image_id: int, kind: str, seen_final: int | N
         return "This mask is already final."
     check_labelled(project, image_id, mask, f"The {kind} mask was not accepted")
     if note:  # corrected: the prediction's confidence no longer describes it
-        project.save_mask(image_id, mask, "final", source=f"app:accepted({kind}:{mi.source}+strokes)",
+        by = "strokes" if note == CORRECTED_NOTE else "tags"
+        project.save_mask(image_id, mask, "final", source=f"app:accepted({kind}:{mi.source}+{by})",
                           model_version=mi.model_version)
-        return f"The {kind} mask, corrected by the strokes drawn since, is now final."
+        return (f"The {kind} mask, corrected by the strokes drawn since, is now final." if by == "strokes" else
+                f"The {kind} mask, without the classes tagged absent since, is now final.")
     project.save_mask(image_id, mask, "final", source=f"app:accepted({kind}:{mi.source})",
                       model_version=mi.model_version, confidence=project.confidence(image_id, kind))
     return f"The {kind} mask is now final."

@@ -587,6 +587,35 @@ def test_a_final_mask_older_than_the_strokes_is_shown_and_accepted_as_the_export
     p.close()
 
 
+def test_a_mask_showing_a_class_tagged_absent_since_is_shown_and_accepted_without_it(tmp_path):
+    """A prediction of 'obj' on the right half, then the reviewer tags obj absent: the overlay kept
+    showing obj and Accept stored it, while the export wrote it without obj (a hunt shipped a 93 %
+    Car mask beside tags.json saying Car absent). Now the overlay and Accept show what the export
+    writes, with a note."""
+    from annotations.formats import ExportOptions
+    from annotations.formats._common import export_mask
+
+    p = Project.create(tmp_path / "p", ["background", "obj", "other"])
+    img = np.zeros((20, 30, 3), np.uint8)
+    img[:, 15:] = 200
+    i = p.add_image(encode_image_png(img), name="a.png").id
+    pred = np.zeros((20, 30), np.uint8)
+    pred[:, 15:] = 1
+    p.save_mask(i, pred, "predicted", source="model:test", confidence=np.full((20, 30), 0.9, np.float32))
+    p.set_tag(i, 1, "absent")
+    tok = handlers.register_project(p)
+    want = export_mask(p, p.image_info(i), ExportOptions(masks="best"))[0]
+    assert not (want == 1).any()
+    r = handlers.canvas_preview({"project": tok, "image_id": i, "kind": "predicted"})
+    assert r["overlay"] == canvas.overlay_data_url(want, handlers.overlay_colors(p))
+    assert "without the classes tagged absent since" in r["message"]
+    r = handlers.canvas_accept({"project": tok, "image_id": i, "kind": "predicted", "final_id": 0})
+    assert "without the classes tagged absent" in r["message"]
+    np.testing.assert_array_equal(p.mask(i, "final"), want)
+    assert p.mask_info(i, "final").source == "app:accepted(predicted:model:test+tags)"
+    p.close()
+
+
 # ------------------------------------------------------------------ list and navigation
 def test_rows_filters_progress(project):
     ids = project.image_ids()
