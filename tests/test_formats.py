@@ -557,8 +557,11 @@ def test_export_into_a_non_empty_folder_is_refused(src, tmp_path):
 
 # ----------------------------------------------------------------------------- VOC / YOLO / png specifics
 def test_voc_layout_keeps_void_and_uses_palette_pngs(src, tmp_path):
-    export_project(src, "voc", tmp_path / "out")
+    res = export_project(src, "voc", tmp_path / "out")
     out = tmp_path / "out"
+    # the images that were not JPEG are re-encoded (lossy): said, not done silently
+    n = sum(1 for i in src.images() if not i.name.lower().endswith((".jpg", ".jpeg")))
+    assert n and any(f"note: {n} image(s) were not JPEG and were re-encoded as JPEG" in x for x in res.lines())
     assert sorted(p.name for p in (out / "JPEGImages").iterdir()) == ["a.jpg", "b image.jpg", "c.jpg", "d.jpg",
                                                                       "e.jpg"]
     with Image.open(out / "SegmentationClass" / "a.png") as im:

@@ -102,10 +102,12 @@ class VocFormat(Format):
         items = []
         jpg = out_dir / "JPEGImages"
         jpg.mkdir()
+        encoded = 0  # images that were not JPEG: re-encoded, so their pixels change a little
         for it in export_items(project, options):
             if copy:
                 write_jpeg(project, it, jpg / f"{it.stem}.jpg", quality)
                 res.images += 1
+                encoded += it.ext not in (".jpg", ".jpeg")
             if it.mask is not None:
                 write_index_and_color(project, it, None, out_dir / "SegmentationClass", pal)
                 res.masks += 1
@@ -126,6 +128,10 @@ class VocFormat(Format):
         (out_dir / "labelmap.txt").write_text(labelmap_txt(project), encoding="utf-8")
         write_labels(project, out_dir)
         write_manifest(project, out_dir, self.name, options, items)
+        if encoded:
+            res.notes.append(f"note: {encoded} image(s) were not JPEG and were re-encoded as JPEG for JPEGImages/ "
+                             f"(quality {quality}: their pixels change a little; the folder and png formats keep "
+                             "the original files)")
         return res
 
     def import_into(self, project, path: Path, options: dict | None = None):
