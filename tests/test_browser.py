@@ -250,6 +250,19 @@ def test_tool_and_size_changes_keep_the_strokes(page, project_dir):
     shot(page, "03-after-tool-changes-and-eraser")
 
 
+def test_brightness_and_contrast_change_the_image_not_the_overlay(page):
+    """Dark scans and night street tiles could not be brightened: the image's look is adjustable,
+    the overlay's and the strokes' colours stay, and a double-click puts it back."""
+    img, ovl = page.locator(f"{ROOT} .ws-img"), page.locator(f"{ROOT} .ws-overlay")
+    page.locator(f"{ROOT} .ws-bright").fill("250")
+    page.locator(f"{ROOT} .ws-contrast").fill("160")
+    assert img.evaluate("e => e.style.filter") == "brightness(250%) contrast(160%)"
+    assert ovl.evaluate("e => getComputedStyle(e).filter") == "none"
+    page.locator(f"{ROOT} .ws-bright").dblclick()
+    page.locator(f"{ROOT} .ws-contrast").dblclick()
+    assert img.evaluate("e => e.style.filter") == "brightness(100%) contrast(100%)"
+
+
 def test_tags(page, project_dir):
     iid = state(page)["id"]
     page.click(f"{ROOT} .ws-tag[data-cls='1'] .ws-tagbtn[data-state='present']")

@@ -693,6 +693,13 @@
   q('.ws-zoom-out').addEventListener('click', () => setZoom(S.zoom * 0.8));
   q('.ws-fit').addEventListener('click', fitZoom);
   root.querySelectorAll('.ws-mode').forEach((b) => b.addEventListener('click', () => setMode(b.dataset.mode)));
+  // brightness / contrast of the image alone (dark scans, night street scenes); kept across images
+  const bright = q('.ws-bright'), contrast = q('.ws-contrast');
+  function applyLook() { img.style.filter = 'brightness(' + bright.value + '%) contrast(' + contrast.value + '%)'; }
+  [bright, contrast].forEach((el) => {
+    el.addEventListener('input', applyLook);
+    el.addEventListener('dblclick', () => { el.value = '100'; applyLook(); });
+  });
   const opacity = q('.ws-opacity');
   opacity.addEventListener('input', () => { S.opacity = Number(opacity.value) / 100; applyOpacity(); });
   q('.ws-accept').addEventListener('click', accept);
