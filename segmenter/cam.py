@@ -755,22 +755,25 @@ def collapsed_which(masks: list[np.ndarray], tags: np.ndarray) -> tuple[list[int
     return which, eligible
 
 
-def check_masks_informative(masks: list[np.ndarray], tags: np.ndarray, notes: list[str] | None = None) -> None:
+def check_masks_informative(masks: list[np.ndarray], tags: np.ndarray, notes: list[str] | None = None) -> list[int]:
     """Raise :class:`DegenerateMasksError` when more than half of the images tagged with two or
     more present classes got a collapsed mask (:func:`collapsed_masks`): such pseudo-masks (e.g.
     one class on every pixel) would be saved as annotations and teach the next training nothing
     but that class. ``notes`` (:func:`tag_warnings`: often the cause, e.g. a class never tagged
     absent) end the message, so the refusal is read beside them. :func:`tags_project` calls it
-    before saving; :func:`run_tags` (the benchmarks) does not."""
+    before saving; :func:`run_tags` (the benchmarks) does not. Returns the positions of the
+    collapsed masks (:func:`collapsed_which`) when it does not raise."""
     from segmenter.errors import DegenerateMasksError
 
-    collapsed, eligible = collapsed_masks(masks, tags)
+    which, eligible = collapsed_which(masks, tags)
+    collapsed = len(which)
     if eligible and collapsed * 2 > eligible:
         raise DegenerateMasksError(
             f"the tag classifier could not tell the classes apart on {collapsed} of the {eligible} images tagged "
             "with two or more present classes (their masks show almost only one class), so no pseudo-mask was "
             "saved. Tag many more images (hundreds), or draw strokes of each class on a few images, then run it "
             "again." + "".join(f" Note: {w}" for w in notes or ()))
+    return which
 
 
 @dataclass
@@ -831,9 +834,9 @@ def tags_project(project, config: TagConfig | None = None, image_ids=None, *, la
     res = run_tags(images, tags, project.num_classes, config, scribbles=scribbles,
                    class_names=project.class_names, progress=progress, cancel=cancel)
     # the tags themselves (a stroke alone makes no class tagged); the tag warnings go with the refusal
-    check_masks_informative(res.masks, tags, res.warnings)
+    collapsed = check_masks_informative(res.masks, tags, res.warnings)
     if save:
         for iid, m, c in zip(ids, res.masks, res.confidences):
             project.save_mask(iid, m, "pseudo", source=res.method, confidence=c)
-    collapsed = [project.image_info(ids[k]).name for k in collapsed_which(res.masks, tags)[0]]
-    return ProjectTagsSummary(ids, save, res.method, res.warnings, res.train, res.infer_seconds, collapsed)
+    return ProjectTagsSummary(ids, save, res.method, res.warnings, res.train, res.infer_seconds,
+                              [project.image_info(ids[k]).name for k in collapsed])

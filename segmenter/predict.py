@@ -301,6 +301,7 @@ def predict_project(project, model: str | None = None, image_ids=None, *, device
         absent = [[c for c, st in project.tags(i).items() if st == "absent"] for i in chunk]
         for i, im, ab, p in zip(chunk, images, absent, pred.predict(images, absent=absent)):
             mask, conf, src, unc = p.mask, p.confidence, source, p.uncertainty
+            name = project.image_info(i).name
             scr = project.scribbles(i, layer=layer) if scribbles else None
             if scr is not None:
                 scr = without_absent(scr, ab)
@@ -312,7 +313,7 @@ def predict_project(project, model: str | None = None, image_ids=None, *, device
                 if err is not None:  # an early model: the strokes lead, as in the live preview before it
                     r = get_method(None)(im, scr, pred.cfg.num_classes)
                     src = f"{DEFAULT_METHOD}(strokes; {source} contradicts {err:.0%} of them)"
-                    from_strokes.append(project.image_info(i).name)
+                    from_strokes.append(name)
                     # the mask is the strokes', so is its uncertainty (the model's sent a reviewer to it first)
                     unc = image_uncertainty(r.probs)[0]
                 else:
@@ -321,7 +322,7 @@ def predict_project(project, model: str | None = None, image_ids=None, *, device
                 mask, conf = r.mask, r.confidence
             project.save_mask(i, mask, "predicted", source=src, model_version=version,
                               confidence=conf, uncertainty=unc)
-            done.append((i, project.image_info(i).name, unc))
+            done.append((i, name, unc))
         if callback is not None:
             callback(len(done), len(ids))
     done.sort(key=lambda t: -t[2])

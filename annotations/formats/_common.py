@@ -258,7 +258,7 @@ def pseudo_from_strokes(project, image_id: int, layer: str):
     scr = project.scribbles(image_id, layer)
     if scr is None:
         return None
-    scr = without_absent(scr, [c for c, st in project.tags(image_id).items() if st == "absent"])
+    scr = without_absent(scr, absent_classes(project, image_id))
     if not (scr != IGNORE).any():
         return None
     method = get_method(None)
