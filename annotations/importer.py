@@ -186,11 +186,8 @@ def mask_as_exported(project, info, kinds: tuple[str, ...] | str | None = None):
     if kinds is None:
         return export_mask(project, info, ExportOptions())
     chosen = (kinds,) if isinstance(kinds, str) else tuple(kinds)
-
-    class Chosen(ExportOptions):  # masks="final": an export makes no mask of an image without one
-        kinds = chosen
-
-    return export_mask(project, info, Chosen(masks="final"))
+    # masks="final": an export makes no mask of an image without one
+    return export_mask(project, info, ExportOptions(masks="final", only_kinds=chosen))
 
 
 def _same(a, b) -> bool:
@@ -285,7 +282,7 @@ class MaskRule:
             if n:
                 parts.append(f"{n} mask{'s differ' if n != 1 else ' differs'} from what was exported (edited "
                              f"elsewhere) and became {'their' if n != 1 else 'its'} image's final mask "
-                             f"({_names(self.edited)})")
+                             f"({name_list(self.edited)})")
             if self.unchanged:
                 parts.append(f"{self.unchanged} unchanged mask{'s' if self.unchanged != 1 else ''} skipped")
             out.append("note: masks compared with the export's (manifest.json): " + "; ".join(parts))
@@ -295,16 +292,17 @@ class MaskRule:
                          "records")
         if self.newer_final:
             out.append(f"note: {len(self.newer_final)} edited mask(s) were not made final: the project's final mask of "
-                       f"{_names(self.newer_final)} is newer than the export and stays; the edits are stored as "
+                       f"{name_list(self.newer_final)} is newer than the export and stays; the edits are stored as "
                        f"imported masks behind it (to make them final: {_accept_hint(self.newer_final)})")
         if self.behind_final:
             out.append(f"note: {len(self.behind_final)} imported mask(s) are hidden behind the final mask their image "
-                       f"already has ({_names(self.behind_final)}): status, training and export keep the final mask "
+                       f"already has ({name_list(self.behind_final)}): status, training and export keep the final mask "
                        f"(to make them final: {_accept_hint(self.behind_final)})")
         return out
 
 
-def _names(names: list[str], limit: int = 10) -> str:
+def name_list(names: list[str], limit: int = 10) -> str:
+    """``names`` for a message: the first ``limit``, then how many more."""
     return ", ".join(names[:limit]) + (f", ... ({len(names) - limit} more)" if len(names) > limit else "")
 
 

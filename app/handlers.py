@@ -167,7 +167,7 @@ def image_status(project: Project, image_id: int) -> str:
     """The image's status as the page says it (:func:`status_label`): the title, the canvas's
     status line (a first stroke on a predicted image changes it, so the list is refreshed)."""
     status = project.status(image_id)
-    has_strokes = bool(project.layers_changed_since(image_id, ""))  # this image's layers with strokes
+    has_strokes = project.stroke_layer(image_id) is not None  # this image has strokes
     return status_label(status, has_strokes, status == "final" and project.final_older_than_strokes(image_id))
 
 
@@ -869,8 +869,11 @@ def canvas_tag(payload: dict) -> dict:
 
     project, image_id = _req(payload)
     if payload.get("others") == "absent":
-        scr = project.scribbles(image_id)
-        drawn = set() if scr is None else {int(v) for v in np.unique(scr[scr != IGNORE])}
+        drawn = set()  # classes with strokes in any layer, as absent_refusal counts them
+        for name in project.scribble_layers(image_id):
+            scr = project.scribbles(image_id, name)
+            if scr is not None:
+                drawn.update(int(v) for v in np.unique(scr[scr != IGNORE]))
         have = project.tags(image_id)
         bg = background_class(project)
         with project.transaction():

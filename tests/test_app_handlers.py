@@ -318,6 +318,21 @@ def test_others_absent_tags_every_class_not_tagged_or_drawn(tmp_path):
     p.close()
 
 
+def test_others_absent_spares_a_class_with_strokes_in_another_layer(tmp_path):
+    """'Others absent' looked at the app's layer only, while a single 'absent' click is refused for
+    strokes in any layer (they would be dropped by predict): both now count every layer."""
+    p = Project.create(tmp_path / "p", classes=["bg", "car", "tree", "road"])
+    iid = p.add_image(encode_image_png(make_disc_image(64, seed=0)[0]), name="a.png").id
+    tok = handlers.register_project(p)
+    scr = np.full((64, 64), 255, np.uint8)
+    scr[5:8, 5:20] = 2  # a tree stroke in an imported layer, not the app's
+    p.save_scribbles(iid, scr, layer="real")
+    handlers.canvas_tag({"project": tok, "image_id": iid, "class_idx": 1, "state": "present"})
+    r = handlers.canvas_tag({"project": tok, "image_id": iid, "others": "absent"})
+    assert r["tags"] == {"1": "present", "3": "absent"}
+    p.close()
+
+
 def test_others_absent_tags_a_class_0_that_is_not_a_background(tmp_path):
     p = Project.create(tmp_path / "p", classes=["Sky", "Car", "Road"])
     iid = p.add_image(encode_image_png(make_disc_image(64, seed=0)[0]), name="a.png").id

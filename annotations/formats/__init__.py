@@ -35,6 +35,8 @@ class ExportOptions:
     masks: str = "best"
     image_ids: list[int] | None = None
     extra: dict = field(default_factory=dict)
+    #: The stored kinds to choose from, in order, instead of those of ``masks`` (``()``: those).
+    only_kinds: tuple[str, ...] = ()
     #: Filled by the export (:func:`._common.export_mask`): names of the images whose predicted mask
     #: was corrected by strokes drawn after the prediction, and of those left without a mask
     #: because it could not be corrected here.
@@ -63,6 +65,8 @@ class ExportOptions:
 
     @property
     def kinds(self) -> tuple[str, ...]:
+        if self.only_kinds:
+            return tuple(self.only_kinds)
         return ("final",) if self.masks == "final" else BEST_ORDER
 
 

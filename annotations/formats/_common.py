@@ -215,13 +215,12 @@ def _export_mask(project, info, options: ExportOptions, read: bool):
                 options.corrected_absent.append(info.name)
             return mask, out_mi
         return (read_mask_file(project.root / mi.file) if read else None), mi
-    layers = project.layers_changed_since(info.id, "")  # [the image's stroke layer], if it has strokes
-    if not layers:
+    layer = project.stroke_layer(info.id)  # the layer whose strokes count for the image, if any
+    if layer is None:
         return None
     if options.masks == "final":
         options.strokes_without_final.append(info.name)
         return None
-    layer = stroke_layer(project, layers)
     try:
         got = pseudo_from_strokes(project, info.id, layer)
     except ImportError:  # pragma: no cover - the engine ships with this package
@@ -236,13 +235,6 @@ def _export_mask(project, info, options: ExportOptions, read: bool):
 def absent_classes(project, image_id: int) -> list[int]:
     """The classes the image is tagged absent."""
     return [c for c, st in project.tags(image_id).items() if st == "absent"]
-
-
-def stroke_layer(project, layers: list[str]) -> str:
-    """Of an image's ``layers`` with strokes, the one a pseudo-mask is made from at export: the
-    project's :attr:`~Project.scribble_layer` (the app's), else the first by name (as the app picks
-    a layer when its own holds no strokes)."""
-    return project.scribble_layer if project.scribble_layer in layers else sorted(layers)[0]
 
 
 def pseudo_from_strokes(project, image_id: int, layer: str):

@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 import os
 
+from annotations.importer import name_list
+
 ACCEPT_DOC = """``python -m segmenter accept PROJECT``: store images' current masks as their final masks.
 
 What the app's "Accept as final" does, for many images at once: the chosen mask of each image
@@ -121,30 +123,26 @@ def cmd_accept(args) -> int:
         accepted.append(info.name)
         if fixed:
             corrected.append(info.name)
-    print(f"accepted {len(accepted)} {what} mask(s) as final" + (f": {_names(accepted)}" if accepted else ""))
+    print(f"accepted {len(accepted)} {what} mask(s) as final" + (f": {name_list(accepted)}" if accepted else ""))
     if corrected:
         print(f"note: {len(corrected)} of them were older than strokes drawn since and were accepted corrected by "
-              f"those strokes (as an export writes them): {_names(corrected)}")
+              f"those strokes (as an export writes them): {name_list(corrected)}")
     if had_final:
         print(f"skipped {len(had_final)} image(s) that have a final mask already ("
               + ("the same mask" if args.replace_final else "kept; --replace-final replaces it")
-              + f"): {_names(had_final)}")
+              + f"): {name_list(had_final)}")
     if missing:
         article = "an" if what[0] in "aeiou" else "a"
         print(f"skipped {len(missing)} image(s) without {article} {what} mask"
-              + (f": {_names([i.name for i in missing])}" if args.images else ""))
-        drawn = [i for i in missing if project.layers_changed_since(i.id, "")]  # the layers with strokes
+              + (f": {name_list([i.name for i in missing])}" if args.images else ""))
+        drawn = [i for i in missing if project.stroke_layer(i.id) is not None]  # with strokes
         if drawn and args.kind in ("pseudo", "best"):
             print(f"note: {len(drawn)} of them have strokes but no stored mask: python -m segmenter pseudo PROJECT "
                   "stores their pseudo-masks (then accept them)")
     if left_out:
         print(f"skipped {len(left_out)} image(s) whose {what} mask is older than their strokes and could not be "
-              f"corrected by them here: {_names(left_out)}")
+              f"corrected by them here: {name_list(left_out)}")
     return 0
-
-
-def _names(names: list[str], limit: int = 10) -> str:
-    return ", ".join(names[:limit]) + (f", ... ({len(names) - limit} more)" if len(names) > limit else "")
 
 
 # ----------------------------------------------------------------------------- remove-image

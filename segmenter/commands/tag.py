@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import argparse
 
-STATES = ("present", "absent", "unknown")
+from annotations.schema import TAG_STATES
+
 
 
 class _ImagesAnywhere(argparse.ArgumentParser):
@@ -41,7 +42,7 @@ def register(sub) -> None:
     p.add_argument("project", metavar="PROJECT", help="project folder")
     p.add_argument("images", metavar="IMAGE", nargs="*", help="image names or ids, a name first")
     p.add_argument("--all", action="store_true", help="every image of the project")
-    for state in STATES:
+    for state in TAG_STATES:
         p.add_argument(f"--{state}", action="append", default=[], metavar="CLASS[,CLASS]",
                        help=("classes to untag (back to unknown)" if state == "unknown" else f"classes {state}")
                             + ", by name or index; repeatable")
@@ -101,7 +102,7 @@ def cmd_tag(args) -> int:
     project = Project.open(args.project)
     if args.all and args.images:
         raise UsageError("name images or give --all, not both.")
-    plan = {state: _classes(project, state, getattr(args, state)) for state in STATES}
+    plan = {state: _classes(project, state, getattr(args, state)) for state in TAG_STATES}
     setting = any(plan.values())
     if not setting and not args.list:
         raise UsageError("nothing to do: give --present, --absent or --unknown with the classes to tag, "
