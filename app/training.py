@@ -115,6 +115,10 @@ def predict_target(project: Project):
             n = len(summary.from_strokes)
             msg += (f" On {n} image(s) you drew on, the model contradicts more than 5 % of your strokes, so their "
                     "mask comes from your strokes alone; train longer or on more images.")
+        if summary.from_tags:  # a model trained on tag masks drops small classes: the tags' mask stays
+            n = len(summary.from_tags)
+            msg += (f" On {n} image(s) the model misses a class you tagged present that the tags' mask shows, "
+                    "so their mask stays the tags' mask.")
         return msg
 
     return run

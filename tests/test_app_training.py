@@ -216,3 +216,30 @@ def test_a_failed_jobs_message_goes_once_the_project_changed(tmp_path, monkeypat
     p.rename_class(1, "pony")
     html_ = training.panel_html(p)
     assert "train a new model" not in html_ and "Predict will use model m1" in html_
+
+
+def test_predict_in_the_app_says_where_the_tags_mask_stays(tmp_path):
+    """A model that drops the tagged object (as one trained on tag masks drops small classes):
+    Predict keeps the tags' mask of the image tagged with it, and the message says so."""
+    import torch
+
+    from segmenter.models import ModelConfig, create_model, save_checkpoint
+
+    p = _tagged_project(tmp_path / "p", n=2)
+    cfg = ModelConfig(classes=p.class_names, size=64)
+    model = create_model(cfg)
+    with torch.no_grad():
+        model.segmentation_head[0].weight.zero_()
+        model.segmentation_head[0].bias.copy_(torch.tensor([5.0, -5.0]))
+    save_checkpoint(p.models_dir / "bg", model, cfg)
+    disc, plain = p.image_ids()
+    gt = make_disc_image(64, seed=0)[1]
+    p.save_mask(disc, gt, "pseudo", source="tags:cam-resnet18+em+colour+pamr")
+    p.save_mask(plain, np.zeros_like(gt), "pseudo", source="tags:cam-resnet18+em+colour+pamr")
+    job = training.start_predict(p)
+    job.thread.join(120)
+    snap = job.snapshot()
+    assert snap["status"] == "done", snap["message"]
+    assert "On 1 image(s) the model misses a class you tagged present" in snap["message"], snap["message"]
+    assert np.array_equal(p.mask(disc, "predicted"), gt)
+    assert not p.mask(plain, "predicted").any()

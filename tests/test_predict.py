@@ -275,3 +275,61 @@ def test_a_model_is_distrusted_only_on_strokes_it_trained_on_that_make_a_whole_m
     # strokes the person has since erased do not count
     erased = np.full((20, 20), 255, np.uint8)
     assert distrusted_on(mask, wrong, erased, 2) is None
+
+
+def test_missed_tagged_names_the_tagged_classes_the_model_drops_and_the_tags_mask_shows():
+    from segmenter.predict import missed_tagged
+
+    tags_mask = np.zeros((20, 20), np.uint8)
+    tags_mask[5:10, 5:10] = 1  # 25 of 400 px: shows
+    tags_mask[0, 0] = 2  # 1 px: below the 1 % a class needs to show
+    model = np.zeros((20, 20), np.uint8)
+    tags = {0: "present", 1: "present", 2: "present"}
+    assert missed_tagged(model, tags, tags_mask, 3) == [1]
+    assert missed_tagged(tags_mask, tags, tags_mask, 3) == []  # the model shows it
+    assert missed_tagged(model, {0: "present"}, tags_mask, 3) == []  # 1 is not tagged present
+    # the tags' mask shows a class tagged absent since: stale, never preferred
+    assert missed_tagged(model, {0: "present", 1: "present", 2: "absent"}, np.where(tags_mask == 0, 2, tags_mask), 3) == []
+    # an unlabelled (255) pixel counts for no class
+    assert missed_tagged(model, tags, np.where(tags_mask == 1, 255, tags_mask).astype(np.uint8), 3) == []
+
+
+def test_predict_keeps_the_tags_mask_where_the_model_drops_a_tagged_class(tmp_path, capsys):
+    """A tags-only project: a model that sees only background (as one trained on tag pseudo-masks
+    drops the small classes) does not replace the tag pseudo-mask of an image tagged with the
+    disc; an image whose tags' mask has no disc, one with strokes and --ignore-scribbles keep
+    the model's own output."""
+    from segmenter.cli import main
+
+    p = _project(tmp_path, labels=False)
+    ids = p.image_ids()
+    cfg = ModelConfig(classes=CLASSES, size=64)
+    torch.manual_seed(0)
+    model = create_model(cfg)
+    head = model.segmentation_head[0]
+    with torch.no_grad():
+        head.weight.zero_()
+        head.bias.copy_(torch.tensor([5.0, -5.0]))  # background everywhere
+    save_checkpoint(p.models_dir / "bg", model, cfg)
+    gts = [make_disc_image(64, seed=k, rgb=k % 2 == 0)[1] for k in range(4)]
+    conf = np.full((64, 64), 0.8, np.float32)
+    for k in (0, 1, 2):
+        p.set_tag(ids[k], 0, "present")
+        p.set_tag(ids[k], 1, "present" if k < 2 else "absent")
+        tags_mask = gts[k] if k < 2 else np.zeros_like(gts[k])
+        p.save_mask(ids[k], tags_mask, "pseudo", source="tags:cam-resnet18+em+colour+pamr", confidence=conf)
+    p.save_scribbles(ids[1], make_disc_image(64, seed=1, rgb=False)[2])  # d1 has strokes: the strokes rule
+    assert main(["predict", str(p.root), "--device", "cpu", "--model", "bg"]) == 0
+    out = capsys.readouterr().out
+    assert "1 image(s) where the model misses a class tagged present that the tags' pseudo-mask shows" in out
+    assert "d0.png" in out.split("tags' pseudo-mask shows")[1].splitlines()[0]
+    assert np.array_equal(p.mask(ids[0], "predicted"), gts[0])
+    assert p.mask_info(ids[0], "predicted").source == "tags:cam-resnet18+em+colour+pamr(model:unet/resnet18 misses disc)"
+    assert np.allclose(p.confidence(ids[0], "predicted"), 0.8, atol=0.01)
+    assert not p.mask(ids[2], "predicted").any()  # disc tagged absent: nothing missed
+    assert not p.mask(ids[3], "predicted").any()  # no tags' mask
+    assert not p.mask_info(ids[1], "predicted").source.startswith("tags:")
+    assert main(["predict", str(p.root), "--device", "cpu", "--model", "bg", "--ignore-scribbles"]) == 0
+    assert "tags' pseudo-mask" not in capsys.readouterr().out
+    assert not p.mask(ids[0], "predicted").any()
+    assert p.mask_info(ids[0], "predicted").source == "model:unet/resnet18"

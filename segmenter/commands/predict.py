@@ -3,8 +3,9 @@
 Each mask is saved with the model version, a confidence map and the image's uncertainty (mean
 normalised entropy); the most uncertain images are listed: annotate those next. On an image with
 strokes the prediction is corrected by them, as in the app's live preview: a stroke's pixels keep
-its class, so an export never contradicts what a person drew (``--ignore-scribbles``: the model's
-own output).
+its class, so an export never contradicts what a person drew. On an image without strokes whose pseudo-mask comes from its tags, where the model
+misses a class tagged present that the tags' mask shows, the tags' mask is stored
+(``--ignore-scribbles``: the model's own output everywhere).
 """
 from __future__ import annotations
 
@@ -26,7 +27,8 @@ def register(sub) -> None:
     p.add_argument("--layer", default="default", help="scribble layer whose strokes correct the predictions "
                                                       "(default: default)")
     p.add_argument("--ignore-scribbles", action="store_true",
-                   help="store the model's own output, not corrected by the images' strokes")
+                   help="store the model's own output, not corrected by the images' strokes nor "
+                        "replaced by their tags' masks")
     p.set_defaults(func=cmd_predict)
 
 
