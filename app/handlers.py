@@ -520,7 +520,7 @@ _PREVIEW_LOCK = threading.Lock()
 
 def preview_function():
     """The segmenter's live-preview function, ``(image, scribbles, num_classes, method=None,
-    prior=None, colors=None) -> (PseudoResult, overlay)``: the very function ``python -m segmenter
+    prior=None, colors=None, ..., max_side=None) -> (PseudoResult, overlay)``: the very function ``python -m segmenter
     bench latency`` times (see :func:`segmenter.benchmarks.latency.preview_function`)."""
     from segmenter.benchmarks.latency import preview_function as resolve
 
@@ -540,9 +540,16 @@ def preview_prior(project: Project, image_id: int):
     return pred
 
 
+#: The live preview shown while drawing is computed with the image's long side at most this
+#: (the overlay is stretched over the image); Accept and the mask editor compute it at full size.
+PREVIEW_SIDE = 1024
+
+
 def preview_result(project: Project, image_id: int, method: str | None = None,
-                   scribbles: np.ndarray | None = None):
+                   scribbles: np.ndarray | None = None, max_side: int | None = None):
     """The live pseudo-mask: ``(PseudoResult, seconds)``, or ``(None, 0.0)`` when nothing is drawn.
+    ``max_side``: compute it for display with the long side at most this (:data:`PREVIEW_SIDE`;
+    a 12-megapixel photo took 5 s a stroke at full size, 0.4 s at 1024 px); ``None``: full size.
 
     ``scribbles``: ``(H, W) uint8`` strokes as the page holds them (default: the stored ones), so
     the preview need not wait for the save. Uses the segmenter's own preview function
@@ -556,7 +563,9 @@ def preview_result(project: Project, image_id: int, method: str | None = None,
         return None, 0.0
     pred = preview_prior(project, image_id)  # a new prediction (or mask edit) changes the preview
     digest = hashlib.blake2b(scr.tobytes(), digest_size=16).hexdigest()
-    key = (str(project.root), int(image_id), digest, method, project.num_classes, pred.id if pred else 0)
+    if max_side and max(scr.shape) <= max_side:
+        max_side = None  # the same result as full size: one cache entry
+    key = (str(project.root), int(image_id), digest, method, project.num_classes, pred.id if pred else 0, max_side)
     with _PREVIEW_LOCK:
         if key in _PREVIEW_CACHE:
             _PREVIEW_CACHE.move_to_end(key)
@@ -569,7 +578,7 @@ def preview_result(project: Project, image_id: int, method: str | None = None,
         conf = project.confidence(image_id, pred.kind) if pred.kind == "predicted" else None
     t0 = time.perf_counter()
     result, _overlay = preview(img, scr, project.num_classes, method=method, colors=_colors(project),
-                               prediction=predicted, prediction_confidence=conf)
+                               prediction=predicted, prediction_confidence=conf, max_side=max_side)
     dt = time.perf_counter() - t0
     with _PREVIEW_LOCK:
         _PREVIEW_CACHE[key] = result
@@ -604,7 +613,7 @@ def overlay_for(project: Project, image_id: int, kind: str, scribbles: np.ndarra
     colors = overlay_colors(project)
     if kind == "preview":
         t0 = time.perf_counter()
-        result, _ = preview_result(project, image_id, scribbles=scribbles)
+        result, _ = preview_result(project, image_id, scribbles=scribbles, max_side=PREVIEW_SIDE)
         if result is None:
             return {"overlay": None, "kind": kind, "seconds": 0.0,
                     "message": "Draw strokes in at least one class to see the live preview."}

@@ -447,10 +447,10 @@ def test_preview_corrects_the_prediction(project, token, monkeypatch):
     real = handlers.preview_function()
 
     def spy(image, scribbles, num_classes, method=None, prior=None, colors=None, alpha=0.5, prediction=None,
-            prediction_confidence=None):
+            prediction_confidence=None, max_side=None):
         seen["prediction"], seen["confidence"] = prediction, prediction_confidence
         return real(image, scribbles, num_classes, method=method, prior=prior, colors=colors,
-                    prediction=prediction, prediction_confidence=prediction_confidence)
+                    prediction=prediction, prediction_confidence=prediction_confidence, max_side=max_side)
 
     monkeypatch.setattr(handlers, "preview_function", lambda: spy)
     handlers.canvas_save({"project": token, "image_id": iid, "labels": canvas.rle_encode(scr), "version": 0})
@@ -1168,3 +1168,24 @@ def test_removing_an_image_or_deleting_a_class_is_refused_while_a_job_runs(proje
     handlers.remove_image(project, ids[0])
     handlers.delete_class(project, "car")
     assert project.image_ids() == ids[1:] and project.num_classes == 2
+
+
+def test_the_live_preview_of_a_large_image_is_computed_small_and_accepted_at_full_size(project, token, monkeypatch):
+    """While drawing, the preview of an image larger than PREVIEW_SIDE is computed and sent at
+    that size (the page stretches it over the image; a 12-megapixel photo took 5 s a stroke);
+    Accept and the mask editor get the full-size mask."""
+    monkeypatch.setattr(handlers, "PREVIEW_SIDE", 32)
+    iid = project.image_ids()[0]
+    _, gt, scr = make_disc_image(64, seed=0)
+    handlers.canvas_save({"project": token, "image_id": iid, "labels": canvas.rle_encode(scr), "version": 0})
+    r = handlers.canvas_preview({"project": token, "image_id": iid, "kind": "preview"})
+    shown = canvas.decode_data_url(r["overlay"])
+    assert shown.shape[:2] == (32, 32)
+    editor = handlers.canvas_mask_layer({"project": token, "image_id": iid, "shown": "preview"})
+    assert editor["kind"] == "preview" and canvas.rle_decode(editor["labels"], (64, 64)).shape == (64, 64)
+    handlers.canvas_accept({"project": token, "image_id": iid, "kind": "preview", "final_id": 0})
+    final = project.mask(iid, "final")
+    assert final.shape == (64, 64) and (final[scr != 255] == scr[scr != 255]).all()
+    from segmenter.metrics import image_iou
+
+    assert image_iou(final, gt, 2) > 0.8

@@ -67,6 +67,49 @@ def test_preview_returns_result_and_overlay(disc):
         preview(img, np.full(gt.shape, 255, np.uint8), 2)
 
 
+def test_preview_of_a_large_image_at_a_display_size_keeps_thin_strokes(disc):
+    """``max_side``: a large image's preview is computed with its long side at most that (the
+    display size); its strokes, even a one-pixel line, keep their class there."""
+    import cv2
+
+    from segmenter.pseudo import preview
+
+    img, gt, scr = disc
+    big = cv2.resize(img, (256, 192), interpolation=cv2.INTER_LINEAR)
+    big_gt = cv2.resize(gt, (256, 192), interpolation=cv2.INTER_NEAREST)
+    strokes = np.full((192, 256), 255, np.uint8)
+    strokes[5, 10:240] = 0  # one pixel thick
+    ys, xs = np.nonzero(big_gt == 1)
+    strokes[int(ys.mean()), xs.min() + 5:xs.max() - 5] = 1
+    res, ov = preview(big, strokes, 2, max_side=64)
+    assert res.mask.shape == (48, 64) and ov.shape == (48, 64, 3)
+    assert (res.mask[1, 4:58] == 0).all() and (res.mask[round(ys.mean() / 4), :] == 1).any()
+    small_gt = cv2.resize(big_gt, (64, 48), interpolation=cv2.INTER_NEAREST)
+    assert ((res.mask == 1) == (small_gt == 1)).mean() > 0.9
+    full, ov_full = preview(big, strokes, 2)  # no max_side: full size
+    assert full.mask.shape == (192, 256) and ov_full.shape == (192, 256, 3)
+    assert preview(img, scr, 2, max_side=1024)[0].mask.shape == gt.shape  # smaller than max_side: as is
+
+
+def test_overlay_blends_like_the_float_formula():
+    from segmenter.preview import class_colors, overlay
+
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)
+    mask = rng.integers(0, 3, (30, 40)).astype(np.uint8)
+    mask[:4] = 255
+    cols = class_colors(3)
+    for alpha in (0.0, 0.3, 0.5, 1.0):
+        want = img.astype(np.float64)
+        v = mask != 255
+        want[v] = (1 - alpha) * want[v] + alpha * cols[mask[v]]
+        got = overlay(img, mask, cols, alpha)
+        assert np.abs(got.astype(int) - np.rint(want)).max() <= 1
+        assert (got[:4] == img[:4]).all()  # 255: left uncoloured
+    grey = overlay(img[..., 0], mask, cols, 1.0)
+    assert grey.shape == (30, 40, 3) and (grey[4:] == cols[mask[4:]]).all()
+
+
 def _three_regions():
     img = np.full((64, 64, 3), 40, np.uint8)
     img[10:30, 10:30] = 200

@@ -119,7 +119,8 @@ def first_half_of_strokes(scribbles: np.ndarray) -> np.ndarray:
 def preview_function():
     """The function the app calls for its live preview (``app.handlers`` delegates here):
     :func:`segmenter.pseudo.preview` ``(image, scribbles, num_classes, method=None, prior=None,
-    colors=None, alpha=0.5, prediction=None, prediction_confidence=None) -> (PseudoResult, overlay)``."""
+    colors=None, alpha=0.5, prediction=None, prediction_confidence=None, max_side=None) -> (PseudoResult,
+    overlay)``."""
     from segmenter.pseudo import preview
 
     return preview

@@ -38,13 +38,13 @@ def check_inputs(image: np.ndarray, scribbles: np.ndarray, num_classes: int) -> 
         raise LabelMapError(
             f"the scribble map is {scribbles.shape[1]}x{scribbles.shape[0]} but the image is "
             f"{image.shape[1]}x{image.shape[0]}; scribbles must have the image's size.")
-    used = np.unique(scribbles)
-    bad = [int(v) for v in used if v != NONE and v >= num_classes]
+    used = scribbled_classes(scribbles)
+    bad = [int(v) for v in used if v >= num_classes]
     if bad:
         raise LabelMapError(
             f"the scribbles use class index {', '.join(map(str, bad))} but the project has only "
             f"{num_classes} classes (0..{num_classes - 1}).")
-    if used.size == 1 and used[0] == NONE:
+    if not used.size:
         raise NoLabelsError("the image has no scribbles: draw at least one stroke before making a pseudo-mask.")
 
 
@@ -62,8 +62,8 @@ def check_prior(prior: np.ndarray | None, num_classes: int, shape: tuple[int, in
 
 def scribbled_classes(scribbles: np.ndarray) -> np.ndarray:
     """Sorted class indices present in ``scribbles`` (255 excluded), int64."""
-    u = np.unique(scribbles)
-    return u[u != NONE].astype(np.int64)
+    scribbles = np.asarray(scribbles)
+    return np.unique(scribbles[scribbles != NONE]).astype(np.int64)  # strokes are few: faster than all pixels
 
 
 def border_band(shape: tuple[int, int], width: int) -> np.ndarray:
