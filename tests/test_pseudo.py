@@ -161,6 +161,23 @@ def test_functional_resize_scribbles_keeps_thin_strokes():
     assert (small == 1).sum() >= 15 and set(np.unique(small)) <= {1, 255}
 
 
+def test_a_thin_stroke_beside_thick_ones_survives_the_working_grid():
+    """A stroke thinner than a fifth of a working pixel (a 6 px brush on a 4000 px photo, grid
+    128 px) keeps its ridge at the working size even when thicker strokes survive there: before,
+    it vanished and its region was never found (the box below went wholly to background)."""
+    scr = np.full((600, 800), 255, np.uint8)
+    scr[300, 240:560] = 1  # 1 px: covers 1/6 of a 6.25 px working pixel
+    scr[40:48, 40:760] = 0  # thick background strokes
+    scr[560:568, 40:760] = 0
+    small = F.resize_scribbles(scr, (96, 128))
+    assert (small == 1).sum() >= 40 and (small == 0).sum() >= 200
+    assert not (small[:40] == 1).any() and not (small[60:] == 1).any()  # on its own row only
+    img = np.zeros((600, 800, 3), np.uint8)
+    img[200:400, 200:600] = 200
+    res = get_method(DEFAULT_METHOD)(img, scr, 2)
+    assert res.mask[210:390, 210:590].mean() > 0.7 and res.mask[:180].mean() < 0.05
+
+
 def test_functional_graph_cut_multilabel_respects_unaries_and_smooths():
     rng = np.random.default_rng(0)
     truth = np.zeros((20, 30), np.int64)

@@ -128,10 +128,15 @@ def resize_scribbles(scribbles: np.ndarray, size_hw: tuple[int, int]) -> np.ndar
         return scribbles
     h, w = size_hw
     out = np.full((h, w), NONE, np.uint8)
-    best = np.full((h, w), 0.2, np.float32)  # a class must cover > 20 % of the target pixel
+    best = np.zeros((h, w), np.float32)
+    ridge = np.ones((3, 3), np.uint8)
     for c in scribbled_classes(scribbles):
         cov = cv2.resize((scribbles == c).astype(np.float32), (w, h), interpolation=cv2.INTER_AREA)
-        take = cov > best
+        # a class must cover > 20 % of the target pixel, or lie on the ridge of a stroke thinner
+        # than that (its coverage highest across the stroke): a 6 px stroke on a 4000 px photo
+        # covers 19 % of a 128 px grid's pixel and vanished, so its region was never found
+        keep = (cov > 0.2) | ((cov > 0) & (cov >= cv2.dilate(cov, ridge)))
+        take = keep & (cov > best)
         out[take] = c
         best[take] = cov[take]
     return out
