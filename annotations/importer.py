@@ -5,6 +5,8 @@
 ``imported``, every scribble set as a scribble layer of that name, splits as image sets, tags from
 ``tags.json``); anything else is a folder (searched recursively) or a single image file. A bad
 file is listed in the summary with the reason and skipped; it never aborts the import.
+A ``.nii`` / ``.nii.gz`` file, or a folder holding such volumes and no images, is imported by the
+``nifti`` format (:mod:`annotations.formats.nifti`: its slices as images).
 
 A dataset image that the project already holds (same name and same picture, e.g. a folder export
 imported back after its masks were edited elsewhere) is not added again, but its masks,
@@ -73,8 +75,18 @@ def import_path(project: Project, path: str | os.PathLike, options: dict | None 
             return _import_folder(project, root, p, options)
     if p.is_dir():
         return _import_folder(project, p, p, options)
+    if (nifti := _nifti(p)) is not None:
+        return nifti.import_into(project, p, options)
     _no_options(options, p)
     return project.import_images([p])
+
+
+def _nifti(path: Path):
+    """The nifti format when ``path`` is a ``.nii`` / ``.nii.gz`` file or a folder holding some."""
+    from .formats import get_format
+    from .formats.nifti import is_nifti_path
+
+    return get_format("nifti") if is_nifti_path(path) else None
 
 
 def _no_options(options: dict | None, where: Path) -> None:
@@ -89,8 +101,10 @@ def _import_folder(project: Project, root: Path, where: Path, options: dict | No
         from .formats import get_format
 
         return get_format("folder").import_into(project, root, options)  # checks the options
-    _no_options(options, where)
     files = find_images(root)
+    if not files and (nifti := _nifti(root)) is not None:
+        return nifti.import_into(project, root, options)
+    _no_options(options, where)
     if not files:
         raise AnnotationError(f"{where}: no image files found (looked for {', '.join(imageio.IMAGE_EXTENSIONS)}).")
     return project.import_images(files)
