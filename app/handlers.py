@@ -30,6 +30,7 @@ import numpy as np
 
 from annotations import imageio
 from annotations.errors import AnnotationError, NotFoundError, StaleWriteError
+from annotations.formats.nifti import is_nifti_name
 from annotations.store import (BACKGROUND_NAMES, DEFAULT_LAYER, STATUS_ORDER, Project, check_new_project_classes,
                                sanitize_name)
 
@@ -1023,8 +1024,10 @@ def add_uploads(project: Project, files: Sequence, orig_names: Sequence[str] | N
         path = Path(_file_path(f))
         name = sanitize_name(orig_names[k] if orig_names else path.name)
         ext = os.path.splitext(name)[1].lower()
-        if ext not in imageio.IMAGE_EXTENSIONS:
-            notes.append(f"{name}: not an image file (allowed: {', '.join(imageio.IMAGE_EXTENSIONS)})")
+        volume = is_nifti_name(name)
+        if ext not in imageio.IMAGE_EXTENSIONS and not volume:
+            notes.append(f"{name}: not an image file (allowed: {', '.join(imageio.IMAGE_EXTENSIONS)}, "
+                         "or a NIfTI volume .nii / .nii.gz)")
             continue
         try:
             size = path.stat().st_size
@@ -1033,6 +1036,11 @@ def add_uploads(project: Project, files: Sequence, orig_names: Sequence[str] | N
             continue
         if size > MAX_UPLOAD_BYTES:
             notes.append(f"{name}: {size / 2**20:.0f} MB is over the {MAX_UPLOAD_BYTES // 2**20} MB limit")
+            continue
+        if volume:
+            n, said = _add_volume(project, path, name)
+            added += n
+            notes.extend(said)
             continue
         try:
             info = project.add_image(path, name=name)
@@ -1043,6 +1051,21 @@ def add_uploads(project: Project, files: Sequence, orig_names: Sequence[str] | N
         if info.name != name:  # another image has that name (ignoring case): stored under a new one
             notes.append(renamed_note(project, name, info))
     return "\n".join([f"Added {added} image(s)."] + [f"- {n}" for n in notes])
+
+
+def _add_volume(project: Project, path: Path, name: str) -> tuple[int, list[str]]:
+    """An uploaded NIfTI volume (a temporary copy at ``path``, uploaded as ``name``) into the
+    project as its slices (:mod:`annotations.formats.nifti`): ``(slices added, notes)``."""
+    from annotations.formats import get_format
+
+    with tempfile.TemporaryDirectory() as tmp:
+        dst = Path(tmp) / name  # the volume's name makes its slices' names and image set
+        shutil.copyfile(path, dst)
+        try:
+            summary = get_format("nifti").import_into(project, dst, {})
+        except AnnotationError as e:
+            return 0, [str(e)]
+    return len(summary.added), summary.lines()[1:]
 
 
 def renamed_note(project: Project, name: str, info) -> str:

@@ -181,8 +181,9 @@ def build_ui(project: Project) -> gr.Blocks:
                     export_file = gr.File(label="Download", interactive=False, elem_id="ws-export-file")
                     export_msg = gr.Markdown(elem_id="ws-export-msg")
                 with gr.Accordion("Project & images", open=False, elem_id="ws-project-panel"):
-                    uploads = gr.File(label="Add images (PNG, JPEG, TIFF, BMP)", file_count="multiple",
-                                      file_types=list(imageio.IMAGE_EXTENSIONS), elem_id="ws-upload")
+                    uploads = gr.File(label="Add images (PNG, JPEG, TIFF, BMP) or NIfTI volumes (.nii, .nii.gz)",
+                                      file_count="multiple", elem_id="ws-upload",
+                                      file_types=list(imageio.IMAGE_EXTENSIONS) + [".nii", ".gz"])
                     upload_btn = gr.Button("Add uploaded images", size="sm", elem_id="ws-upload-btn")
                     folder = gr.Textbox(label="…or a folder on this computer", placeholder="/path/to/images",
                                         elem_id="ws-folder")

@@ -1189,3 +1189,25 @@ def test_the_live_preview_of_a_large_image_is_computed_small_and_accepted_at_ful
     from segmenter.metrics import image_iou
 
     assert image_iou(final, gt, 2) > 0.8
+
+
+def test_an_uploaded_nifti_volume_becomes_its_slices(project, tmp_path):
+    """A .nii.gz dropped on the page (Gradio keeps it under a temporary name) is added as its
+    slices, named after the uploaded name, in an image set; a damaged volume is named, nothing added."""
+    import nibabel as nib
+
+    vol = np.random.default_rng(0).normal(100, 20, (40, 30, 4)).astype(np.int16)
+    up = tmp_path / "tmpab12cd.nii.gz"
+    nib.save(nib.Nifti1Image(vol, np.diag([1.2, 1.2, 6.0, 1.0])), str(up))
+    before = len(project.image_ids())
+    msg = handlers.add_uploads(project, [str(up)], ["heart scan.nii.gz"])
+    assert msg.startswith("Added 4 image(s)."), msg
+    names = [im.name for im in project.images()][before:]
+    assert names == [f"heart scan_z00{k}.png" for k in range(4)], names
+    assert project.load_image(project.image_ids()[-1]).shape == (30, 40)
+    assert len(project.image_set(project.image_sets()[-1])) == 4
+    bad = tmp_path / "broken.nii.gz"
+    bad.write_bytes(b"\x1f\x8b not really gzip")
+    msg = handlers.add_uploads(project, [str(bad)])
+    assert msg.startswith("Added 0 image(s).") and "broken.nii.gz" in msg and "Traceback" not in msg
+    assert len(project.image_ids()) == before + 4
