@@ -42,8 +42,9 @@ def overlay(image: np.ndarray, mask: np.ndarray, colors: np.ndarray, alpha: floa
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
     image = np.ascontiguousarray(image, np.uint8)
     rgb = image if image.ndim == 3 else cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
+    cols = np.asarray(colors, np.uint8)[:255]
     lut = np.zeros((256, 3), np.uint8)
-    lut[:len(colors)] = np.asarray(colors, np.uint8)[:255]
+    lut[:len(cols)] = cols
     col = lut[mask]
     out = cv2.addWeighted(rgb, 1.0 - alpha, col, alpha, 0.0)
     keep = mask == 255
@@ -57,7 +58,7 @@ def overlay(image: np.ndarray, mask: np.ndarray, colors: np.ndarray, alpha: floa
 
 def _downscaled(max_side, image, scribbles, prior, prediction, prediction_confidence):
     """The preview's inputs with the long side at most ``max_side`` (``None`` or a smaller image:
-    unchanged); strokes are resized so thin ones survive (:func:`segmenter.pseudo.functional.resize_scribbles`)."""
+    unchanged); strokes are resized so thin ones keep their ridge (:func:`segmenter.pseudo.functional.resize_scribbles`)."""
     from segmenter.pseudo import functional as F
 
     H, W = scribbles.shape
@@ -66,9 +67,6 @@ def _downscaled(max_side, image, scribbles, prior, prediction, prediction_confid
     s = max_side / max(H, W)
     hw = (max(2, round(H * s)), max(2, round(W * s)))
     small = F.resize_scribbles(scribbles, hw)
-    if (scribbles != 255).any() and not (small != 255).any():  # strokes too thin to survive: keep their pixels
-        ys, xs = np.nonzero(scribbles != 255)
-        small[np.minimum(ys * hw[0] // H, hw[0] - 1), np.minimum(xs * hw[1] // W, hw[1] - 1)] = scribbles[ys, xs]
     if prior is not None:
         prior = F.resize_probs(np.asarray(prior, np.float32), hw)
     if prediction is not None:
