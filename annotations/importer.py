@@ -221,8 +221,11 @@ class MaskRule:
     manifest names but this project never held (another project's export) keeps the recorded kind.
     """
 
-    def __init__(self, ds_name: str, kinds, explicit: bool, manifest: dict | None):
+    def __init__(self, ds_name: str, kinds, explicit: bool, manifest: dict | None, keep_recorded_kind: bool = True):
         self.source = f"import:{ds_name}"
+        #: a mask of another project's export keeps the kind its manifest records (the folder
+        #: format); else it is stored as ``kinds(sid)`` says, as a mask without a manifest is
+        self.keep_recorded_kind = keep_recorded_kind
         self.kinds = kinds
         self.explicit = explicit
         recorded = (manifest or {}).get("masks")
@@ -265,7 +268,12 @@ class MaskRule:
                 if got is not None and _same(got[0], mask):
                     self.unchanged += 1
                     return False
+                if got is None and exported is None and not self.keep_recorded_kind:
+                    # made at export from strokes this project does not hold: another project's
+                    return merge.mask(project, info.id, mask, self.kinds(sid), self.source)
         if entry is not None and exported is None and not at_export:
+            if not self.keep_recorded_kind:
+                return merge.mask(project, info.id, mask, self.kinds(sid), self.source)
             kind, source = entry["kind"], f"{self.source}({entry['kind']} of another project)"
         else:  # differs from what was exported (or nothing was): a person's edit
             kind = "final"

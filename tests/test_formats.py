@@ -914,8 +914,39 @@ def test_voc_reimport_into_the_same_project_matches_its_jpeg_copies(tmp_path):
     p = _two_image_project(tmp_path)
     export_project(p, "voc", tmp_path / "voc")
     s = import_dataset(p, "voc", tmp_path / "voc")
-    assert [i.name for i in p.images()] == ["a.png", "b.png"] and s.masks == 2 and not s.notes, s.lines()
-    assert all(p.mask(i.id, "imported") is not None for i in p.images())
+    # unchanged masks: skipped (their final masks stay the only ones), as the folder format does
+    assert [i.name for i in p.images()] == ["a.png", "b.png"] and s.masks == 0, s.lines()
+    assert s.notes == ["note: masks compared with the export's (manifest.json): 2 unchanged masks skipped"]
+    assert all(p.mask(i.id, "imported") is None for i in p.images())
+
+
+@pytest.mark.parametrize("fmt", ["coco", "voc", "png", "masks", "yolo"])
+def test_an_unchanged_export_imported_back_keeps_the_kinds_and_an_edited_mask_becomes_final(tmp_path, fmt):
+    """Re-importing an export of this project: an unchanged pseudo-mask stays pseudo (it became
+    `imported`, which training takes as an exact label by default); an edited one becomes final."""
+    p = _two_image_project(tmp_path)
+    a, b = p.image_ids()
+    pseudo = p.mask(a, "final").copy()
+    p.clear_mask(a, "final")
+    p.clear_mask(b, "final")
+    p.save_mask(a, pseudo, "pseudo", source="hybrid")
+    p.save_mask(b, pseudo, "predicted", source="model")
+    out = tmp_path / "out"
+    export_project(p, fmt, out)
+    import_dataset(p, fmt, out)
+    assert p.statuses() == {a: "pseudo", b: "predicted"}, fmt
+    assert p.mask_info(a, "imported") is None and p.mask_info(b, "imported") is None
+    if fmt != "masks":
+        return
+    # someone edits b's mask (an index PNG of the masks export) in another tool: it comes back as b's final mask
+    edited = pseudo.copy()
+    edited[10:, 10:20] = 1
+    export_project(p, fmt, tmp_path / "out2")
+    _save_png(tmp_path / "out2" / "b.png", edited)
+    s = import_dataset(p, fmt, tmp_path / "out2")
+    np.testing.assert_array_equal(p.mask(b, "final"), edited)
+    assert p.statuses() == {a: "pseudo", b: "final"}
+    assert "became its image's final mask (b.png)" in " ".join(s.notes), s.notes
 
 
 def test_yolo_data_yaml_is_utf8_and_old_surrogate_escapes_import(tmp_path):

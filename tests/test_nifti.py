@@ -237,10 +237,21 @@ def test_export_notes_slices_without_masks_unlabelled_pixels_and_other_images(pr
     res = export_project(proj, "nifti", tmp_path / "out2", others="skip")
     assert not (tmp_path / "out2" / "labels" / "photo.nii.gz").exists()
     assert "1 image(s) did not come from a NIfTI volume: left out" in "\n".join(res.lines())
-    # the export, edited elsewhere, goes back onto the slices (255 restored, blank slices skipped)
+    # the export imported back unchanged: nothing stored (255 restored, blank slices skipped), the kinds stay
     q = import_dataset(proj, "nifti", tmp_path / "out")
-    assert q.masks == 3 and q.added == []
+    assert q.masks == 0 and q.added == [], q.lines()
+    assert "3 unchanged masks skipped" in " ".join(q.notes)
     np.testing.assert_array_equal(proj.mask(ids[1], "final"), m)
+    assert proj.mask_info(ids[3], "imported") is None and proj.statuses()[ids[3]] == "predicted"
+    # slice 3 edited elsewhere: it comes back as that slice's final mask
+    img = nib.load(str(tmp_path / "out" / "labels" / "v.nii.gz"))
+    vol = np.asanyarray(img.dataobj).copy()
+    vol[:, :, 3] = 0
+    vol[2:6, 2:6, 3] = 2
+    nib.save(nib.Nifti1Image(vol, img.affine, img.header), str(tmp_path / "out" / "labels" / "v.nii.gz"))
+    q = import_dataset(proj, "nifti", tmp_path / "out")
+    assert q.masks == 1, q.lines()
+    np.testing.assert_array_equal(proj.mask(ids[3], "final"), vol[:, :, 3].T)
 
 
 def _png(arr: np.ndarray) -> bytes:

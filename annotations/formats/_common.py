@@ -861,9 +861,20 @@ def apply_import(project, items: list[ImportItem], class_names: list[str], *, so
                 ids[k] = ids[t[1]]
             else:
                 ids[k] = t.id
-        # Labels onto images the project holds: what was done there since is kept (LabelMerge).
+        # Labels onto images the project holds: what was done there since is kept (LabelMerge);
+        # without a kind option, masks of an export of this project follow MaskRule (an unchanged
+        # one is skipped, an edited one becomes final), as the folder format's import does.
+        from ..importer import MaskRule
+
+        manifest = options.get("_manifest") or None
+        kind_of = {items[k].stem: kinds[k] for k in masks}
+        rule = MaskRule(where, kind_of.__getitem__, explicit="kind" in options, keep_recorded_kind=False,
+                        manifest=manifest if isinstance(manifest, dict) and "masks" in manifest else None)
+        rule.source = source
         for k, m in masks.items():
-            summary.masks += merge.mask(project, ids[k], m, kinds[k], source)
+            held = not isinstance(targets[k], tuple)
+            summary.masks += rule.store(project, merge, project.image_info(ids[k]), items[k].stem, m, held)
+        summary.notes.extend(rule.notes())
         for k, layers in scribbles.items():
             for layer, s in layers.items():
                 summary.scribbles += merge.scribbles(project, ids[k], s, layer, source)
