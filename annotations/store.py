@@ -644,8 +644,49 @@ class Project:
         return self.root / self.image_info(image_id).file
 
     def load_image(self, image_id: int) -> np.ndarray:
-        """The image for display and segmentation: ``(H, W)`` or ``(H, W, 3)`` uint8."""
-        return imageio.read_image(self.image_path(image_id))
+        """The image for display and segmentation: ``(H, W)`` or ``(H, W, 3)`` uint8.
+
+        Raises :class:`ImageError` when its file is missing (deleted or moved outside the tool) or
+        cannot be read, naming the image as the project knows it, its file, and the remedy
+        (:meth:`file_remedy`)."""
+        info = self.image_info(image_id)
+        try:
+            data = (self.root / info.file).read_bytes()
+        except FileNotFoundError:
+            why = "is missing from the project folder"
+        except OSError as e:
+            why = f"cannot be read ({e.strerror or e})"
+        else:
+            try:
+                return imageio.decode_image(data, info.name)
+            except ImageError as e:
+                raise ImageError(f"{str(e).rstrip('.')} (file {info.file}). {self.file_remedy([info])}") from None
+        raise ImageError(f"{info.name}: its file {info.file} {why}. {self.file_remedy([info])}")
+
+    def missing_files(self, image_ids: Iterable[int] | None = None) -> list[ImageInfo]:
+        """The images (of ``image_ids``; default: every image) whose file is gone from the project
+        folder (deleted or moved outside the tool), in insertion order; one ``stat`` per image."""
+        ids = None if image_ids is None else {int(i) for i in image_ids}
+        return [im for im in self.images() if (ids is None or im.id in ids) and not (self.root / im.file).is_file()]
+
+    def file_remedy(self, infos: Sequence[ImageInfo]) -> str:
+        """What to do about the images ``infos`` whose file is missing or unreadable: put the files
+        back, or take the images out with ``remove-image`` (a command line to copy)."""
+        import shlex
+
+        one = len(infos) == 1
+        names = " ".join(shlex.quote(im.name) for im in infos[:10]) + (" ..." if len(infos) > 10 else "")
+        return (f"Put {'a good copy of the file back at that path' if one else 'good copies of the files back at those paths'} "
+                f"in {self.root} "
+                f"(the annotations are kept), or take {'the image' if one else 'the images'} out of the project: "
+                f"python -m segmenter remove-image {shlex.quote(str(self.root))} {names}")
+
+    def files_note(self, infos: Sequence[ImageInfo], lead: str, why: str = "is missing or unreadable") -> str:
+        """One line: ``lead`` (``"skipped"``, ``"left out"``), the images ``infos`` whose file
+        ``why``, named with their files (the first five), then :meth:`file_remedy`."""
+        n = len(infos)
+        names = ", ".join(f"{im.name} ({im.file})" for im in infos[:5]) + (f", ... ({n - 5} more)" if n > 5 else "")
+        return f"{lead} {n} image{'' if n == 1 else 's'} whose file {why}: {names}. {self.file_remedy(infos)}"
 
     def _unique_name(self, conn: sqlite3.Connection, name: str) -> str:
         """``name``, or ``<stem>_2<ext>`` (``_3`` ...) when an image has that stem already, ignoring
@@ -1125,8 +1166,8 @@ class Project:
 
     def counts(self) -> dict:
         """Counts for ``status``: images, per status, per mask kind, final masks older than strokes,
-        masks showing a class tagged absent (:meth:`masks_showing_absent`), scribbles, tags, and
-        per class."""
+        masks showing a class tagged absent (:meth:`masks_showing_absent`), images whose file is
+        missing (:meth:`missing_files`), scribbles, tags, and per class."""
         st = self.statuses()
         by_status = {s: 0 for s in STATUS_ORDER}
         for s in st.values():
@@ -1142,6 +1183,7 @@ class Project:
         return {"images": len(st), "status": by_status, "masks": masks, "scribbled_images": scribbled,
                 "finals_older_than_strokes": len(self.finals_older_than_strokes()),
                 "masks_showing_absent": len(self.masks_showing_absent()),
+                "missing_files": len(self.missing_files()),
                 "tagged_images": self._q("SELECT COUNT(DISTINCT image_id) FROM tags")[0][0],
                 "image_sets": {s: len(self.image_set(s)) for s in self.image_sets()},
                 "classes": per_class}

@@ -390,9 +390,10 @@ def load_message(project: Project, token: str, image_id: int | None) -> dict:
         img = project.load_image(image_id)
     except AnnotationError as e:  # the file was deleted or damaged outside the tool
         return {"type": "empty", "nonce": nonce, "project": token, "classes": class_list(project),
-                "message": f"{info.name} cannot be shown: its image file {info.file} is missing or unreadable "
-                           f"({str(e).split(': ', 1)[-1]}). Its annotations are kept; put the file back, or go on "
-                           "to another image."}
+                # Project.load_image names the file and the problem, then the command-line remedy
+                "message": f"{info.name} cannot be shown: {str(e).split(': ', 1)[-1].split('. Put ', 1)[0]}. "
+                           "Its annotations are kept; put the image file back, remove the image from the "
+                           "project (Remove image), or go on to another image."}
     scr = project.scribbles(image_id)
     kinds = overlay_kinds(project, image_id)
     return {

@@ -119,6 +119,10 @@ def predict_target(project: Project):
             n = len(summary.from_tags)
             msg += (f" On {n} image(s) the model misses a class you tagged present that the tags' mask shows, "
                     "so their mask stays the tags' mask.")
+        if summary.unreadable:  # files deleted or damaged outside the tool: the others were predicted
+            names = ", ".join(summary.unreadable[:5]) + (" …" if len(summary.unreadable) > 5 else "")
+            msg += (f" Skipped {len(summary.unreadable)} image(s) whose file is missing or unreadable ({names}): "
+                    "put the files back, or remove those images.")
         return msg
 
     return run

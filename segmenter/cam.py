@@ -789,6 +789,8 @@ class ProjectTagsSummary:
     infer_seconds: float
     #: names of the images tagged with several present classes whose mask shows about one of them
     collapsed: list[str] = field(default_factory=list)
+    #: names of the tagged images left out because their file is missing or unreadable (a warning says so)
+    unreadable: list[str] = field(default_factory=list)
 
     def message(self) -> str:
         verb = "saved" if self.saved else "would save"
@@ -813,6 +815,8 @@ def tags_project(project, config: TagConfig | None = None, image_ids=None, *, la
     the refined probability; nothing is saved when the run fails or is cancelled. ``progress`` and
     ``cancel`` as in :func:`run_tags`; ``on_stage(message)``, if given, hears what starts (for a
     log or a page).
+    Tagged images whose file is missing or unreadable are left out (``unreadable``, and a warning
+    naming them with the remedy); when that leaves none, :class:`~annotations.errors.ImageError`.
     Raises :class:`NoLabelsError` when no image has a tag, and
     :class:`~segmenter.errors.DegenerateMasksError` (nothing saved) when the masks carry no
     information (:func:`check_masks_informative`); its message ends with the tag warnings, the
@@ -824,9 +828,20 @@ def tags_project(project, config: TagConfig | None = None, image_ids=None, *, la
     keep = [r for r in range(len(ids)) if (tags[r] != UNKNOWN).any()]
     if not keep:
         raise NoLabelsError("no image has a tag; tag images (class present / absent) first.")
+    from annotations.errors import ImageError
+
+    images, unreadable = [], []
+    for r in list(keep):
+        try:
+            images.append(project.load_image(ids[r]))
+        except ImageError:  # its file is missing or damaged: trained without it, the summary names it
+            unreadable.append(project.image_info(ids[r]))
+            keep.remove(r)
+    gone = project.files_note(unreadable, "left out") if unreadable else ""
+    if not keep:
+        raise ImageError(f"no tagged image can be read; {gone}")
     ids = [ids[r] for r in keep]
     tags = tags[keep]
-    images = [project.load_image(i) for i in ids]
     scribbles = [project.scribbles(i, layer=layer) for i in ids]
     if on_stage:
         on_stage(f"{len(ids)} tagged images, {project.num_classes} classes; training the tag classifier "
@@ -838,5 +853,6 @@ def tags_project(project, config: TagConfig | None = None, image_ids=None, *, la
     if save:
         for iid, m, c in zip(ids, res.masks, res.confidences):
             project.save_mask(iid, m, "pseudo", source=res.method, confidence=c)
-    return ProjectTagsSummary(ids, save, res.method, res.warnings, res.train, res.infer_seconds,
-                              [project.image_info(ids[k]).name for k in collapsed])
+    return ProjectTagsSummary(ids, save, res.method, res.warnings + ([gone] if gone else []), res.train,
+                              res.infer_seconds, [project.image_info(ids[k]).name for k in collapsed],
+                              [im.name for im in unreadable])

@@ -201,6 +201,10 @@ class PredictSummary:
     from_strokes: list = field(default_factory=list)
     #: names of the images whose stored mask is their tags' pseudo-mask (:func:`missed_tagged`)
     from_tags: list = field(default_factory=list)
+    #: the images skipped because their file is missing or unreadable, and the line that names them
+    #: with the remedy (:meth:`annotations.store.Project.files_note`)
+    unreadable: list = field(default_factory=list)
+    unreadable_note: str = ""
 
     def lines(self, limit: int = 10) -> list[str]:
         out = [f"{len(self.predicted)} masks predicted with model {self.model_version}"]
@@ -217,6 +221,8 @@ class PredictSummary:
         if self.predicted:
             out.append("most uncertain (annotate these next):")
             out += [f"  {name}  uncertainty {u:.3f}" for _, name, u in self.predicted[:limit]]
+        if self.unreadable_note:
+            out.append(self.unreadable_note)
         return out
 
 
@@ -316,7 +322,11 @@ def predict_project(project, model: str | None = None, image_ids=None, *, device
     without strokes whose pseudo-mask comes from its tags, where the model misses a class tagged
     present that the tags' mask shows (:func:`missed_tagged`), the mask stored is the tags' mask
     (``PredictSummary.from_tags``). ``scribbles=False`` stores the model's own output everywhere.
-    ``callback(done, total)`` is called after each batch."""
+    Images whose file is missing or unreadable are skipped (``PredictSummary.unreadable``); when
+    none can be read, :class:`~annotations.errors.ImageError` names them and the remedy.
+    ``callback(done, total)`` is called after each batch (``done`` counts the skipped images too)."""
+    from annotations.errors import ImageError
+
     from .preview import correct_prediction, without_absent
     from .pseudo import DEFAULT_METHOD, get_method
 
@@ -334,11 +344,21 @@ def predict_project(project, model: str | None = None, image_ids=None, *, device
     done: list = []
     from_strokes: list = []
     from_tags: list = []
+    unreadable: list = []
     for s in range(0, len(ids), batch_size):
         if cancel is not None and cancel.is_set():
             break
-        chunk = ids[s:s + batch_size]
-        images = [project.load_image(i) for i in chunk]
+        chunk, images = [], []
+        for i in ids[s:s + batch_size]:
+            try:
+                images.append(project.load_image(i))
+                chunk.append(i)
+            except ImageError:  # its file is missing or damaged: the others go on, the summary names it
+                unreadable.append(project.image_info(i))
+        if not chunk:  # no file of this batch can be read
+            if callback is not None:
+                callback(len(done) + len(unreadable), len(ids))
+            continue
         absent = [[c for c, st in project.tags(i).items() if st == "absent"] for i in chunk]
         for i, im, ab, p in zip(chunk, images, absent, pred.predict(images, absent=absent)):
             mask, conf, src, unc = p.mask, p.confidence, source, p.uncertainty
@@ -377,6 +397,9 @@ def predict_project(project, model: str | None = None, image_ids=None, *, device
                               confidence=conf, uncertainty=unc)
             done.append((i, name, unc))
         if callback is not None:
-            callback(len(done), len(ids))
+            callback(len(done) + len(unreadable), len(ids))
+    if unreadable and not done and not (cancel is not None and cancel.is_set()):
+        raise ImageError("no mask was predicted; " + project.files_note(unreadable, "skipped"))
     done.sort(key=lambda t: -t[2])
-    return PredictSummary(version, done, from_strokes, from_tags)
+    note = project.files_note(unreadable, "skipped") if unreadable else ""
+    return PredictSummary(version, done, from_strokes, from_tags, [im.name for im in unreadable], note)

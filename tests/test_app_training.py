@@ -243,3 +243,23 @@ def test_predict_in_the_app_says_where_the_tags_mask_stays(tmp_path):
     assert "On 1 image(s) the model misses a class you tagged present" in snap["message"], snap["message"]
     assert np.array_equal(p.mask(disc, "predicted"), gt)
     assert not p.mask(plain, "predicted").any()
+
+
+def test_predict_in_the_app_names_images_whose_file_is_gone(tmp_path):
+    import torch
+
+    from segmenter.models import ModelConfig, create_model, save_checkpoint
+
+    p = _tagged_project(tmp_path / "p", n=3)
+    cfg = ModelConfig(classes=p.class_names, size=64)
+    torch.manual_seed(0)
+    save_checkpoint(p.models_dir / "m", create_model(cfg), cfg)
+    gone = p.image_info(p.image_ids()[1])
+    (p.root / gone.file).unlink()
+    job = training.start_predict(p)
+    job.thread.join(120)
+    snap = job.snapshot()
+    assert snap["status"] == "done", snap["message"]
+    assert f"Skipped 1 image(s) whose file is missing or unreadable ({gone.name})" in snap["message"]
+    assert p.mask_info(gone.id, "predicted") is None
+    assert all(p.mask_info(i, "predicted") is not None for i in p.image_ids() if i != gone.id)

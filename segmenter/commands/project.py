@@ -83,6 +83,8 @@ def cmd_status(args) -> int:
     print(_named_count(p, "masks showing a class tagged absent", p.masks_showing_absent(),
                        "an export re-segments those pixels without the class; predict again, or review them and "
                        "accept again"))
+    if c["missing_files"]:  # deleted or moved outside the tool: every command that reads them skips them
+        print(p.files_note(p.missing_files(), "missing files:", why="is gone from the project folder"))
     if c["image_sets"]:
         print("image sets: " + ", ".join(f"{k} {v}" for k, v in c["image_sets"].items()))
     print("classes:")
@@ -205,8 +207,8 @@ def register(sub) -> None:
                        description="Count the project's images: those with strokes and with tags, each image "
                                    "once by the furthest status it has reached (final > imported > predicted > "
                                    "pseudo > scribbled > tagged > untouched), current masks per kind, the final "
-                                   "masks that strokes were drawn after (to review), image sets, and the tags of "
-                                   "each class.")
+                                   "masks that strokes were drawn after (to review), images whose file is gone from "
+                                   "the project folder, image sets, and the tags of each class.")
     p.add_argument("project")
     p.add_argument("--json", action="store_true", help="print the counts as JSON")
     p.set_defaults(func=cmd_status)

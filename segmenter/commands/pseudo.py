@@ -3,6 +3,8 @@
 Each scribbled image gets a mask of kind ``pseudo`` with ``source`` = the method's name and the
 per-pixel confidence map. Images without strokes are skipped (and listed); naming one with
 ``--images`` is an error (:class:`~segmenter.errors.NoLabelsError`), and nothing is written for it.
+Images whose file is missing or unreadable are skipped, the others done, and named at the end
+with the remedy; when that leaves nothing to write, it is an error.
 """
 from __future__ import annotations
 
@@ -22,9 +24,12 @@ def pseudo_project(project, method: str | None = None, image_ids=None, layer: st
                    log=None) -> dict:
     """Write ``pseudo`` masks for ``image_ids`` (``None`` = every image with strokes).
 
-    Returns ``{"written": [ids], "skipped": [ids without strokes], "method": name}``. An image
-    named explicitly that has no strokes raises :class:`NoLabelsError` before anything is written.
+    Returns ``{"written": [ids], "skipped": [ids without strokes], "unreadable": [ids whose file
+    is missing or unreadable], "method": name}``. An image named explicitly that has no strokes
+    raises :class:`NoLabelsError` before anything is written; when no image with strokes can be
+    read, :class:`~annotations.errors.ImageError` names them and the remedy.
     """
+    from annotations.errors import ImageError
     from segmenter.errors import NoLabelsError
     from segmenter.pseudo import get_method
 
@@ -47,15 +52,22 @@ def pseudo_project(project, method: str | None = None, image_ids=None, layer: st
 
         raise NoLabelsError("no image in the project has scribbles: draw strokes first (nothing was written)."
                             + other_layers_hint(project, layer))
-    written = []
+    written, unreadable = [], []
     for k, (iid, scr) in enumerate(todo):
-        image = project.load_image(iid)
+        try:
+            image = project.load_image(iid)
+        except ImageError:  # its file is missing or damaged: the others go on, the caller names it
+            unreadable.append(iid)
+            continue
         res = m(image, scr, project.num_classes)
         project.save_mask(iid, res.mask, "pseudo", source=m.name, confidence=res.confidence)
         written.append(iid)
         if log:
             log(f"{k + 1}/{len(todo)} {project.image_info(iid).name}")
-    return {"written": written, "skipped": skipped, "method": m.name}
+    if unreadable and not written:
+        infos = [project.image_info(i) for i in unreadable]
+        raise ImageError("no pseudo-mask was written; " + project.files_note(infos, "skipped"))
+    return {"written": written, "skipped": skipped, "unreadable": unreadable, "method": m.name}
 
 
 def cmd_pseudo(args) -> int:
@@ -68,4 +80,6 @@ def cmd_pseudo(args) -> int:
     out = pseudo_project(project, args.method, ids, layer=args.layer)
     print(f"{len(out['written'])} pseudo-masks written with '{out['method']}'"
           + (f"; {len(out['skipped'])} images without scribbles skipped" if out["skipped"] else ""))
+    if out["unreadable"]:
+        print(project.files_note([project.image_info(i) for i in out["unreadable"]], "skipped"))
     return 0

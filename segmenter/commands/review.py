@@ -18,7 +18,8 @@ imported > predicted > pseudo the image has) becomes its ``final`` mask, its sou
 it came from (``cli:accept(predicted MODEL)``). A mask older than strokes drawn on the image since
 is accepted as an export writes it: corrected by those strokes (never as stored, contradicting
 them). Images without such a mask are skipped and counted; so are images that have a final mask
-already (kept, unless ``--replace-final``).
+already (kept, unless ``--replace-final``), and those whose mask needs that correction when their
+image file is missing or unreadable (named, with the remedy).
 
     python -m segmenter accept myproj                                  # every image's prediction
     python -m segmenter accept myproj --images horse003.jpg 7 --kind pseudo
@@ -81,6 +82,7 @@ def accept_source(stored, chosen) -> str:
 def cmd_accept(args) -> int:
     import numpy as np
 
+    from annotations.errors import ImageError
     from annotations.importer import mask_as_exported
     from annotations.store import Project
 
@@ -97,7 +99,7 @@ def cmd_accept(args) -> int:
         images = project.images()
     kinds = BEST if args.kind == "best" else (args.kind,)
     what = "imported, predicted or pseudo" if args.kind == "best" else args.kind
-    accepted, corrected, missing, had_final, left_out = [], [], [], [], []
+    accepted, corrected, missing, had_final, left_out, unreadable = [], [], [], [], [], []
     # one image at a time: a correction by strokes takes a moment, the project stays writable meanwhile
     for info in images:
         stored = next((mi for mi in (project.mask_info(info.id, k) for k in kinds) if mi is not None), None)
@@ -108,7 +110,11 @@ def cmd_accept(args) -> int:
         if final is not None and not args.replace_final:
             had_final.append(info.name)
             continue
-        got = mask_as_exported(project, info, stored.kind)
+        try:
+            got = mask_as_exported(project, info, stored.kind)
+        except ImageError:  # a stale mask is corrected on its image: its file is missing or damaged
+            unreadable.append(info)
+            continue
         if got is None:  # a stale mask that cannot be corrected here: never accepted as stored
             left_out.append(info.name)
             continue
@@ -142,6 +148,9 @@ def cmd_accept(args) -> int:
     if left_out:
         print(f"skipped {len(left_out)} image(s) whose {what} mask is older than their strokes and could not be "
               f"corrected by them here: {name_list(left_out)}")
+    if unreadable:
+        print(project.files_note(unreadable, "skipped", why="is missing or unreadable, needed to correct a mask "
+                                                              "older than the image's strokes"))
     return 0
 
 

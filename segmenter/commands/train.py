@@ -8,6 +8,8 @@ used in one run (see :mod:`segmenter.train`). The checkpoint goes to ``PROJECT/m
 """
 from __future__ import annotations
 
+import os
+import sys
 import time
 
 
@@ -104,10 +106,15 @@ def cmd_train(args) -> int:
                        amp=not args.no_amp, rounds=args.rounds, semi=args.semi,
                        propagate=args.propagate, refine=args.refine, checkpoint=str(project.models_dir / name), resume=str(resume) if resume else None,
                        encoder_weights=args.encoder_weights)
+    # images whose file is gone from the project folder are left out of the run (ProjectSamples)
+    gone = (project.files_note(samples.missing, "left out of training", why="is gone from the project folder")
+            if samples.missing else "")
     try:
         data = TrainSet.build(samples, project.num_classes, mcfg.size, mcfg.in_channels)
     except NoLabelsError as e:
-        raise NoLabelsError(str(e) + other_layers_hint(project, args.layer)) from None
+        raise NoLabelsError(str(e) + other_layers_hint(project, args.layer) + (f" ({gone})" if gone else "")) from None
+    if gone and os.environ.get("RANK", "0") == "0":  # once per run under torchrun
+        print(f"note: {gone}", file=sys.stderr)
     note_other_layers(project, args.layer)  # other labels carry the run; say whose strokes it leaves out
     project.close() if hasattr(project, "close") else None
     callbacks = [] if args.quiet else [ProgressBar()]

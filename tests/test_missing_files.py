@@ -1,0 +1,149 @@
+"""An image file deleted from PROJECT/images behind the tool's back: ``status`` names it, the commands
+that read images skip it (naming it as the project knows it, with the remedy) and go on with the others."""
+import os
+
+import numpy as np
+import pytest
+
+from annotations.errors import ImageError
+from annotations.imageio import encode_image_png
+from annotations.store import Project
+from conftest import make_disc_image
+from segmenter.cli import main
+
+
+def _project(tmp_path, n: int = 4, strokes: bool = True) -> Project:
+    """``n`` 64 px disc images d0.png ... with strokes; the file of d1.png is deleted."""
+    p = Project.create(tmp_path / "p", classes=["background", "disc"])
+    for k in range(n):
+        img, _, scr = make_disc_image(64, seed=k)
+        info = p.add_image(encode_image_png(img), name=f"d{k}.png")
+        if strokes:
+            p.save_scribbles(info.id, scr)
+    gone(p, "d1.png")
+    return p
+
+
+def gone(p: Project, name: str) -> int:
+    info = p.image_by_name(name)
+    os.remove(p.root / info.file)
+    return info.id
+
+
+def _says_remedy(text: str, p: Project, name: str = "d1.png") -> None:
+    """``text`` names the image as the project knows it and says how to mend it."""
+    assert name in text and f"python -m segmenter remove-image {p.root} {name}" in text
+    assert "back" in text
+
+
+def test_load_image_names_the_image_and_the_remedy(tmp_path):
+    p = _project(tmp_path, strokes=False)
+    info = p.image_by_name("d1.png")
+    with pytest.raises(ImageError) as e:
+        p.load_image(info.id)
+    msg = str(e.value)
+    assert msg.startswith("d1.png: its file ") and "missing" in msg and info.file in msg
+    _says_remedy(msg, p)
+    # a damaged file: named the same way
+    d2 = p.image_by_name("d2.png")
+    (p.root / d2.file).write_bytes(b"not a png")
+    with pytest.raises(ImageError, match=r"^d2\.png: .*remove-image"):
+        p.load_image(d2.id)
+    assert [im.name for im in p.missing_files()] == ["d1.png"]
+    assert p.missing_files([d2.id]) == []
+
+
+def test_status_names_the_images_whose_file_is_missing(tmp_path, capsys):
+    p = _project(tmp_path, strokes=False)
+    assert main(["status", str(p.root)]) == 0
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if "missing" in ln]
+    assert len(lines) == 1 and "1 image" in lines[0]
+    _says_remedy(lines[0], p)
+    assert p.counts()["missing_files"] == 1
+
+
+def test_pseudo_skips_the_missing_image_and_does_the_others(tmp_path, capsys):
+    p = _project(tmp_path)
+    assert main(["pseudo", str(p.root)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("3 pseudo-masks written")
+    _says_remedy(out, p)
+    assert "skipped 1 image" in out
+    assert [p.mask_info(i.id, "pseudo") is not None for i in p.images()] == [True, False, True, True]
+    # only the missing image asked for: nothing done, an error naming it
+    assert main(["pseudo", str(p.root), "--images", "d1.png"]) == 2
+    err = capsys.readouterr().err
+    assert "no pseudo-mask was written" in err
+    _says_remedy(err, p)
+
+
+def test_predict_skips_the_missing_image_and_does_the_others(tmp_path, capsys):
+    import torch
+
+    from segmenter.models import ModelConfig, create_model, save_checkpoint
+
+    p = _project(tmp_path, n=3, strokes=False)
+    torch.manual_seed(0)
+    cfg = ModelConfig(classes=p.class_names, size=64)
+    save_checkpoint(p.models_dir / "raw", create_model(cfg), cfg)
+    assert main(["predict", str(p.root), "--device", "cpu", "--batch-size", "1"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("2 masks predicted")
+    _says_remedy(out, p)
+    assert [p.mask_info(i.id, "predicted") is not None for i in p.images()] == [True, False, True]
+    assert main(["predict", str(p.root), "--device", "cpu", "--images", "d1.png"]) == 2
+    _says_remedy(capsys.readouterr().err, p)
+
+
+def test_train_leaves_the_missing_image_out(tmp_path, capsys):
+    p = _project(tmp_path, n=3)
+    args = ["--size", "64", "--epochs", "1", "--device", "cpu", "--quiet", "--rounds", "1"]
+    assert main(["train", str(p.root), "--name", "m", *args]) == 0
+    err = capsys.readouterr().err
+    notes = [ln for ln in err.splitlines() if "d1.png" in ln]
+    assert len(notes) == 1 and notes[0].startswith("note: left out of training 1 image")
+    _says_remedy(notes[0], p)
+    assert (p.models_dir / "m.safetensors").is_file()
+    # every labelled image's file gone: a clear error, no model
+    gone(p, "d0.png")
+    gone(p, "d2.png")
+    assert main(["train", str(p.root), "--name", "m2", *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: there are no training images") and "3 images whose file" in err
+    assert not (p.models_dir / "m2.safetensors").exists()
+
+
+def test_tags_leaves_the_missing_image_out(tmp_path, capsys):
+    p = _project(tmp_path, strokes=False)
+    for i, im in enumerate(p.images()):
+        p.set_tag(im.id, 1, "present" if i % 2 == 0 else "absent")
+    assert main(["tags", str(p.root), "--epochs", "1", "--size", "64", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    notes = [ln for ln in out.splitlines() if "d1.png" in ln]
+    assert len(notes) == 1 and "left out 1 image" in notes[0]
+    _says_remedy(notes[0], p)
+    assert "saved 3 pseudo-masks" in out
+    assert [p.mask_info(i.id, "pseudo") is not None for i in p.images()] == [True, False, True, True]
+    for name in ("d0.png", "d2.png", "d3.png"):
+        gone(p, name)
+    assert main(["tags", str(p.root), "--epochs", "1", "--size", "64", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "no tagged image can be read" in err and "4 images whose file" in err
+
+
+def test_accept_skips_a_stale_mask_whose_image_is_missing(tmp_path, capsys):
+    """A mask older than strokes that contradict it is corrected on its image when accepted: with the
+    image's file gone that cannot be done, so the image is skipped and named; the others are accepted."""
+    p = _project(tmp_path, n=3, strokes=False)
+    for im in p.images():
+        p.save_mask(im.id, np.zeros((64, 64), np.uint8), "pseudo", source="test")
+    scr = make_disc_image(64)[2]  # strokes of the disc, drawn after the all-background masks
+    for name in ("d1.png", "d2.png"):
+        p.save_scribbles(p.image_by_name(name).id, scr)
+    assert main(["accept", str(p.root), "--kind", "pseudo"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("accepted 2 pseudo mask(s) as final: d0.png, d2.png")
+    notes = [ln for ln in out.splitlines() if "d1.png" in ln]
+    assert len(notes) == 1 and notes[0].startswith("skipped 1 image")
+    _says_remedy(notes[0], p)
+    assert p.mask_info(p.image_by_name("d1.png").id, "final") is None
