@@ -97,15 +97,133 @@ def read_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> np.ndar
     return decode_image(data, p.name, max_pixels)
 
 
+#: EXIF orientations that :func:`decode_image` (``ImageOps.exif_transpose``) turns or flips the
+#: pixels for; 5..8 swap width and height. Other values (1, none, nonsense) show the file as stored.
+TURNING_ORIENTATIONS = (2, 3, 4, 5, 6, 7, 8)
+SWAPPING_ORIENTATIONS = (5, 6, 7, 8)
+
+
+#: PNG text chunks PIL reads an orientation from (``Image.getexif``): EXIF as text, and XMP.
+_PNG_ORIENTING_TEXT = (b"Raw profile type exif", b"XML:com.adobe.xmp")
+
+
+def _png_may_orient(path: str | os.PathLike) -> bool:
+    """Whether a PNG file has a chunk PIL may read an EXIF orientation from (``eXIf``, or a text
+    chunk of :data:`_PNG_ORIENTING_TEXT`), from the chunk headers alone: PIL's ``getexif`` of a
+    PNG decodes all its pixels to find chunks after them (0.7 s for 12 megapixels)."""
+    with open(path, "rb") as f:
+        if f.read(8) != b"\x89PNG\r\n\x1a\n":
+            return True  # PIL decides
+        while len(head := f.read(8)) == 8:
+            n, kind = int.from_bytes(head[:4], "big"), head[4:]
+            if kind == b"eXIf":
+                return True
+            if kind == b"IEND":
+                break
+            skip = n + 4  # the data and the CRC
+            if kind in (b"tEXt", b"zTXt", b"iTXt"):
+                key = f.read(min(n, 80))
+                if key.split(b"\0", 1)[0] in _PNG_ORIENTING_TEXT:
+                    return True
+                skip -= len(key)
+            f.seek(skip, os.SEEK_CUR)
+    return False
+
+
+def _orientation(im, path: str | os.PathLike) -> int:
+    """The orientation the tool applies to the opened image ``im`` of file ``path`` (see
+    :func:`exif_orientation`)."""
+    try:
+        if im.format == "PNG" and not _png_may_orient(path):
+            return 1
+        orient = im.getexif().get(0x0112, 1)
+    except Exception:
+        return 1
+    return orient if orient in TURNING_ORIENTATIONS else 1
+
+
+def exif_orientation(path: str | os.PathLike) -> int:
+    """The EXIF orientation the tool applies to an image file: 2..8 (see
+    :data:`TURNING_ORIENTATIONS`), else 1; without decoding the pixels. 1 for a file that cannot be
+    read."""
+    try:
+        with Image.open(path) as im:
+            return _orientation(im, path)
+    except Exception:  # PIL raises many kinds
+        return 1
+
+
 def image_size(path: str | os.PathLike) -> tuple[int, int]:
     """``(height, width)`` of an image file after EXIF orientation, without decoding pixels."""
     with Image.open(path) as im:
         w, h = im.size
+        orient = _orientation(im, path)
+    return (w, h) if orient in SWAPPING_ORIENTATIONS else (h, w)
+
+
+#: Opens the JPEG comment that :func:`upright_image_bytes` writes: the sha256 of the file it was made from follows.
+UPRIGHT_MARK = b"weakseg: upright copy (EXIF orientation applied) of the image file with sha256 "
+_LOSSLESS_TIFF = ("raw", "tiff_lzw", "tiff_adobe_deflate", "tiff_deflate", "packbits")
+
+
+def upright_image_bytes(path: str | os.PathLike, quality: int = 95, source_sha256: str | None = None) -> bytes | None:
+    """The image file as the tool shows it (:func:`read_image`), re-encoded in its own format, or
+    ``None`` when its EXIF orientation turns nothing (:func:`exif_orientation` is 1): the pixels
+    turned / flipped by ``ImageOps.exif_transpose``, its orientation tag removed, the rest of its
+    EXIF data and its colour profile kept. JPEG (also a phone's MPO) is written at ``quality``
+    with the original's chroma subsampling and, with ``source_sha256``, a comment recording it
+    (:data:`UPRIGHT_MARK`, read back by :func:`upright_source`); PNG and TIFF losslessly. Readers
+    that ignore EXIF (PIL's ``Image.open``, torchvision, most COCO / VOC loaders) then see the
+    image the size and way round of its masks."""
+    from PIL import JpegImagePlugin
+
+    if exif_orientation(path) == 1:
+        return None
+    name = Path(path).name
+    with Image.open(path) as im:
+        fmt = "JPEG" if im.format in ("JPEG", "MPO") else im.format
+        params: dict = {}
+        if fmt == "JPEG":
+            params["quality"] = quality
+            sampling = JpegImagePlugin.get_sampling(im)
+            if sampling != -1:
+                params["subsampling"] = sampling
+            if source_sha256 is not None:
+                own = im.info.get("comment") or b""
+                params["comment"] = (own + b"\n" if own else b"") + UPRIGHT_MARK + source_sha256.encode("ascii")
+        elif fmt == "TIFF":
+            comp = im.info.get("compression", "raw")
+            params["compression"] = comp if comp in _LOSSLESS_TIFF else "tiff_adobe_deflate"
         try:
-            orient = im.getexif().get(0x0112, 1)
-        except Exception:
-            orient = 1
-    return (w, h) if orient in (5, 6, 7, 8) else (h, w)
+            im.load()
+        except (OSError, SyntaxError, ValueError) as e:
+            raise ImageError(f"{name}: the image is damaged or truncated ({e}).") from None
+        up = ImageOps.exif_transpose(im)
+    exif = up.getexif()
+    exif.pop(0x0112, None)
+    params["exif"] = exif.tobytes()
+    if up.info.get("icc_profile"):
+        params["icc_profile"] = up.info["icc_profile"]
+    buf = io.BytesIO()
+    up.save(buf, format=fmt, **params)
+    return buf.getvalue()
+
+
+def upright_source(path: str | os.PathLike) -> str | None:
+    """The sha256 that the comment of a JPEG written by :func:`upright_image_bytes` records (the
+    file it is an upright copy of), or ``None``."""
+    try:
+        with Image.open(path) as im:
+            comment = im.info.get("comment") or b""
+    except Exception:  # PIL raises many kinds
+        return None
+    if isinstance(comment, str):
+        comment = comment.encode("latin-1", "replace")
+    at = comment.rfind(UPRIGHT_MARK)
+    if at < 0:
+        return None
+    sha = comment[at + len(UPRIGHT_MARK):at + len(UPRIGHT_MARK) + 64].decode("ascii", "replace")
+    return sha if len(sha) == 64 else None
 
 
 def read_label_map(path: str | os.PathLike) -> np.ndarray:

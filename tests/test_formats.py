@@ -1394,3 +1394,217 @@ def test_status_counts_masks_showing_a_class_tagged_absent(tmp_path, capsys):
     res = export_project(p, "folder", tmp_path / "out")
     got = imageio_read(tmp_path / "out" / "masks" / "a.png")
     assert not (got == 1).any()
+
+
+# ----------------------------------------------------------------------------- EXIF orientation
+#: The formats that write image files (masks and nifti write labels only).
+IMAGE_FORMATS = [f for f in list_formats() if f not in ("masks", "nifti")]
+
+
+def _exif_file(path: Path, arr: np.ndarray, orientation: int) -> Path:
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    exif[0x010F] = "PhoneMaker"  # other EXIF data is kept
+    Image.fromarray(arr).save(path, exif=exif, **({"quality": 95} if path.suffix == ".jpg" else {}))
+    return path
+
+
+def _exif_project(tmp_path):
+    """rot.jpg: stored 40x30 with EXIF orientation 6 (shown 30 wide, 40 high); turn.png: stored
+    24x16 with orientation 3 (shown turned by 180 degrees, same size); plain.jpg: no EXIF. Each
+    has a final mask of its shown size."""
+    p = Project.create(tmp_path / "proj", ["background", "obj"])
+    yy, xx = np.mgrid[0:30, 0:40]
+    smooth = np.dstack([xx * 6, yy * 8, (xx + 2 * yy) * 2]).astype(np.uint8)  # 30x40 ramps: JPEG-friendly
+    files = tmp_path / "files"
+    files.mkdir()
+    infos = [p.add_image(_exif_file(files / "rot.jpg", smooth, 6)),
+             p.add_image(_exif_file(files / "turn.png", smooth[:16, :24, ::-1].copy(), 3))]
+    Image.fromarray(smooth).save(files / "plain.jpg", quality=90)
+    infos.append(p.add_image(files / "plain.jpg"))
+    for info in infos:
+        m = np.zeros((info.height, info.width), np.uint8)
+        m[: info.height // 3, : info.width // 2] = 1  # top-left as shown: not symmetric under any turn
+        p.save_mask(info.id, m, "final", source="test")
+    assert (infos[0].width, infos[0].height) == (30, 40)
+    return p, infos
+
+
+@pytest.mark.parametrize("fmt", IMAGE_FORMATS)
+def test_export_writes_exif_rotated_images_upright(fmt, tmp_path):
+    """An image whose EXIF orientation is not 1 is annotated as the tool shows it (upright), but
+    every export copied its raw bytes: PIL / torchvision / COCO loaders ignore EXIF and read it
+    40x30 beside a 30x40 mask. Now it is written upright (same format, tag removed, one note), the
+    other images byte for byte, and importing the export back adds no image."""
+    p, infos = _exif_project(tmp_path)
+    res = export_project(p, fmt, tmp_path / "out")
+    out = tmp_path / "out"
+    files = {f.stem: f for f in out.rglob("*") if f.suffix in (".jpg", ".png") and f.parent.name in ("images",
+                                                                                                       "JPEGImages")}
+    assert sorted(files) == ["plain", "rot", "turn"], files
+    for info in infos:
+        f = files[info.stem]
+        with Image.open(f) as im:  # as readers that ignore EXIF see it
+            assert im.size == (info.width, info.height), (f, im.size)
+            assert im.getexif().get(0x0112, 1) == 1
+            assert im.format == ("JPEG" if fmt == "voc" else Image.open(p.root / info.file).format)
+            pixels = np.asarray(im.convert("RGB")).astype(int)
+        shown = p.load_image(info.id).astype(int)
+        if info.stem == "turn" and fmt != "voc":
+            np.testing.assert_array_equal(pixels, shown)  # PNG: lossless
+        else:
+            assert np.abs(pixels - shown).mean() < 4, info.stem
+    if fmt != "voc":  # VOC re-encodes PNGs as JPEG anyway
+        assert files["plain"].read_bytes() == (p.root / infos[2].file).read_bytes()
+        with Image.open(files["rot"]) as im:
+            assert im.getexif().get(0x010F) == "PhoneMaker"
+    upright = [n for n in res.notes if "EXIF orientation" in n]
+    assert upright == [f"note: {1 if fmt == 'voc' else 2} image(s) have an EXIF orientation (phone photos) and were "
+                       "written upright, as the tool shows and annotates them (re-encoded, JPEG at quality 95, "
+                       "orientation tag removed): readers that ignore EXIF see them the size of their masks"], res.lines()
+    masks = {f.stem: f for f in (out / ("SegmentationClass" if fmt == "voc" else "masks")).glob("*.png")}
+    for info in infos:
+        if info.stem in masks:
+            with Image.open(masks[info.stem]) as m:
+                assert m.size == (info.width, info.height)
+    if fmt == "coco":
+        sizes = {im["file_name"]: (im["width"], im["height"])
+                 for im in json.loads((out / "annotations.json").read_text())["images"]}
+        for info in infos:
+            with Image.open(files[info.stem]) as im:
+                assert sizes[files[info.stem].name] == im.size
+    # Back into the same project: the upright copies are the project's images, nothing is added.
+    summary = import_dataset(p, fmt, out)
+    assert summary.added == [], [i.name for i in summary.added]
+    assert sorted(i.name for i in p.images()) == ["plain.jpg", "rot.jpg", "turn.png"]
+    assert not [n for n in summary.notes if "another picture" in n], summary.notes
+    for info in infos:
+        np.testing.assert_array_equal(p.mask(info.id, "final")[: info.height // 3, : info.width // 2], 1)
+
+
+def test_upright_jpeg_copy_is_the_same_picture_by_its_comment_only(tmp_path):
+    """same_picture knows a JPEG written upright by the export by the sha256 its comment records;
+    the same pixels without that comment are another picture (as any re-encoded JPEG is)."""
+    from annotations import imageio
+    from annotations.formats._common import same_picture
+
+    p, (rot, _, plain) = _exif_project(tmp_path)
+    data = imageio.upright_image_bytes(p.root / rot.file, source_sha256=rot.sha256)
+    (tmp_path / "up.jpg").write_bytes(data)
+    assert imageio.upright_source(tmp_path / "up.jpg") == rot.sha256
+    assert same_picture(p, rot, tmp_path / "up.jpg")
+    assert not same_picture(p, plain, tmp_path / "up.jpg")
+    with Image.open(tmp_path / "up.jpg") as im:
+        im.info.pop("comment")
+        im.save(tmp_path / "bare.jpg", quality=95)  # the same picture, without the comment
+    assert imageio.upright_source(tmp_path / "bare.jpg") is None
+    assert not same_picture(p, rot, tmp_path / "bare.jpg")
+    assert imageio.upright_image_bytes(p.root / plain.file) is None  # nothing to turn
+
+
+def test_mask_drawn_on_the_raw_orientation_names_the_exif_rotation(tmp_path):
+    """A mask drawn on rot.jpg as stored (40x30, by a tool that ignores EXIF) was refused with
+    "the mask is 40x30 but its image 'rot.png' is 30x40": the mask file's name for the image and
+    no word of why. Now the project's image is named and the EXIF rotation explained; a swapped
+    mask of an image without EXIF rotation gets a shorter hint."""
+    p, (rot, _, plain) = _exif_project(tmp_path)
+    d = tmp_path / "masks"
+    d.mkdir()
+    _save_png(d / "rot.png", np.zeros((30, 40), np.uint8))
+    with pytest.raises(SizeMismatchError) as e:
+        import_dataset(p, "masks", d)
+    assert str(e.value) == (
+        "rot.png: the mask is 40x30 but its image 'rot.jpg' is 30x40; the image has an EXIF orientation and is "
+        "used upright (30x40), as the tool shows it, so the mask must be drawn on the upright image (this one was "
+        "drawn on the image as stored, before its EXIF rotation).")
+    (d / "rot.png").unlink()
+    _save_png(d / "plain.png", np.zeros((40, 30), np.uint8))
+    with pytest.raises(SizeMismatchError, match=r"is 30x40 but its image 'plain.jpg' is 40x30 \(the mask's width and "
+                                                r"height are swapped"):
+        import_dataset(p, "masks", d)
+
+
+def _paint_yolo_reference(label_path, ignore_path, size, offset, fill, n_classes, where):
+    """paint_yolo as it was: one full-size pycocotools mask per polygon (the pixel rule to keep)."""
+    from annotations.formats._functional import polygons_to_mask
+    from annotations.formats.yolo import _parse_lines
+
+    h, w = size
+    out = np.full((h, w), fill, np.uint8)
+    scale = np.array([w, h], np.float64)
+    rows = [(n, c, v) for n, c, v in _parse_lines(label_path, where, True)]
+    if ignore_path is not None:
+        rows += [(n, None, v) for n, _, v in _parse_lines(ignore_path, f"ignore/{ignore_path.name}", False)]
+    for n, cls, vals in rows:
+        assert 0 <= (cls or 0) < n_classes - offset
+        poly = (np.asarray(vals).reshape(-1, 2) * scale).ravel().tolist()
+        out[polygons_to_mask([poly], h, w)] = 255 if cls is None else cls + offset
+    return out
+
+
+def _random_yolo_lines(rng, n: int, with_class: bool) -> str:
+    lines = []
+    for _ in range(n):
+        kind = rng.integers(0, 10)
+        if kind < 2:  # with a class a detection box (cx cy w h), else two points (paint nothing)
+            vals = [*rng.uniform(0.25, 0.75, 2), *rng.uniform(0, 0.5, 2)]
+        else:
+            k = int(rng.integers(3, 12))
+            c, r = rng.uniform(-0.05, 1.05, 2), rng.uniform(0.0, 0.7) ** 2
+            xy = np.clip(c + r * rng.uniform(-1, 1, (k, 2)), -0.01, 1.01)
+            if kind == 2:  # on a coarse grid: vertices at pixel corners, as this tool's export writes them
+                xy = np.round(xy * 10) / 10
+            vals = xy.ravel()
+        text = " ".join(f"{v:.6f}" for v in vals)
+        lines.append(f"{rng.integers(0, 3)} {text}" if with_class else text)
+    return "\n".join(lines) + "\n"
+
+
+def test_paint_yolo_paints_the_same_pixels_as_one_mask_per_polygon(tmp_path):
+    """paint_yolo built a full-size mask per polygon (~40 s for three 12-MP images with ~550
+    polygons); it now paints each polygon's RLE over the span it covers. The masks must be the
+    same pixel for pixel: random polygons, boxes, 2-point lines, overlaps in file order, ignore
+    polygons painted last, coordinates a little outside 0..1, odd image sizes."""
+    from annotations.formats.yolo import paint_yolo
+
+    rng = np.random.default_rng(11)
+    for trial in range(60):
+        h, w = int(rng.integers(1, 70)), int(rng.integers(1, 70))
+        lab, ign = tmp_path / f"l{trial}.txt", tmp_path / f"i{trial}.txt"
+        lab.write_text(_random_yolo_lines(rng, int(rng.integers(0, 15)), True))
+        ign.write_text(_random_yolo_lines(rng, int(rng.integers(1, 4)), False))
+        for ignore in (None, ign):
+            for offset, fill in ((1, 0), (0, 255)):
+                args = (lab, ignore, (h, w), offset, fill, 4, lab.name)
+                got = paint_yolo(*args)
+                assert got.flags.c_contiguous and got.dtype == np.uint8
+                np.testing.assert_array_equal(got, _paint_yolo_reference(*args), err_msg=f"trial {trial}")
+
+
+def test_paint_yolo_many_polygons_on_a_large_image(tmp_path, monkeypatch):
+    """Hundreds of small islands and a few large polygons on one image (the slow import's shape):
+    the same mask as one full-size mask per polygon, made without decoding any polygon to a
+    full-size mask (what made it slow; no timing here)."""
+    from pycocotools import mask as mask_utils
+
+    from annotations.formats.yolo import paint_yolo
+
+    rng = np.random.default_rng(3)
+    h, w = 300, 400
+    lines = []
+    for _ in range(400):  # 1-3 px islands with vertices at pixel corners, as the export writes them
+        x, y = int(rng.integers(0, w - 3)), int(rng.integers(0, h - 3))
+        dx, dy = int(rng.integers(1, 4)), int(rng.integers(1, 4))
+        pts = [(x, y), (x + dx, y), (x + dx, y + dy), (x, y + dy)]
+        lines.append(f"{rng.integers(0, 2)} " + " ".join(f"{px / w:.6f} {py / h:.6f}" for px, py in pts))
+    lines.append("0 0.1 0.1 0.9 0.15 0.8 0.9 0.05 0.7")
+    lines.append("1 0.0 0.0 1.0 0.0 1.0 1.0 0.0 1.0")  # the whole image, then islands on top
+    lines += lines[:50]
+    lab = tmp_path / "many.txt"
+    lab.write_text("\n".join(lines) + "\n")
+    args = (lab, None, (h, w), 1, 0, 3, lab.name)
+    with monkeypatch.context() as m:
+        m.setattr(mask_utils, "decode", lambda *a: pytest.fail("a polygon was decoded to a full-size mask"))
+        got = paint_yolo(*args)
+    np.testing.assert_array_equal(got, _paint_yolo_reference(*args))
+    assert set(np.unique(got).tolist()) == {1, 2}

@@ -114,6 +114,8 @@ class ExportItem:
     stem: str
     mask: np.ndarray | None = None
     mask_info: object | None = None
+    #: set by :func:`copy_image`: the image file was written upright (its EXIF orientation turns it)
+    upright: bool = False
 
     @property
     def ext(self) -> str:
@@ -349,12 +351,39 @@ def read_mask_file(path: Path) -> np.ndarray:
     return imageio.read_label_map(path)
 
 
+def write_image_file(project, info, dest: Path, quality: int = 95) -> bool:
+    """Write the project image ``info`` to ``dest`` as the tool shows and annotates it: the
+    original bytes, or, for a file whose EXIF orientation turns it (a phone photo), the image
+    upright, re-encoded in its own format (:func:`imageio.upright_image_bytes`; a JPEG at
+    ``quality``, its comment recording the original's sha256 so that :func:`same_picture` knows it
+    again). Readers that ignore EXIF then see it the size and way round of its mask. Whether it
+    was written upright (:func:`upright_note` counts them)."""
+    src = project.root / info.file
+    data = imageio.upright_image_bytes(src, quality, source_sha256=info.sha256)
+    if data is None:
+        shutil.copyfile(src, dest)
+        return False
+    dest.write_bytes(data)
+    return True
+
+
+def upright_note(count: int, quality: int = 95) -> list[str]:
+    """The export note counting the images :func:`write_image_file` wrote upright (none when 0)."""
+    if not count:
+        return []
+    return [f"note: {count} image(s) have an EXIF orientation (phone photos) and were written upright, as the tool "
+            f"shows and annotates them (re-encoded, JPEG at quality {quality}, orientation tag removed): readers that "
+            "ignore EXIF see them the size of their masks"]
+
+
 def copy_image(project, item: ExportItem, dest_dir: Path, options: ExportOptions) -> str | None:
-    """Copy the original image bytes to ``dest_dir/<stem><ext>`` unless option images=none."""
+    """Write the image to ``dest_dir/<stem><ext>`` (:func:`write_image_file`: the original bytes,
+    or the image upright when its EXIF orientation turns it; ``item.upright`` says which) unless
+    option images=none."""
     if opt_choice(options.extra, "images", ("copy", "none"), "copy") == "none":
         return None
     dest_dir.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(project.root / item.info.file, dest_dir / item.file_name)
+    item.upright = write_image_file(project, item.info, dest_dir / item.file_name)
     return item.file_name
 
 
@@ -680,10 +709,12 @@ def same_picture(project, info, path: Path, recorded_sha: str | None = None) -> 
     """Whether the image file ``path`` shows the project image ``info``: the same bytes, the image
     an export recorded it came from (``recorded_sha``, manifest.json's ``image_sha256``: a VOC
     export re-encodes as JPEG), or the same decoded pixels (a lossless re-save). A project image
-    whose file cannot be read is taken to match (its name is all there is to go by)."""
+    whose file cannot be read is taken to match (its name is all there is to go by). An upright
+    copy an export wrote of an image with an EXIF orientation (:func:`write_image_file`) matches
+    too: lossless ones by their pixels, a JPEG by the sha256 its comment records."""
     if recorded_sha is not None and recorded_sha == info.sha256:
         return True
-    if _file_sha(path) == info.sha256:
+    if _file_sha(path) == info.sha256 or imageio.upright_source(path) == info.sha256:
         return True
     own = project.root / info.file
     if not own.is_file():
@@ -789,6 +820,25 @@ def apply_import(project, items: list[ImportItem], class_names: list[str], *, so
             return size_of(t[1]) if t[0] == "same" else t[2]
         return (t.height, t.width)
 
+    def image_of(k: int) -> tuple[str, Path]:
+        """The name and file of the image that item ``k``'s labels go onto."""
+        t = targets[k]
+        if isinstance(t, tuple):
+            return image_of(t[1]) if t[0] == "same" else (items[k].name, Path(t[1]))
+        return t.name, project.root / t.file
+
+    def size_error(arr, k: int, what: str) -> SizeMismatchError:
+        (h, w), (name, file) = size_of(k), image_of(k)
+        msg = f"{what}: the mask is {arr.shape[1]}x{arr.shape[0]} but its image '{name}' is {w}x{h}"
+        if arr.shape == (w, h) and h != w:
+            if imageio.exif_orientation(file) in imageio.SWAPPING_ORIENTATIONS:
+                msg += (f"; the image has an EXIF orientation and is used upright ({w}x{h}), as the tool shows it, "
+                        "so the mask must be drawn on the upright image (this one was drawn on the image as stored, "
+                        "before its EXIF rotation)")
+            else:
+                msg += " (the mask's width and height are swapped: was it drawn on the image turned by 90 degrees?)"
+        return SizeMismatchError(msg + ".")
+
     manifest_kinds = {}
     if kind_opt == "manifest":
         manifest_kinds = {s: m.get("kind") for s, m in (options.get("_manifest") or {}).get("masks", {}).items()}
@@ -803,9 +853,7 @@ def apply_import(project, items: list[ImportItem], class_names: list[str], *, so
         if arr.ndim != 2:
             raise FormatError(f"{what}: expected a 2-D index map, got shape {arr.shape}.")
         if arr.shape != size_of(k):
-            h, w = size_of(k)
-            raise SizeMismatchError(f"{what}: the mask is {arr.shape[1]}x{arr.shape[0]} but its image "
-                                    f"'{items[k].name}' is {w}x{h}.")
+            raise size_error(arr, k, what)
         arr = arr.astype(np.uint8, copy=False)
         vals = np.nonzero(np.bincount(arr.ravel(), minlength=256))[0]
         bad = [int(v) for v in vals if v != IGNORE and v >= n_cls]

@@ -3,7 +3,7 @@
 Export::
 
     annotations.json    {"info", "licenses", "images", "annotations", "categories"}
-    images/<file_name>  the original image files (option images=none skips them)
+    images/<file_name>  the original image files (upright when EXIF-rotated; option images=none skips them)
     labels.json, manifest.json
 
 * Only images that have a mask are listed: COCO readers treat every listed image as fully
@@ -60,6 +60,7 @@ from ._common import (
     read_json,
     read_labels,
     write_labels,
+    upright_note,
     write_manifest,
 )
 from ._functional import decode_rle, encode_rles_with_stats, mask_to_polygons, present_values
@@ -162,6 +163,7 @@ class CocoFormat(Format):
         if left_out:
             res.notes.append(f"{left_out} image(s) without a {'final ' if options.masks == 'final' else ''}mask left out "
                              "(COCO lists annotated images only)")
+        res.notes += upright_note(sum(it.upright for it in items))
         return res
 
     def import_into(self, project, path: Path, options: dict | None = None):

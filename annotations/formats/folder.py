@@ -1,6 +1,7 @@
 """The folder-dataset layout of ../shared/datasets/README.md, both ways.
 
-Export writes ``meta.json``, ``images/<stem>.<ext>`` (the original bytes), ``masks/<stem>.png``
+Export writes ``meta.json``, ``images/<stem>.<ext>`` (the original bytes; an image whose EXIF
+orientation turns it written upright, see :func:`._common.write_image_file`), ``masks/<stem>.png``
 (the chosen mask per image), ``scribbles/<layer>/<stem>.png`` (the current version of every
 scribble layer; layers whose names make the same folder get distinct ones, ``a`` and ``a_2``),
 ``splits/<set>.txt`` (image sets), ``tags.json`` (image-level tags, as the ``weak`` format writes
@@ -11,14 +12,13 @@ the folder a ``.zip`` holds); it reads all of these back.
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 from .. import imageio
 from ..store import sanitize_name
 from . import ExportOptions, ExportResult, Format, register_format
 from ._common import (MERGE_OPTIONS, LabelMerge, check_options, dataset_root, export_mask,
-                      layer_dirs, write_json, write_scribble_layers)
+                      layer_dirs, upright_note, write_image_file, write_json, write_scribble_layers)
 
 
 def mask_for_export(project, info, options: ExportOptions):
@@ -60,10 +60,11 @@ class FolderFormat(Format):
         all_tags = project.all_tags()
         names = [c.name for c in classes]
         tags = {}
+        upright = 0
         for info in images:
             stem = sanitize_name(info.stem)
             ext = Path(info.file).suffix.lower() or ".png"
-            shutil.copyfile(project.root / info.file, out_dir / "images" / f"{stem}{ext}")
+            upright += write_image_file(project, info, out_dir / "images" / f"{stem}{ext}")
             res.images += 1
             got = mask_for_export(project, info, options)
             if got is not None:
@@ -86,6 +87,7 @@ class FolderFormat(Format):
             write_json(out_dir / "tags.json", {"classes": names, "tags": tags})
             res.notes.append(f"image-level tags of {len(tags)} image(s) written to tags.json")
         write_json(out_dir / "manifest.json", {"masks": manifest, "layers": dirs})
+        res.notes += upright_note(upright)
         return res
 
     def import_into(self, project, path: Path, options: dict | None = None):

@@ -2,7 +2,7 @@
 
 Export::
 
-    images/<stem>.<ext>     the original image files (option images=none skips them)
+    images/<stem>.<ext>     the original image files (upright when EXIF-rotated; images=none skips them)
     masks/<stem>.png        (H, W) uint8 index map, mode L: class index, 255 = ignore
     color/<stem>.png        the same indices as a palette PNG coloured with the class colours
                             (255 drawn as (224, 224, 192)); reading it as an index map gives masks/
@@ -32,6 +32,7 @@ from ._common import (
     manifest_sets,
     palette,
     read_class_list,
+    upright_note,
     write_index_and_color,
     write_labels,
     write_manifest,
@@ -61,6 +62,7 @@ class PngFormat(Format):
         write_labels(project, out_dir)
         (out_dir / "labelmap.txt").write_text(labelmap_txt(project), encoding="utf-8")
         write_manifest(project, out_dir, self.name, options, items)
+        res.notes += upright_note(sum(it.upright for it in items))
         return res
 
     def import_into(self, project, path: Path, options: dict | None = None):

@@ -2,8 +2,10 @@
 
 Export::
 
-    JPEGImages/<stem>.jpg               every image (JPEG originals copied; others encoded as JPEG,
-                                        option jpeg_quality=95; images=none skips them)
+    JPEGImages/<stem>.jpg               every image as the tool shows it (JPEG originals copied, or
+                                        re-encoded upright when their EXIF orientation turns them;
+                                        others encoded as JPEG; option jpeg_quality=95; images=none
+                                        skips them)
     SegmentationClass/<stem>.png        palette PNG: pixel value = class index, 255 = void (drawn
                                         (224, 224, 192)); colours = the class colours
     ImageSets/Segmentation/<set>.txt    one stem a line: each image set, and trainval.txt (all masked
@@ -20,7 +22,6 @@ through the labelmap colours), image sets from ``manifest.json`` if there is one
 from __future__ import annotations
 
 import io
-import shutil
 from pathlib import Path
 
 from PIL import Image
@@ -49,6 +50,8 @@ from ._common import (
     png_files,
     read_class_list,
     read_mask_png,
+    upright_note,
+    write_image_file,
     write_index_and_color,
     write_labels,
     write_manifest,
@@ -75,8 +78,11 @@ def voc_colormap(n: int = 256) -> list[tuple[int, int, int]]:
 
 
 def write_jpeg(project, item, dest: Path, quality: int) -> None:
+    """``dest``: a JPEG original as :func:`._common.write_image_file` writes it (re-encoded upright
+    at ``quality`` when its EXIF orientation turns it, ``item.upright``), another image encoded as
+    JPEG as the tool shows it (:meth:`Project.load_image`: upright too)."""
     if item.ext in (".jpg", ".jpeg"):
-        shutil.copyfile(project.root / item.info.file, dest)
+        item.upright = write_image_file(project, item.info, dest, quality)
         return
     arr = project.load_image(item.info.id)
     buf = io.BytesIO()
@@ -132,6 +138,7 @@ class VocFormat(Format):
             res.notes.append(f"note: {encoded} image(s) were not JPEG and were re-encoded as JPEG for JPEGImages/ "
                              f"(quality {quality}: their pixels change a little; the folder and png formats keep "
                              "the original files)")
+        res.notes += upright_note(sum(it.upright for it in items), quality)
         return res
 
     def import_into(self, project, path: Path, options: dict | None = None):

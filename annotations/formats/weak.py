@@ -2,7 +2,7 @@
 
 Export::
 
-    images/<stem>.<ext>             the original image files (option images=none skips them)
+    images/<stem>.<ext>             the original image files (upright when EXIF-rotated; images=none skips them)
     scribbles/<layer>/<stem>.png    the current version of every scribble layer: (H, W) uint8,
                                     class index, 255 = not scribbled
     tags.json                       {"classes": [names], "tags": {stem: {class name: "present" | "absent"}}}
@@ -42,6 +42,7 @@ from ._common import (
     read_label_png,
     read_labels,
     tags_csv,
+    upright_note,
     write_json,
     write_labels,
     write_manifest,
@@ -82,6 +83,7 @@ class WeakFormat(Format):
         (out_dir / "tags.csv").write_text(tags_csv(rows), encoding="utf-8")
         write_labels(project, out_dir)
         write_manifest(project, out_dir, self.name, options, items, layers=dirs, scribbles=scribble_meta)
+        res.notes += upright_note(sum(it.upright for it in items))
         return res
 
     def import_into(self, project, path: Path, options: dict | None = None):

@@ -3,7 +3,8 @@
 Export::
 
     images/<stem>.<ext>     images that have a mask (ultralytics reads an image without a label
-                            file as background-only, so unannotated images are left out)
+                            file as background-only, so unannotated images are left out); upright
+                            when EXIF-rotated
     labels/<stem>.txt       "cls x1 y1 x2 y2 ..." per 4-connected region of a class, coordinates
                             normalised to 0..1 (6 decimals); an all-background mask gives an empty file
     ignore/<stem>.txt       weakseg extension: "x1 y1 x2 y2 ..." polygons of the 255 (ignore)
@@ -48,10 +49,11 @@ from ._common import (
     manifest_sets,
     opt_choice,
     read_labels,
+    upright_note,
     write_labels,
     write_manifest,
 )
-from ._functional import mask_to_polygons, polygons_to_mask, present_values
+from ._functional import mask_to_polygons, mask_utils, present_values
 
 
 def _fmt_poly(poly: list[int], w: int, h: int) -> str:
@@ -207,6 +209,7 @@ class YoloFormat(Format):
         if left_out:
             res.notes.append(f"{left_out} image(s) without a {'final ' if options.masks == 'final' else ''}mask left out "
                              "(YOLO reads them as background-only)")
+        res.notes += upright_note(sum(it.upright for it in items))
         return res
 
     def import_into(self, project, path: Path, options: dict | None = None):
@@ -333,18 +336,66 @@ def _parse_lines(path: Path, where: str, with_class: bool):
 
 def paint_yolo(label_path: Path, ignore_path: Path | None, size: tuple[int, int], offset: int, fill: int,
                n_classes: int, where: str) -> np.ndarray:
-    """(H, W) uint8 dataset-index map: ``fill`` where no polygon is, lines painted in file order."""
+    """(H, W) uint8 dataset-index map: ``fill`` where no polygon is, lines painted in file order.
+
+    Every polygon is rasterised as :func:`._functional.polygons_to_mask` does (pycocotools, on the
+    whole image), but painted from its RLE over the span its runs cover (:func:`_paint_rle`), not
+    through a full-size mask per polygon: the same pixels, a 12-megapixel image with hundreds of
+    polygons in well under a second instead of ~15 s."""
     h, w = size
-    out = np.full((h, w), fill, np.uint8)
+    out = np.full((h, w), fill, np.uint8, order="F")  # column-major, as pycocotools' RLEs run
     scale = np.array([w, h], np.float64)
     rows = [(n, c, v) for n, c, v in _parse_lines(label_path, where, True)]
     if ignore_path is not None:
         rows += [(n, None, v) for n, _, v in _parse_lines(ignore_path, f"ignore/{ignore_path.name}", False)]
+    polys, values = [], []
     for n, cls, vals in rows:
         if cls is not None and not 0 <= cls < n_classes - offset:
             raise UnknownClassError(f"{where} line {n}: class {cls} is not in data.yaml's names "
                                     f"(0..{n_classes - offset - 1}).")
         poly = (np.asarray(vals).reshape(-1, 2) * scale).ravel().tolist()
-        out[polygons_to_mask([poly], h, w)] = IGNORE if cls is None else cls + offset
+        if len(poly) >= 6:  # polygons_to_mask drops 2-point lines: they paint nothing
+            polys.append(list(map(float, poly)))
+            values.append(IGNORE if cls is None else cls + offset)
+    if polys:
+        flat = out.ravel(order="F")  # a view
+        for rle, value in zip(mask_utils.frPyObjects(polys, h, w), values):
+            _paint_rle(flat, rle["counts"], value)
+    return np.ascontiguousarray(out)
+
+
+def _rle_counts(counts: bytes) -> np.ndarray:
+    """The run lengths (int64) of a pycocotools compressed RLE string, decoded as its
+    ``rleFrString`` does: 5-bit groups, 0x20 = more follows, 0x10 in the last group = negative,
+    each count from the third on a difference to the count two before."""
+    c = np.frombuffer(counts, np.uint8).astype(np.int64) - 48
+    if c.size == 0:
+        return c
+    ends = np.flatnonzero((c & 0x20) == 0)  # the last character of each number
+    starts = np.concatenate(([0], ends[:-1] + 1))
+    nchar = ends - starts + 1
+    k = np.arange(c.size) - np.repeat(starts, nchar)
+    x = np.add.reduceat((c & 0x1F) << (5 * k), starts)
+    neg = (c[ends] & 0x10) != 0
+    x[neg] -= np.left_shift(1, 5 * nchar[neg])
+    out = x.copy()
+    out[1::2] = np.cumsum(x[1::2])  # counts[m] += counts[m - 2] for m > 2
+    out[2::2] = np.cumsum(x[2::2])
     return out
 
+
+def _paint_rle(flat: np.ndarray, counts: bytes, value: int) -> None:
+    """Set ``flat`` (an (H, W) map raveled column-major, as RLEs run) to ``value`` where the
+    compressed RLE ``counts`` (runs of zeros and ones, zeros first) is 1, touching only the span
+    from its first run of ones to its last."""
+    pos = np.cumsum(_rle_counts(counts))
+    a, b = pos[0:-1:2], pos[1::2]  # [a, b): the runs of ones
+    keep = b > a
+    if not keep.any():
+        return
+    a, b = a[keep], b[keep]
+    base = int(a[0])
+    edge = np.zeros(int(b[-1]) - base + 1, np.int8)
+    edge[a - base] = 1  # the runs are sorted and apart: no index twice in either assignment
+    edge[b - base] -= 1
+    np.putmask(flat[base:int(b[-1])], np.cumsum(edge[:-1], dtype=np.int8).view(bool), value)
