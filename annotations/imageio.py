@@ -153,6 +153,16 @@ def exif_orientation(path: str | os.PathLike) -> int:
         return 1
 
 
+def has_alpha(path: str | os.PathLike) -> bool:
+    """Whether an image file has transparency (an alpha channel or a transparent colour), which
+    :func:`decode_image` drops; from its header. ``False`` for a file that cannot be read."""
+    try:
+        with Image.open(path) as im:
+            return im.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in im.info
+    except Exception:  # PIL raises many kinds
+        return False
+
+
 def image_size(path: str | os.PathLike) -> tuple[int, int]:
     """``(height, width)`` of an image file after EXIF orientation, without decoding pixels."""
     with Image.open(path) as im:

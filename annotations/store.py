@@ -750,17 +750,25 @@ class Project:
 
         t0 = time.perf_counter()
         s = ImportSummary()
+        transparent: list[str] = []
         for p in paths:
             p = Path(p)
             try:
                 info = self.add_image(p)
                 s.added.append(info)
+                if imageio.has_alpha(p):
+                    transparent.append(info.name)
                 if info.name != sanitize_name(p.name):
                     s.notes.append(f"note: {p.name} is named {info.name} in the project ({self._clash(info, p.name)})")
             except DuplicateImageError as e:
                 s.duplicates.append((p.name, e.existing))
             except AnnotationError as e:
                 s.skipped.append((p.name, str(e).split(": ", 1)[-1]))
+        if transparent:
+            n = len(transparent)
+            s.notes.append(f"note: {n} image(s) have transparency, which the tool does not use: their transparent "
+                           "areas are shown and segmented as the colours stored beneath them ("
+                           + ", ".join(transparent[:10]) + (" ..." if n > 10 else "") + ")")
         s.seconds = time.perf_counter() - t0
         return s
 

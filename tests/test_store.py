@@ -579,3 +579,20 @@ def test_import_note_names_the_image_whose_stem_clashes(tmp_path, proj):
     s = proj.import_images([d / "OTHER.png"])
     assert s.notes == ["note: OTHER.png is named OTHER_2.png in the project (the image other.png has that name, "
                        "ignoring case)"], s.notes
+
+
+def test_an_import_says_which_images_have_transparency_it_does_not_use(tmp_path):
+    from PIL import Image
+
+    proj = Project.create(tmp_path / "p", ["background", "obj"])
+    rgba = np.zeros((20, 30, 4), np.uint8)
+    rgba[..., 3] = 255
+    rgba[:, :10, 3] = 0  # a transparent left third
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "cut.png")
+    Image.fromarray(np.zeros((20, 30, 3), np.uint8)).save(tmp_path / "plain.png")
+    s = proj.import_images([tmp_path / "cut.png", tmp_path / "plain.png"])
+    assert len(s.added) == 2
+    assert [n for n in s.notes if "transparency" in n] == [
+        "note: 1 image(s) have transparency, which the tool does not use: their transparent areas are shown and "
+        "segmented as the colours stored beneath them (cut.png)"]
+    assert proj.load_image(s.added[0].id).shape == (20, 30, 3)
