@@ -1333,3 +1333,26 @@ def test_delete_a_class_after_a_confirmation(browser, server, tmp_path):
         assert not pg.locator("#ws-delete-class-yes").is_visible()
         with Project.open(root) as p:
             assert p.class_names == ["background", "car"]
+
+
+def test_the_brush_range_grows_with_a_large_image(browser, server, tmp_path):
+    """The brush is in image pixels and went up to 60: on a 2000 px photo shown whole that is a
+    few screen pixels. Its range is now a 25th of the image's long side (at least 60), and a
+    brush too large for the next, smaller image is brought within its range."""
+    root = tmp_path / "big"
+    p = Project.create(root, classes=["background", "object"])
+    big = np.zeros((1500, 2000, 3), np.uint8)
+    big[400:1100, 500:1500] = 200
+    p.add_image(encode_image_png(big), name="big.png")
+    p.add_image(encode_image_png(make_disc_image(SIZE, seed=40)[0]), name="small.png")
+    p.close()
+    with window(browser, server) as pg:
+        open_project(pg, root)
+        size = f"{ROOT} .ws-size"
+        assert "big.png" in pg.inner_text("#ws-title")
+        assert pg.get_attribute(size, "max") == "80"
+        pg.eval_on_selector(size, "(el) => { el.value = '80'; el.dispatchEvent(new Event('input')); }")
+        assert canvas_js(pg, "S.size") == 80 and "80 px" in pg.inner_text(f"{ROOT} .ws-size-val")
+        goto_image(pg, "#ws-next")
+        assert pg.get_attribute(size, "max") == "60"
+        assert canvas_js(pg, "S.size") == 60 and "60 px" in pg.inner_text(f"{ROOT} .ws-size-val")

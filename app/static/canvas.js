@@ -723,7 +723,7 @@
       if (b) b.click();
     }
     else if (k === '[') { size.value = String(Math.max(1, S.size - 2)); size.dispatchEvent(new Event('input')); }
-    else if (k === ']') { size.value = String(Math.min(60, S.size + 2)); size.dispatchEvent(new Event('input')); }
+    else if (k === ']') { size.value = String(Math.min(Number(size.max), S.size + 2)); size.dispatchEvent(new Event('input')); }
     else if (k === '+' || k === '=') setZoom(S.zoom * 1.25);
     else if (k === '-') setZoom(S.zoom * 0.8);
     else if (k === '0') fitZoom();
@@ -795,6 +795,12 @@
     const sameImage = S.id === msg.image_id && prevProj === S.proj;
     const keepFinal = sameImage && maskEdited();  // a mask edit saved or on its way: show it, not an older mask
     S.id = msg.image_id; S.W = msg.width; S.H = msg.height;
+    // the brush is in image pixels: a 4000 px photo shown whole needs more than 60 of them
+    const sizeMax = Math.max(60, Math.round(Math.max(S.W, S.H) / 25));
+    if (Number(size.max) !== sizeMax) {
+      size.max = String(sizeMax);
+      if (S.size > sizeMax) { size.value = String(sizeMax); size.dispatchEvent(new Event('input')); }
+    }
     S.mode = 'scribbles';
     if (!sameImage) S.fill = false;  // Fill is for one region: a C-shaped stroke on the next image stays a stroke
     const labels = msg.labels ? rleDecode(msg.labels, S.W * S.H) : new Uint8Array(S.W * S.H).fill(255);
