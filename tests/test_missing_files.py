@@ -147,3 +147,15 @@ def test_accept_skips_a_stale_mask_whose_image_is_missing(tmp_path, capsys):
     assert len(notes) == 1 and notes[0].startswith("skipped 1 image")
     _says_remedy(notes[0], p)
     assert p.mask_info(p.image_by_name("d1.png").id, "final") is None
+
+
+def test_export_refuses_naming_the_image_and_both_remedies(tmp_path, capsys):
+    from segmenter.cli import main
+
+    p = _project(tmp_path)  # d1.png's file is gone
+    info = p.image_by_name("d1.png")
+    assert main(["export", str(p.root), "--format", "folder", "--out", str(tmp_path / "out.zip")]) == 2
+    err = capsys.readouterr().err
+    assert f"missing from its folder: d1.png ({info.file}). Nothing was exported." in err
+    _says_remedy(err, p)
+    assert err.rstrip().endswith("d1.png; then export again.") and not (tmp_path / "out.zip").exists()

@@ -250,12 +250,11 @@ def check_image_files(project, image_ids: list[int] | None = None) -> None:
     """Refuse to export when image files of the project are gone from its ``images/`` folder
     (deleted or moved outside the tool): an :class:`AnnotationError` naming them, before anything
     is written."""
-    ids = set(image_ids) if image_ids is not None else None
-    gone = [im for im in project.images() if (ids is None or im.id in ids) and not (project.root / im.file).is_file()]
+    gone = project.missing_files(image_ids)
     if gone:
         names = ", ".join(f"{im.name} ({im.file})" for im in gone[:5]) + (" …" if len(gone) > 5 else "")
         raise AnnotationError(f"{len(gone)} image file(s) of this project are missing from its folder: {names}. "
-                              "Put them back (their annotations are kept) and export again.")
+                              f"Nothing was exported. {project.file_remedy(gone)}; then export again.")
 
 
 def import_dataset(project, format_name: str, path: str | os.PathLike, **options):
