@@ -53,7 +53,12 @@ def train_target(project: Project, epochs: int, size: int, batch_size: int = 8):
         from segmenter.models import ModelConfig
         from segmenter.train import TrainCallback, TrainConfig, Trainer
 
-        ids = project.image_ids()
+        gone = project.missing_files()  # deleted outside the tool: trained and validated without them
+        ids = [i for i in project.image_ids() if i not in {im.id for im in gone}]
+        left = "" if not gone else (
+            f" Left out {len(gone)} image(s) whose file is missing ("
+            + ", ".join(im.name for im in gone[:5]) + (" …" if len(gone) > 5 else "")
+            + "): put the files back, or remove those images.")
         final_ids = [i for i in ids if project.mask_info(i, "final") is not None]
         held = split_validation(final_ids)
         train_ids = [i for i in ids if i not in held]
@@ -84,9 +89,9 @@ def train_target(project: Project, epochs: int, size: int, batch_size: int = 8):
             miou = validation_miou(project, res.checkpoint, val_ids)
             job.report(val_miou=miou)
             return (f"model {name}: {res.epochs_done} epoch(s) in {res.train_seconds:.0f} s; validation mIoU "
-                    f"{miou:.3f} on {len(val_ids)} {where}.")
+                    f"{miou:.3f} on {len(val_ids)} {where}.{left}")
         return (f"model {name}: {res.epochs_done} epoch(s) in {res.train_seconds:.0f} s. Mark some masks final "
-                "to see a validation mIoU.")
+                f"to see a validation mIoU.{left}")
 
     return run
 

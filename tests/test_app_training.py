@@ -263,3 +263,25 @@ def test_predict_in_the_app_names_images_whose_file_is_gone(tmp_path):
     assert f"Skipped 1 image(s) whose file is missing or unreadable ({gone.name})" in snap["message"]
     assert p.mask_info(gone.id, "predicted") is None
     assert all(p.mask_info(i, "predicted") is not None for i in p.image_ids() if i != gone.id)
+
+
+def test_training_in_the_app_leaves_out_images_whose_file_is_gone(tmp_path):
+    """A final-mask image whose file was deleted outside the tool: the job trains and validates
+    without it (validation read its file and failed the job at the end) and says so."""
+    p = Project.create(tmp_path / "p")
+    for i in range(5):
+        img, gt, scr = make_disc_image(64, seed=i)
+        info = p.add_image(encode_image_png(img), name=f"d{i}.png")
+        if i < 3:
+            p.save_mask(info.id, gt, "final", source="test")
+        else:
+            p.save_scribbles(info.id, scr)
+    gone = p.image_info(p.image_ids()[0])
+    (p.root / gone.file).unlink()
+    job = training.start_training(p, epochs=1, size=64)
+    job.thread.join(240)
+    snap = job.snapshot()
+    assert snap["status"] == "done", snap["message"]
+    assert "validation mIoU" in snap["message"]
+    assert snap["message"].endswith("Left out 1 image(s) whose file is missing (d0.png): put the files back, or "
+                                    "remove those images."), snap["message"]
