@@ -26,18 +26,25 @@ def test_start_training_checks_settings(tmp_path):
         training.start_training(p, epochs=1, size=100)
 
 
+def _disc_project(root, n: int, finals: int, scribbled: int) -> Project:
+    """``n`` 64 px discs d0.png ...: the first ``finals`` with a final mask, the next ``scribbled``
+    with strokes, the rest unlabelled."""
+    p = Project.create(root)
+    for i in range(n):
+        img, gt, scr = make_disc_image(64, seed=i)
+        info = p.add_image(encode_image_png(img), name=f"d{i}.png")
+        if i < finals:
+            p.save_mask(info.id, gt, "final", source="test")
+        elif i < finals + scribbled:
+            p.save_scribbles(info.id, scr)
+    return p
+
+
 @pytest.mark.slow
 def test_train_then_predict_in_the_background(tmp_path):
     """One short epoch on 64 px discs: progress reaches the end, a validation mIoU is reported,
     then every image without a final mask gets a predicted mask with an uncertainty."""
-    p = Project.create(tmp_path / "p")
-    for i in range(6):
-        img, gt, scr = make_disc_image(64, seed=i)
-        info = p.add_image(encode_image_png(img), name=f"d{i}.png")
-        if i < 3:
-            p.save_mask(info.id, gt, "final", source="test")
-        elif i < 5:
-            p.save_scribbles(info.id, scr)
+    p = _disc_project(tmp_path / "p", 6, finals=3, scribbled=2)
     job = training.start_training(p, epochs=1, size=64)
     job.thread.join(240)
     snap = job.snapshot()
@@ -268,14 +275,7 @@ def test_predict_in_the_app_names_images_whose_file_is_gone(tmp_path):
 def test_training_in_the_app_leaves_out_images_whose_file_is_gone(tmp_path):
     """A final-mask image whose file was deleted outside the tool: the job trains and validates
     without it (validation read its file and failed the job at the end) and says so."""
-    p = Project.create(tmp_path / "p")
-    for i in range(5):
-        img, gt, scr = make_disc_image(64, seed=i)
-        info = p.add_image(encode_image_png(img), name=f"d{i}.png")
-        if i < 3:
-            p.save_mask(info.id, gt, "final", source="test")
-        else:
-            p.save_scribbles(info.id, scr)
+    p = _disc_project(tmp_path / "p", 5, finals=3, scribbled=2)
     gone = p.image_info(p.image_ids()[0])
     (p.root / gone.file).unlink()
     job = training.start_training(p, epochs=1, size=64)
