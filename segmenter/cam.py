@@ -725,6 +725,15 @@ def project_tags(project, image_ids: list[int]) -> np.ndarray:
 SHOWN_SHARE = 0.01
 
 
+def shown_classes(mask: np.ndarray, num_classes: int) -> np.ndarray:
+    """``(num_classes,)`` bool: the classes that show in ``mask``, each holding at least
+    :data:`SHOWN_SHARE` of its labelled (not 255) pixels; none when it has no labelled pixel."""
+    lab = mask[mask != IGNORE]
+    if not lab.size:
+        return np.zeros(num_classes, bool)
+    return np.bincount(lab, minlength=256)[:num_classes] >= SHOWN_SHARE * lab.size
+
+
 def collapsed_masks(masks: list[np.ndarray], tags: np.ndarray) -> tuple[int, int]:
     """``(collapsed, eligible)``: of the images tagged with two or more present classes (``tags``
     ``(N, C)`` as :func:`run_tags` takes them), how many got a mask that shows at most one
@@ -744,12 +753,7 @@ def collapsed_which(masks: list[np.ndarray], tags: np.ndarray) -> tuple[list[int
         if len(present) < 2:
             continue
         eligible += 1
-        lab = m[m != IGNORE]
-        if not lab.size:  # no labelled pixel: no class shows
-            which.append(k)
-            continue
-        counts = np.bincount(lab, minlength=len(row))[: len(row)]
-        shown = int((counts[present] >= SHOWN_SHARE * lab.size).sum())
+        shown = int(shown_classes(m, len(row))[present].sum())  # a mask without labelled pixels shows none
         if shown <= max(1, len(present) // 4):
             which.append(k)
     return which, eligible

@@ -280,7 +280,7 @@ def distrusted_on(mask: np.ndarray, trained: np.ndarray | None, current: np.ndar
 def missed_tagged(mask: np.ndarray, tags: dict, tags_mask: np.ndarray, num_classes: int) -> list[int]:
     """The classes tagged present (``tags`` ``{class: "present" | "absent"}``) that the model's
     ``mask`` does not show and the tags' pseudo-mask ``tags_mask`` does (a class shows when it holds
-    :data:`segmenter.cam.SHOWN_SHARE` of the labelled pixels); ``[]`` when there are none or when
+    :func:`segmenter.cam.shown_classes`); ``[]`` when there are none or when
     ``tags_mask`` shows a class tagged absent since (it is stale).
 
     A model trained on tag pseudo-masks learns the large classes and drops the small ones: on 300
@@ -288,20 +288,14 @@ def missed_tagged(mask: np.ndarray, tags: dict, tags_mask: np.ndarray, num_class
     0.297 for their tag pseudo-masks, and it misses a class tagged present on 82 % of them; keeping
     the tags' mask where the model misses a class it shows gives 0.292, while a model that shows
     every tagged class (trained on more than tags) keeps its mask."""
-    from .cam import SHOWN_SHARE
-
-    def shown(m):
-        lab = m[m != 255]
-        if not lab.size:
-            return np.zeros(num_classes, bool)
-        return np.bincount(lab, minlength=256)[:num_classes] >= SHOWN_SHARE * lab.size
+    from .cam import shown_classes
 
     present = np.zeros(num_classes, bool)
     absent = np.zeros(num_classes, bool)
     for c, st in tags.items():
         if 0 <= c < num_classes:
             present[c], absent[c] = st == "present", st == "absent"
-    in_tags, in_model = shown(tags_mask), shown(mask)
+    in_tags, in_model = shown_classes(tags_mask, num_classes), shown_classes(mask, num_classes)
     if (in_tags & absent).any():
         return []
     return [int(c) for c in np.flatnonzero(present & in_tags & ~in_model)]
