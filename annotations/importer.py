@@ -127,7 +127,7 @@ def import_folder_dataset(project: Project, root: str | os.PathLike, kind: str |
     kinds = _mask_kinds(ds, "imported" if kind is None else kind, manifest, manifest_error)
     rule = MaskRule(ds.name, kinds, explicit=kind is not None,
                     manifest=manifest if (ds.root / "manifest.json").is_file() and not manifest_error else None)
-    summary = FolderImportSummary(skipped=list(ds.skipped))
+    summary = ImportSummary(skipped=list(ds.skipped))
     if manifest_error:
         summary.notes.append(f"note: manifest.json cannot be read ({manifest_error}); scribble layers are named "
                              "after their folders")
@@ -166,42 +166,21 @@ def import_folder_dataset(project: Project, root: str | os.PathLike, kind: str |
     return summary
 
 
-@dataclass
-class FolderImportSummary(ImportSummary):
-    """:class:`ImportSummary` of a folder-dataset import. ``merged``: the dataset images that the
-    project held already (``(file, project image)``; also in ``duplicates``): their labels went
-    onto the project's images, and :meth:`lines` counts them in one line, not a ``duplicate:``
-    line each."""
-
-    merged: list[tuple[str, str]] = field(default_factory=list)
-
-    def lines(self, limit: int = 20) -> list[str]:
-        rest = list(self.duplicates)
-        for pair in self.merged:
-            rest.remove(pair)
-        out = ImportSummary(added=self.added, skipped=self.skipped, duplicates=rest, masks=self.masks,
-                            scribbles=self.scribbles, seconds=self.seconds, notes=self.notes).lines(limit)
-        if self.merged:
-            n = len(self.merged)
-            out.insert(1, f"{n} image{'s' if n != 1 else ''} already in the project: "
-                          f"{'their' if n != 1 else 'its'} labels were merged")
-        return out
-
-
 def mask_as_exported(project, info, kinds: tuple[str, ...] | str | None = None):
     """``(mask, MaskInfo)`` of the image ``info`` as an export writes it
     (:func:`annotations.formats._common.export_mask`: a stored mask older than strokes drawn since
     is corrected by them, its source saying so), or ``None`` (no such mask, or a stale one that
     cannot be corrected here). ``kinds``: the stored kinds to choose from, in order (then no mask
-    is made at export); ``None``: what ``export --masks best`` writes."""
+    is made at export); ``None``: what ``export --masks best`` writes. :class:`ImageError` when the
+    image is needed and its file is missing or unreadable."""
     from .formats import ExportOptions
     from .formats._common import export_mask
 
     if kinds is None:
-        return export_mask(project, info, ExportOptions())
+        return export_mask(project, info, ExportOptions(), raise_unreadable=True)
     chosen = (kinds,) if isinstance(kinds, str) else tuple(kinds)
     # masks="final": an export makes no mask of an image without one
-    return export_mask(project, info, ExportOptions(masks="final", only_kinds=chosen))
+    return export_mask(project, info, ExportOptions(masks="final", only_kinds=chosen), raise_unreadable=True)
 
 
 def _same(a, b) -> bool:

@@ -263,7 +263,10 @@ class MaskInfo:
 
 @dataclass
 class ImportSummary:
-    """What an import did: added images, files skipped with the reason, duplicates found."""
+    """What an import did: added images, files skipped with the reason, duplicates found.
+    ``merged``: the dataset's images that the project held already (``(file, project image)``;
+    a content match is also in ``duplicates``): their labels went onto the project's images, and
+    :meth:`lines` counts them in one line, not a ``duplicate:`` line each."""
 
     added: list[ImageInfo] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
@@ -272,14 +275,21 @@ class ImportSummary:
     scribbles: int = 0
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
+    merged: list[tuple[str, str]] = field(default_factory=list)
 
     def lines(self, limit: int = 20) -> list[str]:
         out = [f"added {len(self.added)} image(s), {self.masks} mask(s), {self.scribbles} scribble map(s) "
                f"in {self.seconds:.1f} s"]
-        for name, existing in self.duplicates[:limit]:
+        if self.merged:
+            n = len(self.merged)
+            out.append(f"{n} image{'s' if n != 1 else ''} already in the project: "
+                       f"{'their' if n != 1 else 'its'} labels were merged")
+        merged = set(self.merged)
+        duplicates = [pair for pair in self.duplicates if pair not in merged]
+        for name, existing in duplicates[:limit]:
             out.append(f"duplicate: {name} has the same content as {existing}; not added again")
-        if len(self.duplicates) > limit:
-            out.append(f"... and {len(self.duplicates) - limit} more duplicate(s)")
+        if len(duplicates) > limit:
+            out.append(f"... and {len(duplicates) - limit} more duplicate(s)")
         for name, why in self.skipped[:limit]:
             out.append(f"skipped: {name}: {why}")
         if len(self.skipped) > limit:

@@ -933,8 +933,10 @@ def test_an_unchanged_export_imported_back_keeps_the_kinds_and_an_edited_mask_be
     p.save_mask(b, pseudo, "predicted", source="model")
     out = tmp_path / "out"
     export_project(p, fmt, out)
-    import_dataset(p, fmt, out)
+    lines = import_dataset(p, fmt, out).lines()
     assert p.statuses() == {a: "pseudo", b: "predicted"}, fmt
+    # the summary says the images were found in the project (as the folder format's import does)
+    assert lines[1] == "2 images already in the project: their labels were merged", lines
     assert p.mask_info(a, "imported") is None and p.mask_info(b, "imported") is None
     if fmt != "masks":
         return

@@ -159,3 +159,27 @@ def test_export_refuses_naming_the_image_and_both_remedies(tmp_path, capsys):
     assert f"missing from its folder: d1.png ({info.file}). Nothing was exported." in err
     _says_remedy(err, p)
     assert err.rstrip().endswith("d1.png; then export again.") and not (tmp_path / "out.zip").exists()
+
+
+def test_an_export_that_writes_no_image_goes_on_without_the_missing_files(tmp_path, capsys):
+    """``--format masks`` writes masks only: a stored mask of an image whose file is gone is
+    exported as it is; a mask that would have to be made from the strokes (it needs the image) is
+    left out, with a note that says why. COCO with ``images=none`` does the same."""
+    from segmenter.cli import main
+
+    p = _project(tmp_path)  # strokes everywhere, d1.png's file is gone
+    d3 = p.image_by_name("d3.png")
+    gone(p, "d3.png")
+    p.save_mask(d3.id, make_disc_image(64, seed=3)[1], "final", source="test")
+    p.save_scribbles(p.image_by_name("d0.png").id, np.full((64, 64), 255, np.uint8))  # d0: no stroke left
+    assert main(["export", str(p.root), "--format", "masks", "--out", str(tmp_path / "m")]) == 0
+    out = capsys.readouterr().out
+    assert sorted(f.name for f in (tmp_path / "m").glob("*.png")) == ["d2.png", "d3.png"]
+    note = [ln for ln in out.splitlines() if "d1.png" in ln or "missing" in ln]
+    assert len(note) == 1 and note[0].startswith("note: 1 image(s) left without a mask") and "missing" in note[0]
+    assert main(["export", str(p.root), "--format", "coco", "--option", "images=none",
+                 "--out", str(tmp_path / "c")]) == 0
+    assert "note: 1 image(s) left without a mask" in capsys.readouterr().out
+    # an export that copies the images still refuses, naming the first missing file
+    assert main(["export", str(p.root), "--format", "png", "--out", str(tmp_path / "x")]) == 2
+    assert "Nothing was exported" in capsys.readouterr().err and not (tmp_path / "x").exists()

@@ -52,6 +52,9 @@ class ExportOptions:
     strokes_without_final: list[str] = field(default_factory=list)
     #: ... whose stored mask showed a class the image is tagged absent (re-segmented without it),
     corrected_absent: list[str] = field(default_factory=list)
+    #: ... left without a mask because it had to be made or corrected on the image, whose file is
+    #: missing or unreadable (an export that writes no image files goes on without them),
+    file_left_out: list[str] = field(default_factory=list)
     #: set by a format that leaves images without a mask out of the export (COCO, YOLO),
     maskless_left_out: bool = False
     #: and ``{image id: kind}`` of every mask chosen (for the breakdown of :class:`ExportResult`);
@@ -95,6 +98,9 @@ class Format(ABC):
     name: str = ""
     description: str = ""
     can_import: bool = False
+    #: whether the export writes the image files (``images=none`` turns that off where offered):
+    #: an export that does not goes on when image files are missing (:func:`export_project`)
+    carries_images: bool = True
     #: ``--option`` keys of an export / an import, each with a line of help (listed by ``--help``)
     export_options: dict[str, str] = {}
     import_options: dict[str, str] = {}
@@ -189,7 +195,7 @@ def export_project(project, format_name: str, out: str | os.PathLike, masks: str
     fmt = get_format(format_name)
     options = ExportOptions(masks=masks, image_ids=image_ids, extra=extra)
     out = Path(out)
-    if str(extra.get("images", "")).lower() != "none":
+    if fmt.carries_images and str(extra.get("images", "")).lower() != "none":
         check_image_files(project, image_ids)
     if out.suffix.lower() == ".zip":
         if out.exists():
@@ -238,6 +244,9 @@ def _stale_notes(res: ExportResult, options: ExportOptions) -> ExportResult:
         (options.strokes_without_final, "image(s) have strokes but no final mask; "
          + ("left out" if options.maskless_left_out else "exported without a mask")
          + " (accept them in the app, or export --masks best for a mask made from the strokes)"),
+        (options.file_left_out, "image(s) left without a mask: it had to be made or corrected from their strokes "
+         "or tags, which needs the image, and the image file is missing or unreadable (python -m segmenter status "
+         "names them; put the files back, or remove them with python -m segmenter remove-image)"),
         (options.corrected_absent, "mask(s) showed a class the image is tagged absent (tagged after the mask was "
          "made); exported with those pixels re-segmented without that class (kind kept, source marked in "
          "manifest.json; python -m segmenter status counts them: predict again, or review and accept again)"),

@@ -174,7 +174,7 @@ def export_items(project, options: ExportOptions, with_masks: bool | str = True)
 STROKE_CORRECTED_KINDS = ("final", "predicted", "pseudo")
 
 
-def export_mask(project, info, options: ExportOptions, read: bool = True):
+def export_mask(project, info, options: ExportOptions, read: bool = True, raise_unreadable: bool = False):
     """``(mask, MaskInfo)`` of the first kind of ``options.kinds`` that the image ``info`` has, or
     ``None``; ``mask`` is ``None`` when not ``read`` (read it with :func:`read_mask_file`).
 
@@ -188,9 +188,17 @@ def export_mask(project, info, options: ExportOptions, read: bool = True):
     gets a pseudo-mask made from them (:func:`pseudo_from_strokes`, kind ``pseudo``, name in
     ``options.pseudo_at_export``); with ``masks=final``, such an image's name goes to
     ``options.strokes_without_final``. :func:`annotations.formats.export_project` turns these into
-    notes, and ``options.chosen`` into the breakdown by kind.
+    notes, and ``options.chosen`` into the breakdown by kind. Where the image is needed (a
+    correction, a pseudo-mask) and its file is missing or unreadable, the image gets no mask and its
+    name goes to ``options.file_left_out`` (``raise_unreadable``: the :class:`ImageError` instead).
     """
-    got = _export_mask(project, info, options, read)
+    try:
+        got = _export_mask(project, info, options, read)
+    except ImageError:  # the image is needed (a correction, a pseudo-mask) and its file is gone or broken
+        if raise_unreadable:
+            raise
+        options.file_left_out.append(info.name)
+        return None
     if got is not None:
         options.chosen[info.id] = got[1].kind
     return got
@@ -771,6 +779,7 @@ def apply_import(project, items: list[ImportItem], class_names: list[str], *, so
     new_by_sha: dict[str, int] = {}
     #: item -> the project image of its name that shows another picture (the item is added as new)
     other_picture: dict[int, str] = {}
+    by_content: set[int] = set()  # items matched to a project image by content only (a duplicate: line)
     summary = ImportSummary()
     for k, it in enumerate(items):
         base = os.path.basename(it.name)
@@ -809,6 +818,7 @@ def apply_import(project, items: list[ImportItem], class_names: list[str], *, so
                 targets.append(("new", it.image_path, (h, w)))
                 continue
             summary.duplicates.append((it.image_path.name, info.name))
+            by_content.add(k)
         if info is None:
             raise FormatError(f"{where}: {it.where or it.name}: no image named '{it.name}' in the project, and the "
                               "dataset does not hold the image file; import the images first.")
@@ -907,8 +917,10 @@ def apply_import(project, items: list[ImportItem], class_names: list[str], *, so
                         f"project's {other_picture[k]} is unchanged")
             elif isinstance(t, tuple):
                 ids[k] = ids[t[1]]
-            else:
+            else:  # the project holds this image (a re-import): labels go onto it
                 ids[k] = t.id
+                if k not in by_content:
+                    summary.merged.append((os.path.basename(it.image_path or it.name), t.name))
         # Labels onto images the project holds: what was done there since is kept (LabelMerge);
         # without a kind option, masks of an export of this project follow MaskRule (an unchanged
         # one is skipped, an edited one becomes final), as the folder format's import does.
