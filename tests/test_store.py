@@ -596,3 +596,17 @@ def test_an_import_says_which_images_have_transparency_it_does_not_use(tmp_path)
         "note: 1 image(s) have transparency, which the tool does not use: their transparent areas are shown and "
         "segmented as the colours stored beneath them (cut.png)"]
     assert proj.load_image(s.added[0].id).shape == (20, 30, 3)
+
+
+def test_class_0_named_as_background_is_grey_and_labelmes_name_counts(tmp_path):
+    """A class 0 named as a background (labelme's ``_background_`` too) gets the grey background
+    colour, a real class 0 (camvid's Sky) the first class colour; the instance formats leave out a
+    class 0 of the narrower list only, so a class 0 named "other" keeps its polygons in COCO."""
+    from annotations.formats._common import INSTANCE_BACKGROUND_NAMES, background_class
+    from annotations.store import BACKGROUND_NAMES, FIRST_CLASS_COLOR, default_color
+
+    assert set(INSTANCE_BACKGROUND_NAMES) < set(BACKGROUND_NAMES)
+    grey = default_color(0, "background")
+    assert default_color(0, "_background_") == grey != FIRST_CLASS_COLOR == default_color(0, "Sky")
+    assert background_class(Project.create(tmp_path / "a", ["_background_", "cat"]), "auto") == 0
+    assert background_class(Project.create(tmp_path / "b", ["other", "cat"]), "auto") is None

@@ -1122,8 +1122,10 @@ def read_mask_png(path: Path, where: str, color_map: dict | None, palette_colors
     return read_label_png(path, where)
 
 
-#: Class 0 with one of these names is "background": the class of pixels no polygon / annotation covers.
-BACKGROUND_NAMES = ("background", "_background_", "bg")
+#: Class 0 with one of these names is "background": the class of pixels no polygon / annotation
+#: covers. A subset of :data:`annotations.store.BACKGROUND_NAMES` (the names the app treats as
+#: background), narrower on purpose: a class 0 named "other" or "clutter" keeps its polygons.
+INSTANCE_BACKGROUND_NAMES = ("background", "_background_", "bg")
 
 
 def background_class(project, mode: str) -> int | None:
@@ -1135,4 +1137,4 @@ def background_class(project, mode: str) -> int | None:
         return None
     if mode == "skip":
         return 0
-    return 0 if project.class_names[0].strip().lower() in BACKGROUND_NAMES else None
+    return 0 if project.class_names[0].strip().lower() in INSTANCE_BACKGROUND_NAMES else None
