@@ -12,6 +12,7 @@ import time
 
 import numpy as np
 
+from annotations.importer import name_list
 from annotations.store import Project
 
 from . import jobs
@@ -56,9 +57,8 @@ def train_target(project: Project, epochs: int, size: int, batch_size: int = 8):
         gone = project.missing_files()  # deleted outside the tool: trained and validated without them
         ids = [i for i in project.image_ids() if i not in {im.id for im in gone}]
         left = "" if not gone else (
-            f" Left out {len(gone)} image(s) whose file is missing ("
-            + ", ".join(im.name for im in gone[:5]) + (" …" if len(gone) > 5 else "")
-            + "): put the files back, or remove those images.")
+            f" Left out {len(gone)} image(s) whose file is missing ({name_list([im.name for im in gone], 5)}): "
+            "put the files back, or remove those images.")
         final_ids = [i for i in ids if project.mask_info(i, "final") is not None]
         held = split_validation(final_ids)
         train_ids = [i for i in ids if i not in held]
@@ -125,8 +125,8 @@ def predict_target(project: Project):
             msg += (f" On {n} image(s) the model misses a class you tagged present that the tags' mask shows, "
                     "so their mask stays the tags' mask.")
         if summary.unreadable:  # files deleted or damaged outside the tool: the others were predicted
-            names = ", ".join(summary.unreadable[:5]) + (" …" if len(summary.unreadable) > 5 else "")
-            msg += (f" Skipped {len(summary.unreadable)} image(s) whose file is missing or unreadable ({names}): "
+            msg += (f" Skipped {len(summary.unreadable)} image(s) whose file is missing or unreadable "
+                    f"({name_list(summary.unreadable, 5)}): "
                     "put the files back, or remove those images.")
         return msg
 
