@@ -208,9 +208,25 @@ def test_a_large_noisy_photo_gets_no_specks_from_the_upsampling():
     scr[198:202, 140:340] = 1
     scr[520:524, 40:760] = 0
     scr[40:560, 740:744] = 0
-    mask = get_method(DEFAULT_METHOD)(img, scr, 2).mask
+    res = get_method(DEFAULT_METHOD)(img, scr, 2)
+    mask = res.mask
     n, _, stats, _ = cv2.connectedComponentsWithStats((mask == 1).astype(np.uint8))
     assert n - 1 == 1 and stats[1, cv2.CC_STAT_AREA] > 0.9 * 200 * 240
+    # the probabilities and the confidence agree with the mask at the specks removed, too
+    np.testing.assert_array_equal(res.probs.argmax(0), mask)
+    np.testing.assert_allclose(res.confidence, res.probs.max(0))
+
+
+def test_swap_to_mask_trades_the_two_classes_probabilities():
+    probs = np.zeros((3, 2, 2), np.float32)
+    probs[:, 0, 0], probs[:, 1, 1] = (0.6, 0.3, 0.1), (0.2, 0.1, 0.7)
+    mask = probs.argmax(0).astype(np.uint8)
+    new = mask.copy()
+    new[0, 0] = 1
+    out = F.swap_to_mask(probs, mask, new)
+    np.testing.assert_allclose(out[:, 0, 0], (0.3, 0.6, 0.1))
+    np.testing.assert_array_equal(out[:, 1, 1], probs[:, 1, 1])
+    assert F.swap_to_mask(probs, mask, mask) is probs
 
 
 def test_functional_graph_cut_multilabel_respects_unaries_and_smooths():

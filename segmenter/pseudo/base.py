@@ -173,7 +173,10 @@ class PseudoLabeler(ABC):
         probs = F.enforce_scribbles(probs, scribbles)
         mask = F.hard_mask(probs, scribbles)
         if prep.scale < 1:  # specks of the upsampling, under half a working pixel
-            mask = F.remove_specks(mask, probs, scribbles, 0.5 / prep.scale ** 2)
+            cleaned = F.remove_specks(mask, probs, scribbles, 0.5 / prep.scale ** 2)
+            if cleaned is not mask:
+                probs = F.swap_to_mask(probs, mask, cleaned)
+                mask = cleaned
         conf = probs.max(0).astype(np.float32)
         return PseudoResult(probs=probs.astype(np.float32), mask=mask, confidence=conf)
 

@@ -731,6 +731,19 @@ def remove_specks(mask: np.ndarray, probs: np.ndarray, scribbles: np.ndarray, mi
     return out
 
 
+def swap_to_mask(probs: np.ndarray, mask: np.ndarray, new_mask: np.ndarray) -> np.ndarray:
+    """``probs`` ``(C, H, W)`` where ``new_mask`` relabelled pixels of ``mask`` (their argmax):
+    there the two classes' probabilities trade places, so the argmax is ``new_mask`` and each
+    pixel's probabilities still sum to what they did (:func:`remove_specks`)."""
+    ys, xs = np.nonzero(new_mask != mask)
+    if not len(ys):
+        return probs
+    out = probs.copy()
+    old, new = mask[ys, xs].astype(np.int64), new_mask[ys, xs].astype(np.int64)
+    out[old, ys, xs], out[new, ys, xs] = probs[new, ys, xs], probs[old, ys, xs]
+    return out
+
+
 def enforce_scribbles(probs: np.ndarray, scribbles: np.ndarray) -> np.ndarray:
     """Probabilities with scribbled pixels set to one-hot of their class; ``(C, H, W)`` float32."""
     m = scribbles != NONE
