@@ -677,11 +677,38 @@ class Project:
                 raise ImageError(f"{str(e).rstrip('.')} (file {info.file}). {self.file_remedy([info])}") from None
         raise ImageError(f"{info.name}: its file {info.file} {why}. {self.file_remedy([info])}")
 
-    def missing_files(self, image_ids: Iterable[int] | None = None) -> list[ImageInfo]:
+    def missing_files(self, image_ids: Iterable[int] | None = None, verify: bool = False) -> list[ImageInfo]:
         """The images (of ``image_ids``; default: every image) whose file is gone from the project
-        folder (deleted or moved outside the tool), in insertion order; one ``stat`` per image."""
+        folder (deleted or moved outside the tool), in insertion order; one ``stat`` per image.
+
+        ``verify``: also those whose file is there but can no longer be used (:meth:`file_usable`:
+        damaged or truncated, or replaced by an image of another size); this reads every file."""
         ids = None if image_ids is None else {int(i) for i in image_ids}
-        return [im for im in self.images() if (ids is None or im.id in ids) and not (self.root / im.file).is_file()]
+        out = []
+        for im in self.images():
+            if ids is not None and im.id not in ids:
+                continue
+            path = self.root / im.file
+            if not path.is_file() or (verify and not self.file_usable(im)):
+                out.append(im)
+        return out
+
+    def file_usable(self, info: ImageInfo) -> bool:
+        """Whether the image's file still holds a picture the annotations fit: the bytes added
+        (their sha256; they were decoded then), or other bytes that decode to an image of the
+        recorded size (the file re-saved elsewhere). False for a damaged or truncated file, or a
+        file that cannot be read."""
+        try:
+            data = (self.root / info.file).read_bytes()
+        except OSError:
+            return False
+        if hashlib.sha256(data).hexdigest() == info.sha256:
+            return True
+        try:
+            arr = imageio.decode_image(data, info.name)
+        except ImageError:
+            return False
+        return arr.shape[:2] == (info.height, info.width)
 
     def file_remedy(self, infos: Sequence[ImageInfo]) -> str:
         """What to do about the images ``infos`` whose file is missing or unreadable: put the files
@@ -1189,7 +1216,7 @@ class Project:
     def counts(self) -> dict:
         """Counts for ``status``: images, per status, per mask kind, final masks older than strokes,
         masks showing a class tagged absent (:meth:`masks_showing_absent`), images whose file is
-        missing (:meth:`missing_files`), scribbles, tags, and per class."""
+        missing or damaged (:meth:`missing_files` with ``verify``), scribbles, tags, and per class."""
         st = self.statuses()
         by_status = {s: 0 for s in STATUS_ORDER}
         for s in st.values():
@@ -1205,7 +1232,7 @@ class Project:
         return {"images": len(st), "status": by_status, "masks": masks, "scribbled_images": scribbled,
                 "finals_older_than_strokes": len(self.finals_older_than_strokes()),
                 "masks_showing_absent": len(self.masks_showing_absent()),
-                "missing_files": len(self.missing_files()),
+                "missing_files": len(self.missing_files(verify=True)),
                 "tagged_images": self._q("SELECT COUNT(DISTINCT image_id) FROM tags")[0][0],
                 "image_sets": {s: len(self.image_set(s)) for s in self.image_sets()},
                 "classes": per_class}

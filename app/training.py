@@ -54,10 +54,10 @@ def train_target(project: Project, epochs: int, size: int, batch_size: int = 8):
         from segmenter.models import ModelConfig
         from segmenter.train import TrainCallback, TrainConfig, Trainer
 
-        gone = project.missing_files()  # deleted outside the tool: trained and validated without them
+        gone = project.missing_files(verify=True)  # deleted or damaged outside the tool: trained and validated without them
         ids = [i for i in project.image_ids() if i not in {im.id for im in gone}]
         left = "" if not gone else (
-            f" Left out {len(gone)} image(s) whose file is missing ({name_list([im.name for im in gone], 5)}): "
+            f" Left out {len(gone)} image(s) whose file is missing or damaged ({name_list([im.name for im in gone], 5)}): "
             "put the files back, or remove those images.")
         final_ids = [i for i in ids if project.mask_info(i, "final") is not None]
         held = split_validation(final_ids)

@@ -333,7 +333,8 @@ class ProjectSamples:
     ``coarse``), else the current ``pseudo`` mask with its confidence (if ``use_pseudo``); the
     scribbles of ``layer``; the tags. Images with none of these are unlabeled and kept only with
     ``include_unlabeled``. ``predicted`` masks are model output and never trained on. Images whose
-    file is gone from the project folder are left out: ``missing`` lists them (``ImageInfo``).
+    file is gone from the project folder or damaged (:meth:`Project.missing_files` with
+    ``verify``) are left out: ``missing`` lists them (``ImageInfo``).
     """
 
     def __init__(self, project, image_ids=None, layer: str = "default", imported_as: str = "full",
@@ -347,7 +348,7 @@ class ProjectSamples:
         ids = list(image_ids) if image_ids is not None else [im.id for im in project.images()]
         tags = project.all_tags() if hasattr(project, "all_tags") else {i: project.tags(i) for i in ids}
         self.tags = tags
-        self.missing = project.missing_files(ids) if hasattr(project, "missing_files") else []
+        self.missing = project.missing_files(ids, verify=True) if hasattr(project, "missing_files") else []
         gone = {im.id for im in self.missing}
         self.ids = []
         for i in ids:

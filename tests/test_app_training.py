@@ -283,5 +283,5 @@ def test_training_in_the_app_leaves_out_images_whose_file_is_gone(tmp_path):
     snap = job.snapshot()
     assert snap["status"] == "done", snap["message"]
     assert "validation mIoU" in snap["message"]
-    assert snap["message"].endswith("Left out 1 image(s) whose file is missing (d0.png): put the files back, or "
+    assert snap["message"].endswith("Left out 1 image(s) whose file is missing or damaged (d0.png): put the files back, or "
                                     "remove those images."), snap["message"]

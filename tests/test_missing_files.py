@@ -183,3 +183,52 @@ def test_an_export_that_writes_no_image_goes_on_without_the_missing_files(tmp_pa
     # an export that copies the images still refuses, naming the first missing file
     assert main(["export", str(p.root), "--format", "png", "--out", str(tmp_path / "x")]) == 2
     assert "Nothing was exported" in capsys.readouterr().err and not (tmp_path / "x").exists()
+
+
+def damage(p: Project, name: str) -> int:
+    """Truncate the image's file to 60 bytes, as a failed copy or sync leaves it."""
+    info = p.image_by_name(name)
+    path = p.root / info.file
+    path.write_bytes(path.read_bytes()[:60])
+    return info.id
+
+
+def test_a_damaged_file_is_named_by_status_left_out_of_training_and_refused_by_export(tmp_path, capsys):
+    """A truncated image file: ``status`` names it, ``train`` trains on the others and says so, an
+    export that copies the images refuses before writing anything; a file re-saved with other bytes
+    but the same picture size is still used."""
+    p = _project(tmp_path, n=3)  # d1.png's file is gone
+    damage(p, "d2.png")
+    assert p.file_usable(p.image_by_name("d0.png")) and not p.file_usable(p.image_by_name("d2.png"))
+    assert [im.name for im in p.missing_files()] == ["d1.png"]  # without verify: one stat each
+    assert [im.name for im in p.missing_files(verify=True)] == ["d1.png", "d2.png"]
+    assert main(["status", str(p.root)]) == 0
+    line = [ln for ln in capsys.readouterr().out.splitlines() if "d2.png" in ln]
+    assert len(line) == 1 and line[0].startswith("missing or damaged files: 2 image") and "d1.png" in line[0]
+    assert f"python -m segmenter remove-image {p.root} d1.png d2.png" in line[0]
+    args = ["--size", "64", "--epochs", "1", "--device", "cpu", "--quiet", "--rounds", "1"]
+    assert main(["train", str(p.root), "--name", "m", *args]) == 0
+    notes = [ln for ln in capsys.readouterr().err.splitlines() if "d2.png" in ln]
+    assert len(notes) == 1 and notes[0].startswith("note: left out of training 2 image")
+    assert (p.models_dir / "m.safetensors").is_file()
+    gone(p, "d0.png")  # now only damaged and missing files: the message says both
+    d0 = tmp_path / "d0.png"
+    assert main(["export", str(p.root), "--format", "folder", "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "are missing from its folder or damaged: d0.png" in err and "d2.png" in err
+    assert not (tmp_path / "out").exists() and not d0.exists()
+
+
+def test_a_file_resaved_with_other_bytes_but_the_same_picture_size_is_still_usable(tmp_path):
+    from annotations.imageio import decode_image
+
+    p = _project(tmp_path, n=2, strokes=False)
+    info = p.image_by_name("d0.png")
+    path = p.root / info.file
+    img = decode_image(path.read_bytes(), "d0.png")
+    import cv2
+
+    path.write_bytes(cv2.imencode(".png", img[..., ::-1], [cv2.IMWRITE_PNG_COMPRESSION, 0])[1].tobytes())
+    assert p.file_usable(info)  # other bytes (no compression), same 64 x 64 picture
+    path.write_bytes(cv2.imencode(".png", np.zeros((32, 64, 3), np.uint8))[1].tobytes())
+    assert not p.file_usable(info)  # another size: the annotations no longer fit

@@ -257,12 +257,15 @@ def _stale_notes(res: ExportResult, options: ExportOptions) -> ExportResult:
 
 def check_image_files(project, image_ids: list[int] | None = None) -> None:
     """Refuse to export when image files of the project are gone from its ``images/`` folder
-    (deleted or moved outside the tool): an :class:`AnnotationError` naming them, before anything
-    is written."""
-    gone = project.missing_files(image_ids)
+    (deleted or moved outside the tool) or damaged (:meth:`Project.file_usable`): an
+    :class:`AnnotationError` naming them, before anything is written."""
+    gone = project.missing_files(image_ids, verify=True)
     if gone:
         names = ", ".join(f"{im.name} ({im.file})" for im in gone[:5]) + (" …" if len(gone) > 5 else "")
-        raise AnnotationError(f"{len(gone)} image file(s) of this project are missing from its folder: {names}. "
+        damaged = sum((project.root / im.file).is_file() for im in gone)
+        where = ("missing from its folder" if not damaged else "damaged" if damaged == len(gone)
+                 else "missing from its folder or damaged")
+        raise AnnotationError(f"{len(gone)} image file(s) of this project are {where}: {names}. "
                               f"Nothing was exported. {project.file_remedy(gone)}; then export again.")
 
 

@@ -83,8 +83,9 @@ def cmd_status(args) -> int:
     print(_named_count(p, "masks showing a class tagged absent", p.masks_showing_absent(),
                        "an export re-segments those pixels without the class; predict again, or review them and "
                        "accept again"))
-    if c["missing_files"]:  # deleted or moved outside the tool: every command that reads them skips them
-        print(p.files_note(p.missing_files(), "missing files:", why="is gone from the project folder"))
+    if c["missing_files"]:  # deleted, moved or damaged outside the tool: every command that reads them skips them
+        print(p.files_note(p.missing_files(verify=True), "missing or damaged files:",
+                           why="is gone from the project folder or can no longer be read"))
     if c["image_sets"]:
         print("image sets: " + ", ".join(f"{k} {v}" for k, v in c["image_sets"].items()))
     print("classes:")

@@ -106,8 +106,9 @@ def cmd_train(args) -> int:
                        amp=not args.no_amp, rounds=args.rounds, semi=args.semi,
                        propagate=args.propagate, refine=args.refine, checkpoint=str(project.models_dir / name), resume=str(resume) if resume else None,
                        encoder_weights=args.encoder_weights)
-    # images whose file is gone from the project folder are left out of the run (ProjectSamples)
-    gone = (project.files_note(samples.missing, "left out of training", why="is gone from the project folder")
+    # images whose file is gone from the project folder or damaged are left out of the run (ProjectSamples)
+    gone = (project.files_note(samples.missing, "left out of training",
+                               why="is gone from the project folder or can no longer be read")
             if samples.missing else "")
     try:
         data = TrainSet.build(samples, project.num_classes, mcfg.size, mcfg.in_channels)
