@@ -6,7 +6,10 @@
 ``tags.json``); anything else is a folder (searched recursively) or a single image file. A bad
 file is listed in the summary with the reason and skipped; it never aborts the import.
 A ``.nii`` / ``.nii.gz`` file, or a folder holding such volumes and no images, is imported by the
-``nifti`` format (:mod:`annotations.formats.nifti`: its slices as images).
+``nifti`` format (:mod:`annotations.formats.nifti`: its slices as images), and so is a nifti export
+(a folder or ``.zip`` whose ``manifest.json`` says ``nifti``: its label volumes back onto the
+slices). A folder without images whose ``manifest.json`` names another format is refused with the
+``--format`` to use.
 
 A dataset image that the project already holds (same name and same picture, e.g. a folder export
 imported back after its masks were edited elsewhere) is not added again, but its masks,
@@ -82,7 +85,8 @@ def import_path(project: Project, path: str | os.PathLike, options: dict | None 
 
 
 def _nifti(path: Path):
-    """The nifti format when ``path`` is a ``.nii`` / ``.nii.gz`` file or a folder holding some."""
+    """The nifti format when ``path`` is a ``.nii`` / ``.nii.gz`` file, a folder holding some, or a
+    nifti export (``manifest.json`` says ``nifti``; its volumes are in ``labels/``)."""
     from .formats import get_format
     from .formats.nifti import is_nifti_path
 
@@ -104,10 +108,23 @@ def _import_folder(project: Project, root: Path, where: Path, options: dict | No
     files = find_images(root)
     if not files and (nifti := _nifti(root)) is not None:
         return nifti.import_into(project, root, options)
+    if not files and (fmt := _manifest_format(root)):
+        raise AnnotationError(f"{where}: no image files found; its manifest.json says it is a '{fmt}' export: import "
+                              f"it with --format {fmt}.")
     _no_options(options, where)
     if not files:
         raise AnnotationError(f"{where}: no image files found (looked for {', '.join(imageio.IMAGE_EXTENSIONS)}).")
     return project.import_images(files)
+
+
+def _manifest_format(root: Path) -> str | None:
+    """The export format ``root/manifest.json`` records (an export of this tool), or ``None``."""
+    try:
+        m = json.loads((Path(root) / "manifest.json").read_text(encoding="utf-8-sig"))
+    except (OSError, ValueError):
+        return None
+    fmt = m.get("format") if isinstance(m, dict) else None
+    return fmt if isinstance(fmt, str) and fmt.strip() else None
 
 
 def import_folder_dataset(project: Project, root: str | os.PathLike, kind: str | None = None,

@@ -1014,13 +1014,17 @@ def _file_path(f) -> str:
 
 
 def add_uploads(project: Project, files: Sequence, orig_names: Sequence[str] | None = None) -> str:
-    """Add uploaded files (paths of temporary copies); checks type and size, sanitises names."""
+    """Add uploaded files (paths of temporary copies); checks type and size, sanitises names.
+    NIfTI volumes are added after the images by :func:`_add_volumes` (a label volume uploaded with
+    its image volume is paired with it, as the CLI's folder import pairs them); a file refused
+    (its reason in the message) never keeps the others from being added."""
     files = list(files or [])
     if not files:
         raise AppError("choose one or more image files to upload first.")
     if len(files) > MAX_UPLOAD_FILES:
         raise AppError(f"{len(files)} files at once is too many; upload at most {MAX_UPLOAD_FILES}.")
     added, notes = 0, []
+    volumes: list[tuple[Path, str]] = []
     for k, f in enumerate(files):
         path = Path(_file_path(f))
         name = sanitize_name(orig_names[k] if orig_names else path.name)
@@ -1039,9 +1043,7 @@ def add_uploads(project: Project, files: Sequence, orig_names: Sequence[str] | N
             notes.append(f"{name}: {size / 2**20:.0f} MB is over the {MAX_UPLOAD_BYTES // 2**20} MB limit")
             continue
         if volume:
-            n, said = _add_volume(project, path, name)
-            added += n
-            notes.extend(said)
+            volumes.append((path, name))
             continue
         try:
             info = project.add_image(path, name=name)
@@ -1051,21 +1053,76 @@ def add_uploads(project: Project, files: Sequence, orig_names: Sequence[str] | N
             continue
         if info.name != name:  # another image has that name (ignoring case): stored under a new one
             notes.append(renamed_note(project, name, info))
+    if volumes:
+        n, said = _add_volumes(project, volumes)
+        added += n
+        notes.extend(said)
     return "\n".join([f"Added {added} image(s)."] + [f"- {n}" for n in notes])
 
 
-def _add_volume(project: Project, path: Path, name: str) -> tuple[int, list[str]]:
+def _add_volumes(project: Project, uploads: list[tuple[Path, str]]) -> tuple[int, list[str]]:
+    """The NIfTI volumes of one upload (``(temporary copy, uploaded name)``): ``(slices added,
+    notes)``. A ``<stem>_gt`` / ``_seg`` / ``_label`` / ``_mask`` volume uploaded with ``<stem>`` is
+    its label volume (stored as the masks of its slices, as ``import`` of a folder holding both
+    does: :func:`annotations.formats.nifti.label_pairs`), not image slices; one uploaded without
+    its image is refused with the remedy, and so are two for one image (the image is added
+    alone). Each volume is imported on its own, so a refused one (named in its note) never keeps
+    the others out."""
+    from annotations.formats.nifti import LABEL_SUFFIXES, label_base, label_pairs, nifti_stem
+
+    paths = dict((name, path) for path, name in uploads)
+    pairs = label_pairs(list(paths))
+    is_label = {n for found in pairs.values() for n in found}
+    added, notes = 0, []
+    for path, name in uploads:
+        if name in is_label:
+            continue
+        base = label_base(nifti_stem(name))
+        if base is not None:
+            suffix = nifti_stem(name)[len(base):]
+            notes.append(f"{name}: named as the label volume of '{base}' (it ends in {suffix}), which was not uploaded "
+                         f"with it; nothing added. Upload {base}.nii.gz (or .nii) and {name} together: the label "
+                         "volume becomes the masks of its slices (a volume the project has already gets no new "
+                         f"image). To add it as images instead, rename it without {'/'.join(LABEL_SUFFIXES)}.")
+            continue
+        label = None
+        found = pairs.get(name, [])
+        if len(found) > 1:
+            notes.append(f"{' and '.join(found)} are both named as the label volume of {name}; neither was stored "
+                         "(upload one of them with it)")
+        elif found:
+            label = (paths[found[0]], found[0])
+        n, said = _add_volume(project, path, name, label)
+        added += n
+        notes.extend(said)
+    return added, notes
+
+
+def _add_volume(project: Project, path: Path, name: str, label: tuple[Path, str] | None = None
+                ) -> tuple[int, list[str]]:
     """An uploaded NIfTI volume (a temporary copy at ``path``, uploaded as ``name``) into the
-    project as its slices (:mod:`annotations.formats.nifti`): ``(slices added, notes)``."""
+    project as its slices (:mod:`annotations.formats.nifti`), with ``label`` (its label volume's
+    temporary copy and uploaded name) as their masks: ``(slices added, notes)``. Its refusal is a
+    note naming the file, never an exception out of the upload."""
     from annotations.formats import get_format
 
     with tempfile.TemporaryDirectory() as tmp:
         dst = Path(tmp) / name  # the volume's name makes its slices' names and image set
         shutil.copyfile(path, dst)
+        options = {}
+        if label is not None:
+            (Path(tmp) / "labels").mkdir()
+            options["masks"] = str(Path(tmp) / "labels" / label[1])  # its name for the messages
+            shutil.copyfile(label[0], options["masks"])
         try:
-            summary = get_format("nifti").import_into(project, dst, {})
+            summary = get_format("nifti").import_into(project, dst, options)
         except AnnotationError as e:
             return 0, [str(e)]
+        except Exception as e:  # noqa: BLE001 - one unreadable upload must not lose the others
+            import logging
+
+            logging.getLogger("weakseg.app").exception("adding the volume %s failed", name)
+            return 0, [f"{name}: could not be added ({type(e).__name__}: {e}); nothing of it was added"]
     return len(summary.added), summary.lines()[1:]
 
 

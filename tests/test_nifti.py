@@ -282,3 +282,239 @@ def test_cli_import_detects_nifti_and_exports(acdc, tmp_path, capsys):
     assert "bad.nii: not a readable NIfTI file" in capsys.readouterr().err
     assert main(["import", str(root), str(vol), "--format", "nifti", "--option", "window=x"]) == 2
     assert "window=x" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- re-imports and removed slices
+def test_a_same_named_volume_added_as_stem_2_is_found_again_with_its_labels(proj, tmp_path):
+    """The second file named a.nii.gz (other voxels) became 'a_2'; importing it again adds no image
+    and puts its label volume onto the a_2 slices, not onto a new a_3."""
+    (tmp_path / "one").mkdir()
+    (tmp_path / "two").mkdir()
+    save(tmp_path / "one" / "a.nii.gz", volume(0))
+    save(tmp_path / "two" / "a.nii.gz", volume(7))
+    save(tmp_path / "two" / "a_gt.nii.gz", labels())
+    import_dataset(proj, "nifti", tmp_path / "one" / "a.nii.gz")
+    assert len(import_dataset(proj, "nifti", tmp_path / "two" / "a.nii.gz").added) == 5
+    s = import_dataset(proj, "nifti", tmp_path / "two" / "a.nii.gz")
+    assert s.added == [] and "already in the project as 'a_2'" in " ".join(s.notes), s.lines()
+    s = import_dataset(proj, "nifti", tmp_path / "two" / "a.nii.gz", masks=str(tmp_path / "two" / "a_gt.nii.gz"))
+    assert s.added == [] and s.masks == 5, s.lines()
+    assert proj.image_sets() == ["a", "a_2"] and len(proj.images()) == 10
+    for k, iid in enumerate(slice_ids(proj, "a_2")):
+        np.testing.assert_array_equal(proj.mask(iid, "imported"), labels()[:, :, k].T)
+    assert all(proj.mask(iid, "imported") is None for iid in slice_ids(proj, "a"))
+
+
+def test_removed_slices_are_put_back_by_a_reimport_with_their_labels(proj, tmp_path):
+    save(tmp_path / "v.nii.gz", volume())
+    save(tmp_path / "v_gt.nii.gz", labels())
+    import_dataset(proj, "nifti", tmp_path / "v.nii.gz", window="0,1000")
+    first = [proj.load_image(i) for i in slice_ids(proj, "v")]
+    for iid in slice_ids(proj, "v"):  # every slice, as remove-image does
+        proj.delete_image(iid)
+    s = import_dataset(proj, "nifti", tmp_path / "v.nii.gz", masks=str(tmp_path / "v_gt.nii.gz"))
+    assert len(s.added) == 5 and s.masks == 5, s.lines()
+    assert "5 slice(s) removed from the project were put back (window 0,1000" in " ".join(s.notes)
+    ids = slice_ids(proj, "v")
+    assert ids == [i.id for i in s.added] and proj.image_set("v") == ids
+    assert [proj.image_info(i).name for i in ids] == [f"v_z{k:03d}.png" for k in range(5)]
+    for k, iid in enumerate(ids):  # made with the recorded window, not the percentiles of this import
+        np.testing.assert_array_equal(proj.load_image(iid), first[k])
+        np.testing.assert_array_equal(proj.mask(iid, "imported"), labels()[:, :, k].T)
+    # one slice removed: only that one comes back, the others keep their masks
+    proj.delete_image(ids[2])
+    s = import_dataset(proj, "nifti", tmp_path / "v.nii.gz")
+    assert [i.name for i in s.added] == ["v_z002.png"] and len(proj.images()) == 5
+    assert slice_ids(proj, "v")[:2] == ids[:2] and slice_ids(proj, "v")[2] == s.added[0].id
+    s = import_dataset(proj, "nifti", tmp_path / "v.nii.gz")
+    assert s.added == [] and "no image added" in " ".join(s.notes)
+    out = export_project(proj, "nifti", tmp_path / "out")
+    got = np.asanyarray(nib.load(str(tmp_path / "out" / "labels" / "v.nii.gz")).dataobj)
+    assert out.masks == 4 and not got[:, :, 2].any() and np.array_equal(got[:, :, 3], labels()[:, :, 3])
+
+
+def test_an_edited_export_skips_slices_removed_since_with_a_note(proj, tmp_path):
+    save(tmp_path / "v.nii.gz", volume())
+    save(tmp_path / "v_gt.nii.gz", labels())
+    import_dataset(proj, "nifti", tmp_path / "v.nii.gz", masks=str(tmp_path / "v_gt.nii.gz"))
+    export_project(proj, "nifti", tmp_path / "out")
+    img = nib.load(str(tmp_path / "out" / "labels" / "v.nii.gz"))
+    edit = np.asanyarray(img.dataobj).copy()
+    edit[0:4, 0:4, :] = 2
+    nib.save(nib.Nifti1Image(edit, img.affine, img.header), str(tmp_path / "out" / "labels" / "v.nii.gz"))
+    ids = slice_ids(proj, "v")
+    proj.delete_image(ids[1])
+    s = import_dataset(proj, "nifti", tmp_path / "out")
+    assert s.masks == 4, s.lines()
+    assert "1 slice(s) of the export were removed from the project since (remove-image); their labels were " \
+        "skipped (v_z001.png)" in " ".join(s.notes)
+    for k in (0, 2, 3, 4):
+        np.testing.assert_array_equal(proj.mask(ids[k], "final"), edit[:, :, k].T)
+    # the remedy the note gives works: the volume puts the slice back, the export then labels it
+    import_dataset(proj, "nifti", tmp_path / "v.nii.gz")
+    import_dataset(proj, "nifti", tmp_path / "out")
+    back = slice_ids(proj, "v")[1]
+    np.testing.assert_array_equal(proj.best_mask(back)[0], edit[:, :, 1].T)
+
+
+# ----------------------------------------------------------------------------- label volume geometry
+def lps_affine() -> np.ndarray:
+    a = np.diag([-1.5, -1.5, 8.0, 1.0])  # as from DICOM: x and y run to the right and front
+    a[:3, 3] = [60.0, 45.0, -10.0]
+    return a
+
+
+def save_as(path: Path, data: np.ndarray, aff: np.ndarray) -> Path:
+    nib.save(nib.Nifti1Image(data, aff), str(path))
+    return path
+
+
+def test_a_label_volume_in_another_orientation_is_reoriented_to_its_image(proj, tmp_path):
+    save_as(tmp_path / "v.nii.gz", volume(), lps_affine())
+    ras = nib.as_closest_canonical(nib.Nifti1Image(labels(), lps_affine()))  # x and y flipped, RAS affine
+    save_as(tmp_path / "ras_gt.nii.gz", np.asanyarray(ras.dataobj), ras.affine)
+    s = import_dataset(proj, "nifti", tmp_path / "v.nii.gz", masks=str(tmp_path / "ras_gt.nii.gz"))
+    assert s.masks == 5
+    assert "ras_gt.nii.gz is stored in RAS orientation, its image v.nii.gz in LPS: reoriented" in " ".join(s.notes)
+    for k, iid in enumerate(slice_ids(proj, "v")):
+        np.testing.assert_array_equal(proj.mask(iid, "imported"), labels()[:, :, k].T)
+    # axes swapped (array axes 0 and 1, the affine's columns with them): the same grid, reoriented
+    swapped = lps_affine()[:, [1, 0, 2, 3]]
+    save_as(tmp_path / "w.nii.gz", volume(3), lps_affine())
+    save_as(tmp_path / "sw_gt.nii.gz", np.ascontiguousarray(labels().transpose(1, 0, 2)), swapped)
+    s = import_dataset(proj, "nifti", tmp_path / "w.nii.gz", masks=str(tmp_path / "sw_gt.nii.gz"))
+    assert s.masks == 5 and "reoriented" in " ".join(s.notes)
+    np.testing.assert_array_equal(proj.mask(slice_ids(proj, "w")[3], "imported"), labels()[:, :, 3].T)
+    # no orientation at all (qform and sform codes 0): taken in the image's voxel order, with a note
+    save_as(tmp_path / "x.nii.gz", volume(4), lps_affine())
+    nib.save(nib.Nifti1Image(labels(), None), str(tmp_path / "plain_gt.nii.gz"))
+    s = import_dataset(proj, "nifti", tmp_path / "x.nii.gz", masks=str(tmp_path / "plain_gt.nii.gz"))
+    assert s.masks == 5 and "plain_gt.nii.gz has no orientation" in " ".join(s.notes)
+    np.testing.assert_array_equal(proj.mask(slice_ids(proj, "x")[1], "imported"), labels()[:, :, 1].T)
+
+
+def test_a_label_volume_on_another_grid_is_refused_naming_both_files(proj, tmp_path):
+    save_as(tmp_path / "v.nii.gz", volume(), lps_affine())
+    moved = lps_affine()
+    moved[:3, 3] += [6.0, 0.0, 0.0]  # four voxels to the side
+    save_as(tmp_path / "off_gt.nii.gz", labels(), moved)
+    before = files_of(proj)
+    with pytest.raises(AnnotationError) as e:
+        import_dataset(proj, "nifti", tmp_path / "v.nii.gz", masks=str(tmp_path / "off_gt.nii.gz"))
+    msg = str(e.value)
+    assert msg.startswith("off_gt.nii.gz: its grid (affine") and "v.nii.gz" in msg and "\n" not in msg, msg
+    assert proj.images() == [] and files_of(proj) == before
+
+
+def test_an_export_resaved_in_another_orientation_goes_back_onto_its_slices(proj, tmp_path):
+    save_as(tmp_path / "v.nii.gz", volume(), lps_affine())
+    save_as(tmp_path / "v_gt.nii.gz", labels(), lps_affine())
+    import_dataset(proj, "nifti", tmp_path / "v.nii.gz", masks=str(tmp_path / "v_gt.nii.gz"))
+    export_project(proj, "nifti", tmp_path / "out")
+    path = tmp_path / "out" / "labels" / "v.nii.gz"
+    edit = labels()
+    edit[2:6, 2:6, 1] = 2  # edited in another tool, which saves in RAS
+    ras = nib.as_closest_canonical(nib.Nifti1Image(edit, lps_affine()))
+    save_as(path, np.asanyarray(ras.dataobj), ras.affine)
+    s = import_dataset(proj, "nifti", tmp_path / "out")
+    assert s.masks == 1 and "reoriented" in " ".join(s.notes), s.lines()
+    ids = slice_ids(proj, "v")
+    np.testing.assert_array_equal(proj.mask(ids[1], "final"), edit[:, :, 1].T)
+    assert proj.mask_info(ids[0], "final") is None  # unchanged once reoriented: skipped
+    moved = ras.affine.copy()
+    moved[:3, 3] += [0.0, 0.0, 8.0]  # one slice off
+    save_as(path, np.asanyarray(ras.dataobj), moved)
+    with pytest.raises(AnnotationError, match=r"^v.nii.gz: its grid \(affine.*'v' \(volumes/v.json\)"):
+        import_dataset(proj, "nifti", tmp_path / "out")
+
+
+# ----------------------------------------------------------------------------- voxel types, detection
+def test_rgb_and_complex_volumes_are_refused_in_one_line(proj, tmp_path, capsys):
+    from segmenter.cli import main
+
+    rgb = np.zeros((20, 16, 3), dtype=[("R", "u1"), ("G", "u1"), ("B", "u1")])
+    nib.save(nib.Nifti1Image(rgb, np.eye(4)), str(tmp_path / "rgb.nii.gz"))
+    nib.save(nib.Nifti1Image(np.ones((20, 16, 3), np.complex64), np.eye(4)), str(tmp_path / "cplx.nii.gz"))
+    for name, what in [("rgb.nii.gz", "RGB"), ("cplx.nii.gz", "complex64")]:
+        with pytest.raises(AnnotationError) as e:
+            import_dataset(proj, "nifti", tmp_path / name)
+        msg = str(e.value)
+        assert msg.startswith(f"{name}: its voxels are of type {what}") and "\n" not in msg, msg
+        assert main(["import", str(proj.root), str(tmp_path / name)]) == 2
+        err = capsys.readouterr().err
+        assert f"{name}: its voxels are of type" in err and "Traceback" not in err
+    assert proj.images() == []
+
+
+def test_an_app_upload_goes_on_past_a_refused_volume(proj, tmp_path):
+    from app import handlers
+
+    rgb = np.zeros((20, 16, 3), dtype=[("R", "u1"), ("G", "u1"), ("B", "u1")])
+    nib.save(nib.Nifti1Image(rgb, np.eye(4)), str(tmp_path / "up1.nii.gz"))
+    save(tmp_path / "up2.nii.gz", volume())
+    msg = handlers.add_uploads(proj, [str(tmp_path / "up1.nii.gz"), str(tmp_path / "up2.nii.gz")],
+                               ["rgb.nii.gz", "heart.nii.gz"])
+    assert msg.startswith("Added 5 image(s).") and "rgb.nii.gz: its voxels are of type RGB" in msg, msg
+    assert proj.image_sets() == ["heart"]
+
+
+def test_an_app_upload_pairs_a_volume_with_its_label_volume(proj, tmp_path):
+    from app import handlers
+
+    save(tmp_path / "t1.nii.gz", volume())
+    save(tmp_path / "t2.nii.gz", labels())
+    msg = handlers.add_uploads(proj, [str(tmp_path / "t2.nii.gz"), str(tmp_path / "t1.nii.gz")],
+                               ["patient001_frame01_gt.nii.gz", "patient001_frame01.nii.gz"])
+    assert msg.startswith("Added 5 image(s).") and "label volume patient001_frame01_gt.nii.gz" in msg, msg
+    assert proj.image_sets() == ["patient001_frame01"]
+    for k, iid in enumerate(slice_ids(proj, "patient001_frame01")):
+        np.testing.assert_array_equal(proj.mask(iid, "imported"), labels()[:, :, k].T)
+    # a label volume alone: said so, no grey slices of it; with its image again: onto its slices
+    msg = handlers.add_uploads(proj, [str(tmp_path / "t2.nii.gz")], ["case_seg.nii.gz"])
+    assert msg.startswith("Added 0 image(s).") and "case_seg.nii.gz: named as the label volume of 'case'" in msg, msg
+    save(tmp_path / "t3.nii.gz", volume(2))
+    msg = handlers.add_uploads(proj, [str(tmp_path / "t3.nii.gz"), str(tmp_path / "t2.nii.gz")],
+                               ["case.nii.gz", "case_seg.nii.gz"])
+    assert msg.startswith("Added 5 image(s)."), msg
+    assert proj.image_sets() == ["case", "patient001_frame01"] and len(proj.images()) == 10
+    assert proj.mask(slice_ids(proj, "case")[2], "imported") is not None
+
+
+def test_two_label_volumes_beside_one_image_are_refused(proj, tmp_path):
+    save(tmp_path / "a.nii.gz", volume())
+    save(tmp_path / "a_gt.nii.gz", labels())
+    save(tmp_path / "a_seg.nii.gz", labels())
+    with pytest.raises(AnnotationError, match=r"a_gt.nii.gz and a_seg.nii.gz are both named as the label volume of "
+                                              r"a.nii.gz"):
+        import_path(proj, tmp_path)
+    assert proj.images() == []
+
+
+def test_a_nifti_export_is_detected_as_a_folder_and_as_a_zip(proj, tmp_path):
+    save(tmp_path / "v.nii.gz", volume())
+    save(tmp_path / "v_gt.nii.gz", labels())
+    import_dataset(proj, "nifti", tmp_path / "v.nii.gz", masks=str(tmp_path / "v_gt.nii.gz"))
+    export_project(proj, "nifti", tmp_path / "out")
+    export_project(proj, "nifti", tmp_path / "out.zip")
+    for path in (tmp_path / "out", tmp_path / "out.zip"):
+        s = import_path(proj, path)  # no --format nifti
+        assert s.added == [] and "5 unchanged masks skipped" in " ".join(s.notes), s.lines()
+    (tmp_path / "coco").mkdir()
+    (tmp_path / "coco" / "manifest.json").write_text(json.dumps({"format": "coco"}))
+    with pytest.raises(AnnotationError, match="manifest.json says it is a 'coco' export: import it with --format coco"):
+        import_path(proj, tmp_path / "coco")
+
+
+def test_a_float_volume_with_inf_imports_without_a_warning(proj, tmp_path):
+    import warnings
+
+    v = volume().astype(np.float32) / 100  # a window narrower than 255: inf * 255 / (hi - lo) overflowed
+    v[1, 1, :] = np.inf
+    v[2, 2, :] = -np.inf
+    v[3, 3, :] = np.nan
+    save(tmp_path / "f.nii.gz", v)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        import_dataset(proj, "nifti", tmp_path / "f.nii.gz")
+    img = proj.load_image(slice_ids(proj, "f")[0])
+    assert (img[1, 1], img[2, 2], img[3, 3]) == (255, 0, 0)

@@ -1,29 +1,38 @@
 """NIfTI volumes (``.nii`` / ``.nii.gz``: cardiac MRI, CT) in, label volumes out.
 
-Import (``import PROJECT PATH --format nifti``; a ``.nii`` / ``.nii.gz`` file or a folder of
-them needs no ``--format``): ``PATH`` is one volume or a folder of volumes (the files directly in
-it). Every volume becomes its slices along the third array axis, each a grey uint8 PNG image
-``<stem>_z<k:03d>.png`` (``stem``: the file name without ``.nii`` / ``.nii.gz``), all of them in
-the image set ``<stem>``. A 2-D volume is one slice; a 4-D volume whose last axis has size 1 is
-squeezed; another 4-D volume is refused (split its frames first).
+Import (``import PROJECT PATH --format nifti``; a ``.nii`` / ``.nii.gz`` file, a folder of them or
+a nifti export needs no ``--format``): ``PATH`` is one volume or a folder of volumes (the files
+directly in it). Every volume becomes its slices along the third array axis, each a grey uint8 PNG
+image ``<stem>_z<k:03d>.png`` (``stem``: the file name without ``.nii`` / ``.nii.gz``), all of them
+in the image set ``<stem>``. A 2-D volume is one slice; a 4-D volume whose last axis has size 1 is
+squeezed; another 4-D volume is refused (split its frames first), and so are voxels that are not
+one real number each (RGB24, RGBA32, complex): one line naming the file.
 
 * Orientation: slice ``k`` is ``vol[:, :, k].T``: image rows run along the second array axis,
   columns along the first (what ``nibabel`` / numpy users see with ``imshow(vol[:, :, k].T)``;
   no reorientation to RAS is made). The export inverts exactly this.
 * Intensities: one window per volume (slices stay comparable), by default its 0.5 and 99.5
   percentiles, or ``--option window=LOW,HIGH`` (CT soft tissue: ``window=-160,240``); values
-  below ``LOW`` are 0, above ``HIGH`` 255.
+  below ``LOW`` are 0, above ``HIGH`` 255 (``inf`` too, ``NaN`` is ``LOW``).
 * ``--option masks=PATH``: a label volume, or a folder of them matched by stem (``<stem>``, or
   ``<stem>_gt`` / ``_seg`` / ``_label`` / ``_mask`` as ACDC names them), of the image's shape;
   values are class indices of the project (255: unlabelled). In a folder of volumes, a file named
-  so beside its image is that image's label volume (not an image). Stored as kind ``imported``
-  (``--option kind=``).
+  so beside its image is that image's label volume (not an image; two for one image are
+  refused). Stored as kind ``imported`` (``--option kind=``).
+* A label volume's grid must be its image's (see :func:`_onto_grid`): an affine that describes
+  the same grid with its axes flipped or swapped (re-saved in RAS by
+  ``nibabel.as_closest_canonical``, MONAI's ``Orientationd``, ...) is reoriented to the image's
+  voxel order, with a note; a label volume without orientation (qform and sform codes 0) is
+  taken in its image's voxel order; any other grid is refused naming both files.
 * What the export needs (source file, shape, affine, zooms, qform / sform and their codes, the
   window, the ordered ids of the slices) is kept in ``PROJECT/volumes/<stem>.json``.
-* Importing a volume of a name the project has: the same voxels and geometry again add no image
-  (label volumes given are stored onto its slices); the same voxels with another window are
-  refused (the slices are already made); other voxels are added as a new volume ``<stem>_2``,
-  with a note, as a same-named image of another picture is.
+* Importing a volume the project has (the record of its name, or of the ``<stem>_2``, ``<stem>_3``
+  ... a same-named file of other voxels was added as, holding the same voxels and geometry): no
+  image is added (label volumes given are stored onto its slices), but slices of it taken out with
+  ``remove-image`` are put back (made with the recorded window; a note names them); the same
+  voxels with another window are refused (the slices are already made). A volume of a name the
+  project has but other voxels is added as a new volume ``<stem>_2``, with a note, as a same-named
+  image of another picture is.
 
 Export::
 
@@ -39,9 +48,12 @@ An image that did not come from a volume is written as a one-slice label volume
 (``--option others=skip`` leaves them out). ``ExportResult.images`` is 0 (no image file is
 written: the volumes are the user's), ``masks`` counts the slices written with a mask.
 
-Importing such an export (a folder or ``.zip`` whose ``manifest.json`` says ``nifti``) stores the
-label volumes, edited in 3D Slicer or ITK-SNAP say, back onto the slices they came from (the
-images must be in the project); a slice that had no mask at export and is still all 0 is skipped.
+Importing such an export (a folder or ``.zip`` whose ``manifest.json`` says ``nifti``; detected)
+stores the label volumes, edited in 3D Slicer or ITK-SNAP say, back onto the slices they came from
+(the images must be in the project); a slice that had no mask at export and is still all 0 is
+skipped, and so, with a note, is a slice taken out of the project since (``remove-image``). A
+label volume re-saved in another orientation is reoriented to the recorded grid, or refused, as
+above.
 """
 from __future__ import annotations
 
@@ -118,9 +130,44 @@ def nifti_files(folder: Path) -> list[Path]:
 
 
 def is_nifti_path(path: Path) -> bool:
-    """A ``.nii`` / ``.nii.gz`` file, or a folder holding some (for the import's detection)."""
+    """A ``.nii`` / ``.nii.gz`` file, a folder holding some, or a nifti export (for the import's
+    detection)."""
     path = Path(path)
-    return is_nifti_name(path.name) if path.is_file() else bool(nifti_files(path))
+    return is_nifti_name(path.name) if path.is_file() else bool(nifti_files(path)) or is_nifti_export(path)
+
+
+def is_nifti_export(folder: Path) -> bool:
+    """A folder written by ``export --format nifti``: its ``manifest.json`` says ``nifti`` (the label
+    volumes are in ``labels/``, so :func:`nifti_files` finds none directly in it)."""
+    man = Path(folder) / "manifest.json"
+    if not man.is_file():
+        return False
+    try:
+        data = json.loads(man.read_text(encoding="utf-8-sig"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and data.get("format") == "nifti"
+
+
+def label_base(stem: str) -> str | None:
+    """The image stem a label volume's stem names (``patient001_frame01_gt`` ->
+    ``patient001_frame01``; suffixes :data:`LABEL_SUFFIXES`, any case), or ``None``."""
+    return next((stem[: -len(suf)] for suf in LABEL_SUFFIXES if stem.lower().endswith(suf) and len(stem) > len(suf)),
+                None)
+
+
+def label_pairs(names) -> dict[str, list[str]]:
+    """``{image file name: [its label volume file names]}`` among the NIfTI file ``names`` of one
+    place (a folder, one upload): a ``<stem>_gt`` / ``_seg`` / ``_label`` / ``_mask`` file whose
+    ``<stem>`` (any case) is among them is that image's label volume, not an image. More than one
+    for an image is for the caller to refuse (which one is meant is not known)."""
+    by_stem = {nifti_stem(n).lower(): n for n in names}
+    out: dict[str, list[str]] = {}
+    for n in names:
+        base = label_base(nifti_stem(n))
+        if base is not None and base.lower() in by_stem and by_stem[base.lower()] != n:
+            out.setdefault(by_stem[base.lower()], []).append(n)
+    return out
 
 
 # ----------------------------------------------------------------------------- reading
@@ -145,6 +192,25 @@ def _load(path: Path, what: str = "volume"):
     return img, data
 
 
+def _dtype_name(img, data: np.ndarray) -> str:
+    """The voxel type for a message: the NIfTI header's name (``RGB``, ``complex64`` ...)."""
+    try:
+        return str(img.header.get_value_label("datatype"))
+    except Exception:  # noqa: BLE001 - only a name for a message
+        return str(data.dtype)
+
+
+def _check_real(img, data: np.ndarray, path: Path, what: str) -> None:
+    """Voxels must be one real number each (integers, floats, booleans); RGB24 / RGBA32 colours and
+    complex numbers are refused in one line naming the file."""
+    if data.dtype.kind not in "iufb":
+        kinds = "complex numbers" if data.dtype.kind == "c" else \
+            "colours" if data.dtype.names else f"values of numpy type {data.dtype}"
+        use = ("intensities; the nifti format reads grey volumes (one real number per voxel): convert it first "
+               "(e.g. its magnitude, or one channel)") if what == "volume" else "class indices"
+        raise FormatError(f"{path.name}: its voxels are of type {_dtype_name(img, data)} ({kinds}), not {use}.")
+
+
 def _spatial(data: np.ndarray, path: Path) -> np.ndarray:
     """The voxels as 3-D ``(X, Y, Z)``: a 2-D volume is one slice, a 4-D one with a last axis of 1
     is squeezed; anything else is refused naming the file and its shape."""
@@ -162,10 +228,18 @@ def _spatial(data: np.ndarray, path: Path) -> np.ndarray:
                       "and 3-D volumes.")
 
 
-def _labels(path: Path, shape: tuple | None = None, image: str = "") -> np.ndarray:
-    """A label volume as 3-D uint8 (whole values 0..255), of ``shape`` when given."""
-    _, data = _load(path, "label volume")
+def _labels(path: Path, shape: tuple | None = None, image: str = "", grid: tuple | None = None
+            ) -> tuple[np.ndarray, str | None]:
+    """``(labels, note)``: a label volume as 3-D uint8 (whole values 0..255), of ``shape`` when
+    given; ``grid``: ``(affine, has orientation)`` of its image (the volume file, or the recorded
+    geometry), to which it is put in voxel order by :func:`_onto_grid` (``note`` says when it was
+    reoriented or taken without orientation)."""
+    img, data = _load(path, "label volume")
+    _check_real(img, data, path, "label volume")
     data = _spatial(data, path)
+    note = None
+    if grid is not None and (shape is None or sorted(data.shape) == sorted(shape)):  # else: the shape is refused
+        data, note = _onto_grid(img, data, path, grid[0], grid[1], image)
     if shape is not None and tuple(data.shape) != tuple(shape):
         raise FormatError(f"{path.name}: the label volume's shape {tuple(data.shape)} differs from the shape "
                           f"{tuple(shape)} of its image {image}.")
@@ -180,7 +254,72 @@ def _labels(path: Path, shape: tuple | None = None, image: str = "") -> np.ndarr
     if data.size and (data.min() < 0 or data.max() > 255):
         bad = data.min() if data.min() < 0 else data.max()
         raise FormatError(f"{path.name}: label value {bad:g} is outside 0..255 (class indices; 255 = unlabelled).")
-    return data.astype(np.uint8)
+    return data.astype(np.uint8), note
+
+
+#: How far (in voxels of the image) a label volume's voxel centres may lie from its image's and
+#: still be the same grid (float32 headers and quaternion qforms round a little).
+GRID_TOLERANCE = 0.05
+
+
+def _has_orientation(img) -> bool:
+    """Whether a NIfTI header places its voxels in space (a qform or sform code above 0)."""
+    hdr = img.header
+    return int(hdr.get_qform(coded=True)[1]) > 0 or int(hdr.get_sform(coded=True)[1]) > 0
+
+
+def _grid_gap(a: np.ndarray, b: np.ndarray, shape: tuple) -> float:
+    """The largest distance between where affines ``a`` and ``b`` put a corner voxel of ``shape``,
+    in voxels of ``b`` (its smallest voxel size); affine maps are linear, so the corners bound it."""
+    corners = np.array(np.meshgrid(*[(0, max(int(n) - 1, 0)) for n in shape[:3]], indexing="ij")
+                       ).reshape(3, -1).T.astype(float)
+    pa, pb = corners @ a[:3, :3].T + a[:3, 3], corners @ b[:3, :3].T + b[:3, 3]
+    vox = float(np.min(np.linalg.norm(b[:3, :3], axis=0))) or 1.0
+    return float(np.max(np.linalg.norm(pa - pb, axis=1))) / vox
+
+
+def _onto_grid(img, data: np.ndarray, path: Path, affine, oriented: bool, image: str
+               ) -> tuple[np.ndarray, str | None]:
+    """The 3-D voxels ``data`` of the label volume ``img`` (the file ``path``) in the voxel order of
+    its image's grid ``affine`` (``oriented``: the image has a qform or sform), and a note or
+    ``None``.
+
+    The rule: the label volume's voxel centres must be the image's (to :data:`GRID_TOLERANCE` of a
+    voxel). The same affine: taken as it is. Another affine that describes the same grid with its
+    array axes flipped or swapped (a tool that re-saves in RAS, e.g.
+    ``nibabel.as_closest_canonical``): reoriented to the image's voxel order
+    (``nibabel.orientations``), with a note. Either volume without orientation (qform and sform
+    codes 0: no place in space to compare): taken in the image's voxel order, with a note when the
+    label volume lacks it. Any other grid (another position, voxel size or field of view) is
+    refused naming both files, as the masks would land on the wrong pixels."""
+    affine = np.asarray(affine, float)
+    own = np.asarray(img.affine, float)
+    if not oriented or not _has_orientation(img):
+        if oriented and not np.allclose(own, affine, atol=1e-4):
+            return data, (f"note: {path.name} has no orientation (qform and sform codes 0): taken in the voxel order "
+                          f"of its image {image}")
+        return data, None
+    if _grid_gap(own, affine, data.shape) <= GRID_TOLERANCE:
+        return data, None
+    from nibabel.orientations import apply_orientation, aff2axcodes, inv_ornt_aff, io_orientation, ornt_transform
+
+    try:
+        change = ornt_transform(io_orientation(own), io_orientation(affine))
+        moved = apply_orientation(data, change)
+        fits = _grid_gap(own @ inv_ornt_aff(change, data.shape), affine, moved.shape) <= GRID_TOLERANCE
+    except Exception:  # noqa: BLE001 - a degenerate affine (a zero axis): no orientation to match
+        fits = False
+    if not fits:
+        def desc(a):
+            size = "x".join(f"{v:g}" for v in np.linalg.norm(a[:3, :3], axis=0).round(3))
+            return f"voxels {size} mm, voxel 0,0,0 at {', '.join(f'{v:g}' for v in a[:3, 3].round(2))}"
+
+        raise FormatError(f"{path.name}: its grid (affine: {desc(own)}) is not the grid of its image {image} "
+                          f"({desc(affine)}), even with its axes flipped or swapped; resample it onto the image first "
+                          "(e.g. nibabel.processing.resample_from_to with order=0). Nothing was imported.")
+    codes = "".join(str(c) for c in aff2axcodes(own)), "".join(str(c) for c in aff2axcodes(affine))
+    return np.ascontiguousarray(moved), (f"note: {path.name} is stored in {codes[0]} orientation, its image {image} in "
+                                         f"{codes[1]}: reoriented to the image's voxel order")
 
 
 def _window(data: np.ndarray, spec) -> tuple[float, float, str]:
@@ -204,9 +343,14 @@ def _window(data: np.ndarray, spec) -> tuple[float, float, str]:
 
 
 def _to_uint8(data: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """Intensities to 0..255 by the window ``lo``, ``hi``: clipped to it first (``inf`` to an end,
+    ``NaN`` to ``lo``), so no value overflows float32 on the way."""
     if hi <= lo:
         return np.zeros(data.shape, np.uint8)
-    out = (np.nan_to_num(data.astype(np.float32), nan=lo) - np.float32(lo)) * np.float32(255.0 / (hi - lo)) + 0.5
+    ft = np.float64 if data.dtype.kind == "f" and data.dtype.itemsize > 4 else np.float32  # 1e300 stays finite
+    x = np.clip(data.astype(ft), ft(lo), ft(hi))
+    x = np.nan_to_num(x, nan=lo) if data.dtype.kind == "f" else x
+    out = (x - ft(lo)) * ft(255.0 / (hi - lo)) + 0.5
     return np.clip(out, 0, 255).astype(np.uint8)
 
 
@@ -274,15 +418,16 @@ class _Volume:
     def __init__(self, path: Path, stem: str, window, masks: Path | None, n_cls: int, classes: str):
         self.path, self.stem, self.masks = path, stem, masks
         img, data = _load(path)
-        vol = _spatial(data, path)
+        _check_real(img, data, path, "volume")
+        self.vol = vol = _spatial(data, path)
         self.shape = tuple(int(s) for s in (data.shape[:2] if data.ndim == 2 else vol.shape))
         self.lo, self.hi, self.how = _window(vol, window)
         self.images = [imageio.encode_image_png(s) for s in _slices(_to_uint8(vol, self.lo, self.hi))]
         self.geometry = _header_record(img, self.shape)
         self.sha = hashlib.sha256(np.ascontiguousarray(vol).tobytes() + repr(vol.shape).encode()).hexdigest()
-        self.labels = None
+        self.labels, self.label_note = None, None
         if masks is not None:
-            lab = _labels(masks, vol.shape, path.name)
+            lab, self.label_note = _labels(masks, vol.shape, path.name, (img.affine, _has_orientation(img)))
             vals = np.nonzero(np.bincount(lab.ravel(), minlength=256))[0]
             bad = [int(v) for v in vals if v >= n_cls and v != IGNORE]
             if bad:
@@ -294,6 +439,10 @@ class _Volume:
     def same_as(self, rec: dict) -> bool:
         return (rec.get("data_sha256") == self.sha and tuple(rec.get("shape", ())) == self.shape
                 and np.allclose(rec.get("affine", np.zeros((4, 4))), self.geometry["affine"]))
+
+    def slice_png(self, k: int, lo: float, hi: float) -> bytes:
+        """Slice ``k`` as a PNG made with the window ``lo``, ``hi`` (a removed slice put back)."""
+        return imageio.encode_image_png(_slices(_to_uint8(self.vol[:, :, k : k + 1], lo, hi))[0])
 
     def record(self, stem: str, infos: list) -> dict:
         return {"stem": stem, "source": self.path.name, "labels": self.masks.name if self.masks else None,
@@ -314,12 +463,13 @@ def _sources(root: Path) -> tuple[list[Path], dict[str, Path]]:
     files = nifti_files(root)
     if not files:
         raise FormatError(f"{root.name}: no .nii or .nii.gz files in the folder.")
-    stems = {nifti_stem(p.name): p for p in files}
+    by_name = {p.name: p for p in files}
     labels = {}
-    for s, p in stems.items():
-        base = next((s[: -len(suf)] for suf in LABEL_SUFFIXES if s.lower().endswith(suf)), None)
-        if base is not None and base in stems:
-            labels[base] = p
+    for image, found in label_pairs(list(by_name)).items():
+        if len(found) > 1:
+            raise FormatError(f"{root.name}: {' and '.join(found)} are both named as the label volume of {image}; "
+                              "keep one of them beside it (or give one with --option masks=).")
+        labels[nifti_stem(image)] = by_name[found[0]]
     return [p for p in files if p not in labels.values()], labels
 
 
@@ -343,6 +493,24 @@ def _mask_sources(spec, volumes: list[Path]) -> dict[str, Path]:
                 out[s] = by_stem[cand.lower()]
                 break
     return out
+
+
+def _recorded(vol: _Volume, records: dict[str, dict]) -> tuple[str, dict] | None:
+    """``(stem, record)`` of the volume ``vol`` when the project holds it already: a record of the
+    same voxels and geometry (:meth:`_Volume.same_as`) named ``vol.stem``, or named ``<stem>_2``,
+    ``<stem>_3`` ... from a file of ``vol``'s name (a same-named volume added under a new name,
+    see :func:`_free_stem`). A file of another name with the same voxels is not it (renaming the
+    file is how a volume is imported twice, e.g. with another window)."""
+    low = vol.stem.lower()
+    renamed = []
+    for stem, rec in records.items():
+        if stem.lower() == low:
+            if vol.same_as(rec):
+                return stem, rec
+        elif (stem.lower().startswith(low + "_") and stem[len(low) + 1 :].isdigit()
+              and sanitize_name(nifti_stem(str(rec.get("source") or "")), "volume").lower() == low):
+            renamed.append((stem, rec))
+    return next(((stem, rec) for stem, rec in renamed if vol.same_as(rec)), None)
 
 
 def _free_stem(stem: str, taken: set[str]) -> str:
@@ -381,15 +549,19 @@ def import_volumes(project, root: Path, opts: dict) -> ImportSummary:
     plan = []  # (volume, stem to add it as, or None; the record it is already in, or None)
     summary = ImportSummary()
     for vol in read:
-        old = by_lower.get(vol.stem.lower())
-        if old is not None and vol.same_as(old[1]):
-            if vol.how == "option" and [vol.lo, vol.hi] != old[1].get("window"):
-                lo, hi = old[1].get("window", ["?", "?"])
-                raise FormatError(f"{vol.path.name}: the volume '{old[0]}' is already in the project, its slices made "
-                                  f"with the window {lo:g},{hi:g}; they are not made again with {vol.lo:g},{vol.hi:g} "
-                                  "(to import it with this window as another volume, rename the file).")
-            plan.append((vol, None, old))
+        if vol.label_note:
+            summary.notes.append(vol.label_note)
+        held = _recorded(vol, records)
+        if held is not None:
+            if vol.how == "option" and [vol.lo, vol.hi] != held[1].get("window"):
+                lo, hi = held[1].get("window", ["?", "?"])
+                raise FormatError(f"{vol.path.name}: the volume '{held[0]}' is already in the project, its slices "
+                                  f"made with the window {lo:g},{hi:g}; they are not made again with "
+                                  f"{vol.lo:g},{vol.hi:g} (to import it with this window as another volume, rename "
+                                  "the file).")
+            plan.append((vol, None, held))
             continue
+        old = by_lower.get(vol.stem.lower())
         stem = vol.stem
         if old is not None:
             stem = _free_stem(vol.stem, taken)
@@ -405,7 +577,7 @@ def import_volumes(project, root: Path, opts: dict) -> ImportSummary:
         with project.transaction(bulk=True):
             for vol, stem, old in plan:
                 if stem is None:
-                    _onto_existing(project, vol, old, kind, merge, summary)
+                    _onto_existing(project, vol, old, kind, merge, summary, written)
                     continue
                 infos, renamed = [], []
                 for k, data in enumerate(vol.images):
@@ -446,27 +618,59 @@ def import_volumes(project, root: Path, opts: dict) -> ImportSummary:
     return summary
 
 
-def _onto_existing(project, vol: _Volume, old: tuple[str, dict], kind: str, merge: LabelMerge, summary) -> None:
-    """A volume the project holds already: no image added; its label volume onto its slices."""
+def _onto_existing(project, vol: _Volume, old: tuple[str, dict], kind: str, merge: LabelMerge, summary,
+                   written: list) -> None:
+    """A volume the project holds already: no image added, but slices of it removed from the
+    project since (``remove-image``) are put back, made with the recorded window, under their
+    names ``<stem>_z<k>.png`` and in its image set, and the record is rewritten with their new ids
+    (its old version kept in ``written``, for the caller to restore should the import fail). A
+    label volume given is stored onto every slice (merged onto those the project held)."""
     stem, rec = old
     have = set(project.image_ids())
-    ids = [i for i in rec.get("image_ids", []) if i in have]
-    n = 0
-    if vol.labels is not None:
-        for k, iid in enumerate(rec.get("image_ids", [])):
-            if iid in have:
-                n += merge.mask(project, iid, vol.labels[k], kind, f"import:nifti:{vol.masks.name}")
-        summary.masks += n
-    gone = len(rec.get("image_ids", [])) - len(ids)
+    ids = [int(i) for i in rec.get("image_ids", [])]
+    names = (list(rec.get("image_names") or []) + [None] * len(ids))[: len(ids)]
+    lo, hi = (rec.get("window") or [vol.lo, vol.hi])[:2]
+    source = f"import:nifti:{vol.masks.name}" if vol.masks else ""
+    n, back = 0, []
+    for k, iid in enumerate(ids):
+        if iid in have:
+            if vol.labels is not None:
+                n += merge.mask(project, iid, vol.labels[k], kind, source)
+            continue
+        info = project.add_image(vol.slice_png(k, lo, hi), name=f"{stem}_z{k:03d}.png", allow_same_content=True)
+        ids[k], names[k] = info.id, info.name
+        back.append(info)
+        if vol.labels is not None:
+            project.save_mask(info.id, vol.labels[k], kind, source=source)
+            n += 1
+    summary.masks += n
     stored = f", {n} mask(s) stored onto its slices" if vol.labels is not None else ""
-    summary.notes.append(f"note: the volume {vol.path.name} is already in the project as '{stem}' ({len(ids)} "
-                         f"slice(s)); no image added{stored}"
-                         + (f"; {gone} of its slices were removed from the project" if gone else ""))
+    if not back:
+        summary.notes.append(f"note: the volume {vol.path.name} is already in the project as '{stem}' ({len(ids)} "
+                             f"slice(s)); no image added{stored}")
+        return
+    summary.added.extend(back)
+    project.add_to_set(stem, [i.id for i in back])
+    path = project.root / VOLUMES_DIR / f"{stem}.json"
+    written.append((path, path.read_bytes() if path.is_file() else None))
+    new = {**rec, "image_ids": ids, "image_names": names, "restored": _now()}
+    imageio.atomic_write_bytes(path, (json.dumps(new, indent=1) + "\n").encode())
+    summary.notes.append(f"note: the volume {vol.path.name} is already in the project as '{stem}'; its "
+                         f"{len(back)} slice(s) removed from the project were put back (window {lo:g},{hi:g}: "
+                         f"{', '.join(i.name for i in back[:5])}" + (" …" if len(back) > 5 else "")
+                         + f"){stored}")
 
 
 # ----------------------------------------------------------------------------- import of an export
 def import_export(project, root: Path, opts: dict) -> ImportSummary:
-    """Label volumes of a nifti export (maybe edited elsewhere) back onto the slices they came from."""
+    """Label volumes of a nifti export (maybe edited elsewhere) back onto the slices they came from.
+
+    A label volume is put onto the grid the project records for its volume (``volumes/<stem>.json``;
+    a one-slice volume of another image: the identity the export wrote) by :func:`_onto_grid`:
+    reoriented when a tool re-saved it in another orientation, refused when its grid is another.
+    A slice whose image was removed from the project since (``remove-image``: the volume's record
+    names it, the project no longer has it) is skipped with a note; re-importing the volume puts
+    such slices back. A slice the project never held is left to :func:`apply_import` (refused)."""
     for key in ("masks", "window"):
         if opts.get(key):
             raise FormatError(f"option {key} does not apply to a nifti export ({root.name}: its labels/ are read "
@@ -474,21 +678,52 @@ def import_export(project, root: Path, opts: dict) -> ImportSummary:
     names, colors = read_class_list(root, where=root.name)
     man = opts["_manifest"]
     masked = set(man.get("masks") or {})
-    items = []
-    for entry in list((man.get("volumes") or {}).values()) + list((man.get("others") or {}).values()):
+    records = volume_records(project)
+    held = {i.name.lower() for i in project.images()} | {i.stem.lower() for i in project.images()}
+    have = set(project.image_ids())
+    removed = {str(n).lower() for rec in records.values()
+               for i, n in zip(rec.get("image_ids", []), rec.get("image_names") or []) if n and int(i) not in have}
+    items, notes, skipped = [], [], []
+    entries = [(stem, e, False) for stem, e in (man.get("volumes") or {}).items()] \
+        + [(stem, e, True) for stem, e in (man.get("others") or {}).items()]
+    for stem, entry, other in entries:
         path = root / entry["file"]
         if not path.is_file():
             raise FormatError(f"{root.name}: {entry['file']} (listed in manifest.json) is missing.")
-        lab = _labels(path, tuple(entry["shape"]) + (1,) * (3 - len(entry["shape"])), "recorded in manifest.json")
+        rec = None if other else records.get(stem)
+        if rec is not None and rec.get("affine") is not None:
+            grid, what = (rec["affine"], bool(rec.get("qform_code") or rec.get("sform_code"))), \
+                f"'{stem}' (volumes/{stem}.json)"
+        elif other:
+            grid, what = (np.eye(4), True), f"{(entry.get('slices') or [stem])[0]} (written with an identity affine)"
+        else:  # another project's export: no grid recorded here to compare with
+            grid, what = None, "recorded in manifest.json"
+        shape = tuple(entry["shape"]) + (1,) * (3 - len(entry["shape"]))
+        lab, note = _labels(path, shape, what, grid)
+        if note:
+            notes.append(note)
         unl = root / entry["unlabelled"] if entry.get("unlabelled") else None
         if unl is not None:
-            lab = np.where((_labels(unl, lab.shape, path.name) > 0) & (lab == 0), IGNORE, lab).astype(np.uint8)
+            ign, note = _labels(unl, lab.shape, what, grid)
+            if note:
+                notes.append(note)
+            lab = np.where((ign > 0) & (lab == 0), IGNORE, lab).astype(np.uint8)
         for k, (name, sl) in enumerate(zip(entry["slices"], _slices(lab))):
             if name is None or (os.path.splitext(name)[0] not in masked and not sl.any()):
-                continue  # removed from the project; no mask at export and none drawn since
+                continue  # removed from the project before the export; no mask at export and none drawn since
+            if name.lower() not in held and os.path.splitext(name)[0].lower() not in held and name.lower() in removed:
+                skipped.append(name)  # removed from the project since the export
+                continue
             items.append(ImportItem(name=name, mask=sl, where=f"{entry['file']} slice {k}"))
-    return apply_import(project, items, names, colors=colors, source=f"import:nifti:{root.name}", options=opts,
-                        image_sets=manifest_sets(opts), where=root.name)
+    summary = apply_import(project, items, names, colors=colors, source=f"import:nifti:{root.name}", options=opts,
+                           image_sets=manifest_sets(opts), where=root.name)
+    if skipped:
+        notes.append(f"note: {len(skipped)} slice(s) of the export were removed from the project since (remove-image); "
+                     f"their labels were skipped ({', '.join(skipped[:5])}" + (" …" if len(skipped) > 5 else "")
+                     + "); to get them back, import their volume again (its removed slices are put back), then "
+                       "this export")
+    summary.notes[:0] = notes
+    return summary
 
 
 # ----------------------------------------------------------------------------- the format
