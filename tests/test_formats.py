@@ -1462,8 +1462,8 @@ def test_export_writes_exif_rotated_images_upright(fmt, tmp_path):
             assert im.getexif().get(0x010F) == "PhoneMaker"
     upright = [n for n in res.notes if "EXIF orientation" in n]
     assert upright == [f"note: {1 if fmt == 'voc' else 2} image(s) have an EXIF orientation (phone photos) and were "
-                       "written upright, as the tool shows and annotates them (re-encoded, JPEG at quality 95, "
-                       "orientation tag removed): readers that ignore EXIF see them the size of their masks"], res.lines()
+                       "written upright, as the tool shows and annotates them (re-encoded: JPEG at quality 95, "
+                       "PNG and TIFF losslessly; orientation tag removed): readers that ignore EXIF see them the size of their masks"], res.lines()
     masks = {f.stem: f for f in (out / ("SegmentationClass" if fmt == "voc" else "masks")).glob("*.png")}
     for info in infos:
         if info.stem in masks:

@@ -380,7 +380,8 @@ def upright_note(count: int, quality: int = 95) -> list[str]:
     if not count:
         return []
     return [f"note: {count} image(s) have an EXIF orientation (phone photos) and were written upright, as the tool "
-            f"shows and annotates them (re-encoded, JPEG at quality {quality}, orientation tag removed): readers that "
+            f"shows and annotates them (re-encoded: JPEG at quality {quality}, PNG and TIFF losslessly; orientation tag "
+            "removed): readers that "
             "ignore EXIF see them the size of their masks"]
 
 
