@@ -122,6 +122,7 @@ def correction_seeds(prediction: np.ndarray, scribbles: np.ndarray, num_classes:
         return cv2.distanceTransform((~strokes).astype(np.uint8), cv2.DIST_L2, 3)
 
     far = distance_to(drawn) > near
+    doubt = contradicted(prediction, scribbles, num_classes, reach)
     for c in range(num_classes):
         region = (prediction == c).astype(np.uint8)
         if not region.any():
@@ -130,11 +131,7 @@ def correction_seeds(prediction: np.ndarray, scribbles: np.ndarray, num_classes:
         dt = cv2.distanceTransform(region, cv2.DIST_L2, 3)
         deepest = np.asarray(ndimage.maximum(dt, lab, index=np.arange(n)), np.float32)
         core = (region > 0) & ((dt >= np.minimum(r, 0.5 * deepest)[lab]) | far)
-        other = drawn & (scribbles != c)
-        touched = np.unique(lab[other & (region > 0)])  # region labels only (never 0)
-        if touched.size:  # a region a stroke of another class lies in: wrong around that stroke
-            core &= ~(np.isin(lab, touched) & (distance_to(other) <= near))
-        seeds[core] = c
+        seeds[core & ~doubt] = c
     if confidence is not None:
         sure = np.where(np.asarray(confidence) >= min_confidence, seeds, 255)
         sure[drawn] = scribbles[drawn]
@@ -143,6 +140,29 @@ def correction_seeds(prediction: np.ndarray, scribbles: np.ndarray, num_classes:
             seeds = sure
     seeds[drawn] = scribbles[drawn]
     return seeds
+
+
+def contradicted(prediction: np.ndarray, scribbles: np.ndarray, num_classes: int, reach: float = 0.15) -> np.ndarray:
+    """``(H, W)`` bool: the pixels of predicted regions that a stroke of another class lies in,
+    within ``reach`` x the long side of such a stroke: there the person says the prediction is
+    wrong, so it lends no seed (:func:`correction_seeds`) and is no prior (:func:`correct_prediction`)."""
+    import cv2
+
+    h, w = prediction.shape
+    near = reach * max(h, w)
+    drawn = scribbles != 255
+    out = np.zeros((h, w), bool)
+    for c in np.unique(prediction[drawn]):  # only a region a stroke lies in can be contradicted
+        if c >= num_classes:
+            continue
+        other = drawn & (scribbles != c)
+        region = (prediction == c).astype(np.uint8)
+        _, lab = cv2.connectedComponents(region, connectivity=8)
+        touched = np.unique(lab[other & (region > 0)])  # region labels only (never 0)
+        if touched.size:
+            dist = cv2.distanceTransform((~other).astype(np.uint8), cv2.DIST_L2, 3)
+            out |= np.isin(lab, touched) & (dist <= near)
+    return out
 
 
 def without_absent(scribbles: np.ndarray, absent) -> np.ndarray:
@@ -156,10 +176,10 @@ def correct_prediction(image, scribbles, prediction, num_classes: int, confidenc
                        method: str | None = None):
     """The ``prediction`` ((H, W) uint8 mask, optional ``confidence``) corrected by ``scribbles``:
     a :class:`~segmenter.pseudo.PseudoResult` of the pseudo-labeller ``method`` run on the
-    :func:`correction_seeds` with the prediction as its prior. The strokes keep their class;
-    predicted regions no stroke contradicts keep theirs where the prediction is sure (confidence:
-    the prediction's there); regions a stroke contradicts and outlines near the strokes are
-    re-segmented."""
+    :func:`correction_seeds` with the prediction as its prior, except where a stroke contradicts it
+    (:func:`contradicted`: no prior there). The strokes keep their class; predicted regions no
+    stroke contradicts keep theirs where the prediction is sure (confidence: the prediction's
+    there); regions a stroke contradicts and outlines near the strokes are re-segmented."""
     from segmenter.pseudo import PseudoResult, get_method
     from segmenter.pseudo import functional as F
 
@@ -177,8 +197,11 @@ def correct_prediction(image, scribbles, prediction, num_classes: int, confidenc
                             f"are {scribbles.shape[1]}x{scribbles.shape[0]}.")
     prediction = np.where(prediction < num_classes, prediction, 255).astype(np.uint8)
     seeds = correction_seeds(prediction, scribbles, num_classes, confidence=confidence)
+    # where a stroke says the prediction is wrong it is no prior either: a sure (or hand-painted)
+    # region a stroke of another class crosses would otherwise keep all but the stroke's pixels
+    doubted = np.where(contradicted(prediction, scribbles, num_classes), 255, prediction).astype(np.uint8)
     r = get_method(method)(image, seeds, num_classes,
-                           prior=prediction_prior(prediction, confidence, num_classes))
+                           prior=prediction_prior(doubted, confidence, num_classes))
     conf = r.confidence
     if confidence is not None:  # seed cores are the model's word, not the person's
         lent = (seeds != 255) & (scribbles == 255)

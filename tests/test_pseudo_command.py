@@ -120,6 +120,31 @@ def _three_regions():
     return img, pred
 
 
+@pytest.mark.parametrize("conf", [None, 0.95])
+def test_a_stroke_across_a_sure_wrong_region_corrects_the_region_not_only_its_pixels(conf):
+    """The prediction covers the left half of a red object; a stroke of the object runs through both
+    halves. A sure prediction (or a hand-painted mask: no confidence) used to stay the prior there
+    and kept the whole right half background but the stroke's own pixels; now the region the
+    stroke contradicts gives way around it (no seed, no prior there) and the colour decides."""
+    from segmenter.preview import contradicted, correct_prediction
+
+    rng = np.random.default_rng(0)
+    img = np.full((150, 200, 3), (60, 120, 60), np.uint8)
+    img[40:110, 50:150] = (200, 40, 40)
+    img = np.clip(img.astype(int) + rng.integers(-10, 10, img.shape), 0, 255).astype(np.uint8)
+    scr = np.full((150, 200), 255, np.uint8)
+    scr[74:76, 60:140] = 1
+    scr[10:12, 20:180] = 0
+    pred = np.zeros((150, 200), np.uint8)
+    pred[40:110, 50:100] = 1
+    doubt = contradicted(pred, scr, 2)
+    assert doubt[75, 120] and not doubt[75, 70] and not doubt[140, 10]  # the wrong region near the stroke only
+    c = None if conf is None else np.full((150, 200), conf, np.float32)
+    fixed = correct_prediction(img, scr, pred, 2, confidence=c).mask
+    assert (fixed[45:105, 105:145] == 1).mean() > 0.9  # the right half of the object
+    assert (fixed[120:, :] == 0).all() and (fixed[45:105, 55:95] == 1).all()
+
+
 def test_strokes_correct_a_prediction_without_dropping_undrawn_classes():
     from annotations.errors import LabelMapError
     from segmenter.preview import correct_prediction, correction_seeds, prediction_prior
@@ -231,3 +256,38 @@ def test_commands_name_the_layer_that_holds_the_strokes(tmp_path, disc, capsys):
     assert p.mask_info(info.id, "pseudo") is None
     assert main(["pseudo", str(p.root), "--layer", "real"]) == 0
     assert p.mask_info(info.id, "pseudo") is not None
+
+
+def test_the_correction_script_scores_corrected_predictions_against_the_dataset(tmp_path, capsys):
+    """scripts/eval_correction.py (the README's correction figures): a prediction missing half the
+    disc is corrected by a simulated stroke, and the corrected masks score above the prediction."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    from annotations.imageio import encode_image_png
+    from annotations.store import Project
+    from conftest import make_disc_image
+
+    ds = tmp_path / "ds"
+    (ds / "images").mkdir(parents=True)
+    (ds / "masks").mkdir()
+    (ds / "meta.json").write_text(json.dumps({"name": "discs", "classes": ["background", "disc"], "ignore_index": 255}))
+    p = Project.create(tmp_path / "p", classes=["background", "disc"])
+    for k in range(2):
+        img, gt, _ = make_disc_image(64, seed=k)
+        (ds / "images" / f"d{k}.png").write_bytes(encode_image_png(img))
+        (ds / "masks" / f"d{k}.png").write_bytes(encode_image_png(gt))
+        info = p.add_image(encode_image_png(img), name=f"d{k}.png")
+        pred = gt.copy()
+        pred[:, 32:] = 0  # the right half of the disc missed
+        p.save_mask(info.id, pred, "predicted", source="test", confidence=np.full(gt.shape, 0.95, np.float32))
+    spec = importlib.util.spec_from_file_location("eval_correction", Path(__file__).parents[1] / "scripts" / "eval_correction.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.main([str(p.root), str(ds), "--strokes", "2"]) == 0
+    out = capsys.readouterr().out
+    scores = dict(part.rsplit(" ", 1) for part in out.split(": ", 1)[1].split("  "))
+    assert out.startswith("2 images, 2 stroke(s)")
+    assert float(scores["corrected"]) > float(scores["prediction"]) + 0.05
+    assert float(scores["corrected (hand-painted)"]) > float(scores["prediction"]) + 0.05
