@@ -69,10 +69,36 @@ def register_project(project: Project) -> str:
         return tok
 
 
-def project_for(token: str | None) -> Project:
-    p = _PROJECTS.get(str(token or ""))
+_START: list[Project] = []  # the project the app was started on (set_start_project)
+
+
+def set_start_project(project: Project) -> str:
+    """Remember the project the app was started on (``python app.py PROJECT``) and register it."""
+    with _PROJECTS_LOCK:
+        _START[:] = [project]
+    return register_project(project)
+
+
+def project_for(token: str | None, root: str | None = None) -> Project:
+    """The project of ``token``. A token this server does not know (it restarted since the page
+    loaded: tokens live in memory) is taken as the project the app was started on (or one opened since) when the page
+    says it shows that project's folder (``root``), so the page's unsaved strokes still get saved;
+    a page can never name another folder."""
+    tok = str(token or "")
+    p = _PROJECTS.get(tok)
+    if p is None and tok and isinstance(root, str) and root:
+        try:
+            want = Path(root).resolve()
+        except (OSError, ValueError, RuntimeError):
+            want = None
+        with _PROJECTS_LOCK:  # only a project this server has open: the start one, or one opened since
+            for q in _START + list(_PROJECTS.values()):
+                if want is not None and Path(q.root).resolve() == want:
+                    p = _PROJECTS.setdefault(tok, q)
+                    break
     if p is None:
-        raise AppError("this page refers to a project that is not open on the server; reload the page.")
+        raise AppError("this page refers to a project that is not open on the server (the app was restarted, "
+                       "or another project is open); reload the page.")
     return p
 
 
@@ -383,13 +409,13 @@ def load_message(project: Project, token: str, image_id: int | None) -> dict:
     """The message that loads an image into the canvas (see ``static/canvas.js``)."""
     nonce = uuid.uuid4().hex[:8]
     if image_id is None:
-        return {"type": "empty", "nonce": nonce, "project": token, "classes": class_list(project),
+        return {"type": "empty", "nonce": nonce, "project": token, "root": str(project.root), "classes": class_list(project),
                 "message": "No image. Add images in the Project panel."}
     info = project.image_info(image_id)
     try:
         img = project.load_image(image_id)
     except AnnotationError as e:  # the file was deleted or damaged outside the tool
-        return {"type": "empty", "nonce": nonce, "project": token, "classes": class_list(project),
+        return {"type": "empty", "nonce": nonce, "project": token, "root": str(project.root), "classes": class_list(project),
                 # Project.load_image names the file and the problem, then the command-line remedy
                 "message": f"{info.name} cannot be shown: {str(e).split(': ', 1)[-1].split('. Put ', 1)[0]}. "
                            "Its annotations are kept; put the image file back, remove the image from the "
@@ -397,7 +423,7 @@ def load_message(project: Project, token: str, image_id: int | None) -> dict:
     scr = project.scribbles(image_id)
     kinds = overlay_kinds(project, image_id)
     return {
-        "type": "load", "nonce": nonce, "project": token, "image_id": info.id, "name": info.name,
+        "type": "load", "nonce": nonce, "project": token, "root": str(project.root), "image_id": info.id, "name": info.name,
         "position": position_text(project, info.id), "width": info.width, "height": info.height,
         "image": canvas.image_data_url(img), "classes": class_list(project), "layer": "scribbles",
         "labels": canvas.rle_encode(scr) if scr is not None else None,
@@ -447,7 +473,10 @@ def save_scribbles_merged(project: Project, image_id: int, labels: np.ndarray, b
         head_map = project.scribbles(image_id)
         if head_map is None:
             head_map = _blank(project, image_id)
-        delta = labels != base_map
+        # a three-way merge: this page's change (stroke, eraser, undo) lands only where the page
+        # changed a pixel relative to its base AND nobody else changed it since (head == base there);
+        # a pixel another window (or an undo there) changed since keeps that window's value
+        delta = (labels != base_map) & (head_map == base_map)
         merged = head_map.copy()
         merged[delta] = labels[delta]
         if np.array_equal(merged, head_map):
@@ -802,7 +831,7 @@ def _guard(fn: Callable[[dict], dict]) -> Callable[[dict], dict]:
 
 
 def _req(payload: dict) -> tuple[Project, int]:
-    project = project_for(payload.get("project"))
+    project = project_for(payload.get("project"), payload.get("root"))
     try:
         image_id = int(payload.get("image_id"))
     except (TypeError, ValueError):
@@ -815,16 +844,26 @@ def _req(payload: dict) -> tuple[Project, int]:
     return project, image_id
 
 
-def _check_page_classes(project: Project, payload: dict) -> None:
-    """Refuse a save from a page that still draws with more classes than the project has: a class
-    was deleted since (another window, the command line), the indices above it moved down, and its
-    class numbers would now name other classes (a page told of the deletion remaps its strokes)."""
+def _check_page_classes(project: Project, payload: dict,
+                        what: str = "these strokes were not saved (they are kept in this page)",
+                        then: str = ", and draw them again") -> None:
+    """Refuse a request from a page whose class list is out of date: a class was deleted (and maybe
+    another added, so the count is the same) or renamed since it loaded, in another window or on
+    the command line (classes only added since, at the end, move no index: fine). Its class numbers may now name other classes, so its strokes, mask edits and
+    tags would land on the wrong class (a page told of a change in its own window updates its list).
+    The page sends ``n_classes`` and ``class_names`` (its classes, in index order)."""
     n = payload.get("n_classes")
-    if isinstance(n, int) and not isinstance(n, bool) and n > project.num_classes:
-        raise AppError(f"a class was deleted since this page loaded ({n} classes then, "
-                       f"{project.num_classes} now: {', '.join(project.class_names)}), so this page's class "
-                       "numbers are out of date and these strokes were not saved. Reload the page (F5) and "
-                       "draw them again.")
+    names = payload.get("class_names")
+    now = project.class_names
+    stale = isinstance(n, int) and not isinstance(n, bool) and n > len(now)
+    if isinstance(names, list):  # classes added since (at the end) move no index: fine
+        stale = stale or [str(x) for x in names] != list(now)[:len(names)]
+    if stale:
+        had = ", ".join(str(x) for x in names) if isinstance(names, list) else f"{n} classes"
+        raise AppError(f"the classes were changed in another window or on the command line since this page "
+                       f"loaded (this page has {had}; the project now has {', '.join(now)}), so this page's "
+                       f"class numbers are out of date and {what}. Reload the page (F5) to get the classes as "
+                       f"they are now{then}.")
 
 
 @_guard
@@ -849,9 +888,31 @@ def canvas_save(payload: dict) -> dict:
                                    str(payload.get("kind") or ""))
     else:
         raise AppError(f"unknown canvas layer '{layer}'.")
+    note = untag_drawn_absent(project, image_id, merged if merged is not None else labels) if layer == "scribbles" else ""
     return {"version": v, "labels": canvas.rle_encode(merged) if merged is not None else None,
             "status": image_status(project, image_id), "merged": merged is not None,
-            "tags": tags_of(project, image_id)}
+            "tags": tags_of(project, image_id), "note": note}
+
+
+def untag_drawn_absent(project: Project, image_id: int, strokes: np.ndarray) -> str:
+    """A class with strokes on the image is not tagged absent: a class tagged absent that
+    ``strokes`` (the stored map) now hold is tagged present (else the final overlay and an export
+    would drop it from under the stroke). Returns a sentence for the page (``""``: nothing changed)."""
+    absent = [int(k) for k, st in project.tags(image_id).items() if st == "absent"]
+    if not absent:
+        return ""
+    drawn = set(int(v) for v in np.unique(strokes[strokes != IGNORE]))
+    names = []
+    with project.transaction():
+        for idx in absent:
+            if idx in drawn:
+                project.set_tag(image_id, idx, "present")
+                names.append(project.class_info(idx).name)
+    if not names:
+        return ""
+    which = ", ".join(names)
+    return (f"{which} {'was' if len(names) == 1 else 'were'} tagged absent on this image; your stroke shows "
+            f"{'it' if len(names) == 1 else 'them'} here, so the tag is now present.")
 
 
 @_guard
@@ -879,6 +940,7 @@ def canvas_tag(payload: dict) -> dict:
     from segmenter.commands.tag import absent_refusal
 
     project, image_id = _req(payload)
+    _check_page_classes(project, payload, "the tag was not saved", ", and set it again")
     if payload.get("others") == "absent":
         drawn = set()  # classes with strokes in any layer, as absent_refusal counts them
         for name in project.scribble_layers(image_id):
@@ -931,8 +993,25 @@ def class_rows(project: Project) -> list[list]:
     return [[c.idx, c.name, c.hex] for c in project.classes()]
 
 
-def class_choices(project: Project) -> list[tuple[str, int]]:
-    return [(f"{c.idx}: {c.name}", c.idx) for c in project.classes()]
+def class_choices(project: Project) -> list[tuple[str, str]]:
+    """The "Class to change" list: labelled ``idx: name``, valued by name, so a page whose list is
+    out of date (a class deleted in another window moved the indices) never acts on another class."""
+    return [(f"{c.idx}: {c.name}", c.name) for c in project.classes()]
+
+
+def picked_class(project: Project, picked, what: str):
+    """The class picked in "Class to change" (its name; an index is taken as is, for scripts), or
+    :class:`AppError` naming ``what`` was not done when no class of that name is left."""
+    if picked is None or picked == "":
+        raise AppError(f"choose the class to {what}.")
+    if isinstance(picked, int) and not isinstance(picked, bool):
+        return project.class_info(picked)
+    for c in project.classes():
+        if c.name.lower() == str(picked).strip().lower():
+            return c
+    raise AppError(f"there is no class '{picked}' any more (it was renamed or deleted in another window or on "
+                   f"the command line), so nothing was changed; the classes now are {', '.join(project.class_names)}. "
+                   "Reload the page (F5) to see them.")
 
 
 def add_class(project: Project, name: str, color: str | None = None) -> str:
@@ -949,18 +1028,15 @@ def next_class_color(project: Project) -> str:
 
 
 def rename_class(project: Project, idx, name: str) -> str:
-    if idx is None or idx == "":
-        raise AppError("choose the class to rename.")
+    """Rename the class picked (``idx``: its name as :func:`class_choices` gives it, or its index)."""
     from segmenter.models import rename_project_class
 
-    c = rename_project_class(project, int(idx), name)  # its models stay usable
+    c = rename_project_class(project, picked_class(project, idx, "rename").idx, name)  # its models stay usable
     return f"Class {c.idx} is now called {c.name}."
 
 
 def recolor_class(project: Project, idx, color: str) -> str:
-    if idx is None or idx == "":
-        raise AppError("choose the class to recolour.")
-    c = project.recolor_class(int(idx), color)
+    c = project.recolor_class(picked_class(project, idx, "recolour").idx, color)
     return f"Class {c.name} is now drawn in {c.hex}."
 
 
@@ -971,10 +1047,8 @@ def delete_class_question(project: Project, idx) -> tuple[str, str]:
     refuse (fewer than two classes left) or a job runs on the project."""
     from annotations.store import usage_text
 
-    if idx is None or idx == "":
-        raise AppError("choose the class to delete.")
+    c = picked_class(project, idx, "delete")
     jobs.refuse_while_running(str(project.root), "The class was not deleted")
-    c = project.class_info(int(idx))
     project.check_class_deletable(c)  # the store's own refusal, before anything is asked
     uses, effects = usage_text(project.class_usage(c.idx))
     parts = [f"Really delete class **{c.name}** (index {c.idx})?",
@@ -1276,6 +1350,8 @@ def resolve_navigation(project: Project, current: int | None, action: str, statu
         nxt = next_unannotated(project, current)
         if nxt is None and not project.image_ids():
             return StepResult(None, "No images yet: add some in the Project & images panel.")
+        if nxt is None and current is not None and int(current) not in project.annotated_ids():
+            return StepResult(current, "This is the only image left without annotations.")
         return StepResult(nxt if nxt is not None else current,
                           "" if nxt is not None else "Every image has annotations already.")
     if action == "uncertain":

@@ -85,7 +85,7 @@ def confirm_box(elem_id: str, yes: str):
 
 
 def build_ui(project: Project) -> gr.Blocks:
-    start_token = handlers.register_project(project)
+    start_token = handlers.set_start_project(project)
 
     def show(token: str, image_id, status_filter: str = "all", removed=None):
         """Everything that changes when the shown image changes (``removed``: an image just removed,
@@ -215,10 +215,13 @@ def build_ui(project: Project) -> gr.Blocks:
 
         def class_outputs(p: Project, keep=None):
             """The class table and the "class to change" list, still on class ``keep`` if it exists."""
-            choices = handlers.class_choices(p)
-            idx = [i for _, i in choices]
+            choices = handlers.class_choices(p)  # valued by name (see handlers.class_choices)
             # nothing picked until the person picks: a default class got renamed by accident
-            value = int(keep) if keep not in (None, "") and int(keep) in idx else None
+            # (keep: a class index, or a name)
+            value = None
+            for label, name in choices:
+                if keep not in (None, "") and (name == keep or (isinstance(keep, int) and label.startswith(f"{keep}: "))):
+                    value = name
             return handlers.class_rows(p), gr.update(choices=choices, value=value)
 
         def on_start(filt, seen, last):
@@ -348,7 +351,8 @@ def build_ui(project: Project) -> gr.Blocks:
 
         def on_rename(tok, idx, name):
             p = handlers.project_for(tok)
-            return _classes_changed(tok, p, handlers.rename_class(p, idx, name), keep=idx)
+            message = handlers.rename_class(p, idx, name)
+            return _classes_changed(tok, p, message, keep=handlers.picked_class(p, name, "rename").name)
 
         listen(rename_btn.click, on_rename, [token, class_pick, rename_to],
                [class_table, class_pick, cv, train_progress])

@@ -288,6 +288,144 @@ def test_one_windows_undo_saved_as_an_edit_leaves_the_others_strokes(project, to
     np.testing.assert_array_equal(canvas.rle_decode(r["labels"], (64, 64)), head)  # A's page gets B's stroke
 
 
+def test_an_undo_from_a_stale_page_keeps_the_pixels_another_window_drew_over_its_stroke(project, token):
+    """A three-way merge: window A's change (here its undo) lands only where A changed a pixel and
+    nobody changed it since; where B drew across A's stroke, B's pixels stay (bug hunt 39, #3)."""
+    iid = project.image_ids()[0]
+    blank = np.full((64, 64), 255, np.uint8)
+    a = blank.copy()
+    a[30:34, 5:60] = 1  # A: a horizontal stroke
+    ra = handlers.canvas_save({"project": token, "image_id": iid, "labels": canvas.rle_encode(a), "version": 0})
+    b = a.copy()
+    b[5:60, 30:34] = 0  # B (it has A's stroke): a vertical stroke across it
+    rb = handlers.canvas_save({"project": token, "image_id": iid, "labels": canvas.rle_encode(b),
+                               "version": ra["version"]})
+    assert not rb["merged"]
+    r = handlers.canvas_save({"project": token, "image_id": iid, "labels": canvas.rle_encode(blank),
+                              "version": ra["version"]})  # A, not saved since, undoes its stroke
+    head = project.scribbles(iid)
+    assert (head[5:60, 30:34] == 0).all(), "B's pixels where the strokes cross were erased"
+    assert (head[30:34, 5:30] == 255).all() and (head[30:34, 34:60] == 255).all()  # A's stroke is gone
+    # an eraser stroke from a stale page leaves what another window drew since, too
+    e = blank.copy()
+    r2 = handlers.canvas_save({"project": token, "image_id": iid, "labels": canvas.rle_encode(e),
+                               "version": ra["version"]})
+    assert "error" not in r2 and (project.scribbles(iid)[5:60, 30:34] == 0).all()
+    assert r["version"] >= 3
+
+
+def test_a_page_with_a_stale_class_list_of_the_same_length_is_refused(project, token):
+    """Class 'c' added and 'a' deleted elsewhere: the count is the same, the numbers are not. A save,
+    a mask edit or a tag from the page that knows the old classes is refused (nothing stored);
+    Rename / Recolour / Delete act by the name picked, never on the class now at that index
+    (bug hunt 39, #2 and #5). A page that only lacks a class added since still saves."""
+    iid = project.image_ids()[0]
+    handlers.add_class(project, "a")  # background, object, a
+    old = ["background", "object", "a"]
+    scr = np.full((64, 64), 255, np.uint8)
+    scr[5:10, 5:20] = 2  # a
+    scr[30:35, 5:20] = 1  # object
+    project.save_scribbles(iid, scr)
+    handlers.add_class(project, "b")
+    # a page that loaded before "b" was added: still fine
+    page = {"project": token, "image_id": iid, "n_classes": 3, "class_names": old,
+            "labels": canvas.rle_encode(scr), "version": project.scribble_version(iid)}
+    assert "error" not in handlers.canvas_save(page)
+    handlers.delete_class(project, "object")  # now background, a, b: 3 classes again
+    assert project.class_names == ["background", "a", "b"]
+    before, version = project.scribbles(iid).copy(), project.scribble_version(iid)
+    drawn = scr.copy()
+    drawn[50:55, 5:20] = 2  # the page's "a"
+    r = handlers.canvas_save({**page, "labels": canvas.rle_encode(drawn)})
+    assert "the classes were changed in another window" in r["error"] and "kept in this page" in r["error"]
+    assert project.scribble_version(iid) == version
+    np.testing.assert_array_equal(project.scribbles(iid), before)
+    r = handlers.canvas_save({**page, "layer": "mask", "labels": canvas.rle_encode(drawn), "version": 0})
+    assert "error" in r and project.mask_info(iid, "final") is None
+    r = handlers.canvas_tag({"project": token, "image_id": iid, "n_classes": 3, "class_names": old,
+                             "class_idx": 2, "state": "absent"})
+    assert "the tag was not saved" in r["error"] and project.tags(iid) == {}
+    r = handlers.canvas_tag({"project": token, "image_id": iid, "n_classes": 3, "class_names": old,
+                             "others": "absent"})
+    assert "error" in r and project.tags(iid) == {}
+    ok = handlers.canvas_tag({"project": token, "image_id": iid, "n_classes": 3,
+                              "class_names": project.class_names, "class_idx": 2, "state": "present"})
+    assert "error" not in ok and project.tags(iid) == {2: "present"}
+    # the "Class to change" list is valued by name
+    assert handlers.class_choices(project) == [("0: background", "background"), ("1: a", "a"), ("2: b", "b")]
+    with pytest.raises(AnnotationError, match="no class 'object' any more"):
+        handlers.rename_class(project, "object", "bee")  # the stale page's pick
+    with pytest.raises(AnnotationError, match="no class 'object' any more"):
+        handlers.recolor_class(project, "object", "#00ff00")
+    with pytest.raises(AnnotationError, match="no class 'object' any more"):
+        handlers.delete_class_question(project, "object")
+    assert project.class_names == ["background", "a", "b"]
+    assert "is now called bee" in handlers.rename_class(project, "b", "bee")
+    assert project.class_names == ["background", "a", "bee"]
+
+
+def test_a_restarted_server_takes_the_page_of_its_project_back(project, tmp_path, monkeypatch):
+    """Tokens live in the server's memory: after a restart the page's token is unknown. A page that
+    names the folder of a project the server has open (the one it was started on) gets its strokes
+    saved, merged with what was stored meanwhile; a page naming another folder gets nothing (bug
+    hunt 39, #1)."""
+    monkeypatch.setattr(handlers, "_START", [])
+    monkeypatch.setattr(handlers, "_PROJECTS", {})
+    iid = project.image_ids()[0]
+    handlers.set_start_project(project)
+    stale = "0123456789abcdef"  # the token of the server before the restart
+    scr = np.full((64, 64), 255, np.uint8)
+    scr[5:10, 5:20] = 1
+    r = handlers.canvas_save({"project": stale, "image_id": iid, "labels": canvas.rle_encode(scr), "version": 0})
+    assert "not open on the server" in r["error"] and project.scribble_version(iid) == 0
+    other = Project.create(tmp_path / "other", classes=["background", "object"])
+    img, _, _ = make_disc_image(64, seed=9)
+    other.add_image(encode_image_png(img), name="x.png")
+    r = handlers.canvas_save({"project": stale, "root": str(other.root), "image_id": iid,
+                              "labels": canvas.rle_encode(scr), "version": 0})
+    assert "not open on the server" in r["error"] and other.scribble_version(iid) == 0
+    other.close()
+    r = handlers.canvas_save({"project": stale, "root": str(project.root), "image_id": iid,
+                              "labels": canvas.rle_encode(scr), "version": 0})
+    assert "error" not in r and (project.scribbles(iid)[5:10, 5:20] == 1).all()
+    assert handlers.project_for(stale) is project
+    msg = handlers.load_message(project, handlers.register_project(project), iid)
+    assert msg["root"] == str(project.root)
+
+
+def test_a_stroke_of_a_class_tagged_absent_turns_its_tag_to_present(project, token):
+    """A class with strokes on the image is not tagged absent: a stroke drawn after "Others absent"
+    turns that tag to present, and the page is told (bug hunt 39, #4)."""
+    iid = project.image_ids()[0]
+    scr = np.full((64, 64), 255, np.uint8)
+    scr[5:10, 5:20] = 0
+    r = handlers.canvas_save({"project": token, "image_id": iid, "labels": canvas.rle_encode(scr), "version": 0})
+    handlers.canvas_tag({"project": token, "image_id": iid, "others": "absent"})
+    assert project.tags(iid) == {1: "absent"}
+    scr[30:35, 5:20] = 1
+    r = handlers.canvas_save({"project": token, "image_id": iid, "labels": canvas.rle_encode(scr),
+                              "version": r["version"]})
+    assert "error" not in r and project.tags(iid) == {1: "present"} and r["tags"] == {"1": "present"}
+    assert "object was tagged absent on this image" in r["note"] and "now present" in r["note"]
+    scr[40:45, 5:20] = 1
+    r = handlers.canvas_save({"project": token, "image_id": iid, "labels": canvas.rle_encode(scr),
+                              "version": r["version"]})
+    assert r["note"] == ""
+
+
+def test_next_unannotated_on_the_last_unannotated_image_says_so(project):
+    """It said "Every image has annotations already." on the one image left without any (bug hunt 39, #10)."""
+    ids = project.image_ids()
+    scr = np.full((64, 64), 255, np.uint8)
+    scr[5:10, 5:20] = 1
+    for i in ids[:-1]:
+        project.save_scribbles(i, scr)
+    r = handlers.resolve_navigation(project, ids[-1], "unannotated")
+    assert r.image_id == ids[-1] and r.message == "This is the only image left without annotations."
+    project.save_scribbles(ids[-1], scr)
+    assert handlers.resolve_navigation(project, ids[-1], "unannotated").message == "Every image has annotations already."
+
+
 def test_tags(project, token):
     iid = project.image_ids()[2]
     r = handlers.canvas_tag({"project": token, "image_id": iid, "class_idx": 1, "state": "present"})
@@ -1136,7 +1274,7 @@ def test_deleting_a_class_says_what_it_does_and_does_what_the_cli_does(project, 
     old_page = {"project": token, "image_id": iid, "labels": canvas.rle_encode(scr), "n_classes": 3,
                 "version": project.scribble_version(iid)}
     r = handlers.canvas_save(old_page)
-    assert "a class was deleted since this page loaded" in r["error"] and "Reload the page" in r["error"]
+    assert "the classes were changed in another window" in r["error"] and "Reload the page" in r["error"]
     assert "error" not in handlers.canvas_save({**old_page, "labels": canvas.rle_encode(stored), "n_classes": 2})
     with pytest.raises(AnnotationError, match="no class 'object' any more"):
         handlers.delete_class(project, "object")

@@ -1356,3 +1356,111 @@ def test_the_brush_range_grows_with_a_large_image(browser, server, tmp_path):
         goto_image(pg, "#ws-next")
         assert pg.get_attribute(size, "max") == "60"
         assert canvas_js(pg, "S.size") == 60 and "60 px" in pg.inner_text(f"{ROOT} .ws-size-val")
+
+
+def test_keys_still_work_after_a_toolbar_slider_was_used(browser, server):
+    """A slider touched (brightness, brush size) kept the focus, and the keys were ignored for any
+    input: "2" then a stroke drew the previous class, Ctrl+Z did nothing (bug hunt 39, #6)."""
+    with window(browser, server, "disc5.png") as pg:
+        pick_class(pg, 0)
+        pg.click(f"{ROOT} .ws-bright")  # focus on the slider
+        assert pg.evaluate("() => document.activeElement.classList.contains('ws-bright')")
+        pg.keyboard.press("2")
+        pg.wait_for_selector(f"{ROOT}[data-tool='class-1']")
+        pg.keyboard.press("e")
+        pg.wait_for_selector(f"{ROOT}[data-tool='eraser']")
+        pg.keyboard.press("2")
+        pg.click(f"{ROOT} .ws-size")
+        before = state(pg)["counts"].get("1", 0)
+        stroke(pg, [(0.2, 0.3), (0.8, 0.3)])
+        wait_saved(pg)
+        assert pg.evaluate("() => !document.activeElement.closest || !document.activeElement.closest('.ws-root')")
+        assert state(pg)["counts"].get("1", 0) > before
+        pg.keyboard.press("Control+z")
+        pg.wait_for_function(f"() => {{ const d = document.querySelector('{ROOT}')._ws.doc;"
+                             f" return d.labels.filter((v) => v === 1).length === {before}; }}")
+        wait_saved(pg)
+        pg.locator("#ws-epochs input").first.press("e")  # a key typed in a text box is still text
+        assert state(pg)["tool"] == "class-1"
+
+
+def test_strokes_drawn_while_the_server_was_down_are_saved_after_its_restart(browser, tmp_path):
+    """The page said "Saved · version undefined" for a save that got no answer, and after a restart
+    every save was refused (its project token unknown); a reload lost the strokes. Now a save with
+    no answer keeps the strokes (not saved, said so), and once the server is back they are sent
+    again and stored (bug hunt 39, #1)."""
+    root = tmp_path / "proj"
+    p = Project.create(root, classes=["background", "object"])
+    img, _, _ = make_disc_image(SIZE, seed=0)
+    iid = p.add_image(encode_image_png(img), name="disc0.png").id
+    p.close()
+    port = free_port()
+    env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", PYTHONUNBUFFERED="1")
+    url = f"http://127.0.0.1:{port}/"
+
+    def start():
+        proc = subprocess.Popen([sys.executable, str(REPO / "app.py"), str(root), "--port", str(port)], cwd=REPO,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+        deadline = time.time() + 90
+        while True:
+            try:
+                urllib.request.urlopen(url, timeout=2)
+                return proc
+            except OSError:
+                if proc.poll() is not None or time.time() > deadline:
+                    proc.kill()
+                    pytest.fail("the app did not start")
+                time.sleep(0.3)
+
+    def stop(proc):
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+    proc = start()
+    try:
+        with window(browser, url) as pg:
+            pick_class(pg, 1)
+            stroke(pg, [(0.2, 0.2), (0.8, 0.2)])
+            wait_saved(pg)
+            stop(proc)
+            stroke(pg, [(0.2, 0.5), (0.8, 0.5)])
+            pg.wait_for_function(f"() => document.querySelector('{ROOT}')._ws.doc.failed")
+            assert state(pg)["saved"] != "1" and "not saved" in state(pg)["error"].lower() + pg.inner_text(f"{ROOT} .ws-status").lower()
+            assert "undefined" not in pg.inner_text(f"{ROOT} .ws-status")
+            held = state(pg)["counts"]["1"]
+            proc = start()
+            wait_saved(pg)  # sent again by itself once the server answers
+            assert not state(pg)["error"]
+            with Project.open(root) as q:
+                assert int((q.scribbles(iid) == 1).sum()) == held
+    finally:
+        stop(proc)
+
+
+def test_ctrl_enter_with_no_overlay_and_a_stroke_of_a_class_tagged_absent(browser, server, project_dir):
+    """Ctrl+Enter with the overlay None said "unknown mask kind 'none'." (#11); a stroke of a class
+    tagged absent left the tag absent, and the final overlay and the export dropped the class from
+    under it (#4): the tag turns to present and the page says so (bug hunt 39)."""
+    with window(browser, server, "disc4.png") as pg:
+        iid = state(pg)["id"]
+        pick_class(pg, 0)
+        stroke(pg, [(0.1, 0.1), (0.3, 0.1)])
+        wait_saved(pg)
+        pg.click(f"{ROOT} .ws-ovl[data-kind='none']")
+        pg.wait_for_selector(f"{ROOT}[data-overlay-kind='none']")
+        pg.locator(f"{ROOT} canvas.ws-labels").hover()
+        pg.keyboard.press("Control+Enter")
+        pg.wait_for_function(f"() => document.querySelector('{ROOT}').dataset.error")
+        err = state(pg)["error"]
+        assert "overlay is None" in err and "unknown mask kind" not in err
+        with Project.open(project_dir) as p:
+            p.set_tag(iid, 1, "absent")  # as "Others absent" did before
+        pick_class(pg, 1)
+        stroke(pg, [(0.3, 0.6), (0.7, 0.6)])
+        wait_saved(pg)
+        assert "object was tagged absent on this image" in pg.inner_text(f"{ROOT} .ws-status")
+        assert pg.evaluate(f"() => document.querySelector('{ROOT}')._ws.tags['1']") == "present"
+        assert stored(project_dir, iid)[2] == {1: "present"}

@@ -32,7 +32,7 @@
   const KIND_NAMES = {preview: 'Live preview', final: 'Final', predicted: 'Prediction', imported: 'Imported',
                       pseudo: 'Pseudo-mask', none: 'None'};
   const S = {
-    proj: null, id: null, W: 0, H: 0, classes: [], lut: [], cls: 1, erase: false, fill: false, path: null, size: 6, zoom: 1,
+    proj: null, roots: {}, id: null, W: 0, H: 0, classes: [], lut: [], cls: 1, erase: false, fill: false, path: null, size: 6, zoom: 1,
     mode: 'scribbles', docs: {}, doc: null, overlayKind: 'preview', overlayKinds: ['preview'],
     overlayWanted: false, overlayBusy: false, previewStroke: 0, label: '', opacity: 0.45, tags: {}, imgData: null,
     drawing: false, last: null, pointerId: null, status: '', seq: 0,
@@ -285,20 +285,36 @@
   }
 
   // ------------------------------------------------------------------ server calls
-  async function call(name, payload) {
+  function pageClasses() {
+    // what this page knows of the project's classes: the server refuses a save or a tag from a page
+    // whose class numbers are out of date (a class deleted and another added elsewhere)
+    return {n_classes: S.classes.length, class_names: S.classes.map((c) => c.name)};
+  }
+  async function call(name, payload, how) {
+    // how (optional): gets .unanswered = true when the server gave no answer at all
     const req = Object.assign({project: S.proj}, payload);
+    // the project's folder, so a restarted server (tokens live in its memory) knows which it is
+    if (req.root === undefined && S.roots[req.project]) req.root = S.roots[req.project];
+    let r, why = '';
     try {
-      const r = await server[name](req);
-      if (r && r.error) {
-        showError(r.error);
-        if (r.gone) forget(req.project, req.image_id, true);
-        return null;
-      }
-      return r || {};
+      r = await server[name](req);
     } catch (e) {
-      showError('The server did not answer (' + (e && e.message ? e.message : e) + '). Your strokes are kept in this page.');
+      r = undefined;
+      why = e && e.message ? e.message : String(e);
+    }
+    if (r && r.error) {
+      showError(r.error);
+      if (r.gone) forget(req.project, req.image_id, true);
       return null;
     }
+    if (r === null || r === undefined || typeof r !== 'object') {
+      // no answer at all (the server is down or restarting): never taken as a success
+      if (how) how.unanswered = true;
+      showError('The server did not answer' + (why ? ' (' + why + ')' : '') +
+                ': nothing was saved. Your strokes are kept in this page and are sent again when it answers.');
+      return null;
+    }
+    return r;
   }
   function forget(proj, id, shownToo) {
     // the image is no longer in the project: its docs (unsaved strokes too) and undo history go, so
@@ -351,14 +367,17 @@
     updateFlags();
     const sent = d.labels.slice();
     setStatus('Saving…');
+    const how = {};
     const r = await call('canvas_save', {project: d.proj, image_id: d.id, layer: d.layer, labels: rleEncode(sent),
-                                         version: d.version, kind: d.kind, n_classes: S.classes.length});
+                                         version: d.version, kind: d.kind, ...pageClasses()}, how);
     d.inflight = false;
     if (d.gone) { updateFlags(); return; }  // the image was removed meanwhile: nothing to keep or resend
     d.failed = !r;
     if (!r) {
       d.dirty = true;  // keep the strokes; they go with the next save
-      setStatus('Not saved yet: your strokes are kept and will be saved with the next stroke.');
+      setStatus('Not saved: your strokes are kept in this page and will be saved with the next stroke.');
+      // no answer (the server is down or restarting): try again by itself until it answers
+      if (how.unanswered && !d.retry) d.retry = setTimeout(() => { d.retry = null; flush(d); }, 3000);
       updateFlags();
       return;
     }
@@ -386,7 +405,8 @@
     clearError();
     if (d === S.doc) {
       setStatus(d.layer === 'mask' ? 'Final mask saved' + (r.merged ? ' (merged with another window\'s edits)' : '')
-        : 'Saved' + (r.merged ? ' (merged with another window\'s strokes)' : '') + ' \u00b7 version ' + r.version);
+        : 'Saved' + (r.merged ? ' (merged with another window\'s strokes)' : '') + ' \u00b7 version ' + r.version +
+          (r.note ? '. ' + r.note : ''));
       if (r.labels && d.layer === 'scribbles') { S.seq++; requestOverlay(); }  // merged: preview what is stored now
     }
     if (isShown(d) && r.tags) { S.tags = r.tags; markTags(); }  // another window may have changed them
@@ -448,14 +468,18 @@
     // one canvas_tag request for the image shown; its answer holds every tag of the image
     if (S.id == null) return;
     const id = S.id;
-    const r = await call('canvas_tag', Object.assign({image_id: id}, req));
+    const r = await call('canvas_tag', Object.assign({image_id: id}, pageClasses(), req));
     if (!r || id !== S.id) return;
     S.tags = r.tags || {};
     markTags();
     setStatus(done);
     notifySaved(r.status);
   }
-  function setTag(idx, state) {
+  async function setTag(idx, state) {
+    if (S.id == null) return;
+    const id = S.id;
+    await waitSaved(S.docs.scribbles);  // a stroke still being saved counts (absent is refused for a drawn class)
+    if (id !== S.id) return;
     return sendTags({class_idx: idx, state},
                     'Tag saved: ' + (S.classes.find((c) => c.idx === idx) || {name: idx}).name + ' ' + state);
   }
@@ -556,6 +580,10 @@
   }
   async function accept() {
     if (S.id == null || S.mode === 'mask') return;
+    if (S.overlayKind === 'none') {  // as the disabled button: Accept stores the mask shown
+      showError('No mask is shown (the overlay is None), so there is nothing to accept: choose the overlay to accept first.');
+      return;
+    }
     const d = S.docs.scribbles, id = S.id, proj = S.proj;
     await waitSaved(d);
     await waitSaved(S.docs.mask);
@@ -628,7 +656,9 @@
   }
   cv.addEventListener('pointerdown', (e) => {
     if (!S.doc || e.button !== 0) return;
-    e.preventDefault();
+    e.preventDefault();  // (so the focus stays: a slider touched before would keep the keys from working)
+    const fa = document.activeElement;
+    if (fa && fa !== document.body && fa.blur) fa.blur();
     cv.setPointerCapture(e.pointerId);
     S.drawing = true;
     S.pointerId = e.pointerId;
@@ -704,10 +734,13 @@
   opacity.addEventListener('input', () => { S.opacity = Number(opacity.value) / 100; applyOpacity(); });
   q('.ws-accept').addEventListener('click', accept);
   q('.ws-error').addEventListener('click', clearError);
+  const NON_TEXT_INPUTS = new Set(['range', 'checkbox', 'radio', 'button', 'submit', 'reset', 'color', 'file', 'image']);
   document.addEventListener('keydown', (e) => {
     if (!root.isConnected || S.id == null || root.offsetParent === null) return;
     const t = e.target;
-    if (t && (t.tagName === 'INPUT' || t.tagName === 'TEXTAREA' || t.tagName === 'SELECT' || t.isContentEditable)) return;
+    // keys typed into a text box are text; a slider, checkbox or button keeps no key of ours
+    const typed = t && t.tagName === 'INPUT' && !NON_TEXT_INPUTS.has(String(t.type || '').toLowerCase());
+    if (t && (typed || t.tagName === 'TEXTAREA' || t.tagName === 'SELECT' || t.isContentEditable)) return;
     const k = e.key;
     if ((e.ctrlKey || e.metaKey) && (k === 'z' || k === 'Z')) { e.preventDefault(); undoRedo(e.shiftKey); return; }
     if ((e.ctrlKey || e.metaKey) && (k === 'y' || k === 'Y')) { e.preventDefault(); undoRedo(true); return; }
@@ -774,6 +807,7 @@
     if (msg.removed_image != null) forget(msg.project || S.proj, msg.removed_image, false);
     const prevProj = S.proj;
     S.proj = msg.project || S.proj;
+    if (msg.project && msg.root) S.roots[msg.project] = msg.root;
     if (msg.type === 'classes' && msg.deleted != null) remapClasses(S.proj, msg.deleted);
     if (msg.classes) setClasses(msg.classes);
     if (msg.type === 'classes') {
