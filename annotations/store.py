@@ -693,16 +693,38 @@ class Project:
                 out.append(im)
         return out
 
-    def file_usable(self, info: ImageInfo) -> bool:
-        """Whether the image's file still holds a picture the annotations fit: the bytes added
-        (their sha256; they were decoded then), or other bytes that decode to an image of the
-        recorded size (the file re-saved elsewhere). False for a damaged or truncated file, or a
-        file that cannot be read."""
+    #: An image file whose modification time is its image's ``added`` time (to this many seconds:
+    #: FAT keeps 2 s) is the file the tool wrote, untouched since (:meth:`file_usable`).
+    STAMP_SLACK_S = 2.0
+
+    def _stamp_file(self, rel: str, added: str) -> None:
+        """Give an image file the modification time ``added`` (its image's): while it keeps that
+        time it is the file the tool wrote, and :meth:`file_usable` need not read it."""
         try:
-            data = (self.root / info.file).read_bytes()
+            t = datetime.fromisoformat(added).timestamp()
+            os.utime(self.root / rel, (t, t))
+        except (OSError, ValueError):  # a read-only or odd file system: the file is read when checked
+            pass
+
+    def file_usable(self, info: ImageInfo) -> bool:
+        """Whether the image's file still holds a picture the annotations fit: the file the tool
+        wrote, untouched since (its time is still its image's ``added`` time, as the tool sets it;
+        ``git status`` trusts a file's time the same way), else the bytes added (their sha256; they
+        were decoded then: the file's time is set back, so the next check need not read it), or
+        other bytes that decode to an image of the recorded size (the file re-saved elsewhere).
+        False for a damaged or truncated file, or a file that cannot be read."""
+        path = self.root / info.file
+        try:
+            if abs(path.stat().st_mtime - datetime.fromisoformat(info.added).timestamp()) <= self.STAMP_SLACK_S:
+                return True
+        except (OSError, ValueError):
+            pass
+        try:
+            data = path.read_bytes()
         except OSError:
             return False
         if hashlib.sha256(data).hexdigest() == info.sha256:
+            self._stamp_file(info.file, info.added)  # e.g. a project copied without its files' times
             return True
         try:
             arr = imageio.decode_image(data, info.name)
@@ -778,9 +800,11 @@ class Project:
             if os.path.splitext(rel)[1].lower() != ext:
                 rel += ext
             self._write_file(rel, data)
+            added = self._stamp()
+            self._stamp_file(rel, added)
             cur = conn.execute(
                 "INSERT INTO images (name, orig_name, file, sha256, width, height, channels, added) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (final_name, orig_name, rel, digest, w, h, ch, self._stamp()))
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (final_name, orig_name, rel, digest, w, h, ch, added))
             image_id = cur.lastrowid
             row = conn.execute("SELECT * FROM images WHERE id = ?", (image_id,)).fetchone()
         return self._row_to_image(row)

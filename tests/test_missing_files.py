@@ -185,11 +185,21 @@ def test_an_export_that_writes_no_image_goes_on_without_the_missing_files(tmp_pa
     assert "Nothing was exported" in capsys.readouterr().err and not (tmp_path / "x").exists()
 
 
+def later(p: Project, info) -> None:
+    """Give the image's file the time of a change a minute after the image was added (a test runs
+    within the 2 s to which a file keeping the time the tool gave it is trusted unread)."""
+    from datetime import datetime
+
+    t = datetime.fromisoformat(info.added).timestamp() + 60
+    os.utime(p.root / info.file, (t, t))
+
+
 def damage(p: Project, name: str) -> int:
-    """Truncate the image's file to 60 bytes, as a failed copy or sync leaves it."""
+    """Truncate the image's file to 60 bytes, as a failed copy or sync leaves it (a minute later)."""
     info = p.image_by_name(name)
     path = p.root / info.file
     path.write_bytes(path.read_bytes()[:60])
+    later(p, info)
     return info.id
 
 
@@ -220,6 +230,8 @@ def test_a_damaged_file_is_named_by_status_left_out_of_training_and_refused_by_e
 
 
 def test_a_file_resaved_with_other_bytes_but_the_same_picture_size_is_still_usable(tmp_path):
+    from datetime import datetime
+
     from annotations.imageio import decode_image
 
     p = _project(tmp_path, n=2, strokes=False)
@@ -228,7 +240,17 @@ def test_a_file_resaved_with_other_bytes_but_the_same_picture_size_is_still_usab
     img = decode_image(path.read_bytes(), "d0.png")
     import cv2
 
+    added = datetime.fromisoformat(info.added).timestamp()
+    assert abs(path.stat().st_mtime - added) < 1e-3  # the tool gives the file its image's time
+    good = path.read_bytes()
     path.write_bytes(cv2.imencode(".png", img[..., ::-1], [cv2.IMWRITE_PNG_COMPRESSION, 0])[1].tobytes())
+    later(p, info)
     assert p.file_usable(info)  # other bytes (no compression), same 64 x 64 picture
     path.write_bytes(cv2.imencode(".png", np.zeros((32, 64, 3), np.uint8))[1].tobytes())
+    later(p, info)
     assert not p.file_usable(info)  # another size: the annotations no longer fit
+    # the original bytes back with a new time (a copy that did not keep file times): read once,
+    # then given its time back, so the next check does not read it
+    path.write_bytes(good)
+    later(p, info)
+    assert p.file_usable(info) and abs(path.stat().st_mtime - added) < 1e-3
