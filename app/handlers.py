@@ -13,8 +13,10 @@ store as saves, merged like any other (:func:`save_scribbles_merged`).
 from __future__ import annotations
 
 import hashlib
+import html
 import itertools
 import os
+import re
 import shutil
 import tempfile
 import threading
@@ -531,6 +533,42 @@ def save_mask_edit(project: Project, image_id: int, mask: np.ndarray, base_mask_
     return info.id, merged
 
 
+def _editor_start(project: Project, image_id: int, start_version: int) -> np.ndarray | None:
+    """The map the mask editor opened with, by the ``version`` :func:`mask_layer` gave it (0: an
+    empty map; negative: a live preview kept in memory; else a stored mask id); ``None`` if unknown."""
+    if start_version == 0:
+        return _blank(project, image_id)
+    if start_version < 0:
+        with _EDITOR_BASES_LOCK:
+            base = _EDITOR_BASES.get((str(project.root), int(image_id), start_version))
+        return None if base is None else base.copy()
+    return _mask_by_id(project, image_id, start_version)
+
+
+def take_back_mask_edit(project: Project, image_id: int, mask: np.ndarray, base_mask_id: int,
+                        start_version, opened_final) -> bool:
+    """The mask editor's map is back to what it opened with (Undo, Reset) on an image that had no
+    final mask then (``opened_final`` 0): the final mask this visit saved is taken back (made not
+    current, the history keeps it) instead of storing the unreviewed start map as a person's edit,
+    so the status is what it was. Only when the current final mask is this page's own last save
+    (``base_mask_id``) and an editor save, or there is none yet (nothing is saved then). Returns
+    whether it did (``False``: save the map as usual)."""
+    if not isinstance(opened_final, int) or isinstance(opened_final, bool) or opened_final != 0:
+        return False
+    if not isinstance(start_version, int) or isinstance(start_version, bool):
+        return False
+    start = _editor_start(project, image_id, start_version)
+    if start is None or start.shape != mask.shape or not np.array_equal(start, mask):
+        return False
+    cur = project.mask_info(image_id, "final")
+    if cur is None:
+        return True  # never saved: nothing to take back
+    if cur.id != int(base_mask_id or 0) or not cur.source.startswith(MASK_EDITOR_SOURCE):
+        return False  # another window saved a final mask since: theirs is not this page's to remove
+    project.clear_mask(image_id, "final")
+    return True
+
+
 def check_labelled(project: Project, image_id: int, mask: np.ndarray, what: str) -> None:
     """Refuse (:class:`AppError`, starting with ``what``) a final mask without one labelled pixel:
     stored, it counted the image as done, Predict skipped it and an export wrote it as "no object"
@@ -884,6 +922,11 @@ def canvas_save(payload: dict) -> dict:
         v, merged = save_scribbles_merged(project, image_id, labels, int(payload.get("version") or 0),
                                           author=str(payload.get("author") or "app")[:64])
     elif layer == "mask":
+        if take_back_mask_edit(project, image_id, labels, int(payload.get("version") or 0),
+                               payload.get("start_version"), payload.get("opened_final")):
+            return {"version": int(payload.get("start_version") or 0), "labels": None, "taken_back": True,
+                    "status": image_status(project, image_id), "merged": False,
+                    "tags": tags_of(project, image_id), "note": "", "final_id": final_id(project, image_id)}
         v, merged = save_mask_edit(project, image_id, labels, int(payload.get("version") or 0),
                                    str(payload.get("kind") or ""))
     else:
@@ -972,7 +1015,11 @@ def canvas_mask_layer(payload: dict) -> dict:
     """``{project, image_id[, shown]}`` -> the mask editor's starting map (see :func:`mask_layer`)."""
     project, image_id = _req(payload)
     shown = payload.get("shown")
-    return mask_layer(project, image_id, shown if isinstance(shown, str) else None)
+    out = mask_layer(project, image_id, shown if isinstance(shown, str) else None)
+    # the final mask the image had when the editor opened (0: none): painting back to the start map
+    # then takes this visit's final mask back (see :func:`take_back_mask_edit`)
+    out["final_id"] = final_id(project, image_id)
+    return out
 
 
 @_guard
@@ -989,6 +1036,16 @@ CANVAS_FUNCTIONS = (canvas_save, canvas_preview, canvas_tag, canvas_mask_layer, 
 
 
 # ---------------------------------------------------------------------------------- classes
+_MD_SPECIALS = re.compile(r"([\\`*_\[\]~|])")  # mid-line: emphasis, code, links, strike, tables
+
+
+def md_text(text) -> str:
+    """``text`` (a class name, an image name) as literal text inside Markdown: its HTML escaped and
+    its Markdown marks backslashed, so ``<b>`` or ``**x**`` shows as typed (it vanished, rendered
+    as a tag)."""
+    return _MD_SPECIALS.sub(r"\\\1", html.escape(str(text), quote=False))
+
+
 def class_rows(project: Project) -> list[list]:
     return [[c.idx, c.name, c.hex] for c in project.classes()]
 
@@ -1051,9 +1108,9 @@ def delete_class_question(project: Project, idx) -> tuple[str, str]:
     jobs.refuse_while_running(str(project.root), "The class was not deleted")
     project.check_class_deletable(c)  # the store's own refusal, before anything is asked
     uses, effects = usage_text(project.class_usage(c.idx))
-    parts = [f"Really delete class **{c.name}** (index {c.idx})?",
+    parts = [f"Really delete class **{md_text(c.name)}** (index {c.idx})?",
              f"It is used by {uses}: {effects}." if uses else "No stroke, mask or tag uses it."]
-    after = [x.name for x in project.classes() if x.idx > c.idx]
+    after = [md_text(x.name) for x in project.classes() if x.idx > c.idx]
     if after:
         parts.append(f"The classes after it ({', '.join(after)}) each move down one index (and number key).")
     parts.append("This cannot be undone from the page.")

@@ -8,6 +8,7 @@ masks of the training images, and the page says so.
 """
 from __future__ import annotations
 
+import os
 import time
 
 import numpy as np
@@ -238,6 +239,20 @@ def shown_job(project: Project) -> dict | None:
         if end is not None and end != project_state(project):
             return None
     return snap
+
+
+def watch_key(project: Project) -> tuple[str, bool]:
+    """``(key, running)``: what the Train panel shows changes when the key does (a job started,
+    changed status, or a model was saved, in any tab or on the command line); cheap enough for
+    every tab to ask every few seconds (a dict lookup and a stat)."""
+    job = jobs.current_job(str(project.root))
+    snap = job.snapshot() if job is not None else {}
+    status = snap.get("status", "")
+    try:
+        models = os.stat(project.models_dir).st_mtime_ns
+    except OSError:
+        models = 0
+    return f"{snap.get('kind', '')}:{snap.get('started', '')}:{status}:{models}", status == "running"
 
 
 def panel_html(project: Project) -> str:

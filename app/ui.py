@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import html
 import json
 import logging
 import uuid
@@ -24,6 +25,20 @@ LIST_HEADERS = ["id", "image", "status"]
 LIST_WIDTHS = ["12%", "60%", "28%"]
 
 
+#: How often (seconds) a tab looks whether a job started or ended, or a model was saved, elsewhere.
+WATCH_SECONDS = 2.0
+
+
+def info(message) -> None:
+    """A toast; its text is text (a class named ``<b>`` shows as typed: Gradio renders a toast as HTML)."""
+    gr.Info(html.escape(str(message), quote=False))
+
+
+def warning(message) -> None:
+    """A warning toast, its text escaped as in :func:`info`."""
+    gr.Warning(html.escape(str(message), quote=False))
+
+
 def safe(fn, n_outputs: int):
     """Run ``fn``; an AnnotationError (or any failure) becomes a warning in the page, never a stack
     trace, and leaves every output as it was (no component is marked as failed)."""
@@ -33,10 +48,10 @@ def safe(fn, n_outputs: int):
         try:
             return fn(*args, **kwargs)
         except AnnotationError as e:
-            gr.Warning(str(e))
+            warning(str(e))
         except Exception as e:  # noqa: BLE001
             log.exception("handler %s failed", getattr(fn, "__name__", fn))
-            gr.Warning(f"Something went wrong ({type(e).__name__}: {e}). Your annotations are saved.")
+            warning(f"Something went wrong ({type(e).__name__}: {e}). Your annotations are saved.")
         return gr.skip() if n_outputs == 1 else tuple(gr.skip() for _ in range(n_outputs))
 
     return wrapper
@@ -156,6 +171,9 @@ def build_ui(project: Project) -> gr.Blocks:
                                 "Train) and stores a pseudo-mask for every tagged image (strokes there are kept); "
                                 "the next training uses them.</span>")
                     timer = gr.Timer(1.0, active=False)
+                    # every tab watches the project's job (one started in another tab too), cheaply
+                    watch = gr.Timer(WATCH_SECONDS, active=True)
+                    watch_seen = gr.State("")
                 with gr.Accordion("Classes", open=False, elem_id="ws-classes-panel"):
                     class_table = gr.Dataframe(headers=["index", "name", "colour"], interactive=False,
                                                elem_id="ws-class-table", label="Classes")
@@ -227,7 +245,7 @@ def build_ui(project: Project) -> gr.Blocks:
         def on_start(filt, seen, last):
             p, note = handlers.reopen_project(last, project)
             if note:  # e.g. the folder was deleted since: the startup project, and why
-                gr.Warning(note)
+                warning(note)
             tok = handlers.register_project(p)
             image_id = handlers.resume_image(p, seen)
             from annotations.formats import list_formats
@@ -249,7 +267,7 @@ def build_ui(project: Project) -> gr.Blocks:
             p = handlers.project_for(tok)
             res = handlers.resolve_navigation(p, cur, action, filt)
             if res.message:
-                gr.Info(res.message)
+                info(res.message)
             return show(tok, res.image_id, filt)
 
         for btn, action in ((prev_btn, "prev"), (next_btn, "next"), (todo_btn, "unannotated"),
@@ -316,7 +334,7 @@ def build_ui(project: Project) -> gr.Blocks:
 
         def on_cancel(tok):
             p = handlers.project_for(tok)
-            gr.Info(jobs.cancel_job(str(p.root)))
+            info(jobs.cancel_job(str(p.root)))
             return training.panel_html(p)
 
         listen(cancel_btn.click, on_cancel, [token], [train_progress])
@@ -333,9 +351,29 @@ def build_ui(project: Project) -> gr.Blocks:
         listen(timer.tick, on_tick, [token, current, status_filter], [train_progress, timer] + shown,
                    show_progress="hidden")
 
+        def on_watch(tok, seen, cur, filt):
+            # a job started, ended or a model was saved since this tab last looked (another tab, the
+            # command line): the panel is redrawn, and a running job's progress followed by `timer`
+            # (which refreshes the image and list when it ends; a job that ran between two looks
+            # refreshes them here). Otherwise nothing is sent.
+            nothing = (gr.skip(),) * (3 + len(shown))
+            try:
+                p = handlers.project_for(tok)
+                key, running = training.watch_key(p)
+                if key == seen:
+                    return nothing
+                ended = bool(seen) and not running and key.split(":")[:2] != seen.split(":")[:2]
+                again = refresh(tok, cur, filt) if ended else (gr.skip(),) * len(shown)
+                return (training.panel_html(p), gr.Timer(active=True) if running else gr.skip(), key, *again)
+            except Exception:  # noqa: BLE001 - a project gone, a restart: the next action says it
+                return nothing
+
+        watch.tick(on_watch, [token, watch_seen, current, status_filter],
+                   [train_progress, timer, watch_seen] + shown, show_progress="hidden", queue=False)
+
         # ---------------------------------------------------------------- classes
         def _classes_changed(tok, p: Project, message: str, keep=None, **extra):
-            gr.Info(message)
+            info(message)
             msg = {"type": "classes", "project": tok, "classes": handlers.class_list(p),
                    "nonce": uuid.uuid4().hex[:8], **extra}
             # a failed job's message about the old classes is out of date now (training.shown_job)
@@ -376,7 +414,7 @@ def build_ui(project: Project) -> gr.Blocks:
                [delete_class_pending, delete_class_q, delete_class_box])
 
         def on_delete_class_keep():
-            gr.Info("No class was deleted.")
+            info("No class was deleted.")
             return None, hidden()
 
         listen(delete_class_no.click, on_delete_class_keep, None, [delete_class_pending, delete_class_box])
@@ -424,10 +462,10 @@ def build_ui(project: Project) -> gr.Blocks:
             try:
                 msg = handlers.add_folder(p, path)
             except AnnotationError as e:  # said under the box too, where the last result stood
-                gr.Warning(str(e))
+                warning(str(e))
                 msg = f"Nothing added: {e}"
             if p.scribble_layer != layer:  # the app turned to the imported layer: reload the image's strokes
-                gr.Info(msg.splitlines()[-1])
+                info(msg.splitlines()[-1])
                 shown_now = show(tok, handlers.check_image(p, cur), filt)
             else:
                 shown_now = refresh(tok, cur, filt)
@@ -454,7 +492,7 @@ def build_ui(project: Project) -> gr.Blocks:
                 raise AnnotationError("another project was opened since the question; nothing was removed.")
             removed = pending["image_id"]
             next_id, message = handlers.remove_image(p, removed, filt)
-            gr.Info(message)
+            info(message)
             # the image removed was the one shown: the next one; else the one shown stays
             show_id = next_id if cur is None or int(cur) == int(removed) else handlers.check_image(p, cur)
             return (None, hidden(), message, training.panel_html(p), *show(tok, show_id, filt, removed=removed))

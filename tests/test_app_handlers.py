@@ -36,6 +36,17 @@ def _scribbles(seed=0):
 
 
 # ------------------------------------------------------------------ canvas helpers
+def test_a_class_name_in_the_delete_question_is_text_not_html(project):
+    """A class named ``<b>…`` vanished from the delete question (Markdown rendered it as a tag)."""
+    handlers.add_class(project, "<img src=x> a_b*", "#00ff00")
+    handlers.add_class(project, "last", "#0000ff")
+    name, question = handlers.delete_class_question(project, 2)
+    assert name == "<img src=x> a_b*"
+    assert "Really delete class **&lt;img src=x&gt; a\\_b\\*** (index 2)?" in question and "<img" not in question
+    _, q1 = handlers.delete_class_question(project, 1)
+    assert "(&lt;img src=x&gt; a\\_b\\*, last)" in q1
+
+
 def test_rle_round_trip_and_validation():
     rng = np.random.default_rng(0)
     lab = np.full((17, 23), 255, np.uint8)
@@ -122,6 +133,63 @@ def test_mask_editor_saves_final_and_merges(project, token):
     assert r2["merged"]
     final = project.mask(iid, "final")
     assert (final[10:20, 10:20] == 1).all() and (final[40:50, 40:50] == 1).all()
+
+
+def test_mask_editor_painted_back_to_its_start_takes_its_final_mask_back(project, token):
+    """Mask editor on a predicted image: paint, then Undo (or Reset) back to the map it opened with.
+    The image stayed 'final' with the unreviewed prediction stored as a hand edit. Now the final
+    mask that visit saved is taken back (the status is 'predicted' again); a redo saves it again,
+    and on an image that had a final mask before, the map is saved as usual."""
+    iid, other = project.image_ids()[:2]
+    gt = make_disc_image(64, seed=0)[1]
+    project.save_mask(iid, gt, "predicted", source="model:test", uncertainty=0.2)
+    start = handlers.canvas_mask_layer({"project": token, "image_id": iid, "shown": "predicted"})
+    assert start["final_id"] == 0 and start["kind"] == "predicted"
+    first = canvas.rle_decode(start["labels"], (64, 64)).copy()
+    painted = first.copy()
+    painted[:6, :6] = 1
+    req = {"project": token, "image_id": iid, "layer": "mask", "kind": "predicted",
+           "start_version": start["version"], "opened_final": start["final_id"]}
+    r = handlers.canvas_save({**req, "labels": canvas.rle_encode(painted), "version": start["version"]})
+    assert "error" not in r and project.status(iid) == "final"
+    r = handlers.canvas_save({**req, "labels": canvas.rle_encode(first), "version": r["version"]})  # Undo
+    assert r.get("taken_back") and r["version"] == start["version"] and r["final_id"] == 0
+    assert project.mask_info(iid, "final") is None and project.status(iid) == "predicted"
+    assert r["status"] == handlers.image_status(project, iid)
+    r = handlers.canvas_save({**req, "labels": canvas.rle_encode(painted), "version": r["version"]})  # Redo
+    assert not r.get("taken_back") and project.status(iid) == "final"
+    np.testing.assert_array_equal(project.mask(iid, "final"), painted)
+    assert project.mask_info(iid, "final").source == "app:mask-editor(from predicted)"
+    # painted and undone before any save: nothing is saved at all
+    project.save_mask(other, gt, "predicted", source="model:test", uncertainty=0.2)
+    s2 = handlers.canvas_mask_layer({"project": token, "image_id": other, "shown": "predicted"})
+    r = handlers.canvas_save({**req, "image_id": other, "labels": s2["labels"], "version": s2["version"],
+                              "start_version": s2["version"], "opened_final": 0})
+    assert r.get("taken_back") and project.mask_info(other, "final") is None
+    # the image had a final mask when the editor opened: back to it is saved as usual
+    s3 = handlers.canvas_mask_layer({"project": token, "image_id": iid})
+    assert s3["final_id"] == s3["version"] > 0
+    req3 = {**req, "kind": "final", "start_version": s3["version"], "opened_final": s3["final_id"]}
+    more = painted.copy()
+    more[50:, 50:] = 0
+    r = handlers.canvas_save({**req3, "labels": canvas.rle_encode(more), "version": s3["version"]})
+    r = handlers.canvas_save({**req3, "labels": canvas.rle_encode(painted), "version": r["version"]})
+    assert not r.get("taken_back") and project.status(iid) == "final"
+    np.testing.assert_array_equal(project.mask(iid, "final"), painted)
+    # another window's final mask saved meanwhile is never taken back
+    s4 = handlers.canvas_mask_layer({"project": token, "image_id": other, "shown": "predicted"})
+    p4 = canvas.rle_decode(s4["labels"], (64, 64)).copy()
+    p4[:3, :3] = 1
+    req4 = {**req, "image_id": other, "start_version": s4["version"], "opened_final": 0}
+    r = handlers.canvas_save({**req4, "labels": canvas.rle_encode(p4), "version": s4["version"]})
+    theirs = handlers.canvas_mask_layer({"project": token, "image_id": other})
+    t = canvas.rle_decode(theirs["labels"], (64, 64)).copy()
+    t[60:, :4] = 1
+    handlers.canvas_save({"project": token, "image_id": other, "layer": "mask", "labels": canvas.rle_encode(t),
+                          "version": theirs["version"], "kind": "final"})
+    r = handlers.canvas_save({**req4, "labels": s4["labels"], "version": r["version"]})
+    assert not r.get("taken_back") and project.status(other) == "final"
+    assert (project.mask(other, "final")[60:, :4] == 1).all()
 
 
 def test_an_all_unlabelled_final_mask_is_refused_and_the_previous_one_stays(project, token):

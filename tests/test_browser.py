@@ -700,7 +700,9 @@ def test_leaving_the_mask_editor_shows_the_edit_and_accept_keeps_it(browser, ser
 def test_clear_in_the_mask_editor_resets_it_and_never_saves_an_empty_final_mask(browser, server, project_dir):
     """In the mask editor, Clear saved a final mask with no labelled pixel (the image counted as
     done, YOLO exported "no object"), its tooltip saying "Remove every stroke". There it is Reset
-    now: the mask as the editor opened it, saved as the final mask, and Undo brings the edit back."""
+    now: the mask as the editor opened it, and Undo brings the edit back. On an image that had no
+    final mask, Reset (or Undo) back to the start left it 'final' with the unreviewed prediction
+    stored as a hand edit: now that final mask is taken back and the image is 'predicted' again."""
     iid, name = image_without_final(project_dir)
     with Project.open(project_dir) as p:
         p.save_mask(iid, make_disc_image(SIZE, seed=iid)[1], "predicted", source="model:test", uncertainty=0.3)
@@ -717,17 +719,30 @@ def test_clear_in_the_mask_editor_resets_it_and_never_saves_an_empty_final_mask(
         wait_saved(pg)
         painted = editor_map(pg)
         assert (painted != start).any()
-        click_then_final(pg, f"{ROOT} .ws-clear", project_dir, iid, start)
-        click_then_final(pg, f"{ROOT} .ws-undo", project_dir, iid, painted)
+        pg.click(f"{ROOT} .ws-clear")
+        wait_saved(pg)
+        np.testing.assert_array_equal(editor_map(pg), start)
+        with Project.open(project_dir) as p:
+            assert p.mask_info(iid, "final") is None and p.status(iid) == "predicted"
+        assert "final" not in overlay_buttons(pg)
+        click_then_final(pg, f"{ROOT} .ws-undo", project_dir, iid, painted)  # Undo brings the edit back
+        assert "final" in overlay_buttons(pg)
+        pg.click(f"{ROOT} .ws-undo")  # and Undo of the stroke itself takes the final mask back too
+        wait_saved(pg)
+        with Project.open(project_dir) as p:
+            assert p.mask_info(iid, "final") is None and p.status(iid) == "predicted"
         shot(pg, "25-mask-editor-reset")
         pg.click(f"{ROOT} .ws-mode[data-mode='scribbles']")
         pg.wait_for_selector(f"{ROOT}[data-mode='scribbles']")
         assert clear.inner_text() == "Clear"
+        assert canvas_js(pg, "S.overlayKind") != "final" and "final" not in overlay_buttons(pg)
+        pg.wait_for_function("() => !document.querySelector('#ws-title').innerText.includes('final')")
 
 
 def test_an_erased_final_mask_is_refused_and_the_page_goes_on(browser, server, tmp_path):
     """A mask editor that opened on nothing has nothing to reset to (Reset is off); erasing all it
-    painted is refused with the reason, the final mask painted before stays, and Accept afterwards
+    painted takes its final mask back (the image had none). Opened again on that final mask, erasing
+    all of it is refused with the reason, the final mask painted before stays, and Accept afterwards
     answers (it waited for the refused save forever)."""
     root = tmp_path / "erase"
     p = Project.create(root, classes=["background", "object"])
@@ -745,6 +760,20 @@ def test_an_erased_final_mask_is_refused_and_the_page_goes_on(browser, server, t
         with Project.open(root) as p:
             painted = p.mask(iid, "final")
         assert painted is not None and (painted == 1).any()
+        pg.click(f"{ROOT} .ws-eraser")
+        pg.locator(f"{ROOT} .ws-size").fill("30")
+        stroke(pg, [(0.2, 0.5), (0.8, 0.5)])  # back to the empty start: the final mask is taken back
+        wait_saved(pg)
+        with Project.open(root) as p:
+            assert p.mask_info(iid, "final") is None and p.status(iid) == "untouched"
+        assert not canvas_js(pg, "root.dataset.error")
+        pg.click(f"{ROOT} .ws-undo")  # and Undo brings it back
+        wait_saved(pg)
+        with Project.open(root) as p:
+            np.testing.assert_array_equal(p.mask(iid, "final"), painted)
+        pg.click(f"{ROOT} .ws-mode[data-mode='scribbles']")
+        pg.wait_for_selector(f"{ROOT}[data-mode='scribbles']")
+        mask_editor(pg)  # opens on the final mask now
         pg.click(f"{ROOT} .ws-eraser")
         pg.locator(f"{ROOT} .ws-size").fill("30")
         stroke(pg, [(0.2, 0.5), (0.8, 0.5)])
@@ -1097,6 +1126,15 @@ def test_keys_pick_classes_beyond_nine(browser, server, long_project):
             pg.keyboard.press(key)
             assert canvas_js(pg, "root.dataset.tool") == f"class-{tool}", key
         assert "Shift+1–9" in pg.inner_text("body")  # the key help under the canvas
+        # the digit keys go by their place (event.code), whatever the layout types: on AZERTY the
+        # unshifted keys type & é " and Shift gives the digit (Shift+1 picked class 1, not 10)
+        send = ("([k, c, s]) => document.dispatchEvent(new KeyboardEvent('keydown', "
+                "{key: k, code: c, shiftKey: s, bubbles: true}))")
+        for key, code, shift, tool in (("1", "Digit1", True, 9), ("&", "Digit1", False, 0), ("2", "Digit2", True, 10),
+                                       ("\"", "Digit3", False, 2), ("!", "Digit1", True, 9), ("4", "Digit4", False, 3),
+                                       ("@", "Digit2", True, 10), ("5", "Numpad5", False, 4), ("9", "", False, 8)):
+            pg.evaluate(send, [key, code, shift])
+            assert canvas_js(pg, "root.dataset.tool") == f"class-{tool}", (key, code, shift)
 
 
 def test_a_reload_reopens_the_project_open_last(browser, server, project_dir, tmp_path):
@@ -1333,6 +1371,66 @@ def test_delete_a_class_after_a_confirmation(browser, server, tmp_path):
         assert not pg.locator("#ws-delete-class-yes").is_visible()
         with Project.open(root) as p:
             assert p.class_names == ["background", "car"]
+
+
+def test_class_names_are_text_in_toasts_and_the_delete_question(browser, server, tmp_path):
+    """A class named like HTML vanished from the toast ("Added class 3: .") and the delete question
+    ("Really delete class (index 3)?"): they were rendered as HTML. Now the name shows as typed."""
+    name = "<b>bold</b> *x*"
+    root = small_project(tmp_path / "html", ["h0.png"], classes=("background", "object", "car"))
+    with window(browser, server) as pg:
+        open_project(pg, root)
+        pg.click("#ws-classes-panel button:has-text('Classes')")
+        pg.locator("#ws-new-class input, #ws-new-class textarea").first.fill(name)
+        pg.click("#ws-add-class")
+        toast(pg, f"Added class 3: {name}.").wait_for()
+        pg.wait_for_function(f"() => document.querySelectorAll('{ROOT} .ws-class').length === 4")
+        assert pg.locator(f"{ROOT} .ws-class[data-cls='3']").inner_text().strip() == name
+        pg.locator("#ws-class-pick input").first.click()
+        pg.get_by_role("option", name="1: object", exact=True).click()
+        pg.click("#ws-delete-class")
+        pg.locator("#ws-delete-class-question").get_by_text("Really delete class").wait_for()
+        assert f"(car, {name})" in pg.inner_text("#ws-delete-class-question")
+        pg.click("#ws-delete-class-no")
+        pg.locator("#ws-class-pick input").first.click()
+        pg.get_by_role("option", name=f"3: {name}", exact=True).click()
+        pg.click("#ws-delete-class")
+        pg.locator("#ws-delete-class-question").get_by_text("Really delete class").wait_for()
+        assert f"Really delete class {name} (index 3)?" in pg.inner_text("#ws-delete-class-question")
+        assert pg.locator("#ws-delete-class-question b").count() == 0  # the name's <b> is not a tag
+        shot(pg, "36-class-names-are-text")
+
+
+def test_a_job_started_in_one_tab_shows_in_the_other(browser, server, tmp_path):
+    """Tab B's Train panel never showed a job started in tab A (no progress; afterwards it still
+    named the model from before). Now every tab watches the project's job: B shows A's training
+    running and done, then A's prediction, and its list shows the predicted images."""
+    root = small_project(tmp_path / "jobs", ["j0.png", "j1.png"])
+    with Project.open(root) as p:
+        for k, iid in enumerate(p.image_ids()):
+            p.save_scribbles(iid, make_disc_image(SIZE, seed=40 + k)[2])
+    with window(browser, server) as pa, window(browser, server) as pb:
+        open_project(pa, root)
+        open_project(pb, root)
+        bar = "#ws-train-progress .ws-pbar"
+        assert pb.get_attribute(bar, "data-status") == "idle"
+        pa.locator("#ws-epochs input").fill("1")
+        pa.locator("#ws-train-size input").click()
+        pa.get_by_role("option", name="64", exact=True).click()
+        pa.click("#ws-train")
+        pb.wait_for_function(f"() => ['running', 'done'].includes(document.querySelector('{bar}').dataset.status)",
+                             timeout=60_000)
+        pb.wait_for_selector(f"{bar}[data-status='done']", state="attached", timeout=240_000)
+        assert "training" in pb.inner_text("#ws-train-progress")
+        pa.wait_for_selector(f"{bar}[data-status='done']", state="attached", timeout=30_000)
+        pa.click("#ws-predict")
+        pb.wait_for_function("""() => {
+            const b = document.querySelector('#ws-train-progress .ws-pbar');
+            return b && b.dataset.status === 'done' && document.querySelector('#ws-train-progress').innerText.includes('predict');
+        }""", timeout=120_000)
+        pb.wait_for_function("() => document.querySelector('#ws-image-list').innerText.includes('predicted')",
+                             timeout=30_000)
+        shot(pb, "37-job-of-another-tab")
 
 
 def test_the_brush_range_grows_with_a_large_image(browser, server, tmp_path):

@@ -192,10 +192,14 @@
   // class, for every class there is
   function classKey(k) { return k < 9 ? String(k + 1) : (k < 18 ? 'Shift+' + (k - 8) : ''); }
   function classForKey(e) {
-    if (e.key >= '1' && e.key <= '9' && e.key.length === 1) return Number(e.key) - 1;
-    // Shift+digit by the key's place: its character depends on the keyboard layout ('!' on a US one)
+    // the top-row digit keys by their place (event.code Digit1..Digit9), whatever character the layout
+    // gives: unshifted the classes 1-9 (on AZERTY these keys type & é " ' …), with Shift 10-18 (on
+    // AZERTY Shift types the digit, on a US layout ! @ #); a key with no such place (the numeric keypad)
+    // by its digit, classes 1-9
     const m = /^Digit([1-9])$/.exec(e.code || '');
-    return e.shiftKey && m ? 8 + Number(m[1]) : -1;
+    if (m) return (e.shiftKey ? 8 : -1) + Number(m[1]);
+    if (e.key >= '1' && e.key <= '9' && e.key.length === 1) return Number(e.key) - 1;
+    return -1;
   }
   function stepClass(step) {
     const n = S.classes.length, k = S.classes.findIndex((c) => c.idx === S.cls);
@@ -230,6 +234,13 @@
     // the image has a final mask now (accepted or painted in the mask editor): offer it as overlay
     if (S.overlayKinds.includes('final')) return;
     S.overlayKinds.splice(S.overlayKinds[0] === 'preview' ? 1 : 0, 0, 'final');
+    buildOverlays();
+  }
+  function removeFinalKind() {
+    // the final mask this page's mask editor saved was taken back (Undo / Reset to the start)
+    if (!S.overlayKinds.includes('final')) return;
+    S.overlayKinds = S.overlayKinds.filter((k) => k !== 'final');
+    if (S.overlayKind === 'final') S.overlayKind = S.overlayKinds[0] || 'none';
     buildOverlays();
   }
   function maskEdited() {
@@ -368,8 +379,10 @@
     const sent = d.labels.slice();
     setStatus('Saving…');
     const how = {};
+    const extra = d.layer === 'mask' && d.openedFinal !== undefined
+      ? {start_version: d.startVersion, opened_final: d.openedFinal} : {};  // Undo / Reset back to the start
     const r = await call('canvas_save', {project: d.proj, image_id: d.id, layer: d.layer, labels: rleEncode(sent),
-                                         version: d.version, kind: d.kind, ...pageClasses()}, how);
+                                         version: d.version, kind: d.kind, ...extra, ...pageClasses()}, how);
     d.inflight = false;
     if (d.gone) { updateFlags(); return; }  // the image was removed meanwhile: nothing to keep or resend
     d.failed = !r;
@@ -382,7 +395,16 @@
       return;
     }
     d.version = r.version;
-    if (d.layer === 'mask') {
+    if (d.layer === 'mask' && r.taken_back) {
+      // back to the map the editor opened with, on an image that had no final mask: the final mask
+      // this visit saved is taken back (the status is what it was), and the next edit starts over
+      d.kind = d.startKind;
+      d.edited = false;
+      if (isShown(d)) {
+        S.finalId = r.final_id || 0;
+        if (!S.finalId) removeFinalKind();
+      }
+    } else if (d.layer === 'mask') {
       d.kind = 'final';
       d.edited = true;
       if (isShown(d)) {
@@ -403,7 +425,10 @@
       if (d === S.doc) renderAll();
     }
     clearError();
-    if (d === S.doc) {
+    if (d === S.doc && r.taken_back) {
+      setStatus('The mask is as the editor opened it: no final mask is kept from this edit (the image is ' +
+                r.status + ' again).');
+    } else if (d === S.doc) {
       setStatus(d.layer === 'mask' ? 'Final mask saved' + (r.merged ? ' (merged with another window\'s edits)' : '')
         : 'Saved' + (r.merged ? ' (merged with another window\'s strokes)' : '') + ' \u00b7 version ' + r.version +
           (r.note ? '. ' + r.note : ''));
@@ -523,7 +548,8 @@
   }
   function resetMask(d) {
     // the mask editor's Clear: back to the mask it opened with, as one edit (Undo brings the edits
-    // back); saved as the final mask like any edit
+    // back); saved as the final mask like any edit, except on an image that had no final mask when the
+    // editor opened: there the server takes back the final mask this visit saved (canvas_save)
     if (!d.start || !d.startLabelled) return;
     const before = d.labels, start = d.start;
     let same = before.length === start.length;
@@ -542,7 +568,7 @@
     b.textContent = m ? 'Reset' : 'Clear';
     b.title = !m ? 'Remove every stroke of this image (can be undone)'
       : ok ? 'Put the mask back as the editor opened it (' + (KIND_NAMES[d.startKind] || d.startKind) +
-             '); saved as the final mask, and Undo brings your edits back'
+             '); saved as the final mask (on an image that had none, none is kept), and Undo brings your edits back'
       : 'Nothing to reset to: the editor opened on an empty mask (use Undo or the eraser)';
     b.disabled = m && !ok;
     root.dataset.clear = b.disabled ? 'off' : (m ? 'reset' : 'clear');
@@ -560,6 +586,9 @@
         S.doc.start = startMap;
         S.doc.startKind = r.kind;
         S.doc.startLabelled = startMap.some((v) => v !== 255);
+        S.doc.startVersion = r.version;  // the start as the server knows it
+        // the final mask the image had (0: none): back to the start map, this visit's final is taken back
+        S.doc.openedFinal = typeof r.final_id === 'number' ? r.final_id : undefined;
       }
       setTiming('');
       setStatus(r.kind === 'none' ? 'Mask editor: nothing to start from; paint the classes.' :
