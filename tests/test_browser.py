@@ -1482,60 +1482,108 @@ def test_keys_still_work_after_a_toolbar_slider_was_used(browser, server):
         assert state(pg)["tool"] == "class-1"
 
 
+class OwnApp:
+    """The app on a project of a test's own (``start`` / ``stop``, again after a stop: a restart)."""
+
+    def __init__(self, root):
+        self.root, self.port, self.proc = root, free_port(), None
+        self.url = f"http://127.0.0.1:{self.port}/"
+
+    def start(self):
+        env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", PYTHONUNBUFFERED="1")
+        self.proc = subprocess.Popen([sys.executable, str(REPO / "app.py"), str(self.root), "--port", str(self.port)],
+                                     cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+        deadline = time.time() + 90
+        while True:
+            try:
+                urllib.request.urlopen(self.url, timeout=2)
+                return
+            except OSError:
+                if self.proc.poll() is not None or time.time() > deadline:
+                    self.proc.kill()
+                    pytest.fail("the app did not start")
+                time.sleep(0.3)
+
+    def stop(self):
+        if self.proc is None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def _disc_project(root) -> int:
+    p = Project.create(root, classes=["background", "object"])
+    img, _, _ = make_disc_image(SIZE, seed=0)
+    iid = p.add_image(encode_image_png(img), name="disc0.png").id
+    p.close()
+    return iid
+
+
+@contextlib.contextmanager
+def stroke_on_own_app(browser, tmp_path):
+    """``(app, page, project root, image id)``: the app on a one-image project of its own, a page
+    open on it with one stroke of class 1 saved; the app is stopped at the end."""
+    root = tmp_path / "proj"
+    iid = _disc_project(root)
+    app = OwnApp(root)
+    app.start()
+    try:
+        with window(browser, app.url) as pg:
+            pick_class(pg, 1)
+            stroke(pg, [(0.2, 0.2), (0.8, 0.2)])
+            wait_saved(pg)
+            yield app, pg, root, iid
+    finally:
+        app.stop()
+
+
+def unanswered_stroke(pg) -> int:
+    """Draw a second stroke that the server does not answer; the class-1 pixels the page holds."""
+    stroke(pg, [(0.2, 0.5), (0.8, 0.5)])
+    pg.wait_for_function(f"() => document.querySelector('{ROOT}')._ws.doc.failed")
+    return state(pg)["counts"]["1"]
+
+
 def test_strokes_drawn_while_the_server_was_down_are_saved_after_its_restart(browser, tmp_path):
     """The page said "Saved · version undefined" for a save that got no answer, and after a restart
     every save was refused (its project token unknown); a reload lost the strokes. Now a save with
     no answer keeps the strokes (not saved, said so), and once the server is back they are sent
     again and stored (bug hunt 39, #1)."""
-    root = tmp_path / "proj"
-    p = Project.create(root, classes=["background", "object"])
-    img, _, _ = make_disc_image(SIZE, seed=0)
-    iid = p.add_image(encode_image_png(img), name="disc0.png").id
-    p.close()
-    port = free_port()
-    env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", PYTHONUNBUFFERED="1")
-    url = f"http://127.0.0.1:{port}/"
+    with stroke_on_own_app(browser, tmp_path) as (app, pg, root, iid):
+        app.stop()
+        held = unanswered_stroke(pg)
+        assert state(pg)["saved"] != "1" and "not saved" in state(pg)["error"].lower() + pg.inner_text(f"{ROOT} .ws-status").lower()
+        assert "undefined" not in pg.inner_text(f"{ROOT} .ws-status")
+        app.start()
+        wait_saved(pg)  # sent again by itself once the server answers
+        assert not state(pg)["error"]
+        with Project.open(root) as q:
+            assert int((q.scribbles(iid) == 1).sum()) == held
 
-    def start():
-        proc = subprocess.Popen([sys.executable, str(REPO / "app.py"), str(root), "--port", str(port)], cwd=REPO,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-        deadline = time.time() + 90
-        while True:
-            try:
-                urllib.request.urlopen(url, timeout=2)
-                return proc
-            except OSError:
-                if proc.poll() is not None or time.time() > deadline:
-                    proc.kill()
-                    pytest.fail("the app did not start")
-                time.sleep(0.3)
 
-    def stop(proc):
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-
-    proc = start()
-    try:
-        with window(browser, url) as pg:
-            pick_class(pg, 1)
-            stroke(pg, [(0.2, 0.2), (0.8, 0.2)])
-            wait_saved(pg)
-            stop(proc)
-            stroke(pg, [(0.2, 0.5), (0.8, 0.5)])
-            pg.wait_for_function(f"() => document.querySelector('{ROOT}')._ws.doc.failed")
-            assert state(pg)["saved"] != "1" and "not saved" in state(pg)["error"].lower() + pg.inner_text(f"{ROOT} .ws-status").lower()
-            assert "undefined" not in pg.inner_text(f"{ROOT} .ws-status")
-            held = state(pg)["counts"]["1"]
-            proc = start()
-            wait_saved(pg)  # sent again by itself once the server answers
-            assert not state(pg)["error"]
-            with Project.open(root) as q:
-                assert int((q.scribbles(iid) == 1).sum()) == held
-    finally:
-        stop(proc)
+def test_unsaved_strokes_come_back_after_the_page_is_reloaded(browser, tmp_path):
+    """Gradio reloads the page when a restarted server comes back; strokes the server had not taken
+    were lost with the page (a race with the page's own retry). They are kept in the browser's
+    localStorage until saved, and the next load of the image puts them back and saves them."""
+    with stroke_on_own_app(browser, tmp_path) as (app, pg, root, iid):
+        down = lambda url: "component_server" in url  # noqa: E731 - the canvas's server calls
+        pg.route(down, lambda route: route.abort())  # the server gives no answer
+        held = unanswered_stroke(pg)
+        keys = pg.evaluate("() => Object.keys(localStorage).filter((k) => k.startsWith('weakseg-unsaved:'))")
+        assert len(keys) == 1 and keys[0].endswith(f"|{iid}:scribbles")
+        with Project.open(root) as q:
+            assert int((q.scribbles(iid) == 1).sum()) < held  # the second stroke is not stored
+        pg.unroute(down)
+        pg.reload()
+        pg.wait_for_selector(f"{ROOT}[data-ready='1']")
+        wait_saved(pg)
+        assert state(pg)["counts"]["1"] == held and not state(pg)["error"]
+        with Project.open(root) as q:
+            assert int((q.scribbles(iid) == 1).sum()) == held
+        assert pg.evaluate("() => Object.keys(localStorage).filter((k) => k.startsWith('weakseg-unsaved:'))") == []
 
 
 def test_ctrl_enter_with_no_overlay_and_a_stroke_of_a_class_tagged_absent(browser, server, project_dir):

@@ -96,6 +96,50 @@
     return d;
   }
 
+  // Strokes the server has not taken (it is down or restarting) are also kept in the browser's
+  // localStorage, by project folder, image and layer, until a save succeeds: Gradio reloads the page
+  // when a restarted server comes back, and a reload would otherwise drop them. The next load of the
+  // image (same classes) puts them back and saves them (a three-way merge with its base version).
+  const STASH = 'weakseg-unsaved:', STASH_DAYS = 7;
+  function stashKey(d) {
+    const where = S.roots[d.proj];
+    return where && d.layer === 'scribbles' ? STASH + where + '|' + d.id + ':' + d.layer : null;
+  }
+  function stash(d) {
+    const k = stashKey(d);
+    if (!k) return;
+    try {
+      localStorage.setItem(k, JSON.stringify({labels: rleEncode(d.labels), version: d.version, W: d.W, H: d.H,
+                                              classes: S.classes.map((c) => c.name), t: Date.now()}));
+    } catch (e) { /* storage full or off: the page still holds them */ }
+  }
+  function unstash(d) {
+    const k = stashKey(d);
+    if (k) try { localStorage.removeItem(k); } catch (e) { /* nothing kept */ }
+  }
+  function restoreStash(d) {
+    // the unsaved strokes of an earlier page for this image, if any: true when they were put back
+    const k = stashKey(d);
+    let kept = null;
+    try { kept = k ? JSON.parse(localStorage.getItem(k) || 'null') : null; } catch (e) { kept = null; }
+    if (!kept || d.dirty || d.inflight) return false;
+    const names = S.classes.map((c) => c.name);
+    const fits = kept.W === d.W && kept.H === d.H && Date.now() - kept.t < STASH_DAYS * 864e5 &&
+      Array.isArray(kept.classes) && kept.classes.length === names.length && kept.classes.every((n, i) => n === names[i]);
+    if (!fits) {
+      unstash(d);
+      if (Date.now() - kept.t < STASH_DAYS * 864e5) {
+        showError('Strokes on this image that were not saved before the page reloaded were drawn with other ' +
+                  'classes (or on another image size) and cannot be put back.');
+      }
+      return false;
+    }
+    d.labels = rleDecode(kept.labels, d.W * d.H);
+    d.version = kept.version;
+    d.dirty = true;
+    return true;
+  }
+
   const HISTORY = 100;  // undo steps kept per image and layer
   function histOf(d) {
     const k = docKey(d.proj, d.id, d.layer);
@@ -388,6 +432,7 @@
     d.failed = !r;
     if (!r) {
       d.dirty = true;  // keep the strokes; they go with the next save
+      if (how.unanswered) stash(d);  // and in the browser, should the page be reloaded meanwhile
       setStatus('Not saved: your strokes are kept in this page and will be saved with the next stroke.');
       // no answer (the server is down or restarting): try again by itself until it answers
       if (how.unanswered && !d.retry) d.retry = setTimeout(() => { d.retry = null; flush(d); }, 3000);
@@ -395,6 +440,7 @@
       return;
     }
     d.version = r.version;
+    unstash(d);
     if (d.layer === 'mask' && r.taken_back) {
       // back to the map the editor opened with, on an image that had no final mask: the final mask
       // this visit saved is taken back (the status is what it was), and the next edit starts over
@@ -869,6 +915,7 @@
     const labels = msg.labels ? rleDecode(msg.labels, S.W * S.H) : new Uint8Array(S.W * S.H).fill(255);
     S.doc = makeDoc(S.id, 'scribbles', S.W, S.H, labels, msg.version);
     S.docs = {scribbles: S.doc};
+    const restored = restoreStash(S.doc);  // strokes an earlier page could not save (the server was down)
     cv.width = S.W; cv.height = S.H;
     S.imgData = ctx.createImageData(S.W, S.H);
     renderAll();
@@ -892,6 +939,10 @@
     setTiming('');
     S.previewStroke = 0;
     updateFlags();
+    if (restored) {
+      setStatus('Strokes that were not saved before the page reloaded are back; saving them…');
+      flush(S.doc);
+    }
     requestOverlay();
     root.dataset.ready = '1';
   }
