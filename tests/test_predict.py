@@ -333,3 +333,27 @@ def test_predict_keeps_the_tags_mask_where_the_model_drops_a_tagged_class(tmp_pa
     assert "tags' pseudo-mask" not in capsys.readouterr().out
     assert not p.mask(ids[0], "predicted").any()
     assert p.mask_info(ids[0], "predicted").source == "model:unet/resnet18"
+
+
+def test_train_resume_with_a_new_name_keeps_the_checkpoint_and_refuses_other_model_options(tmp_path, capsys):
+    """``train --resume m1 --name m2`` overwrote m1 (the name and --size were ignored): it now
+    continues into m2 and leaves m1 as it was; --size (or --arch, ...) other than the checkpoint's is
+    refused in one line instead of being dropped (bug hunt 43, #1)."""
+    from segmenter.cli import main
+
+    p = _project(tmp_path)
+    args = ["--device", "cpu", "--quiet", "--rounds", "1"]
+    assert main(["train", str(p.root), "--name", "m1", "--size", "64", "--epochs", "1", *args]) == 0
+    before = (p.models_dir / "m1.safetensors").read_bytes()
+    assert main(["train", str(p.root), "--resume", "m1", "--size", "96", "--epochs", "2", *args]) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and "--size 96: the checkpoint 'm1' has size 64" in err
+    assert main(["train", str(p.root), "--resume", "m1", "--name", "m2", "--epochs", "2", *args]) == 0
+    assert (p.models_dir / "m1.safetensors").read_bytes() == before
+    assert (p.models_dir / "m2.safetensors").is_file()
+    from segmenter.models import read_config
+
+    assert int(read_config(p.models_dir / "m2.safetensors")["state"]["epoch"]) == 2
+    # a name that a model has already is refused as without --resume
+    assert main(["train", str(p.root), "--resume", "m1", "--name", "m2", "--epochs", "3", *args]) == 2
+    assert "a model named 'm2' exists already" in capsys.readouterr().err

@@ -13,16 +13,23 @@ import sys
 import time
 
 
+#: The model options' defaults: a resumed run keeps the checkpoint's, and refuses others given.
+MODEL_DEFAULTS = {"arch": "unet", "encoder": "resnet18", "size": 128, "channels": 3}
+
+
 def register(sub) -> None:
     p = sub.add_parser("train", help="train a segmentation model from the project's labels",
                        description=__doc__.split("\n\n")[0])
     p.add_argument("project", help="project folder")
     p.add_argument("--name", default=None, help="model name (default: ARCH-ENCODER-TIME)")
-    p.add_argument("--arch", default="unet", help="smp architecture (unet, unetplusplus, fpn, deeplabv3plus, ...)")
-    p.add_argument("--encoder", default="resnet18", help="smp encoder (resnet18, mobilenet_v2, efficientnet-b0, ...)")
+    p.add_argument("--arch", default=MODEL_DEFAULTS["arch"],
+                   help="smp architecture (unet, unetplusplus, fpn, deeplabv3plus, ...)")
+    p.add_argument("--encoder", default=MODEL_DEFAULTS["encoder"],
+                   help="smp encoder (resnet18, mobilenet_v2, efficientnet-b0, ...)")
     p.add_argument("--encoder-weights", default=None, help="local .safetensors file of pretrained encoder weights")
-    p.add_argument("--size", type=int, default=128, help="input side in pixels (multiple of 32)")
-    p.add_argument("--channels", type=int, default=3, choices=(1, 3), help="images are converted to this many channels")
+    p.add_argument("--size", type=int, default=MODEL_DEFAULTS["size"], help="input side in pixels (multiple of 32)")
+    p.add_argument("--channels", type=int, default=MODEL_DEFAULTS["channels"], choices=(1, 3),
+                   help="images are converted to this many channels")
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--lr", type=float, default=1e-3)
@@ -45,7 +52,10 @@ def register(sub) -> None:
                    help="treat imported masks as exact (full) or as coarse, noisy labels")
     p.add_argument("--layer", default="default", help="scribble layer to train on")
     p.add_argument("--image-set", default=None, help="train on this image set only")
-    p.add_argument("--resume", default=None, help="continue a checkpoint (name or path; 'latest' = newest)")
+    p.add_argument("--resume", default=None,
+                   help="continue a checkpoint (name or path; 'latest' = newest), in place, or into a new model "
+                        "with --name (the checkpoint is then kept); its --arch, --encoder, --size and --channels "
+                        "are kept")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
 
@@ -83,6 +93,9 @@ def cmd_train(args) -> int:
 
             raise CheckpointError(f"no checkpoint to resume in {project.models_dir}.")
         name = resume.with_suffix("").name
+        if args.name and args.name != name:  # continue into a new model: the checkpoint stays as it is
+            name = args.name
+            check_model_name(project, name)
     else:
         name = args.name or f"{args.arch}-{args.encoder}-{time.strftime('%Y%m%d-%H%M%S')}"
         check_model_name(project, name)
@@ -97,11 +110,19 @@ def cmd_train(args) -> int:
         if done >= args.epochs:  # --epochs counts the checkpoint's epochs too: nothing would be trained
             have = f"{done} of {args.epochs} epochs" if done == args.epochs else \
                 f"{done} epochs, more than --epochs {args.epochs}"
-            raise UsageError(f"checkpoint '{name}' already has {have}: nothing to train. --epochs counts all its "
+            raise UsageError(f"checkpoint '{resume.with_suffix('').name}' already has {have}: nothing to train. --epochs counts all its "
                              f"epochs; raise it above {done} (e.g. --epochs {done + max(1, args.epochs)}) to train "
                              "further.")
         mcfg = ModelConfig.from_json(doc["config"])
         mcfg.classes = project.class_names  # a mismatch is refused when the checkpoint loads
+        own = {"arch": mcfg.arch, "encoder": mcfg.encoder, "size": mcfg.size, "channels": mcfg.in_channels}
+        other = [k for k, v in own.items() if getattr(args, k) != MODEL_DEFAULTS[k] and getattr(args, k) != v]
+        if other:  # they were silently replaced by the checkpoint's
+            given = ", ".join(f"--{k} {getattr(args, k)}" for k in other)
+            has = ", ".join(f"{k} {own[k]}" for k in other)
+            raise UsageError(f"{given}: the checkpoint '{resume.with_suffix('').name}' has {has}, and a resumed "
+                             "run keeps its model; leave those options out, or train a new model (without "
+                             "--resume) to change them.")
     tcfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=args.device,
                        amp=not args.no_amp, rounds=args.rounds, semi=args.semi,
                        propagate=args.propagate, refine=args.refine, checkpoint=str(project.models_dir / name), resume=str(resume) if resume else None,
