@@ -91,7 +91,8 @@ def test_accept_stores_predictions_as_final_corrected_by_newer_strokes(tmp_path,
     assert out == ["accepted 2 predicted mask(s) as final: a.png, b.png",
                    "note: 1 of them were older than strokes drawn since and were accepted corrected by those strokes "
                    "(as an export writes them): b.png",
-                   "skipped 1 image(s) that have a final mask already (kept; --replace-final replaces it): c.png",
+                   "skipped 1 image(s) that have a final mask already (kept; --replace-final replaces it, "
+                   "--kind final accepts it again corrected by newer strokes): c.png",
                    "skipped 1 image(s) without a predicted mask"]
     np.testing.assert_array_equal(p.mask(a, "final"), _half())
     fa = p.mask_info(a, "final")
@@ -129,4 +130,44 @@ def test_accept_stores_predictions_as_final_corrected_by_newer_strokes(tmp_path,
     assert main(["accept", str(p.root), "--images", "nosuch.png"]) == 2
     assert "no image named 'nosuch.png'" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        main(["accept", str(p.root), "--kind", "final"])
+        main(["accept", str(p.root), "--kind", "finals"])
+
+
+def test_accept_kind_final_takes_the_final_mask_again_corrected_and_never_the_prediction(tmp_path, capsys):
+    """status says of a final mask with strokes drawn after it "review them and accept again"; accept
+    had no way to: it skipped the image, and --replace-final put the prediction in place of the
+    person's mask. ``--kind final`` accepts the final mask itself as an export writes it (bug hunt
+    43, #2); a correction by a tag, not by strokes, is named as such (#3)."""
+    p, ids = _project(tmp_path)
+    a, b, c = ids["a.png"], ids["b.png"], ids["c.png"]
+    wrong = np.zeros((20, 30), np.uint8)
+    for i in (a, b):
+        p.save_mask(i, wrong, "predicted", source="model", model_version="m1")
+        p.save_mask(i, _half(), "final", source="app:mask-editor")
+    time.sleep(0.01)
+    agree = np.full((20, 30), 255, np.uint8)
+    agree[8:12, 20:26] = 1  # on a: inside the final mask's obj
+    p.save_scribbles(a, agree)
+    against = np.full((20, 30), 255, np.uint8)
+    against[8:12, 2:8] = 1  # on b: obj where the final mask says background
+    p.save_scribbles(b, against)
+    assert main(["status", str(p.root)]) == 0
+    assert "accept PROJECT --kind final" in capsys.readouterr().out
+    assert main(["accept", str(p.root), "--kind", "final"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "accepted 2 final mask(s) as final: a.png, b.png" and "corrected by those strokes" in out[1]
+    np.testing.assert_array_equal(p.mask(a, "final"), _half())  # reviewed: the person's mask, stored again
+    fb = p.mask(b, "final")
+    assert (fb[against != 255] == 1).all() and (fb[:, 15:] == 1).mean() > 0.9  # the person's mask, corrected
+    assert p.finals_older_than_strokes() == []  # status no longer asks
+    assert main(["accept", str(p.root), "--kind", "final"]) == 0  # nothing left to do
+    assert capsys.readouterr().out.splitlines()[0] == "accepted 0 final mask(s) as final"
+    # c: a prediction showing obj, then obj tagged absent (no stroke): accepted without obj, said so
+    p.save_mask(c, _half(), "predicted", source="model", model_version="m1")
+    time.sleep(0.01)
+    p.set_tag(c, 1, "absent")
+    assert main(["accept", str(p.root), "--images", "c.png"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[1].startswith("note: 1 of them showed a class the image was tagged absent since") and len(out) == 2
+    assert p.mask_info(c, "final").source == "cli:accept(predicted m1, without classes tagged absent)"
+    assert not (p.mask(c, "final") == 1).any()

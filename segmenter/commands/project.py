@@ -79,7 +79,8 @@ def cmd_status(args) -> int:
     print("by furthest status (each image once): " + ", ".join(f"{k} {v}" for k, v in c["status"].items()))
     print("current masks: " + ", ".join(f"{k} {v}" for k, v in c["masks"].items()))
     print(_named_count(p, "final masks with strokes drawn after them", p.finals_older_than_strokes(),
-                       "an export corrects them where those strokes contradict them; review them and accept again"))
+                       "an export corrects them where those strokes contradict them; review them and accept again "
+                       "(python -m segmenter accept PROJECT --kind final)"))
     print(_named_count(p, "masks showing a class tagged absent", p.masks_showing_absent(),
                        "an export re-segments those pixels without the class; predict again, or review them and "
                        "accept again"))

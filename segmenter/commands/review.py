@@ -17,13 +17,17 @@ What the app's "Accept as final" does, for many images at once: the chosen mask 
 imported > predicted > pseudo the image has) becomes its ``final`` mask, its source saying where
 it came from (``cli:accept(predicted MODEL)``). A mask older than strokes drawn on the image since
 is accepted as an export writes it: corrected by those strokes (never as stored, contradicting
-them). Images without such a mask are skipped and counted; so are images that have a final mask
+them), and a mask showing a class the image was tagged absent since, re-segmented without it.
+Images without such a mask are skipped and counted; so are images that have a final mask
 already (kept, unless ``--replace-final``), and those whose mask needs that correction when their
-image file is missing or unreadable (named, with the remedy).
+image file is missing or unreadable (named, with the remedy). ``--kind final`` accepts the final
+masks themselves again, as an export writes them: what ``status`` asks of a final mask with
+strokes drawn after it (a final mask nothing contradicts is left as it is).
 
     python -m segmenter accept myproj                                  # every image's prediction
     python -m segmenter accept myproj --images horse003.jpg 7 --kind pseudo
     python -m segmenter accept myproj --kind imported --replace-final --images a.png
+    python -m segmenter accept myproj --kind final                     # final masks, corrected by newer strokes
 """
 
 REMOVE_DOC = """``python -m segmenter remove-image PROJECT IMAGE [IMAGE ...]``: take images out of a project.
@@ -41,7 +45,7 @@ folder only grows); ids are never reused.
 """
 
 
-KINDS = ("predicted", "pseudo", "imported", "best")
+KINDS = ("predicted", "pseudo", "imported", "best", "final")
 #: ``--kind best``: the stored kinds, best first (final is the target, never a choice)
 BEST = ("imported", "predicted", "pseudo")
 
@@ -61,7 +65,8 @@ def register(sub) -> None:
     p.add_argument("--images", nargs="+", default=None, metavar="IMAGE",
                    help="image names or ids, a name first (default: every image)")
     p.add_argument("--kind", default="predicted", choices=KINDS,
-                   help="the mask to accept (default: predicted); best = imported > predicted > pseudo")
+                   help="the mask to accept (default: predicted); best = imported > predicted > pseudo; final = "
+                        "the final mask again, corrected by strokes drawn after it")
     p.add_argument("--replace-final", action="store_true",
                    help="replace an image's final mask too (default: an image with a final mask is kept)")
     p.set_defaults(func=cmd_accept)
@@ -71,11 +76,26 @@ def register(sub) -> None:
 
 
 # ----------------------------------------------------------------------------- accept
+def corrections(stored, chosen) -> list[str]:
+    """What the export's correction did to the mask ``stored`` (``chosen``: as exported; its source
+    carries the marks :func:`annotations.formats._common.correct_stale_mask` adds): ``"strokes"``
+    (corrected by strokes drawn since) and / or ``"absent"`` (re-segmented without classes tagged
+    absent since)."""
+    added = chosen.source[len(stored.source):] if chosen.source.startswith(stored.source) else chosen.source
+    out = []
+    if "(strokes of" in added:
+        out.append("strokes")
+    if "tagged absent" in added:
+        out.append("absent")
+    return out if out or chosen.source == stored.source else ["strokes"]
+
+
 def accept_source(stored, chosen) -> str:
-    """The final mask's source: the accepted kind and the model (or method) that made it, and
-    whether strokes drawn since corrected it (``chosen``: as exported, ``stored``: as stored)."""
+    """The final mask's source: the accepted kind and the model (or method) that made it, and what
+    corrected it at acceptance (``chosen``: as exported, ``stored``: as stored)."""
     what = stored.model_version or stored.source
-    fixed = ", corrected by newer strokes" if chosen.source != stored.source else ""
+    words = {"strokes": "corrected by newer strokes", "absent": "without classes tagged absent"}
+    fixed = "".join(f", {words[k]}" for k in corrections(stored, chosen))
     return f"cli:accept({stored.kind} {what}{fixed})"
 
 
@@ -99,7 +119,10 @@ def cmd_accept(args) -> int:
         images = project.images()
     kinds = BEST if args.kind == "best" else (args.kind,)
     what = "imported, predicted or pseudo" if args.kind == "best" else args.kind
+    again = args.kind == "final"  # the final masks themselves, as an export writes them
     accepted, corrected, missing, had_final, left_out, unreadable = [], [], [], [], [], []
+    untagged = []
+    stale = set(project.finals_older_than_strokes()) if again else set()
     # one image at a time: a correction by strokes takes a moment, the project stays writable meanwhile
     for info in images:
         stored = next((mi for mi in (project.mask_info(info.id, k) for k in kinds) if mi is not None), None)
@@ -107,7 +130,7 @@ def cmd_accept(args) -> int:
             missing.append(info)
             continue
         final = project.mask_info(info.id, "final")
-        if final is not None and not args.replace_final:
+        if final is not None and not args.replace_final and not again:
             had_final.append(info.name)
             continue
         try:
@@ -120,22 +143,31 @@ def cmd_accept(args) -> int:
             continue
         mask, chosen = got
         if final is not None and np.array_equal(project.mask(info.id, "final"), mask):
-            had_final.append(info.name)  # the same mask: nothing to replace
-            continue
+            if not (again and info.id in stale):
+                had_final.append(info.name)  # the same mask: nothing to replace
+                continue
+            # reviewed: strokes drawn after it agree with it; stored again, so status stops asking
         fixed = chosen.source != stored.source
         project.save_mask(info.id, mask, "final", source=accept_source(stored, chosen),
                           model_version=stored.model_version,
                           confidence=None if fixed else project.confidence(info.id, stored.kind))
         accepted.append(info.name)
-        if fixed:
+        how = corrections(stored, chosen) if fixed else []
+        if "strokes" in how:
             corrected.append(info.name)
+        if "absent" in how:
+            untagged.append(info.name)
     print(f"accepted {len(accepted)} {what} mask(s) as final" + (f": {name_list(accepted)}" if accepted else ""))
     if corrected:
         print(f"note: {len(corrected)} of them were older than strokes drawn since and were accepted corrected by "
               f"those strokes (as an export writes them): {name_list(corrected)}")
+    if untagged:
+        print(f"note: {len(untagged)} of them showed a class the image was tagged absent since and were accepted "
+              f"re-segmented without it (as an export writes them): {name_list(untagged)}")
     if had_final:
         print(f"skipped {len(had_final)} image(s) that have a final mask already ("
-              + ("the same mask" if args.replace_final else "kept; --replace-final replaces it")
+              + ("nothing contradicts it" if again else "the same mask" if args.replace_final
+                 else "kept; --replace-final replaces it, --kind final accepts it again corrected by newer strokes")
               + f"): {name_list(had_final)}")
     if missing:
         article = "an" if what[0] in "aeiou" else "a"
