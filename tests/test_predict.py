@@ -357,3 +357,20 @@ def test_train_resume_with_a_new_name_keeps_the_checkpoint_and_refuses_other_mod
     # a name that a model has already is refused as without --resume
     assert main(["train", str(p.root), "--resume", "m1", "--name", "m2", "--epochs", "3", *args]) == 2
     assert "a model named 'm2' exists already" in capsys.readouterr().err
+
+
+def test_train_says_when_the_epochs_leave_no_room_for_every_round(tmp_path, capsys):
+    """``--epochs 2 --rounds 4`` ran one refinement, ``--epochs 1 --rounds 3`` none, and nothing said
+    so (bug hunt 43, #4): the run now notes how many the epochs left room for."""
+    from segmenter.cli import main
+    from segmenter.commands.train import rounds_note
+
+    assert rounds_note(4, 2, [1], 3).startswith("note: --rounds 4 asks for 3 refinements of the pseudo-masks, "
+                                                "but 2 epoch(s) left room for 1 (after epoch 1)")
+    assert "left room for none;" in rounds_note(3, 1, [], 3)
+    assert rounds_note(3, 10, [5, 8], 3) == "" and rounds_note(3, 1, [], 0) == "" and rounds_note(1, 1, [], 3) == ""
+    p = _project(tmp_path)  # one final mask, three images with strokes
+    assert main(["train", str(p.root), "--size", "64", "--epochs", "1", "--rounds", "3", "--device", "cpu",
+                 "--quiet"]) == 0
+    assert "note: --rounds 3 asks for 2 refinements of the pseudo-masks, but 1 epoch(s) left room for none" \
+        in capsys.readouterr().err

@@ -149,4 +149,20 @@ def cmd_train(args) -> int:
         return 1
     print(f"model {res.checkpoint} ({res.epochs_done} epochs, {res.train_seconds:.0f} s, "
           f"{res.images_per_s:.1f} images/s)")
+    short = rounds_note(tcfg.rounds, tcfg.epochs, res.refine_at, len(trainer._weak()))
+    if short:
+        print(short, file=sys.stderr)
     return 0
+
+
+def rounds_note(rounds: int, epochs: int, refine_at: list, n_weak: int) -> str:
+    """A note when ``--rounds`` asked for more refinements than ``epochs`` left room for (a
+    refinement comes after an epoch, before the last one, and not two after the same epoch), for
+    a run with weakly labelled images (else nothing is refined anyway); ``""`` otherwise."""
+    want = rounds - 1
+    if rounds < 2 or not n_weak or len(refine_at) >= want:
+        return ""
+    got = len(refine_at)
+    return (f"note: --rounds {rounds} asks for {want} refinements of the pseudo-masks, but {epochs} epoch(s) left "
+            f"room for {got or 'none'}" + (f" (after epoch {', '.join(map(str, refine_at))})" if got else "")
+            + "; train more epochs for all of them.")
