@@ -207,18 +207,21 @@ class PredictSummary:
     unreadable_note: str = ""
 
     def lines(self, limit: int = 10) -> list[str]:
+        """The summary: ``limit`` (``--top``) most uncertain images (0: none listed); the images
+        named in the notes, ten at most."""
         out = [f"{len(self.predicted)} masks predicted with model {self.model_version}"]
+        names = 10
         if self.from_strokes:
             n = len(self.from_strokes)
             out.append(f"{n} image(s) where the model contradicts more than {DISTRUST_ERROR:.0%} of the strokes it was "
                        f"trained on: their mask comes from the strokes alone (train longer or on more images): "
-                       + ", ".join(self.from_strokes[:limit]) + (" …" if n > limit else ""))
+                       + ", ".join(self.from_strokes[:names]) + (" …" if n > names else ""))
         if self.from_tags:
             n = len(self.from_tags)
             out.append(f"{n} image(s) where the model misses a class tagged present that the tags' pseudo-mask shows: "
-                       "their mask stays the tags' pseudo-mask: " + ", ".join(self.from_tags[:limit])
-                       + (" …" if n > limit else ""))
-        if self.predicted:
+                       "their mask stays the tags' pseudo-mask: " + ", ".join(self.from_tags[:names])
+                       + (" …" if n > names else ""))
+        if self.predicted and limit > 0:
             out.append("most uncertain (annotate these next):")
             out += [f"  {name}  uncertainty {u:.3f}" for _, name, u in self.predicted[:limit]]
         if self.unreadable_note:

@@ -103,9 +103,15 @@ def test_train_and_predict_commands_write_predicted_masks(tmp_path, capsys):
     models = sorted(x.name for x in p.models_dir.iterdir())
     for argv, word in [(["train", str(p.root), "--name", "m"], "exists already"),
                        (["train", str(p.root), "--name", "../escaped"], "plain file name"),
-                       (["predict", str(p.root), "--batch-size", "0"], "batch size")]:
+                       (["predict", str(p.root), "--batch-size", "0"], "batch size"),
+                       # bug hunt 43, #5: --images silently won over --status; a selection of nothing, --top -1
+                       (["predict", str(p.root), "--images", "d0", "--status", "untouched"], "would be ignored"),
+                       (["predict", str(p.root), "--status", "untouched"], "no image with status 'untouched'"),
+                       (["predict", str(p.root), "--top", "-1"], "must be 0 or more")]:
         assert main(argv + ["--device", "cpu"]) == 2, argv
         assert word in capsys.readouterr().err
+    assert main(["predict", str(p.root), "--device", "cpu", "--images", "d0", "--top", "0"]) == 0
+    assert "most uncertain" not in capsys.readouterr().out  # --top 0: none listed, no empty heading
     assert sorted(x.name for x in p.models_dir.iterdir()) == models
     assert not (p.root / "escaped.safetensors").exists()
 

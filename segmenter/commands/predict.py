@@ -17,13 +17,14 @@ def register(sub) -> None:
     p.add_argument("--model", default=None, help="model name or checkpoint path (default: the newest)")
     p.add_argument("--images", nargs="*", default=None, help="image names or ids, a name first (default: every image)")
     p.add_argument("--image-set", default=None, help="only the images of this set")
-    p.add_argument("--status", default=None, help="only images of this status (e.g. untouched, scribbled)")
+    p.add_argument("--status", default=None, help="only images of this status, each image's furthest (untouched, tagged, scribbled, pseudo, "
+                        "predicted, imported, final: an image with strokes and a prediction is predicted)")
     p.add_argument("--tta", action="store_true", help="flip test-time augmentation")
     p.add_argument("--mode", default="resize", choices=("resize", "tile"),
                    help="resize to the model's size and back (default), or tile at native resolution")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--top", type=int, default=10, help="list this many most uncertain images")
+    p.add_argument("--top", type=int, default=10, help="list this many most uncertain images (0: none)")
     p.add_argument("--layer", default="default", help="scribble layer whose strokes correct the predictions "
                                                       "(default: default)")
     p.add_argument("--ignore-scribbles", action="store_true",
@@ -33,12 +34,29 @@ def register(sub) -> None:
 
 
 def _select(project, args) -> list[int] | None:
+    """The images to predict: ``--images``, or those of ``--status`` and / or ``--image-set`` (all
+    given must hold), or ``None`` (every image). A selection that matches nothing is refused
+    naming what was asked, as is ``--images`` with the others (one would silently win)."""
+    from segmenter.cli import UsageError
+
     from ._layers import resolve_image
 
     if args.images:
+        if args.image_set or args.status:
+            other = " and ".join(f"--{k.replace('_', '-')} {v}" for k, v in (("status", args.status),
+                                                                             ("image_set", args.image_set)) if v)
+            raise UsageError(f"--images names the images to predict; {other} would be ignored: give one or the "
+                             "other.")
         return [resolve_image(project, key) for key in args.images]
     if args.image_set or args.status:
-        return [im.id for im in project.images(status=args.status, image_set=args.image_set)]
+        ids = [im.id for im in project.images(status=args.status, image_set=args.image_set)]
+        if not ids:
+            asked = " in ".join(x for x in (f"with status '{args.status}'" if args.status else "",
+                                            f"image set '{args.image_set}'" if args.image_set else "") if x)
+            counts = ", ".join(f"{k} {v}" for k, v in project.counts()["status"].items() if v)
+            raise UsageError(f"no image {asked} to predict (a status is each image's furthest: {counts}; "
+                             "python -m segmenter status lists them).")
+        return ids
     return None
 
 
@@ -48,6 +66,10 @@ def cmd_predict(args) -> int:
     from annotations.store import Project
     from segmenter.predict import predict_project
 
+    if args.top < 0:
+        from segmenter.cli import UsageError
+
+        raise UsageError(f"--top {args.top}: the number of most uncertain images to list must be 0 or more.")
     project = Project.open(args.project)
     ids = _select(project, args)
 
