@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import colorsys
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -370,6 +371,20 @@ class Project:
     @property
     def models_dir(self) -> Path:
         return self.root / "models"
+
+    def models_for_classes(self) -> list[str]:
+        """The names of the saved models (``models/<name>.json``) trained for the project's classes
+        as they are now (names in order; a rename updates them): those that can predict it. A class
+        deleted or added leaves them behind (``classes delete`` says so)."""
+        out = []
+        for f in sorted(self.models_dir.glob("*.json")):
+            try:
+                cfg = json.loads(f.read_text(encoding="utf-8")).get("config") or {}
+            except (OSError, ValueError, AttributeError):
+                continue
+            if isinstance(cfg, dict) and cfg.get("classes") == self.class_names:
+                out.append(f.stem)
+        return out
 
     @property
     def exports_dir(self) -> Path:

@@ -1113,6 +1113,10 @@ def delete_class_question(project: Project, idx) -> tuple[str, str]:
     after = [md_text(x.name) for x in project.classes() if x.idx > c.idx]
     if after:
         parts.append(f"The classes after it ({', '.join(after)}) each move down one index (and number key).")
+    models = project.models_for_classes()
+    if models:
+        parts.append(f"{len(models)} trained model(s) ({md_text(', '.join(models[:5]))}{' …' if len(models) > 5 else ''}) "
+                     "cannot predict after it: train a new model.")
     parts.append("This cannot be undone from the page.")
     return c.name, " ".join(parts)
 

@@ -1333,6 +1333,14 @@ def test_deleting_a_class_says_what_it_does_and_does_what_the_cli_does(project, 
     assert name == "object" and "Really delete class **object** (index 1)?" in question
     assert "used by 1 scribble map and 1 tag: its pixels become unlabelled and its tags are removed" in question
     assert "The classes after it (car) each move down one index" in question
+    assert "trained model" not in question  # none yet
+    import json
+
+    project.models_dir.mkdir(exist_ok=True)
+    (project.models_dir / "m1.json").write_text(json.dumps({"config": {"classes": project.class_names}}))
+    assert "1 trained model(s) (m1) cannot predict after it: train a new model." in \
+        handlers.delete_class_question(project, 1)[1]  # bug hunt 43, #6
+    (project.models_dir / "m1.json").unlink()
     assert project.num_classes == 3  # asking deletes nothing
     idx, msg = handlers.delete_class(project, "object")
     assert idx == 1 and msg.startswith("Deleted class 'object' (it was used by 1 scribble map and 1 tag")

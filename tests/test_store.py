@@ -610,3 +610,28 @@ def test_class_0_named_as_background_is_grey_and_labelmes_name_counts(tmp_path):
     assert default_color(0, "_background_") == grey != FIRST_CLASS_COLOR == default_color(0, "Sky")
     assert background_class(Project.create(tmp_path / "a", ["_background_", "cat"]), "auto") == 0
     assert background_class(Project.create(tmp_path / "b", ["other", "cat"]), "auto") is None
+
+
+def test_classes_delete_says_which_models_stop_fitting(tmp_path, capsys):
+    """A model's classes must be the project's to predict it: ``classes delete`` said nothing of the
+    models it leaves behind (bug hunt 43, #6); it names them, before (refusal) and after."""
+    import json
+
+    from segmenter.cli import main
+
+    p = Project.create(tmp_path / "p", ["background", "cat", "dog"])
+    p.models_dir.mkdir(exist_ok=True)
+    for name, classes in (("m1", ["background", "cat", "dog"]), ("old", ["background", "cat"])):
+        (p.models_dir / f"{name}.json").write_text(json.dumps({"config": {"classes": classes}}))
+    assert p.models_for_classes() == ["m1"]
+    info = p.add_image(_png(tmp_path)[0])
+    m = np.zeros((24, 32), np.uint8)
+    m[:5] = 2
+    p.save_mask(info.id, m, "final", source="t")
+    assert main(["classes", str(p.root), "delete", "dog"]) == 2
+    err = capsys.readouterr().err
+    assert "1 model(s) trained for these classes (m1) cannot predict this project after it" in err
+    assert main(["classes", str(p.root), "delete", "dog", "--force"]) == 0
+    out = capsys.readouterr().out
+    assert "note: 1 model(s) trained for the classes before the deletion (m1) cannot predict" in out
+    assert p.models_for_classes() == ["old"]  # trained for the classes as they are now

@@ -121,15 +121,22 @@ def cmd_classes(args) -> int:
         print(f"class {c.idx} {c.name} is now {c.hex}")
     elif args.action == "delete":
         from annotations.errors import ClassInUseError
+        from annotations.importer import name_list
         from segmenter.cli import UsageError
 
+        models = p.models_for_classes()  # they no longer fit the project once a class is gone
+        left = (f"; {len(models)} model(s) trained for these classes ({name_list(models, 5)}) cannot predict this "
+                "project after it (train a new model)") if models else ""
         try:
             print(p.delete_class(_key(args.cls), force=args.force))
         except ClassInUseError as e:
             if not (e.class_name and e.uses):
-                raise UsageError(f"{e} Add --force to delete it anyway.") from None
+                raise UsageError(f"{e}{left} Add --force to delete it anyway.") from None
             raise UsageError(f"class '{e.class_name}' is used by {e.uses}: add --force to delete it anyway"
-                             + (f" ({e.effects})." if e.effects else ".")) from None
+                             + (f" ({e.effects}{left})." if e.effects else f"{left}.")) from None
+        if models:
+            print(f"note: {len(models)} model(s) trained for the classes before the deletion ({name_list(models, 5)}) "
+                  "cannot predict this project any more: train a new model.")
     else:
         for c in p.classes():
             print(f"{c.idx:3d} {c.name:<20s} {c.hex}")
