@@ -163,6 +163,6 @@ def rounds_note(rounds: int, epochs: int, refine_at: list, n_weak: int) -> str:
     if rounds < 2 or not n_weak or len(refine_at) >= want:
         return ""
     got = len(refine_at)
-    return (f"note: --rounds {rounds} asks for {want} refinements of the pseudo-masks, but {epochs} epoch(s) left "
+    return (f"note: {rounds} rounds (--rounds) ask for {want} refinements of the pseudo-masks, but {epochs} epoch(s) left "
             f"room for {got or 'none'}" + (f" (after epoch {', '.join(map(str, refine_at))})" if got else "")
             + "; train more epochs for all of them.")
