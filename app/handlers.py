@@ -71,21 +71,12 @@ def register_project(project: Project) -> str:
         return tok
 
 
-_START: list[Project] = []  # the project the app was started on (set_start_project)
-
-
-def set_start_project(project: Project) -> str:
-    """Remember the project the app was started on (``python app.py PROJECT``) and register it."""
-    with _PROJECTS_LOCK:
-        _START[:] = [project]
-    return register_project(project)
-
-
 def project_for(token: str | None, root: str | None = None) -> Project:
     """The project of ``token``. A token this server does not know (it restarted since the page
-    loaded: tokens live in memory) is taken as the project the app was started on (or one opened since) when the page
-    says it shows that project's folder (``root``), so the page's unsaved strokes still get saved;
-    a page can never name another folder."""
+    loaded: tokens live in memory) is taken as the project this server has open (the one it was
+    started on, registered when the page is built, or one opened since) when the page says it
+    shows that project's folder (``root``), so the page's unsaved strokes still get saved; a page
+    can never name another folder."""
     tok = str(token or "")
     p = _PROJECTS.get(tok)
     if p is None and tok and isinstance(root, str) and root:
@@ -93,11 +84,10 @@ def project_for(token: str | None, root: str | None = None) -> Project:
             want = Path(root).resolve()
         except (OSError, ValueError, RuntimeError):
             want = None
-        with _PROJECTS_LOCK:  # only a project this server has open: the start one, or one opened since
-            for q in _START + list(_PROJECTS.values()):
-                if want is not None and Path(q.root).resolve() == want:
-                    p = _PROJECTS.setdefault(tok, q)
-                    break
+        with _PROJECTS_LOCK:  # only a project this server has open (Project.root is resolved)
+            p = next((q for q in _PROJECTS.values() if want is not None and q.root == want), None)
+            if p is not None:
+                _PROJECTS[tok] = p
     if p is None:
         raise AppError("this page refers to a project that is not open on the server (the app was restarted, "
                        "or another project is open); reload the page.")

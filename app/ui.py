@@ -100,7 +100,7 @@ def confirm_box(elem_id: str, yes: str):
 
 
 def build_ui(project: Project) -> gr.Blocks:
-    start_token = handlers.set_start_project(project)
+    start_token = handlers.register_project(project)  # also what a page of a restarted server is taken as
 
     def show(token: str, image_id, status_filter: str = "all", removed=None):
         """Everything that changes when the shown image changes (``removed``: an image just removed,

@@ -437,10 +437,9 @@ def test_a_restarted_server_takes_the_page_of_its_project_back(project, tmp_path
     names the folder of a project the server has open (the one it was started on) gets its strokes
     saved, merged with what was stored meanwhile; a page naming another folder gets nothing (bug
     hunt 39, #1)."""
-    monkeypatch.setattr(handlers, "_START", [])
     monkeypatch.setattr(handlers, "_PROJECTS", {})
     iid = project.image_ids()[0]
-    handlers.set_start_project(project)
+    handlers.register_project(project)  # what the restarted server's build_ui does
     stale = "0123456789abcdef"  # the token of the server before the restart
     scr = np.full((64, 64), 255, np.uint8)
     scr[5:10, 5:20] = 1
