@@ -93,7 +93,7 @@ def prediction_prior(mask: np.ndarray, confidence: np.ndarray | None, num_classe
 
 def correction_seeds(prediction: np.ndarray, scribbles: np.ndarray, num_classes: int,
                      margin: float = 0.03, reach: float = 0.15, confidence: np.ndarray | None = None,
-                     min_confidence: float = 0.8) -> np.ndarray:
+                     min_confidence: float = 0.8, doubt: np.ndarray | None = None) -> np.ndarray:
     """Strokes for re-segmenting ``prediction`` ((H, W) uint8) around a person's ``scribbles``.
 
     The prediction lends its pixels as strokes of their predicted class where nobody drew: farther
@@ -106,6 +106,7 @@ def correction_seeds(prediction: np.ndarray, scribbles: np.ndarray, num_classes:
     unless that would leave background strokes alone (which would paint the whole image
     background; strokes of one other class alone take the image border as background, see
     :mod:`segmenter.pseudo.base`). The person's strokes lie on top. ``(H, W)`` uint8, 255 = none.
+    ``doubt``: :func:`contradicted` of these inputs when the caller has it already.
     """
     import cv2
     from scipy import ndimage
@@ -122,7 +123,8 @@ def correction_seeds(prediction: np.ndarray, scribbles: np.ndarray, num_classes:
         return cv2.distanceTransform((~strokes).astype(np.uint8), cv2.DIST_L2, 3)
 
     far = distance_to(drawn) > near
-    doubt = contradicted(prediction, scribbles, num_classes, reach)
+    if doubt is None:
+        doubt = contradicted(prediction, scribbles, num_classes, reach)
     for c in range(num_classes):
         region = (prediction == c).astype(np.uint8)
         if not region.any():
@@ -196,10 +198,11 @@ def correct_prediction(image, scribbles, prediction, num_classes: int, confidenc
         raise LabelMapError(f"the prediction is {prediction.shape[1]}x{prediction.shape[0]} but the scribbles "
                             f"are {scribbles.shape[1]}x{scribbles.shape[0]}.")
     prediction = np.where(prediction < num_classes, prediction, 255).astype(np.uint8)
-    seeds = correction_seeds(prediction, scribbles, num_classes, confidence=confidence)
-    # where a stroke says the prediction is wrong it is no prior either: a sure (or hand-painted)
-    # region a stroke of another class crosses would otherwise keep all but the stroke's pixels
-    doubted = np.where(contradicted(prediction, scribbles, num_classes), 255, prediction).astype(np.uint8)
+    # where a stroke says the prediction is wrong it lends no seed and is no prior either: a sure (or
+    # hand-painted) region a stroke of another class crosses would otherwise keep all but the stroke's pixels
+    doubt = contradicted(prediction, scribbles, num_classes)
+    seeds = correction_seeds(prediction, scribbles, num_classes, confidence=confidence, doubt=doubt)
+    doubted = np.where(doubt, 255, prediction).astype(np.uint8)
     r = get_method(method)(image, seeds, num_classes,
                            prior=prediction_prior(doubted, confidence, num_classes))
     conf = r.confidence
