@@ -365,6 +365,32 @@ def test_train_resume_with_a_new_name_keeps_the_checkpoint_and_refuses_other_mod
     assert "a model named 'm2' exists already" in capsys.readouterr().err
 
 
+def test_a_resumed_run_keeps_the_training_settings_of_its_checkpoint(tmp_path, capsys):
+    """A resumed run took the default --rounds (and --lr, ...) instead of the checkpoint's, and its
+    last line counted the checkpoint's epochs as if trained now (hunt 43, left): it now goes on with
+    the checkpoint's settings unless given, says so, and says how many epochs this run trained."""
+    from segmenter.cli import main
+    from segmenter.models import read_config
+
+    p = _project(tmp_path)
+    args = ["--device", "cpu", "--quiet", "--size", "64"]
+    assert main(["train", str(p.root), "--name", "m1", "--epochs", "1", "--rounds", "1", "--lr", "5e-4",
+                 *args]) == 0
+    capsys.readouterr()
+    assert main(["train", str(p.root), "--resume", "m1", "--epochs", "2", "--quiet", "--device", "cpu"]) == 0
+    out, err = capsys.readouterr()
+    assert "note: continuing with the checkpoint's --lr 0.0005, --rounds 1" in err
+    assert "(2 epochs, 1 in this run," in out
+    cfg = read_config(p.models_dir / "m1.safetensors")["state"]["train_config"]
+    assert cfg["rounds"] == 1 and cfg["lr"] == 5e-4
+    # an option given wins over the checkpoint's
+    assert main(["train", str(p.root), "--resume", "m1", "--epochs", "3", "--lr", "1e-4", "--quiet",
+                 "--device", "cpu"]) == 0
+    out, err = capsys.readouterr()
+    assert "--rounds 1" in err and "--lr" not in err
+    assert read_config(p.models_dir / "m1.safetensors")["state"]["train_config"]["lr"] == 1e-4
+
+
 def test_train_says_when_the_epochs_leave_no_room_for_every_round(tmp_path, capsys):
     """``--epochs 2 --rounds 4`` ran one refinement, ``--epochs 1 --rounds 3`` none, and nothing said
     so (bug hunt 43, #4): the run now notes how many the epochs left room for."""

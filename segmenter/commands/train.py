@@ -15,6 +15,9 @@ import time
 
 #: The model options' defaults: a resumed run keeps the checkpoint's, and refuses others given.
 MODEL_DEFAULTS = {"arch": "unet", "encoder": "resnet18", "size": 128, "channels": 3}
+#: Training options a resumed run takes from the checkpoint's run unless given (argument -> default).
+TRAIN_DEFAULTS = {"batch_size": 8, "lr": 1e-3, "seed": 0, "rounds": 3, "semi": "self_training",
+                  "propagate": "hybrid", "refine": "auto"}
 
 
 def register(sub) -> None:
@@ -31,19 +34,19 @@ def register(sub) -> None:
     p.add_argument("--channels", type=int, default=MODEL_DEFAULTS["channels"], choices=(1, 3),
                    help="images are converted to this many channels")
     p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=TRAIN_DEFAULTS["batch_size"])
+    p.add_argument("--lr", type=float, default=TRAIN_DEFAULTS["lr"])
+    p.add_argument("--seed", type=int, default=TRAIN_DEFAULTS["seed"])
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--no-amp", action="store_true", help="no mixed precision on the GPU")
-    p.add_argument("--rounds", type=int, default=3, help="training rounds with pseudo-mask refinement between them")
-    p.add_argument("--propagate", default="hybrid",
+    p.add_argument("--rounds", type=int, default=TRAIN_DEFAULTS["rounds"], help="training rounds with pseudo-mask refinement between them")
+    p.add_argument("--propagate", default=TRAIN_DEFAULTS["propagate"],
                    help="pseudo-labelling method (segmenter.pseudo) that turns scribbles into pseudo-masks before "
                         "training; none = train on the strokes alone")
-    p.add_argument("--refine", default="auto", choices=("auto", "pseudo", "crf"),
+    p.add_argument("--refine", default=TRAIN_DEFAULTS["refine"], choices=("auto", "pseudo", "crf"),
                    help="refinement between rounds: rerun the propagate method with the model (and the previous "
                         "pseudo-mask) as prior, or a CRF step; auto = pseudo unless --propagate none")
-    p.add_argument("--semi", default="self_training",
+    p.add_argument("--semi", default=TRAIN_DEFAULTS["semi"],
                    help="semi-supervised term for unlabeled images: self_training (teacher pseudo-labels at every "
                         "refinement point) | mean_teacher (teacher every step, slower) | none")
     p.add_argument("--no-unlabeled", action="store_true", help="do not train on unlabeled images")
@@ -123,6 +126,9 @@ def cmd_train(args) -> int:
             raise UsageError(f"{given}: the checkpoint '{resume.with_suffix('').name}' has {has}, and a resumed "
                              "run keeps its model; leave those options out, or train a new model (without "
                              "--resume) to change them.")
+        kept = resumed_settings(args, (doc.get("state") or {}).get("train_config") or {})
+        if kept and os.environ.get("RANK", "0") == "0":
+            print(f"note: continuing with the checkpoint's {kept} (give an option to change it).", file=sys.stderr)
     tcfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=args.device,
                        amp=not args.no_amp, rounds=args.rounds, semi=args.semi,
                        propagate=args.propagate, refine=args.refine, checkpoint=str(project.models_dir / name), resume=str(resume) if resume else None,
@@ -147,12 +153,31 @@ def cmd_train(args) -> int:
     if res.stopped:
         print(res.message)
         return 1
-    print(f"model {res.checkpoint} ({res.epochs_done} epochs, {res.train_seconds:.0f} s, "
-          f"{res.images_per_s:.1f} images/s)")
+    ran = res.epochs_done - (done if resume is not None else 0)
+    epochs = f"{res.epochs_done} epochs" + (f", {ran} in this run" if resume is not None else "")
+    print(f"model {res.checkpoint} ({epochs}, {res.train_seconds:.0f} s, {res.images_per_s:.1f} images/s)")
     short = rounds_note(tcfg.rounds, tcfg.epochs, res.refine_at, len(trainer._weak()))
     if short:
         print(short, file=sys.stderr)
     return 0
+
+
+def resumed_settings(args, before: dict) -> str:
+    """Set on ``args`` the training options (:data:`TRAIN_DEFAULTS`) left at their defaults to the
+    values of the checkpoint's run (``before``: its stored ``train_config``), so that a resumed run
+    goes on as it started; returns them as options (``"--rounds 5, --lr 0.0005"``), ``""`` if none."""
+    kept = []
+    for k, default in TRAIN_DEFAULTS.items():
+        was = before.get(k)
+        if was is None or getattr(args, k) != default or was == default:
+            continue
+        try:
+            was = type(default)(was)
+        except (TypeError, ValueError):
+            continue
+        setattr(args, k, was)
+        kept.append(f"--{k.replace('_', '-')} {was}")
+    return ", ".join(kept)
 
 
 def rounds_note(rounds: int, epochs: int, refine_at: list, n_weak: int) -> str:
