@@ -42,6 +42,19 @@ def test_concurrent_annotators_lose_nothing_through_the_served_app():
     assert 0 < rep["p50_s"] <= rep["p95_s"] and 0 < rep["preview_p50_s"] <= rep["preview_p95_s"]
 
 
+def test_watching_tabs_ask_the_served_app_while_annotators_draw(monkeypatch):
+    """``--tabs``: open pages that only watch for training jobs post the page's own timer event
+    (every WATCH_SECONDS) while the annotators draw; their latency is reported."""
+    import app.ui
+
+    monkeypatch.setattr(app.ui, "WATCH_SECONDS", 0.2)
+    rep = bench_app.measure(latency.synthetic_samples(1, 64), 2, annotators=2, strokes=6, pause=0.1, preview=False,
+                            tabs=3)
+    assert rep["errors"] == 0, rep["first_error"]
+    assert rep["tabs"] == 3 and rep["watches"] >= 3 and 0 < rep["watch_p50_s"] <= rep["watch_p95_s"]
+    assert rep["lost_writes"] == 0 and rep["saves"] == 12
+
+
 def test_a_last_writer_wins_save_is_caught_as_lost_writes(monkeypatch):
     """Without the app's merge of concurrent edits, the benchmark reports the strokes it drops."""
     from app import handlers
@@ -71,7 +84,8 @@ def test_bench_app_command_writes_the_report(tmp_path):
 
 
 @pytest.mark.parametrize("argv, words", [(["--annotators", "0"], "at least 1"), (["--size", "8"], "16"),
-                                         (["--images", "1", "--size", "16", "--annotators", "20"], "too small")])
+                                         (["--images", "1", "--size", "16", "--annotators", "20"], "too small"),
+                                         (["--tabs", "-1"], "--tabs")])
 def test_bench_app_refuses_bad_settings(argv, words):
     env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False")
     r = subprocess.run([sys.executable, "-m", "segmenter", "bench", "app", *argv], cwd=REPO, capture_output=True,

@@ -3,7 +3,8 @@
 ::
 
     python -m segmenter bench app [--data DIR] [--images M] [--annotators N] [--strokes K]
-                                  [--pause S] [--undo-every U] [--no-preview] [--size 512] [--out FILE]
+                                  [--pause S] [--undo-every U] [--no-preview] [--tabs T] [--size 512]
+                                  [--out FILE]
 
 The real app (the page :func:`app.ui.build_ui` builds, served by :func:`app.ui.launch` as
 ``app.py`` serves it) runs on a throw-away project of ``M`` images, and ``N`` simulated annotators
@@ -19,11 +20,17 @@ pixel of every acknowledged save (unless the same annotator drew over it or undi
 in the store, read back from disk through a fresh handle. A save missing a pixel there is a
 **lost write** (must be 0).
 
+``--tabs T``: T more open pages (browser tabs) that only watch, as every open page does: each asks
+the server every ``WATCH_SECONDS`` (2 s) whether a training job started, ended or saved a model
+anywhere (the page's own timer event, posted as the page posts it), for as long as the annotators
+draw. Their answers' latency is ``watch_p50_s`` / ``watch_p95_s`` (``watches`` of them); the saves'
+and previews' latency beside them shows what the watching costs the people drawing.
+
 Images: the first ``M`` of ``DIR`` (default ``../shared/datasets/grabcut`` beside the repository
 if present, else synthetic discs), resized to ``--size`` px on the long side. Report keys:
 ``task: "app", annotators, images, saves, undos, p50_s, p95_s`` (save latency, request to answer),
-``lost_writes``, ``errors`` (saves answered with an error), ``preview_p50_s``, ``preview_p95_s``,
-``saves_per_s``, ``wall_s``, ``size``, ``dataset``.
+``lost_writes``, ``errors`` (saves, and watching tabs' looks, answered with an error), ``preview_p50_s``, ``preview_p95_s``,
+``saves_per_s``, ``wall_s``, ``size``, ``dataset``, ``tabs``, ``watches``, ``watch_p50_s``, ``watch_p95_s``.
 """
 from __future__ import annotations
 
@@ -57,6 +64,8 @@ def register(bsub) -> None:
     p.add_argument("--undo-every", type=int, default=5,
                    help="every Nth save is an undo of the annotator's own last stroke on that image, as the "
                         "page does it (default 5; 0 = none)")
+    p.add_argument("--tabs", type=int, default=0,
+                   help="more open pages that only watch for training jobs, every 2 s as a page does (default 0)")
     p.add_argument("--size", type=int, default=512, help="long side of the images in pixels (default 512)")
     p.add_argument("--out", default=None, help="JSON report path")
     p.set_defaults(func=run)
@@ -168,6 +177,38 @@ def _annotate(a: Annotator, url: str, component: int, token: str, image_ids: lis
                 time.sleep(pause)
 
 
+def _watch(url: str, fn_index: int, stop: threading.Event, offset: float, period: float, latencies: list,
+           errors: list) -> None:
+    """One open page that only watches: its timer event every ``period`` s until ``stop`` is set
+    (the first after ``offset`` s, so that the pages do not all ask at once)."""
+    import httpx
+
+    session = uuid.uuid4().hex[:12]
+    with httpx.Client(timeout=60.0) as client:
+        if stop.wait(offset):
+            return
+        while True:
+            t0 = time.perf_counter()
+            try:
+                r = client.post(url, json={"fn_index": fn_index, "data": [None, None, None, "all"],
+                                           "session_hash": session})
+                if r.status_code != 200 or "error" in r.json():
+                    errors.append(f"watch: HTTP {r.status_code}: {r.text[:200]}")
+                else:
+                    latencies.append(time.perf_counter() - t0)
+            except (httpx.HTTPError, ValueError) as e:
+                errors.append(f"watch: {type(e).__name__}: {e}")
+            if stop.wait(max(0.0, period - (time.perf_counter() - t0))):
+                return
+
+
+def _watch_event(demo) -> int:
+    for index, fn in demo.fns.items():
+        if getattr(fn.fn, "__name__", "") == "on_watch":
+            return index
+    raise RuntimeError("the page has no training watch")
+
+
 def _canvas_component(demo) -> int:
     for block in demo.blocks.values():
         if any(getattr(f, "__name__", "") == "canvas_save" for f in getattr(block, "server_fns", None) or []):
@@ -176,7 +217,7 @@ def _canvas_component(demo) -> int:
 
 
 def measure(samples, num_classes: int, annotators: int = 8, strokes: int = 20, pause: float = 0.2,
-            preview: bool = True, undo_every: int = 5) -> dict:
+            preview: bool = True, undo_every: int = 5, tabs: int = 0) -> dict:
     """Serve a project of ``samples`` (images) and run ``annotators`` threads of ``strokes`` saves
     each against it; the report of the module docstring (without ``dataset`` and ``size``)."""
     from annotations.errors import AnnotationError
@@ -187,8 +228,8 @@ def measure(samples, num_classes: int, annotators: int = 8, strokes: int = 20, p
 
     if annotators < 1 or strokes < 1:
         raise AnnotationError("--annotators and --strokes must be at least 1.")
-    if pause < 0 or undo_every < 0:
-        raise AnnotationError(f"--pause and --undo-every must be >= 0, not {pause} and {undo_every}.")
+    if pause < 0 or undo_every < 0 or tabs < 0:
+        raise AnnotationError(f"--pause, --undo-every and --tabs must be >= 0, not {pause}, {undo_every} and {tabs}.")
     images = [s[0] for s in samples]
     if not images:
         raise AnnotationError("no image to annotate.")
@@ -214,13 +255,23 @@ def measure(samples, num_classes: int, annotators: int = 8, strokes: int = 20, p
                                                                 strokes, pause, preview, undo_every, start),
                                        daemon=True)
                        for a in people]
-            for t in threads:
+            from app.ui import WATCH_SECONDS
+
+            stop, watch_s, watch_errors = threading.Event(), [], []
+            watch_url, watch_fn = f"http://127.0.0.1:{port}/gradio_api/run/predict", _watch_event(demo)
+            watchers = [threading.Thread(target=_watch, args=(watch_url, watch_fn, stop, WATCH_SECONDS * k / tabs,
+                                                               WATCH_SECONDS, watch_s, watch_errors), daemon=True)
+                        for k in range(tabs)]
+            for t in threads + watchers:
                 t.start()
             start.wait()
             t0 = time.perf_counter()
             for t in threads:
                 t.join()
             wall = time.perf_counter() - t0
+            stop.set()
+            for t in watchers:
+                t.join()
         finally:
             with contextlib.redirect_stdout(io.StringIO()):  # gradio's "Closing server" line
                 demo.close()
@@ -233,7 +284,8 @@ def measure(samples, num_classes: int, annotators: int = 8, strokes: int = 20, p
     save_s = np.array([x for a in people for x in a.save_s])
     prev_s = np.array([x for a in people for x in a.preview_s])
     acked = [s for a in people for s in a.acked]
-    errors = [e for a in people for e in a.errors]
+    errors = [e for a in people for e in a.errors] + watch_errors
+    watch_s = np.array(watch_s)
 
     def pct(x, q):
         return float(np.percentile(x, q)) if x.size else float("nan")
@@ -243,7 +295,8 @@ def measure(samples, num_classes: int, annotators: int = 8, strokes: int = 20, p
             "p50_s": pct(save_s, 50), "p95_s": pct(save_s, 95), "lost_writes": lost_strokes(stored, acked, shapes),
             "errors": len(errors), "first_error": errors[0] if errors else None,
             "preview_p50_s": pct(prev_s, 50), "preview_p95_s": pct(prev_s, 95),
-            "saves_per_s": save_s.size / wall if wall > 0 else float("nan"), "wall_s": wall}
+            "saves_per_s": save_s.size / wall if wall > 0 else float("nan"), "wall_s": wall,
+            "tabs": tabs, "watches": int(watch_s.size), "watch_p50_s": pct(watch_s, 50), "watch_p95_s": pct(watch_s, 95)}
 
 
 def run(args) -> int:
@@ -267,7 +320,7 @@ def run(args) -> int:
         samples = list(synthetic_samples(args.images, args.size))
         name = "synthetic"
     report = measure(samples, num_classes, args.annotators, args.strokes, args.pause, not args.no_preview,
-                     args.undo_every)
+                     args.undo_every, args.tabs)
     report.update(size=args.size, dataset=name)
     write_report(report, args.out)
     print(f"app  {name}  {report['annotators']} annotators on {report['images']} images  saves {report['saves']}  "
@@ -275,5 +328,7 @@ def run(args) -> int:
           f"lost writes {report['lost_writes']}  "
           f"errors {report['errors']}" + (f" (first: {report['first_error']})" if report["errors"] else "")
           + (f"  preview p50 {report['preview_p50_s']:.3f} s  p95 {report['preview_p95_s']:.3f} s"
-             if not args.no_preview else ""))
+             if not args.no_preview else "")
+          + (f"  {args.tabs} watching tabs: {report['watches']} looks, p50 {report['watch_p50_s']:.3f} s  "
+             f"p95 {report['watch_p95_s']:.3f} s" if args.tabs else ""))
     return 0
