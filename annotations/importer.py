@@ -8,8 +8,8 @@ file is listed in the summary with the reason and skipped; it never aborts the i
 A ``.nii`` / ``.nii.gz`` file, or a folder holding such volumes and no images, is imported by the
 ``nifti`` format (:mod:`annotations.formats.nifti`: its slices as images), and so is a nifti export
 (a folder or ``.zip`` whose ``manifest.json`` says ``nifti``: its label volumes back onto the
-slices). A folder without images whose ``manifest.json`` names another format is refused with the
-``--format`` to use.
+slices). Any other export of this tool (a folder or ``.zip`` whose ``manifest.json`` names its
+format: png, voc, coco, ...) is read as that format, as with ``--format``.
 
 A dataset image that the project already holds (same name and same picture, e.g. a folder export
 imported back after its masks were edited elsewhere) is not added again, but its masks,
@@ -108,9 +108,17 @@ def _import_folder(project: Project, root: Path, where: Path, options: dict | No
     files = find_images(root)
     if not files and (nifti := _nifti(root)) is not None:
         return nifti.import_into(project, root, options)
-    if not files and (fmt := _manifest_format(root)):
-        raise AnnotationError(f"{where}: no image files found; its manifest.json says it is a '{fmt}' export: import "
-                              f"it with --format {fmt}.")
+    if (fmt := _manifest_format(root)) is not None:
+        # an export of this tool in another format (png, voc, coco, ...): read as that format, not
+        # as a folder of images (its mask and colour PNGs would become images)
+        from .formats import get_format
+
+        try:
+            summary = get_format(fmt).import_into(project, root, options)
+        except AnnotationError as e:
+            raise AnnotationError(f"{where} was read as a '{fmt}' export (its manifest.json says so): {e}") from None
+        summary.notes.insert(0, f"read as a '{fmt}' export (its manifest.json says so; --format {fmt}).")
+        return summary
     _no_options(options, where)
     if not files:
         raise AnnotationError(f"{where}: no image files found (looked for {', '.join(imageio.IMAGE_EXTENSIONS)}).")
@@ -118,13 +126,15 @@ def _import_folder(project: Project, root: Path, where: Path, options: dict | No
 
 
 def _manifest_format(root: Path) -> str | None:
-    """The export format ``root/manifest.json`` records (an export of this tool), or ``None``."""
+    """The importable format ``root/manifest.json`` records (an export of this tool), or ``None``."""
+    from .formats import list_formats
+
     try:
         m = json.loads((Path(root) / "manifest.json").read_text(encoding="utf-8-sig"))
     except (OSError, ValueError):
         return None
     fmt = m.get("format") if isinstance(m, dict) else None
-    return fmt if isinstance(fmt, str) and fmt.strip() else None
+    return fmt if isinstance(fmt, str) and fmt in list_formats() and fmt != "folder" else None
 
 
 def import_folder_dataset(project: Project, root: str | os.PathLike, kind: str | None = None,

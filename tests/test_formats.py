@@ -221,6 +221,21 @@ def test_round_trip_through_zip(fmt, src, tmp_path):
     assert_round_trip(src, dst, fmt)
 
 
+@pytest.mark.parametrize("fmt", list_formats())
+def test_an_export_imports_back_without_format(fmt, src, tmp_path):
+    """An export (folder or .zip) imported without --format is read as the format its manifest.json
+    names: a png export was taken as a folder of images, its mask and colour PNGs added as images."""
+    from annotations.importer import import_path
+
+    for out in (tmp_path / f"out-{fmt}", tmp_path / f"{fmt}.zip"):
+        export_project(src, fmt, out)
+        dst = fresh_target(tmp_path, src, fmt, f"dst-{out.name}")
+        summary = import_path(dst, out)
+        assert_round_trip(src, dst, fmt)
+        if fmt not in ("folder", "nifti"):
+            assert f"read as a '{fmt}' export" in " ".join(summary.notes)
+
+
 @pytest.mark.parametrize("fmt", [f for f in list_formats() if "masks" in carries(f)])
 def test_manifest_records_kind_and_provenance(fmt, src, tmp_path):
     export_project(src, fmt, tmp_path / "out")

@@ -501,7 +501,7 @@ def test_a_nifti_export_is_detected_as_a_folder_and_as_a_zip(proj, tmp_path):
         assert s.added == [] and "5 unchanged masks skipped" in " ".join(s.notes), s.lines()
     (tmp_path / "coco").mkdir()
     (tmp_path / "coco" / "manifest.json").write_text(json.dumps({"format": "coco"}))
-    with pytest.raises(AnnotationError, match="manifest.json says it is a 'coco' export: import it with --format coco"):
+    with pytest.raises(AnnotationError, match="coco was read as a 'coco' export .its manifest.json says so.: coco: no COCO"):
         import_path(proj, tmp_path / "coco")
 
 
