@@ -60,6 +60,25 @@ def check_args(args) -> tuple[str, str] | None:
     return auth
 
 
+def port_in_use(host: str, port: int) -> bool:
+    """True when nothing can listen on ``host:port`` now (another app, a server still running)."""
+    import socket
+
+    try:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server does: a closed one's port is free
+            s.bind((host, port))
+    except OSError:
+        return True
+    return False
+
+
+def busy_port_message(host: str, port: int) -> str:
+    return (f"app.py: error: port {port} on {host} is in use (another app, or this one still running); "
+            f"choose another with --port (e.g. --port {port + 1}), or stop the other one.")
+
+
 def open_project(path: str | None, classes: str):
     from annotations.store import Project
     from app.demo import build_demo
@@ -76,6 +95,9 @@ def main(argv=None) -> int:
         auth = check_args(args)
     except ValueError as e:
         print(f"app.py: error: {e}", file=sys.stderr)
+        return 2
+    if port_in_use(args.host, args.port):
+        print(busy_port_message(args.host, args.port), file=sys.stderr)
         return 2
     from annotations.errors import AnnotationError
 
@@ -101,7 +123,13 @@ def main(argv=None) -> int:
     demo = build_ui(project)
     threading.Thread(target=warm_up, name="weakseg-warm-up", daemon=True).start()
     print(f"project: {project.root}  ({len(project.image_ids())} images)")
-    launch(demo, args.host, args.port, auth)
+    try:
+        launch(demo, args.host, args.port, auth)
+    except OSError as e:  # taken between the check and now
+        if "port" not in str(e).lower():
+            raise
+        print(busy_port_message(args.host, args.port), file=sys.stderr)
+        return 2
     return 0
 
 

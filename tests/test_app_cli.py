@@ -49,6 +49,19 @@ def test_refuses_public_host_without_auth_from_the_command_line():
     assert r.returncode == 2 and "--auth" in r.stderr and "Traceback" not in r.stderr
 
 
+def test_a_port_in_use_is_one_line_not_a_traceback(tmp_path):
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        r = subprocess.run([sys.executable, str(REPO / "app.py"), str(tmp_path / "p"), "--port", str(port)],
+                           capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert f"port {port} on 127.0.0.1 is in use" in r.stderr and "--port" in r.stderr
+
+
 def test_page_builds(tmp_path):
     from annotations.store import Project
     from app.ui import build_ui, css
