@@ -44,7 +44,7 @@ from . import imageio
 from .errors import AnnotationError, DuplicateImageError
 from .folder import FolderDataset
 from .formats._common import JUNK_DIRS, LabelMerge, _has_annotations, dataset_root, same_picture
-from .store import ImportSummary, Project, parse_color, sanitize_name
+from .store import DEFAULT_CLASSES, ImportSummary, Project, parse_color, sanitize_name
 
 #: Images imported per transaction.
 BATCH = 64
@@ -161,6 +161,11 @@ def import_folder_dataset(project: Project, root: str | os.PathLike, kind: str |
     colors = _meta_colors(ds, summary.notes)
     if project.class_names != ds.classes or not _has_annotations(project):
         # Names and colours, as the other formats' importers do (a project without annotations only).
+        before = project.class_names
+        if before and before != ds.classes and tuple(before) != DEFAULT_CLASSES:  # not the placeholder
+            summary.notes.append(f"note: the project's classes ({', '.join(before)}) were replaced by the dataset's "
+                                 f"({', '.join(ds.classes)}): the project had no annotations yet. To keep them, "
+                                 "import into another project.")
         with project.transaction():
             project.set_classes(ds.classes)
             for c in project.classes():

@@ -73,6 +73,8 @@ _BASE_COLORS = [
 #: Class names that mean "nothing of interest": as class 0 they are drawn grey, left unpainted by
 #: the app's mask overlays and out of its "Others absent". The instance formats (COCO, YOLO) leave
 #: out of their annotations only a class 0 named as plain background
+#: The classes of a project created without any (a placeholder that an imported dataset replaces).
+DEFAULT_CLASSES = ("background", "object")
 #: (``annotations.formats._common.INSTANCE_BACKGROUND_NAMES``): "other" or "clutter" can be a class
 #: that someone wants polygons of.
 BACKGROUND_NAMES = ("background", "_background_", "bg", "void", "unlabeled", "unlabelled", "none", "other", "clutter")
@@ -340,7 +342,7 @@ class Project:
         if root.exists() and not root.is_dir():
             raise ProjectError(f"{root}: exists and is not a folder.")
         names: list[str] = []
-        for name in classes if classes is not None else ("background", "object"):
+        for name in classes if classes is not None else DEFAULT_CLASSES:
             names.append(_valid_class_name(name, names))
         p = None
         with removed_on_failure(root):

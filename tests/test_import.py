@@ -197,6 +197,19 @@ def test_a_zipped_folder_export_imports_back_without_a_format(tmp_path):
         import_path(Project.create(tmp_path / "r"), tmp_path / "bad.zip")
 
 
+def test_a_dataset_that_replaces_the_classes_of_a_project_without_annotations_says_so(tmp_path):
+    """Importing a dataset into a project with images but no annotations replaced its classes (and
+    colours) silently (bug hunt 44): it still does (nothing is lost), and the summary says so."""
+    d = _folder_dataset(tmp_path / "d", {"classes": ["background", "RV", "LV"]})
+    p = Project.create(tmp_path / "p", ["background", "horse", "rider"])
+    s = import_path(p, d)
+    assert p.class_names == ["background", "RV", "LV"]
+    assert any("the project's classes (background, horse, rider) were replaced by the dataset's "
+               "(background, RV, LV)" in n for n in s.notes), s.notes
+    q = Project.create(tmp_path / "q")  # the placeholder classes of a new project: nothing to say
+    assert not any("were replaced" in n for n in import_path(q, d).notes)
+
+
 @pytest.mark.parametrize("meta, match", [
     ('{"classes": ["bg", "fg"], "ignore_index": "x"}', r"meta.json: 'ignore_index' must be a whole number .*\"x\""),
     ('{"classes": ["bg", "fg"], "ignore_index": null}', r"meta.json: 'ignore_index' must be a whole number .*null"),
