@@ -73,11 +73,11 @@ _BASE_COLORS = [
 #: Class names that mean "nothing of interest": as class 0 they are drawn grey, left unpainted by
 #: the app's mask overlays and out of its "Others absent". The instance formats (COCO, YOLO) leave
 #: out of their annotations only a class 0 named as plain background
-#: The classes of a project created without any (a placeholder that an imported dataset replaces).
-DEFAULT_CLASSES = ("background", "object")
 #: (``annotations.formats._common.INSTANCE_BACKGROUND_NAMES``): "other" or "clutter" can be a class
 #: that someone wants polygons of.
 BACKGROUND_NAMES = ("background", "_background_", "bg", "void", "unlabeled", "unlabelled", "none", "other", "clutter")
+#: The classes of a project created without any (a placeholder that an imported dataset replaces).
+DEFAULT_CLASSES = ("background", "object")
 #: Class 0's colour when it is a real class (camvid's Sky, say), not a background.
 FIRST_CLASS_COLOR = (255, 225, 25)
 
