@@ -190,6 +190,13 @@ def usage_text(usage: dict[str, int], done: bool = False) -> tuple[str, str]:
     return uses, effects
 
 
+def _new_database_file(path: Path) -> None:
+    """An empty file (an empty SQLite database) with the mode of any new file, ``0666`` less the
+    umask: SQLite creates its files ``0644`` whatever the umask, so a group sharing the project
+    folder (umask 002) could not write to it. Its ``-wal`` / ``-shm`` files take the same mode."""
+    os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+
+
 @contextmanager
 def removed_on_failure(root: str | os.PathLike) -> Iterator[None]:
     """Undo the creation of a project folder when the block fails.
@@ -348,6 +355,7 @@ class Project:
         with removed_on_failure(root):
             try:
                 root.mkdir(parents=True, exist_ok=True)
+                _new_database_file(root / DB_NAME)
                 p = cls(root, _create=True)
                 with p.transaction():
                     for name in names:
@@ -1285,6 +1293,7 @@ class Project:
         """A consistent copy of the whole project (SQLite backup API + files)."""
         dest = Path(dest)
         shutil.copytree(self.root, dest, ignore=shutil.ignore_patterns(DB_NAME + "*"))
+        _new_database_file(dest / DB_NAME)
         out = sqlite3.connect(str(dest / DB_NAME))
         self._conn().backup(out)
         out.close()

@@ -447,6 +447,12 @@ def test_written_files_get_the_mode_of_a_new_file_under_the_umask(tmp_path, umas
                     confidence=np.ones((24, 32), np.float32))
         written = [f for f in p.root.rglob("*") if f.is_file() and not f.name.startswith("project.db")]
         assert len(written) == 4  # image, strokes, mask, confidence
+        # project.db (and its -wal / -shm) too: SQLite made it 0644 whatever the umask (bug hunt 44)
+        dbs = [f for f in p.root.iterdir() if f.name.startswith("project.db")]
+        assert len(dbs) >= 2 and {oct(f.stat().st_mode & 0o777) for f in dbs} == {oct(0o666 & ~umask)}
+        copy = p.copy_to(tmp_path / "copy")
+        assert oct((copy.root / "project.db").stat().st_mode & 0o777) == oct(0o666 & ~umask)
+        copy.close()
         assert {f.relative_to(p.root).as_posix(): oct(f.stat().st_mode & 0o777) for f in written} == \
             {f.relative_to(p.root).as_posix(): oct(0o666 & ~umask) for f in written}
         # a file replaced atomically (models are saved this way too) takes the new mode, not the old one's
