@@ -1395,6 +1395,29 @@ def test_export_resegments_a_mask_showing_a_class_tagged_absent(kind, tmp_path):
     assert main(["status", str(p.root)]) == 0
 
 
+def test_a_weak_prediction_showing_a_class_tagged_absent_is_resegmented_not_left_unlabelled(tmp_path):
+    """With no confident pixel to seed from (a prediction of a model trained an epoch or two), the
+    pixels of the class tagged absent were left 255 (unlabelled) though the note said re-segmented
+    (bug hunt 44, #7): the mask's own labels are the seeds then; a mask of that class alone takes the
+    one class left."""
+    p, (a, b) = _horse_like_project(tmp_path, "ab")
+    p.add_class("car")
+    mask = np.zeros((20, 30), np.uint8)
+    mask[:, 15:] = 1
+    mask[:, 24:] = 2
+    p.save_mask(a, mask, "predicted", source="model-x", confidence=np.full((20, 30), 0.4, np.float32))
+    p.set_tag(a, 2, "absent")
+    only = np.full((20, 30), 2, np.uint8)  # b: the prediction shows nothing but car
+    p.save_mask(b, only, "predicted", source="model-x", confidence=np.full((20, 30), 0.4, np.float32))
+    p.set_tag(b, 2, "absent")
+    p.set_tag(b, 1, "absent")
+    export_project(p, "folder", tmp_path / "out", masks="best")
+    got = imageio_read(tmp_path / "out" / "masks" / "a.png")
+    assert not (got == 2).any() and not (got == 255).any()
+    assert (got[:, :13] == 0).all() and (got[:, 16:23] == 1).all()
+    np.testing.assert_array_equal(imageio_read(tmp_path / "out" / "masks" / "b.png"), np.zeros((20, 30), np.uint8))
+
+
 def test_status_counts_masks_showing_a_class_tagged_absent(tmp_path, capsys):
     from segmenter.cli import main
 

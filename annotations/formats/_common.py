@@ -310,7 +310,7 @@ def _corrected(project, image_id: int, mi, layer: str | None, absent: list[int])
     conf = imageio.read_label_map(project.root / mi.conf_file).astype(np.float32) / 255.0 if mi.conf_file else None
     prediction = np.where(np.isin(mask, shown), IGNORE, mask).astype(np.uint8)
     out = _resegment(project.load_image(image_id), scr if drawn.any() else None, prediction,
-                     project.num_classes, conf, shown)
+                     project.num_classes, conf, list(absent))
     marks = []
     if by_strokes:
         marks.append(f"{DEFAULT_METHOD}(strokes of '{layer}' at export)")
@@ -324,8 +324,9 @@ def _corrected(project, image_id: int, mi, layer: str | None, absent: list[int])
 def _resegment(image, scribbles, prediction, num_classes: int, confidence, absent: list[int]) -> np.ndarray:
     """``prediction`` (255 where unknown) corrected by ``scribbles`` (``None``: no stroke) with
     :func:`segmenter.preview.correct_prediction`; with no stroke, its own pixels are the seeds (as
-    that function lends them far from every stroke). No pixel ends in a class of ``absent``; when
-    nothing is left to seed from, the unknown pixels stay 255."""
+    that function lends them far from every stroke; all of them when none is confident). No pixel
+    ends in a class of ``absent``; when nothing is left to seed from (the mask showed only classes
+    tagged absent), the unknown pixels take the one class left, or stay 255 when several are."""
     from segmenter.preview import correct_prediction, correction_seeds, prediction_prior
     from segmenter.pseudo import get_method
 
@@ -334,8 +335,12 @@ def _resegment(image, scribbles, prediction, num_classes: int, confidence, absen
     else:
         seeds = correction_seeds(prediction, np.full(prediction.shape, IGNORE, np.uint8), num_classes,
                                  confidence=confidence)
-        if not (seeds != IGNORE).any():
-            return prediction
+        if not (seeds != IGNORE).any():  # nothing is sure (a weak model's prediction): its labels are the seeds
+            seeds = prediction
+        if not (seeds != IGNORE).any():  # the mask showed classes tagged absent only
+            left = [c for c in range(num_classes) if c not in absent]
+            return np.where(prediction == IGNORE, left[0], prediction).astype(np.uint8) if len(left) == 1 \
+                else prediction
         r = get_method(None)(image, seeds, num_classes, prior=prediction_prior(prediction, confidence, num_classes))
     out = np.asarray(r.mask, np.uint8).copy()
     bad = np.isin(out, absent)
