@@ -131,9 +131,11 @@ def test_tags_leaves_the_missing_image_out(tmp_path, capsys):
     assert "no tagged image can be read" in err and "4 images whose file" in err
 
 
-def test_accept_skips_a_stale_mask_whose_image_is_missing(tmp_path, capsys):
+def test_accept_skips_an_image_whose_file_is_missing(tmp_path, capsys):
     """A mask older than strokes that contradict it is corrected on its image when accepted: with the
-    image's file gone that cannot be done, so the image is skipped and named; the others are accepted."""
+    image's file gone that cannot be done, so the image is skipped and named; the others are accepted.
+    An image whose file is gone is skipped even when its mask needs no correction: nobody can review
+    it (it was accepted unseen, unnamed; bug hunt 44, #8)."""
     p = _project(tmp_path, n=3, strokes=False)
     for im in p.images():
         p.save_mask(im.id, np.zeros((64, 64), np.uint8), "pseudo", source="test")
@@ -147,6 +149,13 @@ def test_accept_skips_a_stale_mask_whose_image_is_missing(tmp_path, capsys):
     assert len(notes) == 1 and notes[0].startswith("skipped 1 image")
     _says_remedy(notes[0], p)
     assert p.mask_info(p.image_by_name("d1.png").id, "final") is None
+    d0 = p.image_by_name("d0.png")
+    p.save_mask(d0.id, np.zeros((64, 64), np.uint8), "predicted", source="model")
+    (p.root / d0.file).unlink()
+    assert main(["accept", str(p.root), "--images", "d0.png"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("accepted 0 predicted mask(s) as final") and "skipped 1 image whose file is gone" in out
+    assert "d0.png" in out and p.mask_info(d0.id, "final").source != "cli:accept(predicted model)"
 
 
 def test_export_refuses_naming_the_image_and_both_remedies(tmp_path, capsys):

@@ -19,8 +19,8 @@ it came from (``cli:accept(predicted MODEL)``). A mask older than strokes drawn 
 is accepted as an export writes it: corrected by those strokes (never as stored, contradicting
 them), and a mask showing a class the image was tagged absent since, re-segmented without it.
 Images without such a mask are skipped and counted; so are images that have a final mask
-already (kept, unless ``--replace-final``), and those whose mask needs that correction when their
-image file is missing or unreadable (named, with the remedy). ``--kind final`` accepts the final
+already (kept, unless ``--replace-final``), and images whose file is gone from the project folder
+or damaged (named, with the remedy: nobody can review those). ``--kind final`` accepts the final
 masks themselves again, as an export writes them: what ``status`` asks of a final mask with
 strokes drawn after it (a final mask nothing contradicts is left as it is).
 
@@ -123,8 +123,13 @@ def cmd_accept(args) -> int:
     accepted, corrected, missing, had_final, left_out, unreadable = [], [], [], [], [], []
     untagged = []
     stale = set(project.finals_older_than_strokes()) if again else set()
+    # an image nobody can look at any more is not reviewed: left out, named (as pseudo, predict, train do)
+    gone = {im.id for im in project.missing_files([i.id for i in images], verify=True)}
     # one image at a time: a correction by strokes takes a moment, the project stays writable meanwhile
     for info in images:
+        if info.id in gone:
+            unreadable.append(info)
+            continue
         stored = next((mi for mi in (project.mask_info(info.id, k) for k in kinds) if mi is not None), None)
         if stored is None:
             missing.append(info)
@@ -181,8 +186,8 @@ def cmd_accept(args) -> int:
         print(f"skipped {len(left_out)} image(s) whose {what} mask is older than their strokes and could not be "
               f"corrected by them here: {name_list(left_out)}")
     if unreadable:
-        print(project.files_note(unreadable, "skipped", why="is missing or unreadable, needed to correct a mask "
-                                                              "older than the image's strokes"))
+        print(project.files_note(unreadable, "skipped", why="is gone from the project folder or can no longer be "
+                                                              "read (its mask is not accepted unseen)"))
     return 0
 
 
