@@ -298,6 +298,26 @@ def test_cli_export_and_import(fmt, src, tmp_path, capsys):
     capsys.readouterr()
 
 
+def test_cli_export_default_folders_in_the_same_second_and_an_out_under_a_file(src, tmp_path, capsys, monkeypatch):
+    """Two exports in the same second to the default folder: the second was refused ("already
+    exists"); an --out under a file was a traceback (bug hunt 44, #9a and #11)."""
+    from segmenter.cli import main
+    from segmenter.commands import project as project_cmd
+
+    monkeypatch.setattr(project_cmd, "_stamp", lambda: "20261202-120000")
+    for _ in range(2):
+        assert main(["export", str(src.root), "--format", "png"]) == 0
+    assert sorted(f.name for f in src.exports_dir.iterdir()) == ["png-20261202-120000", "png-20261202-120000-2"]
+    assert main(["export", str(src.root), "--format", "png", "--option", "nosuch=1"]) == 2
+    assert len(list(src.exports_dir.iterdir())) == 2  # a failed export leaves no empty folder
+    (tmp_path / "afile").write_text("x")
+    capsys.readouterr()
+    for out in ("afile/out", "afile/out.zip"):
+        assert main(["export", str(src.root), "--format", "png", "--out", str(tmp_path / out)]) == 2
+        err = capsys.readouterr().err
+        assert f"{tmp_path / 'afile'} is a file, not a folder" in err and "Traceback" not in err
+
+
 def test_cli_bad_format_and_option_exit_2(src, tmp_path, capsys):
     from segmenter.cli import main
 

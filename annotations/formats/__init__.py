@@ -170,20 +170,35 @@ def describe_formats(width: int = 100) -> str:
     return "\n".join(out)
 
 
+def _make_folder(folder: Path) -> None:
+    """``folder`` and its parents; one that cannot be made (a file in the way, no permission) is an
+    :class:`AnnotationError` naming it."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        blocker = next((f for f in (folder, *folder.parents) if f.exists() and not f.is_dir()), None)
+        why = f"{blocker} is a file, not a folder" if blocker is not None else e.strerror or str(e)
+        raise AnnotationError(f"{folder}: cannot create the output folder ({why}).") from None
+
+
 @contextmanager
 def atomic_output_dir(dest: Path) -> Iterator[Path]:
     """Yield an empty temp folder; on success it replaces ``dest`` (which must not hold other data)."""
     dest = Path(dest)
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
         raise AnnotationError(f"{dest}: already exists and is not empty; choose a new output folder.")
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    _make_folder(dest.parent)
     # the folder renamed into place: the mode of any new folder, not mkdtemp's 0700
     tmp = mkdtemp_umask(dest.parent, prefix=f".{dest.name}.")
     try:
         yield tmp
-        if dest.exists():
-            dest.rmdir()
-        os.replace(tmp, dest)
+        try:
+            if dest.exists():
+                dest.rmdir()
+            os.replace(tmp, dest)
+        except OSError:  # another export wrote there meanwhile
+            raise AnnotationError(f"{dest}: another export was written there meanwhile; choose a new output "
+                                  "folder.") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -200,7 +215,7 @@ def export_project(project, format_name: str, out: str | os.PathLike, masks: str
     if out.suffix.lower() == ".zip":
         if out.exists():
             raise AnnotationError(f"{out}: already exists; choose a new file name.")
-        out.parent.mkdir(parents=True, exist_ok=True)
+        _make_folder(out.parent)
         with tempfile.TemporaryDirectory(dir=str(out.parent), prefix=".export.") as td:
             res = fmt.export(project, Path(td), options)
             tmp_zip = Path(td) / "out.zip.tmp"

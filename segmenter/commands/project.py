@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -159,11 +161,38 @@ def cmd_export(args) -> int:
     from annotations.formats import export_project
 
     p = _open(args.project)
-    out = args.out or str(p.exports_dir / f"{args.format}-{_stamp()}")
-    res = export_project(p, args.format, out, masks=args.masks, **_parse_options(args.option))
+    out = args.out or _new_export_folder(p.exports_dir, f"{args.format}-{_stamp()}")
+    try:
+        res = export_project(p, args.format, out, masks=args.masks, **_parse_options(args.option))
+    except BaseException:
+        if not args.out:  # the folder reserved for it, still empty
+            with contextlib.suppress(OSError):
+                os.rmdir(out)
+        raise
     for line in res.lines():
         print(line)
     return 0
+
+
+def _new_export_folder(parent, name: str) -> str:
+    """``parent/name`` (``name-2``, ``-3`` ... when taken: two exports in the same second), created
+    empty at once so that another export started meanwhile takes the next name."""
+    from annotations.errors import AnnotationError
+
+    try:
+        os.makedirs(parent, exist_ok=True)
+    except OSError as e:
+        raise AnnotationError(f"{parent}: cannot create the exports folder ({e.strerror or e}).") from None
+    for k in range(1, 1000):
+        path = os.path.join(parent, name if k == 1 else f"{name}-{k}")
+        try:
+            os.mkdir(path)
+            return path
+        except FileExistsError:
+            continue
+        except OSError as e:
+            raise AnnotationError(f"{path}: cannot create the export folder ({e.strerror or e}).") from None
+    raise AnnotationError(f"{parent}: too many exports named {name}; give --out.")
 
 
 def _stamp() -> str:
