@@ -25,7 +25,7 @@ from .errors import ImageError, LabelMapError
 
 #: Images with more pixels than this are refused (decompression-bomb guard). 8K x 8K.
 MAX_PIXELS = 8192 * 8192
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
 IGNORE = 255
 
 # We do our own check; keep PIL's warning-level check from turning into a crash at 2x.

@@ -102,6 +102,18 @@ def test_cli_status_says_what_each_count_means(tmp_path, capsys):
     assert not any(line.startswith(("scribbled:", "status:")) or " scribbled: " in line for line in lines)
 
 
+def test_webp_files_in_a_folder_are_imported_as_one_alone_is(tmp_path):
+    """A .webp given alone was imported, but skipped without a word inside a folder (bug hunt 44)."""
+    (tmp_path / "imgs").mkdir()
+    Image.fromarray(np.full((20, 30, 3), 90, np.uint8)).save(tmp_path / "imgs" / "a.webp", lossless=True)
+    Image.fromarray(np.full((20, 30, 3), 10, np.uint8)).save(tmp_path / "imgs" / "b.png")
+    p = Project.create(tmp_path / "p")
+    s = import_path(p, tmp_path / "imgs")
+    assert len(s.added) == 2 and not s.skipped
+    info = p.image_by_name("a.webp")
+    assert info.file.endswith("_a.webp") and (p.load_image(info.id) == 90).all()
+
+
 def test_image_kinds_16bit_grayscale_exif_alpha(tmp_path):
     d = tmp_path / "imgs"
     d.mkdir()

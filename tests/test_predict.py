@@ -107,7 +107,9 @@ def test_train_and_predict_commands_write_predicted_masks(tmp_path, capsys):
                        # bug hunt 43, #5: --images silently won over --status; a selection of nothing, --top -1
                        (["predict", str(p.root), "--images", "d0", "--status", "untouched"], "would be ignored"),
                        (["predict", str(p.root), "--status", "untouched"], "no image with status 'untouched'"),
-                       (["predict", str(p.root), "--top", "-1"], "must be 0 or more")]:
+                       (["predict", str(p.root), "--top", "-1"], "must be 0 or more"),
+                       # bug hunt 44, #12a: "no image image set 'x' ... (a status is ...)"
+                       (["predict", str(p.root), "--image-set", "nosuch"], "no image set named 'nosuch' (known: ")]:
         assert main(argv + ["--device", "cpu"]) == 2, argv
         assert word in capsys.readouterr().err
     assert main(["predict", str(p.root), "--device", "cpu", "--images", "d0", "--top", "0"]) == 0

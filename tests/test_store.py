@@ -127,6 +127,8 @@ def test_cli_init_refuses_one_class_and_a_bad_path_in_one_line(tmp_path, capsys)
     assert main(["init", str(tmp_path / "one"), "--classes", "cell"]) == 2
     assert "needs at least two classes, e.g. background, cell" in capsys.readouterr().err
     assert not (tmp_path / "one").exists()
+    assert main(["init", str(tmp_path / "none"), "--classes", ""]) == 2  # was background, object (bug hunt 44)
+    assert "needs at least two classes" in capsys.readouterr().err and not (tmp_path / "none").exists()
     assert main(["init", str(tmp_path / "two"), "--classes", "background,cell"]) == 0
     assert Project.open(tmp_path / "two").class_names == ["background", "cell"]
 

@@ -49,6 +49,8 @@ def _select(project, args) -> list[int] | None:
                              "other.")
         return [resolve_image(project, key) for key in args.images]
     if args.image_set or args.status:
+        if args.image_set:
+            project.image_set(args.image_set)  # a set the project lacks: "no image set named ..." with the known ones
         ids = [im.id for im in project.images(status=args.status, image_set=args.image_set)]
         if not ids:
             asked = " in ".join(x for x in (f"with status '{args.status}'" if args.status else "",

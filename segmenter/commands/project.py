@@ -18,7 +18,7 @@ def _open(path: str):
 def cmd_init(args) -> int:
     from annotations.store import Project, check_new_project_classes
 
-    classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
+    classes = [c.strip() for c in args.classes.split(",")] if args.classes is not None else None  # '' is refused
     if classes is not None:
         check_new_project_classes(classes)
     p = Project.create(args.project, classes)

@@ -33,7 +33,7 @@ def run(args) -> int:
     from segmenter.cam import tags_project
 
     project = Project.open(args.project)
-    ids = [im.id for im in project.images(image_set=args.image_set)]
+    ids = project.image_set(args.image_set) if args.image_set else [im.id for im in project.images()]
     config = config_from_args(args)
     try:
         summary = tags_project(project, config, ids, layer=args.layer, save=not args.dry_run,
