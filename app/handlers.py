@@ -102,6 +102,10 @@ def choose_layer(project, requested: str | None) -> tuple[str, str]:
         layer = requested.strip()
         if not layer:
             raise ValueError("--layer needs a name.")
+        layers = project.scribble_layers()
+        if layer not in layers and layers:  # a new layer, or a typo: say where the strokes are
+            return layer, (f"scribble layer: '{layer}' is new (no strokes yet); the project's strokes are in "
+                           f"{', '.join(repr(x) for x in layers)}")
         return layer, ""
     alt = project.fallback_layer(DEFAULT_LAYER)
     if alt is None:

@@ -136,7 +136,9 @@ def test_layer_choice_follows_the_imported_strokes(tmp_path):
     p.save_scribbles(iid, strokes, layer="real")
     layer, note = handlers.choose_layer(p, None)
     assert layer == "real" and "'real'" in note and "--layer" in note
-    assert handlers.choose_layer(p, "mine") == ("mine", "")
+    assert handlers.choose_layer(p, "real") == ("real", "")
+    layer, note = handlers.choose_layer(p, "reel")  # a new layer or a typo: said, with where the strokes are
+    assert layer == "reel" and "'reel' is new (no strokes yet)" in note and "'real'" in note
     with pytest.raises(ValueError, match="--layer"):
         handlers.choose_layer(p, "  ")
     # a project opened from the page gets the same choice, and the page names the layer

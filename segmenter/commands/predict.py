@@ -75,9 +75,12 @@ def cmd_predict(args) -> int:
     project = Project.open(args.project)
     ids = _select(project, args)
 
+    live = sys.stderr.isatty()  # a log or a pipe gets the last count only, not one line of all of them
+
     def progress(done, total):
-        sys.stderr.write(f"\rpredicted {done}/{total}")
-        sys.stderr.flush()
+        if live or done == total:
+            sys.stderr.write(f"\rpredicted {done}/{total}")
+            sys.stderr.flush()
 
     summary = predict_project(project, args.model, ids, device=args.device, tta=args.tta, mode=args.mode,
                               batch_size=args.batch_size, callback=progress, scribbles=not args.ignore_scribbles,
