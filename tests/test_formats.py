@@ -441,6 +441,15 @@ def test_coco_import_of_a_foreign_file(tmp_path):
     np.testing.assert_array_equal(m, want)
 
 
+def test_coco_without_its_image_files_names_the_annotation_file_once(tmp_path):
+    d = _foreign_coco(tmp_path)
+    (d / "images" / "x.png").unlink()
+    with pytest.raises(FormatError) as e:
+        import_dataset(Project.create(tmp_path / "q"), "coco", d / "instances.json")
+    msg = str(e.value)  # was "instances.json: instances.json: a.png: no image named ..." (bug hunt 44)
+    assert msg.startswith("instances.json: ") and msg.count("instances.json") == 1 and "import the images first" in msg
+
+
 def test_coco_unknown_category_is_a_clear_error_and_changes_nothing(tmp_path):
     d = _foreign_coco(tmp_path)
     data = json.loads((d / "instances.json").read_text())

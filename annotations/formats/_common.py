@@ -826,7 +826,8 @@ def apply_import(project, items: list[ImportItem], class_names: list[str], *, so
             summary.duplicates.append((it.image_path.name, info.name))
             by_content.add(k)
         if info is None:
-            raise FormatError(f"{where}: {it.where or it.name}: no image named '{it.name}' in the project, and the "
+            at = it.where if (it.where or "").startswith(f"{where}: ") else f"{where}: {it.where or it.name}"
+            raise FormatError(f"{at}: no image named '{it.name}' in the project, and the "
                               "dataset does not hold the image file; import the images first.")
         targets.append(info)
 
