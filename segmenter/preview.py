@@ -84,11 +84,10 @@ def prediction_prior(mask: np.ndarray, confidence: np.ndarray | None, num_classe
     c = num_classes
     conf = np.full(mask.shape, 0.9, np.float32) if confidence is None else np.asarray(confidence, np.float32)
     conf = np.clip(conf, 1.0 / c, 0.99).astype(np.float32)
-    prior = np.broadcast_to(((1.0 - conf) / max(c - 1, 1))[None], (c,) + mask.shape).copy()
-    ys, xs = np.nonzero(mask != 255)
-    prior[mask[ys, xs], ys, xs] = conf[ys, xs]
+    other = (1.0 - conf) / max(c - 1, 1)
+    prior = np.where(np.arange(c, dtype=np.uint8)[:, None, None] == mask[None], conf[None], other[None])
     prior[:, mask == 255] = 1.0 / c
-    return prior
+    return prior.astype(np.float32, copy=False)
 
 
 def correction_seeds(prediction: np.ndarray, scribbles: np.ndarray, num_classes: int,
@@ -109,7 +108,6 @@ def correction_seeds(prediction: np.ndarray, scribbles: np.ndarray, num_classes:
     ``doubt``: :func:`contradicted` of these inputs when the caller has it already.
     """
     import cv2
-    from scipy import ndimage
 
     h, w = prediction.shape
     r = max(2.0, margin * max(h, w))
@@ -131,7 +129,8 @@ def correction_seeds(prediction: np.ndarray, scribbles: np.ndarray, num_classes:
             continue
         n, lab = cv2.connectedComponents(region, connectivity=8)
         dt = cv2.distanceTransform(region, cv2.DIST_L2, 3)
-        deepest = np.asarray(ndimage.maximum(dt, lab, index=np.arange(n)), np.float32)
+        deepest = np.zeros(n, np.float32)  # each region's thickness (ndimage.maximum sorted the image: 30x slower)
+        np.maximum.at(deepest, lab.ravel(), dt.ravel())
         core = (region > 0) & ((dt >= np.minimum(r, 0.5 * deepest)[lab]) | far)
         seeds[core & ~doubt] = c
     if confidence is not None:
