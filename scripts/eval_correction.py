@@ -59,4 +59,11 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from annotations.errors import AnnotationError
+    from segmenter.errors import SegmenterError
+
+    try:
+        raise SystemExit(main())
+    except (AnnotationError, SegmenterError) as e:  # a wrong name or folder: one line, as the CLI says it
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None

@@ -291,3 +291,9 @@ def test_the_correction_script_scores_corrected_predictions_against_the_dataset(
     assert out.startswith("2 images, 2 stroke(s)")
     assert float(scores["corrected"]) > float(scores["prediction"]) + 0.05
     assert float(scores["corrected (hand-painted)"]) > float(scores["prediction"]) + 0.05
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, str(Path(__file__).parents[1] / "scripts" / "eval_correction.py"), str(p.root),
+                        str(ds), "--images", "nosuch"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "nosuch" in r.stderr  # bug hunt 44, #9c
