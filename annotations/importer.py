@@ -286,8 +286,9 @@ class MaskRule:
             if not self.keep_recorded_kind:
                 return merge.mask(project, info.id, mask, self.kinds(sid), self.source)
             kind, source = entry["kind"], f"{self.source}({entry['kind']} of another project)"
+            recorded = True
         else:  # differs from what was exported (or nothing was): a person's edit
-            kind = "final"
+            kind, recorded = "final", False
             source = f"{self.source}(edited {entry['kind']})" if entry is not None else \
                 f"{self.source}(not in the export)"
         final = current["final"]
@@ -299,9 +300,9 @@ class MaskRule:
             self.newer_final.append(info.name)
             return True
         project.save_mask(info.id, mask, kind, source=source)
-        if kind == "final":
+        if not recorded:
             self.edited.append(info.name)
-        else:
+        else:  # another project's mask, of the kind it records (a final one too: no edit of anybody's)
             self.recorded_kinds[kind] = self.recorded_kinds.get(kind, 0) + 1
             if kind == "imported" and final is not None:
                 self.behind_final.append(info.name)

@@ -405,6 +405,22 @@ def _kinds_project(root: Path) -> tuple[Project, dict]:
     return p, ids
 
 
+def test_another_projects_export_keeps_its_kinds_and_no_mask_is_called_edited(tmp_path):
+    """A project holding the same images imports another project's export, nobody having edited it:
+    its final mask was reported "differs from what was exported (edited elsewhere)" (bug hunt 44,
+    #10); it keeps its kind, and the note counts it with the others of the kinds recorded."""
+    p, ids = _kinds_project(tmp_path)
+    export_project(p, "folder", tmp_path / "out")
+    q = Project.create(tmp_path / "q", ["bg", "fg"])
+    for n in "abcde":
+        q.add_image(tmp_path / "src" / f"{n}.png")
+    s = import_path(q, tmp_path / "out")
+    notes = " ".join(s.notes)
+    assert "edited elsewhere" not in notes, s.notes
+    assert "1 final, 1 imported, 2 predicted mask(s) this project never held" in notes, s.notes
+    assert q.mask_info(q.image_by_name("a.png").id, "final").source.endswith("(final of another project)")
+
+
 def _edit(out: Path, stem: str, rows: slice) -> np.ndarray:
     """Write masks/<stem>.png as another tool would after a person's edit."""
     m = np.zeros((20, 30), np.uint8)
