@@ -101,6 +101,15 @@ def _no_options(options: dict | None, where: Path) -> None:
 
 
 def _import_folder(project: Project, root: Path, where: Path, options: dict | None = None) -> ImportSummary:
+    from .store import DB_NAME
+
+    if (root / DB_NAME).is_file():  # its mask, confidence and stroke PNGs would become images
+        same = Path(root).resolve() == Path(project.root).resolve()
+        raise AnnotationError(
+            f"{where} is {'this' if same else 'a'} project's folder, not a folder of images: its masks and strokes "
+            "would be added as images; nothing was added." + ("" if same else (
+                f" Export that project (python -m segmenter export {where} --format folder) and import the "
+                "export: its images come with their masks, strokes and tags.")))
     if is_folder_dataset(root):
         from .formats import get_format
 

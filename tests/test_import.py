@@ -405,6 +405,18 @@ def _kinds_project(root: Path) -> tuple[Project, dict]:
     return p, ids
 
 
+def test_a_project_folder_is_refused_as_a_folder_of_images(tmp_path):
+    """"Add images from folder" with a project's folder (its own or another's) added every mask,
+    confidence and stroke PNG as an image (bug hunt 45)."""
+    p, ids = _kinds_project(tmp_path)
+    q = Project.create(tmp_path / "q", ["bg", "fg"])
+    with pytest.raises(AnnotationError, match="is this project's folder, not a folder of images"):
+        import_path(p, p.root)
+    with pytest.raises(AnnotationError, match="is a project's folder, not a folder of images.*Export that project"):
+        import_path(q, p.root)
+    assert len(p.images()) == 5 and q.images() == []
+
+
 def test_another_projects_export_keeps_its_kinds_and_no_mask_is_called_edited(tmp_path):
     """A project holding the same images imports another project's export, nobody having edited it:
     its final mask was reported "differs from what was exported (edited elsewhere)" (bug hunt 44,
