@@ -1066,8 +1066,10 @@ def picked_class(project: Project, picked, what: str):
 
 
 def add_class(project: Project, name: str, color: str | None = None) -> str:
-    """Add a class; ``color`` ``None`` (or empty) takes the next colour of the project's palette."""
-    c = project.add_class(name, color or None)
+    """Add a class; ``color`` ``None`` (or empty) takes the next colour of the project's palette.
+    Refused while a job runs on the project: its model is made for the classes it started with."""
+    with jobs.while_idle(str(project.root), "The class was not added"):
+        c = project.add_class(name, color or None)
     return f"Added class {c.idx}: {c.name}."
 
 
@@ -1079,10 +1081,12 @@ def next_class_color(project: Project) -> str:
 
 
 def rename_class(project: Project, idx, name: str) -> str:
-    """Rename the class picked (``idx``: its name as :func:`class_choices` gives it, or its index)."""
+    """Rename the class picked (``idx``: its name as :func:`class_choices` gives it, or its index).
+    Refused while a job runs on the project (the model it saves at the end would carry the old name)."""
     from segmenter.models import rename_project_class
 
-    c = rename_project_class(project, picked_class(project, idx, "rename").idx, name)  # its models stay usable
+    with jobs.while_idle(str(project.root), "The class was not renamed"):
+        c = rename_project_class(project, picked_class(project, idx, "rename").idx, name)  # its models stay usable
     return f"Class {c.idx} is now called {c.name}."
 
 

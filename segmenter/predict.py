@@ -174,12 +174,17 @@ class Predictor:
 
 def resolve_model(project, model: str | None) -> Path:
     """A checkpoint path from ``model`` (a path, or a name in the project's models folder;
-    ``None`` = the newest one there). Raises :class:`SegmenterError` naming what exists."""
+    ``None`` = the newest one there made for the project's classes as they are, else the newest).
+    Raises :class:`SegmenterError` naming what exists."""
     models_dir = Path(project.models_dir)
     if model is None:
         p = latest_checkpoint(models_dir)
         if p is None:
             raise SegmenterError(f"the project has no trained model in {models_dir}; run 'train' first.")
+        fitting = [models_dir / f"{n}.safetensors" for n in project.models_for_classes()]
+        fitting = [f for f in fitting if f.is_file()]
+        if fitting and p not in fitting:  # the newest was made for other classes (one added or deleted since)
+            p = max(fitting, key=lambda f: f.with_suffix(".json").stat().st_mtime)
         return p
     cand = Path(model)
     if cand.suffix not in (".safetensors", ".json"):

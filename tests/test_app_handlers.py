@@ -1361,6 +1361,8 @@ def test_deleting_a_class_says_what_it_does_and_does_what_the_cli_does(project, 
 
 
 def test_removing_an_image_or_deleting_a_class_is_refused_while_a_job_runs(project):
+    """... and adding or renaming one (bug hunt 45: a class renamed during a training threw the
+    whole run away at its end, and Predict then chose that unusable model)."""
     import threading
 
     ids = project.image_ids()
@@ -1371,9 +1373,12 @@ def test_removing_an_image_or_deleting_a_class_is_refused_while_a_job_runs(proje
         for call in (lambda: handlers.remove_question(project, ids[0]),
                      lambda: handlers.remove_image(project, ids[0]),
                      lambda: handlers.delete_class_question(project, 2),
-                     lambda: handlers.delete_class(project, "car")):
+                     lambda: handlers.delete_class(project, "car"),
+                     lambda: handlers.add_class(project, "bus"),
+                     lambda: handlers.rename_class(project, 2, "lorry")):
             with pytest.raises(AnnotationError, match="a training job is running on this project"):
                 call()
+        assert handlers.recolor_class(project, 2, "#123456")  # a colour is no change to the model
     finally:
         gate.set()
         job.thread.join(10)

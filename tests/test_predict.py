@@ -410,3 +410,27 @@ def test_train_says_when_the_epochs_leave_no_room_for_every_round(tmp_path, caps
                  "--quiet"]) == 0
     assert "note: 3 rounds (--rounds) ask for 2 refinements of the pseudo-masks, but 1 epoch(s) left room for " \
         "none" in capsys.readouterr().err
+
+
+def test_the_default_model_is_the_newest_made_for_the_projects_classes(tmp_path):
+    """Predict without --model took the newest checkpoint even when it was made for other classes
+    (a class added while it trained) and failed, though an older model fitted (bug hunt 45)."""
+    import json
+    import os
+
+    from annotations.store import Project
+    from segmenter.errors import SegmenterError
+    from segmenter.predict import resolve_model
+
+    p = Project.create(tmp_path / "p", ["background", "horse"])
+    with pytest.raises(SegmenterError, match="no trained model"):
+        resolve_model(p, None)
+    p.models_dir.mkdir(exist_ok=True)
+    for k, (name, classes) in enumerate([("old", ["background", "horse"]), ("new", ["background", "Horse"])]):
+        (p.models_dir / f"{name}.safetensors").write_bytes(b"")
+        (p.models_dir / f"{name}.json").write_text(json.dumps({"config": {"classes": classes}}))
+        os.utime(p.models_dir / f"{name}.json", (1000 + k, 1000 + k))
+    assert resolve_model(p, None).name == "old.safetensors"
+    assert resolve_model(p, "new").name == "new.safetensors"  # asked for by name: that one
+    (p.models_dir / "old.json").unlink()  # none fits: the newest (its load names the mismatch)
+    assert resolve_model(p, None).name == "new.safetensors"
