@@ -33,6 +33,31 @@ def data_home() -> Path:
     return Path(base) / "weakseg"
 
 
+def browser_secret() -> str | None:
+    """The key the page's browser-kept state (the last image and project) is sealed with, kept in
+    ``data_home()/browser-secret`` (mode 0600) so that a restarted server still reads what the
+    browser kept (Gradio's default is a new random key at every start: a reload after a restart
+    forgot the image and project open). ``None`` (Gradio's own) when it cannot be kept."""
+    import secrets
+
+    path = data_home() / "browser-secret"
+    try:
+        text = path.read_text(encoding="ascii").strip()
+        if len(text) >= 32:
+            return text
+    except (OSError, UnicodeDecodeError):
+        pass
+    key = secrets.token_hex(32)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="ascii") as f:
+            f.write(key + "\n")
+    except OSError:
+        return None
+    return key
+
+
 def demo_path() -> Path:
     return data_home() / "demo"
 

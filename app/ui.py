@@ -15,6 +15,7 @@ from annotations.errors import AnnotationError
 from annotations.store import Project
 
 from . import canvas, handlers, jobs, training
+from .demo import browser_secret
 
 log = logging.getLogger("weakseg.app")
 
@@ -116,9 +117,10 @@ def build_ui(project: Project) -> gr.Blocks:
         token = gr.State(start_token)
         current = gr.State(None)
         # the last image shown per project, in this browser: a reload (F5) reopens it
-        last_seen = gr.BrowserState({}, storage_key="weakseg-last-image")
+        secret = browser_secret()  # the same after a restart: the page still reads what it kept
+        last_seen = gr.BrowserState({}, storage_key="weakseg-last-image", secret=secret)
         # the project open last in this browser (opened from the page): a reload reopens it too
-        last_project = gr.BrowserState({}, storage_key="weakseg-last-project")
+        last_project = gr.BrowserState({}, storage_key="weakseg-last-project", secret=secret)
         gr.Markdown("## weakseg · scribble annotation\n"
                     "<span class='ws-sub'>Pick a class, draw a few strokes on each region: the live preview "
                     "fills in the rest. Everything is saved as you draw.</span>")
