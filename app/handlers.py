@@ -960,6 +960,8 @@ def canvas_preview(payload: dict) -> dict:
     project, image_id = _req(payload)
     scr = None
     if payload.get("labels") is not None:
+        _check_page_classes(project, payload, "no preview was made of these strokes (they are kept in this page)",
+                            "; the strokes come back")
         info = project.image_info(image_id)
         scr = canvas.rle_decode(payload["labels"], (info.height, info.width))
     out = overlay_for(project, image_id, str(payload.get("kind") or "preview"), scribbles=scr)

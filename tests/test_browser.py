@@ -1514,8 +1514,8 @@ class OwnApp:
             self.proc.kill()
 
 
-def _disc_project(root) -> int:
-    p = Project.create(root, classes=["background", "object"])
+def _disc_project(root, classes=("background", "object")) -> int:
+    p = Project.create(root, classes=list(classes))
     img, _, _ = make_disc_image(SIZE, seed=0)
     iid = p.add_image(encode_image_png(img), name="disc0.png").id
     p.close()
@@ -1523,11 +1523,11 @@ def _disc_project(root) -> int:
 
 
 @contextlib.contextmanager
-def stroke_on_own_app(browser, tmp_path):
+def stroke_on_own_app(browser, tmp_path, classes=("background", "object")):
     """``(app, page, project root, image id)``: the app on a one-image project of its own, a page
     open on it with one stroke of class 1 saved; the app is stopped at the end."""
     root = tmp_path / "proj"
-    iid = _disc_project(root)
+    iid = _disc_project(root, classes)
     app = OwnApp(root)
     app.start()
     try:
@@ -1584,6 +1584,30 @@ def test_unsaved_strokes_come_back_after_the_page_is_reloaded(browser, tmp_path)
         with Project.open(root) as q:
             assert int((q.scribbles(iid) == 1).sum()) == held
         assert pg.evaluate("() => Object.keys(localStorage).filter((k) => k.startsWith('weakseg-unsaved:'))") == []
+
+
+def test_unsaved_strokes_come_back_by_class_name_after_a_class_was_deleted_elsewhere(browser, tmp_path):
+    """A class deleted in another window: this page's save is refused (its numbers are out of date)
+    and it says to reload; the reload dropped the held strokes ("drawn with other classes"). They
+    are now put back by class name and saved (bug hunt 45)."""
+    with stroke_on_own_app(browser, tmp_path, ("background", "extra", "object")) as (app, pg, root, iid):
+        pick_class(pg, 2)
+        stroke(pg, [(0.2, 0.7), (0.8, 0.7)])
+        wait_saved(pg)
+        with Project.open(root) as q:
+            q.delete_class(1, force=True)  # "extra" (the first stroke's class) goes: "object" becomes class 1
+        stroke(pg, [(0.2, 0.5), (0.8, 0.5)])  # class 2 on this page: refused, held
+        pg.wait_for_function(f"() => document.querySelector('{ROOT}').dataset.error")
+        assert "Reload the page" in state(pg)["error"]
+        held = state(pg)["counts"]["2"]
+        pg.reload()
+        pg.wait_for_selector(f"{ROOT}[data-ready='1']")
+        wait_saved(pg)
+        assert state(pg)["counts"].get("1") == held and "2" not in state(pg)["counts"]
+        said = pg.inner_text(f"{ROOT} .ws-status")
+        assert not state(pg)["error"] and "except" in said and "classes that no longer exist" in said
+        with Project.open(root) as q:
+            assert q.class_names == ["background", "object"] and int((q.scribbles(iid) == 1).sum()) == held
 
 
 def test_ctrl_enter_with_no_overlay_and_a_stroke_of_a_class_tagged_absent(browser, server, project_dir):

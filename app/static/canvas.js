@@ -124,19 +124,31 @@
     try { kept = k ? JSON.parse(localStorage.getItem(k) || 'null') : null; } catch (e) { kept = null; }
     if (!kept || d.dirty || d.inflight) return false;
     const names = S.classes.map((c) => c.name);
-    const fits = kept.W === d.W && kept.H === d.H && Date.now() - kept.t < STASH_DAYS * 864e5 &&
-      Array.isArray(kept.classes) && kept.classes.length === names.length && kept.classes.every((n, i) => n === names[i]);
-    if (!fits) {
+    const fresh = Date.now() - kept.t < STASH_DAYS * 864e5;
+    if (!(kept.W === d.W && kept.H === d.H && fresh && Array.isArray(kept.classes))) {
       unstash(d);
-      if (Date.now() - kept.t < STASH_DAYS * 864e5) {
-        showError('Strokes on this image that were not saved before the page reloaded were drawn with other ' +
-                  'classes (or on another image size) and cannot be put back.');
-      }
+      if (fresh) showError('Strokes on this image that were not saved before the page reloaded were drawn on ' +
+                           'another image size and cannot be put back.');
       return false;
     }
-    d.labels = rleDecode(kept.labels, d.W * d.H);
+    // classes are matched by name: a class deleted (or added) since moves the numbers of the others
+    const map = kept.classes.map((n) => names.indexOf(n));
+    const labels = rleDecode(kept.labels, d.W * d.H);
+    let gone = 0;
+    if (kept.classes.length !== names.length || map.some((j, i) => j !== i)) {
+      for (let p = 0; p < labels.length; p++) {
+        const v = labels[p];
+        if (v === 255) continue;
+        const j = v < map.length ? map[v] : -1;
+        if (j < 0) { labels[p] = 255; gone++; } else labels[p] = j;
+      }
+    }
+    d.labels = labels;
     d.version = kept.version;
     d.dirty = true;
+    // said once they are saved (a successful save clears the error line)
+    if (gone) d.note = 'Strokes not saved before the page reloaded are back, except ' + gone +
+                       ' pixel(s) of classes that no longer exist.';
     return true;
   }
 
@@ -432,8 +444,9 @@
     d.failed = !r;
     if (!r) {
       d.dirty = true;  // keep the strokes; they go with the next save
-      if (how.unanswered) stash(d);  // and in the browser, should the page be reloaded meanwhile
-      setStatus('Not saved: your strokes are kept in this page and will be saved with the next stroke.');
+      stash(d);  // and in the browser, should the page be reloaded meanwhile (or as a refusal asks)
+      setStatus(how.unanswered ? 'Not saved: your strokes are kept in this page and will be saved with the next stroke.'
+        : 'Not saved: your strokes are kept in this page (and in this browser, should it reload); the message says why.');
       // no answer (the server is down or restarting): try again by itself until it answers
       if (how.unanswered && !d.retry) d.retry = setTimeout(() => { d.retry = null; flush(d); }, 3000);
       updateFlags();
@@ -477,7 +490,8 @@
     } else if (d === S.doc) {
       setStatus(d.layer === 'mask' ? 'Final mask saved' + (r.merged ? ' (merged with another window\'s edits)' : '')
         : 'Saved' + (r.merged ? ' (merged with another window\'s strokes)' : '') + ' \u00b7 version ' + r.version +
-          (r.note ? '. ' + r.note : ''));
+          (r.note ? '. ' + r.note : '') + (d.note ? '. ' + d.note : ''));
+      d.note = null;
       if (r.labels && d.layer === 'scribbles') { S.seq++; requestOverlay(); }  // merged: preview what is stored now
     }
     if (isShown(d) && r.tags) { S.tags = r.tags; markTags(); }  // another window may have changed them
@@ -513,7 +527,7 @@
       if (kind === 'none') { ovl.removeAttribute('src'); applyOpacity(); root.dataset.overlay = 'none'; continue; }
       // the live preview is computed from the strokes in this page, beside their save
       const req = {image_id: id, kind};
-      if (kind === 'preview' && d && d.id === id && d.proj === proj) req.labels = rleEncode(d.labels);
+      if (kind === 'preview' && d && d.id === id && d.proj === proj) Object.assign(req, {labels: rleEncode(d.labels)}, pageClasses());
       const r = await call('canvas_preview', req);
       if (!r || id !== S.id || proj !== S.proj || kind !== S.overlayKind) continue;
       if (r.overlay) {
