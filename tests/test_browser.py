@@ -1610,6 +1610,24 @@ def test_unsaved_strokes_come_back_by_class_name_after_a_class_was_deleted_elsew
             assert q.class_names == ["background", "object"] and int((q.scribbles(iid) == 1).sum()) == held
 
 
+def test_accept_clicked_twice_computes_once_and_says_it_is_working(browser, server):
+    """Accept on a large photo takes seconds: the page said nothing meanwhile, and a second click
+    queued the whole computation again (bug hunt 45, 87 s on a 6000x4000 photo)."""
+    with window(browser, server, "disc4.png") as pg:
+        pick_class(pg, 1)
+        stroke(pg, [(0.3, 0.5), (0.7, 0.5)])
+        pick_class(pg, 0)
+        stroke(pg, [(0.05, 0.05), (0.3, 0.05)])
+        wait_saved(pg)
+        sent = []
+        pg.on("request", lambda r: sent.append(1) if "canvas_accept" in (r.post_data or "") else None)
+        pg.dblclick(f"{ROOT} .ws-accept")
+        pg.wait_for_selector(f"{ROOT}[data-overlay-kind='final']")
+        pg.wait_for_timeout(1000)
+        assert len(sent) == 1
+        assert not pg.evaluate(f"() => document.querySelector('{ROOT}').dataset.accepting")
+
+
 def test_ctrl_enter_with_no_overlay_and_a_stroke_of_a_class_tagged_absent(browser, server, project_dir):
     """Ctrl+Enter with the overlay None said "unknown mask kind 'none'." (#11); a stroke of a class
     tagged absent left the tag absent, and the final overlay and the export dropped the class from

@@ -673,11 +673,26 @@
       showError('No mask is shown (the overlay is None), so there is nothing to accept: choose the overlay to accept first.');
       return;
     }
+    if (S.accepting) {  // a second click while the first is computed would compute it all again
+      setStatus('Still accepting this image\u2026');
+      return;
+    }
     const d = S.docs.scribbles, id = S.id, proj = S.proj;
-    await waitSaved(d);
-    await waitSaved(S.docs.mask);
-    if (id !== S.id || proj !== S.proj) return;
-    const r = await call('canvas_accept', {image_id: id, kind: S.overlayKind, final_id: S.finalId});
+    S.accepting = true;
+    root.dataset.accepting = '1';
+    let r;
+    try {
+      await waitSaved(d);
+      await waitSaved(S.docs.mask);
+      if (id !== S.id || proj !== S.proj) return;
+      // the full-size mask is computed now (a large photo takes seconds): say so meanwhile
+      setStatus('Accepting: computing the full-size mask\u2026');
+      r = await call('canvas_accept', {image_id: id, kind: S.overlayKind, final_id: S.finalId});
+    } finally {
+      S.accepting = false;
+      delete root.dataset.accepting;
+    }
+    if (!r && id === S.id && proj === S.proj) setStatus('Not accepted: the message says why.');
     if (!r || id !== S.id || proj !== S.proj) return;
     S.finalId = r.final_id;
     setStatus(r.message);
