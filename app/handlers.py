@@ -315,24 +315,28 @@ def next_unannotated(project: Project, current: int | None) -> int | None:
 def next_most_uncertain(project: Project, current: int | None) -> int | None:
     """Walks the images not yet final whose current mask is a prediction, least sure first
     (``MaskInfo.uncertainty``, ties by id): the one ranked after ``current`` (less uncertain),
-    wrapping to the most uncertain after the last; the most uncertain when ``current`` is not
-    ranked (no prediction, or final); ``current`` itself when it is the only one. ``None`` when
-    there are no predictions."""
+    wrapping to the most uncertain after the last; when ``current`` left the ranking (just
+    accepted, say) the one after where it stood, so a review goes on down the ranking; the most
+    uncertain when ``current`` never had a prediction; ``current`` itself when it is the only one.
+    ``None`` when there are no predictions."""
     st = project.statuses()
-    ranked = []
-    for i in project.image_ids():
-        if st[i] != "predicted":
-            continue
+
+    def rank(i: int) -> tuple[float, int] | None:
         mi = project.mask_info(i, "predicted")
-        u = mi.uncertainty if mi is not None and mi.uncertainty is not None else -1.0
-        ranked.append((-u, i))
-    ranked.sort()
+        if mi is None:
+            return None
+        return (-(mi.uncertainty if mi.uncertainty is not None else -1.0), i)
+
+    ranked = sorted(rank(i) for i in project.image_ids() if st[i] == "predicted")
     order = [i for _, i in ranked]
     if not order:
         return None
-    if current not in order:
+    if current in order:
+        return order[(order.index(current) + 1) % len(order)]
+    mine = rank(current) if current is not None else None
+    if mine is None:
         return order[0]
-    return order[(order.index(current) + 1) % len(order)]
+    return next((i for key, i in zip(ranked, order) if key > mine), order[0])
 
 
 # ---------------------------------------------------------------------------------- canvas payloads

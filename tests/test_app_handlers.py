@@ -938,7 +938,10 @@ def test_next_most_uncertain_walks_down_the_ranking(project):
     # most uncertain first, ties by id, then back to the top (it went 1 -> 3 -> 1 -> 3 before)
     assert walk == [ids[1], ids[3], ids[0], ids[2], ids[1], ids[3]]
     project.save_mask(ids[0], np.zeros((64, 64), np.uint8), "final", source="t")
-    assert handlers.next_most_uncertain(project, ids[0]) == ids[1]  # not ranked (final): the top
+    # just accepted (final, out of the ranking): the one after where it stood, not back to the top,
+    # which the reviewer saw and skipped (bug hunt 45)
+    assert handlers.next_most_uncertain(project, ids[0]) == ids[2]
+    assert handlers.next_most_uncertain(project, ids[3]) == ids[2]  # ids[0] is out of the walk now
     assert handlers.next_most_uncertain(project, ids[2]) == ids[1]  # the last: wraps to the top
     for i in ids[2:]:
         project.save_mask(i, np.zeros((64, 64), np.uint8), "final", source="t")
