@@ -158,8 +158,10 @@ def _valid_class_name(name: str, existing: Sequence[str]) -> str:
     if "," in name:
         raise AnnotationError(f"class name '{name}' has a comma; class lists are comma-separated, so use another "
                               "character.")
-    if any(c.lower() == name.lower() for c in existing):
-        raise AnnotationError(f"a class named '{name}' already exists.")
+    same = next((c for c in existing if c.lower() == name.lower()), None)
+    if same is not None:
+        raise AnnotationError(f"a class named '{name}' already exists." if same == name else
+                              f"the class '{same}' exists already, and class names ignore case ('{name}').")
     return name
 
 

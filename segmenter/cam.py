@@ -848,7 +848,7 @@ def tags_project(project, config: TagConfig | None = None, image_ids=None, *, la
     tags = tags[keep]
     scribbles = [project.scribbles(i, layer=layer) for i in ids]
     if on_stage:
-        on_stage(f"{len(ids)} tagged images, {project.num_classes} classes; training the tag classifier "
+        on_stage(f"{len(ids)} tagged image{'' if len(ids) == 1 else 's'}, {project.num_classes} classes; training the tag classifier "
                        f"({config.encoder}, {epochs_for(config, len(ids))} epochs, {config.size} px)")
     res = run_tags(images, tags, project.num_classes, config, scribbles=scribbles,
                    class_names=project.class_names, progress=progress, cancel=cancel)

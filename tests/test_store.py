@@ -110,7 +110,7 @@ def test_create_reports_an_uncreatable_folder_and_leaves_nothing_behind(tmp_path
     blocker.write_text("not a folder")
     with pytest.raises(ProjectError, match=r"file/proj: cannot create the project folder \(Not a directory\)"):
         Project.create(blocker / "proj")
-    with pytest.raises(AnnotationError, match="already exists"):
+    with pytest.raises(AnnotationError, match=r"the class 'cell' exists already, and class names ignore case \('Cell'\)"):
         Project.create(tmp_path / "new" / "proj", ["bg", "cell", "Cell"])
     with pytest.raises(AnnotationError, match="cannot be empty"):
         Project.create(tmp_path / "new" / "proj", ["bg", ""])
@@ -164,8 +164,10 @@ def test_cli_failed_import_create_removes_the_project_it_created(tmp_path, capsy
 def test_classes_add_rename_recolor_delete(proj):
     c = proj.add_class("bird", "#112233")
     assert (c.idx, c.color) == (3, (0x11, 0x22, 0x33))
-    with pytest.raises(AnnotationError, match="already exists"):
+    with pytest.raises(AnnotationError, match="class names ignore case"):  # it said "'Bird' already exists"
         proj.add_class("Bird")
+    with pytest.raises(AnnotationError, match="a class named 'bird' already exists"):
+        proj.add_class("bird")
     proj.rename_class("bird", "parrot")
     proj.recolor_class(3, (1, 2, 3))
     assert proj.class_info(3).name == "parrot" and proj.class_info("parrot").color == (1, 2, 3)
