@@ -388,7 +388,7 @@ def test_errors_show_in_the_page(page):
     page.click("#ws-classes-panel button:has-text('Classes')")
     page.locator("#ws-new-class input, #ws-new-class textarea").first.fill("Object")
     page.click("#ws-add-class")
-    toast = page.locator(".toast-body, [data-testid='toast-body']").filter(has_text="already exists")
+    toast = page.locator(".toast-body, [data-testid='toast-body']").filter(has_text="exists already")
     toast.first.wait_for()
     assert "Traceback" not in page.content()
     shot(page, "14-error-message")
