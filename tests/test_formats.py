@@ -1677,3 +1677,16 @@ def test_paint_yolo_many_polygons_on_a_large_image(tmp_path, monkeypatch):
         got = paint_yolo(*args)
     np.testing.assert_array_equal(got, _paint_yolo_reference(*args))
     assert set(np.unique(got).tolist()) == {1, 2}
+
+
+def test_an_export_of_final_masks_when_there_is_none_says_so(tmp_path):
+    """"Final masks only" with no final mask wrote a zip of images and no word (bug hunt 45)."""
+    from annotations.imageio import encode_image_png
+
+    p = Project.create(tmp_path / "p")
+    info = p.add_image(encode_image_png(np.zeros((8, 8, 3), np.uint8)), name="a.png")
+    p.save_mask(info.id, np.ones((8, 8), np.uint8), "predicted", source="m")
+    res = export_project(p, "png", tmp_path / "out.zip", masks="final")
+    assert res.masks == 0 and any("no image has a final mask" in n for n in res.notes), res.lines()
+    res = export_project(p, "png", tmp_path / "best.zip", masks="best")
+    assert res.masks == 1 and not any("no image has a final mask" in n for n in res.notes)

@@ -267,6 +267,9 @@ def _stale_notes(res: ExportResult, options: ExportOptions) -> ExportResult:
          "manifest.json; python -m segmenter status counts them: predict again, or review and accept again)"),
     ]
     res.notes += [f"note: {len(set(names))} {text}" for names, text in notes if names]
+    if options.masks == "final" and res.masks == 0 and not options.strokes_without_final:
+        res.notes.append("note: no image has a final mask, so no mask was exported (accept masks in the app or with "
+                         "python -m segmenter accept PROJECT, or export --masks best for the current ones)")
     return res
 
 
