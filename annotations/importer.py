@@ -168,6 +168,8 @@ def import_folder_dataset(project: Project, root: str | os.PathLike, kind: str |
         summary.notes.append(f"note: manifest.json cannot be read ({manifest_error}); scribble layers are named "
                              "after their folders")
     colors = _meta_colors(ds, summary.notes)
+    if isinstance(manifest.get("exported"), str):
+        merge.exported = manifest["exported"]
     if project.class_names != ds.classes or not _has_annotations(project):
         # Names and colours, as the other formats' importers do (a project without annotations only).
         before = project.class_names

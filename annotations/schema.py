@@ -77,7 +77,18 @@ CREATE INDEX masks_current ON masks(image_id, kind, is_current);
 CREATE INDEX images_sha ON images(sha256);
 """
 
-MIGRATIONS: list[str] = [_V1]
+# v2: when a tag was cleared (set back to unknown) in the project: a re-import of an export written
+# before that keeps it cleared (annotations.formats._common.LabelMerge)
+_V2 = """
+CREATE TABLE tag_clears (
+    image_id  INTEGER NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+    class_idx INTEGER NOT NULL REFERENCES classes(idx) ON DELETE CASCADE ON UPDATE CASCADE,
+    cleared   TEXT NOT NULL,
+    PRIMARY KEY (image_id, class_idx)
+);
+"""
+
+MIGRATIONS: list[str] = [_V1, _V2]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -1137,11 +1137,22 @@ class Project:
         c = self.class_info(int(class_idx))
         with self.transaction() as conn:
             if state == "unknown":
-                conn.execute("DELETE FROM tags WHERE image_id = ? AND class_idx = ?", (int(image_id), c.idx))
+                gone = conn.execute("DELETE FROM tags WHERE image_id = ? AND class_idx = ?", (int(image_id), c.idx))
+                if gone.rowcount:  # when, for a re-import of an older export (tag_cleared)
+                    conn.execute("INSERT OR REPLACE INTO tag_clears (image_id, class_idx, cleared) VALUES (?, ?, ?)",
+                                 (int(image_id), c.idx, self._stamp()))
             else:
                 conn.execute("INSERT INTO tags (image_id, class_idx, state) VALUES (?, ?, ?) "
                              "ON CONFLICT(image_id, class_idx) DO UPDATE SET state = excluded.state",
                              (int(image_id), c.idx, state))
+                conn.execute("DELETE FROM tag_clears WHERE image_id = ? AND class_idx = ?", (int(image_id), c.idx))
+
+    def tag_cleared(self, image_id: int, class_idx: int) -> str | None:
+        """When the tag of ``class_idx`` on the image was last cleared (set back to unknown) and
+        not set since (the store's time stamp), or ``None``."""
+        rows = self._q("SELECT cleared FROM tag_clears WHERE image_id = ? AND class_idx = ?",
+                       (int(image_id), int(class_idx)))
+        return rows[0][0] if rows else None
 
     def tags(self, image_id: int) -> dict[int, str]:
         """``{class_idx: "present" | "absent"}``; classes not listed are unknown."""

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import zipfile
 from pathlib import Path
 
@@ -339,6 +340,30 @@ def test_a_zip_made_by_macos_finder_is_read_as_the_dataset_it_holds(tmp_path):
         zf.writestr("__MACOSX/imgs/x.png", (d / "images" / "b.png").read_bytes())
     q = Project.create(tmp_path / "q")
     assert [i.name for i in import_path(q, tmp_path / "imgs.zip").added] == ["a.png"]
+
+
+def test_a_tag_cleared_after_an_export_stays_cleared_when_the_export_is_imported_back(tmp_path):
+    """tag --present, export, tag --unknown, import the export: the tag came back with the default
+    tags=keep (bug hunt 44, #6). The store now keeps when a tag was cleared, the manifest when the
+    export was written; tags=replace still takes the export's."""
+    p, ids = _kinds_project(tmp_path)
+    a, b = ids["a"], ids["b"]
+    p.set_tag(a, 1, "present")
+    p.set_tag(b, 1, "present")
+    export_project(p, "folder", tmp_path / "out")
+    time.sleep(0.01)
+    p.set_tag(a, 1, "unknown")  # the person takes the tag back after the export
+    assert p.tag_cleared(a, 1) is not None and p.tag_cleared(b, 1) is None
+    s = import_path(p, tmp_path / "out")
+    assert p.tags(a) == {} and p.tags(b) == {1: "present"}
+    assert any("kept" in n and "tag" in n for n in s.notes), s.notes
+    import_path(p, tmp_path / "out", {"tags": "replace"})
+    assert p.tags(a) == {1: "present"} and p.tag_cleared(a, 1) is None  # set again: no longer cleared
+    q = Project.create(tmp_path / "q", ["bg", "fg"])  # a project that never had the tag takes it
+    for n in "abcde":
+        q.add_image(tmp_path / "src" / f"{n}.png")
+    import_path(q, tmp_path / "out")
+    assert q.tags(q.image_by_name("a.png").id) == {1: "present"}
 
 
 def test_reimporting_a_folder_dataset_keeps_strokes_and_tags_made_in_the_project_since(tmp_path):

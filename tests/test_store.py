@@ -645,3 +645,29 @@ def test_classes_delete_says_which_models_stop_fitting(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "note: 1 model(s) trained for the classes before the deletion (m1) cannot predict" in out
     assert p.models_for_classes() == ["old"]  # trained for the classes as they are now
+
+
+def test_a_project_of_schema_1_opens_and_records_cleared_tags(tmp_path):
+    """Schema 2 adds tag_clears (when a tag was set back to unknown); a project written by a release
+    of schema 1 is migrated when opened, its tags kept."""
+    import sqlite3
+
+    p = Project.create(tmp_path / "p", ["bg", "cat"])
+    path, _ = _png(tmp_path)
+    iid = p.add_image(path).id
+    p.set_tag(iid, 1, "present")
+    p.close()
+    conn = sqlite3.connect(tmp_path / "p" / "project.db")
+    conn.execute("DROP TABLE tag_clears")
+    conn.execute("PRAGMA user_version = 1")
+    conn.commit()
+    conn.close()
+    q = Project.open(tmp_path / "p")
+    assert q.tags(iid) == {1: "present"} and q.tag_cleared(iid, 1) is None
+    q.set_tag(iid, 1, "unknown")
+    assert q.tags(iid) == {} and q.tag_cleared(iid, 1) is not None
+    q.set_tag(iid, 1, "absent")
+    assert q.tag_cleared(iid, 1) is None
+    q.close()
+    with sqlite3.connect(tmp_path / "p" / "project.db") as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2

@@ -466,7 +466,8 @@ def write_manifest(project, out_dir: Path, fmt: str, options: ExportOptions, ite
     # a re-encoded copy (VOC writes JPEGs) rather than the original bytes.
     shas = {it.stem: it.info.sha256 for it in items}
     write_json(out_dir / MANIFEST, {"format": fmt, "masks_option": options.masks, "classes": classes_json(project),
-                                    "image_sets": sets, "masks": masks, "image_sha256": shas, **extra})
+                                    "image_sets": sets, "masks": masks, "image_sha256": shas,
+                                    "exported": project._stamp(), **extra})
 
 
 # ----------------------------------------------------------------------------- import side
@@ -655,6 +656,9 @@ class LabelMerge:
         self.kept_scribbles: set[int] = set()  # image ids
         self.kept_tags: set[int] = set()
         self.tags_set = 0
+        #: when the export being imported was written (its manifest's ``exported``), if known: a tag
+        #: cleared in the project after it stays cleared
+        self.exported: str | None = None
 
     def mask(self, project, image_id: int, mask: np.ndarray, kind: str, source: str) -> bool:
         """Store ``mask`` unless it equals the current mask of ``kind``; whether it was stored."""
@@ -687,6 +691,11 @@ class LabelMerge:
             if cur != "unknown" and not self.replace_tags:
                 self.kept_tags.add(int(image_id))
                 continue
+            if cur == "unknown" and not self.replace_tags and isinstance(self.exported, str):
+                cleared = project.tag_cleared(image_id, int(ci))
+                if cleared is not None and cleared > self.exported:  # cleared by a person since the export
+                    self.kept_tags.add(int(image_id))
+                    continue
             project.set_tag(image_id, int(ci), state)
             n += 1
         self.tags_set += n

@@ -86,7 +86,7 @@ class FolderFormat(Format):
         if tags:
             write_json(out_dir / "tags.json", {"classes": names, "tags": tags})
             res.notes.append(f"image-level tags of {len(tags)} image(s) written to tags.json")
-        write_json(out_dir / "manifest.json", {"masks": manifest, "layers": dirs})
+        write_json(out_dir / "manifest.json", {"masks": manifest, "layers": dirs, "exported": project._stamp()})
         res.notes += upright_note(upright)
         return res
 
