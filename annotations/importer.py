@@ -44,7 +44,7 @@ from . import imageio
 from .errors import AnnotationError, DuplicateImageError
 from .folder import FolderDataset
 from .formats._common import JUNK_DIRS, LabelMerge, _has_annotations, dataset_root, same_picture
-from .store import DEFAULT_CLASSES, ImportSummary, Project, parse_color, sanitize_name
+from .store import DB_NAME, DEFAULT_CLASSES, ImportSummary, Project, parse_color, sanitize_name
 
 #: Images imported per transaction.
 BATCH = 64
@@ -101,8 +101,6 @@ def _no_options(options: dict | None, where: Path) -> None:
 
 
 def _import_folder(project: Project, root: Path, where: Path, options: dict | None = None) -> ImportSummary:
-    from .store import DB_NAME
-
     if (root / DB_NAME).is_file():  # its mask, confidence and stroke PNGs would become images
         same = Path(root).resolve() == Path(project.root).resolve()
         raise AnnotationError(

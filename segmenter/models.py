@@ -322,12 +322,14 @@ def load_checkpoint(path: str | Path, expected_classes: list[str] | None = None)
                       optimizer_meta=doc.get("optimizer"), path=wpath)
 
 
-def latest_checkpoint(folder: str | Path) -> Path | None:
-    """The newest complete checkpoint (by JSON mtime) in ``folder``, or ``None``."""
+def latest_checkpoint(folder: str | Path, names=None) -> Path | None:
+    """The newest complete checkpoint (by JSON mtime) in ``folder`` (of those named ``names``,
+    when given), or ``None``."""
     d = Path(folder)
     if not d.is_dir():
         return None
-    cands = [j for j in d.glob("*.json") if j.with_suffix(".safetensors").is_file()]
+    cands = [j for j in d.glob("*.json") if j.with_suffix(".safetensors").is_file()
+             and (names is None or j.stem in names)]
     if not cands:
         return None
     return max(cands, key=lambda j: j.stat().st_mtime).with_suffix(".safetensors")

@@ -181,11 +181,8 @@ def resolve_model(project, model: str | None) -> Path:
         p = latest_checkpoint(models_dir)
         if p is None:
             raise SegmenterError(f"the project has no trained model in {models_dir}; run 'train' first.")
-        fitting = [models_dir / f"{n}.safetensors" for n in project.models_for_classes()]
-        fitting = [f for f in fitting if f.is_file()]
-        if fitting and p not in fitting:  # the newest was made for other classes (one added or deleted since)
-            p = max(fitting, key=lambda f: f.with_suffix(".json").stat().st_mtime)
-        return p
+        # the newest may be made for other classes (one added or deleted since): the newest that fits
+        return latest_checkpoint(models_dir, set(project.models_for_classes())) or p
     cand = Path(model)
     if cand.suffix not in (".safetensors", ".json"):
         cand = cand.with_name(cand.name + ".safetensors")
