@@ -366,6 +366,37 @@ def test_a_tag_cleared_after_an_export_stays_cleared_when_the_export_is_imported
     assert q.tags(q.image_by_name("a.png").id) == {1: "present"}
 
 
+@pytest.mark.parametrize("fmt", ["folder", "weak"])
+def test_strokes_undone_after_an_export_stay_undone_when_the_export_is_imported_back(tmp_path, fmt):
+    """Strokes exported, then undone back to no strokes, came back on re-importing the export (the
+    layer was empty, so it took the export's); a weak export also brought back a tag cleared since.
+    Undone since the export now stays undone (one note);
+    scribbles=replace still takes them, and a project that never had them takes them."""
+    p, ids = _kinds_project(tmp_path)
+    a, b = ids["a"], ids["b"]
+    s = np.full((20, 30), 255, np.uint8)
+    s[1:3, 1:6] = 1
+    p.save_scribbles(a, s, layer="real")
+    p.save_scribbles(b, s, layer="real")
+    p.set_tag(b, 1, "present")
+    export_project(p, fmt, tmp_path / "out")
+    time.sleep(0.01)
+    assert p.undo_scribbles(a, "real") == 0  # the person takes the strokes back after the export
+    p.set_tag(b, 1, "unknown")  # ... and a tag (weak imports did not look at the export's time)
+    got = import_path(p, tmp_path / "out")  # read as the format its manifest names
+    assert p.scribbles(a, "real") is None and p.scribble_version(a, "real") == 0, got.lines()
+    np.testing.assert_array_equal(p.scribbles(b, "real"), s)
+    assert p.tags(b) == {}
+    assert any("2 image(s)" in n and "strokes" in n and "kept" in n for n in got.notes), got.notes
+    import_path(p, tmp_path / "out", {"scribbles": "replace"})
+    np.testing.assert_array_equal(p.scribbles(a, "real"), s)
+    q = Project.create(tmp_path / "q", ["bg", "fg"])  # a project that never had the strokes takes them
+    for n in "abcde":
+        q.add_image(tmp_path / "src" / f"{n}.png")
+    import_path(q, tmp_path / "out")
+    np.testing.assert_array_equal(q.scribbles(q.image_by_name("a.png").id, "real"), s)
+
+
 def test_reimporting_a_folder_dataset_keeps_strokes_and_tags_made_in_the_project_since(tmp_path):
     """Re-importing a dataset folder (to add new images) replaced the strokes drawn in the app
     since the first import with the dataset's older ones; and re-set tags changed since."""

@@ -641,10 +641,12 @@ class LabelMerge:
     * a mask equal to the current one of its kind is skipped (no new version); another one is
       stored as a new version (importing an edited export);
     * a scribble map equal to the current one of its layer is skipped; a layer without strokes
-      gets the dataset's; a layer whose current strokes differ keeps the project's strokes
-      (option ``scribbles=replace``: takes the dataset's as a new version);
-    * a tag the project does not have is set; one it has with another state keeps the project's
-      (option ``tags=replace``: takes the dataset's).
+      gets the dataset's, unless the dataset is an export (:attr:`exported`) of these very strokes,
+      undone or cleared in the project since; a layer whose current strokes differ keeps the
+      project's strokes (option ``scribbles=replace``: takes the dataset's as a new version);
+    * a tag the project does not have is set, unless it was cleared in the project after the
+      export; one it has with another state keeps the project's (option ``tags=replace``: takes
+      the dataset's).
 
     The images whose labels were kept are counted in one note (:meth:`notes`).
     """
@@ -671,6 +673,13 @@ class LabelMerge:
     def scribbles(self, project, image_id: int, scribbles: np.ndarray, layer: str, author: str) -> bool:
         """Store ``scribbles`` as the layer's new version where the rule says so; whether it was stored."""
         cur = project.scribbles(image_id, layer)
+        if cur is None and not self.replace_scribbles and isinstance(self.exported, str):
+            # strokes the project held when this export was written, undone or cleared since: they
+            # stay gone (a layer that never had these strokes takes them, as below)
+            then = project.scribbles_at(image_id, self.exported, layer)
+            if then is not None and then.shape == np.shape(scribbles) and np.array_equal(then, scribbles):
+                self.kept_scribbles.add(int(image_id))
+                return False
         if cur is not None:
             if cur.shape == np.shape(scribbles) and np.array_equal(cur, scribbles):
                 return False
@@ -907,6 +916,9 @@ def apply_import(project, items: list[ImportItem], class_names: list[str], *, so
     # Write, all or nothing.
     ids: dict[int, int] = {}
     merge = LabelMerge(options)  # checks the options scribbles= and tags= (nothing written yet)
+    exported = (options.get("_manifest") or {}).get("exported")
+    if isinstance(exported, str):  # an export of a project: what was undone there since stays undone
+        merge.exported = exported
     with project.transaction():
         if plan.set_names is not None:
             project.set_classes(plan.set_names)
