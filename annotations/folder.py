@@ -35,6 +35,8 @@ class FolderDataset:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     #: split name -> the ids it lists that have no image (filled by :meth:`split`).
     missing: dict[str, list[str]] = field(default_factory=dict)
+    _stored: dict[str, bool] = field(default_factory=dict, repr=False)  # :meth:`labels_fit_stored`
+    _told_upright: bool = field(default=False, repr=False)
 
     @classmethod
     def open(cls, root: str | Path) -> "FolderDataset":
@@ -87,8 +89,48 @@ class FolderDataset:
         return len(self.classes)
 
     def image(self, image_id: str) -> np.ndarray:
-        """``(H, W)`` or ``(H, W, 3)`` uint8."""
-        return read_image(self.image_paths[image_id])
+        """``(H, W)`` or ``(H, W, 3)`` uint8: turned upright by its EXIF orientation, as viewers
+        show it, unless its labels fit the pixels as stored (:meth:`labels_fit_stored`)."""
+        path = self.image_paths[image_id]
+        return read_image(path, upright=not self.labels_fit_stored(image_id))
+
+    def labels_fit_stored(self, image_id: str) -> bool:
+        """Whether the image's mask and strokes were drawn on its pixels as stored, not as its EXIF
+        orientation turns them: a phone photo turned by 90 degrees whose mask has the stored width
+        and height (what PIL, torchvision and many converters see). Orientations that keep the
+        size (180 degrees, mirrors) cannot be told apart: they are read upright, said once on stderr."""
+        got = self._stored.get(image_id)
+        if got is not None:
+            return got
+        from PIL import Image
+
+        from .imageio import SWAPPING_ORIENTATIONS, exif_orientation
+
+        path = self.image_paths[image_id]
+        orient = exif_orientation(path)
+        got = False
+        if orient in SWAPPING_ORIENTATIONS:
+            labels = [self.mask_path(image_id)] + [self.scribble_path(s, image_id) for s in self.scribble_sets()]
+            try:
+                with Image.open(path) as im:
+                    stored = im.size
+                sizes = set()
+                for lp in labels:
+                    if lp.is_file():
+                        with Image.open(lp) as lm:
+                            sizes.add(lm.size)
+                got = sizes == {stored}
+            except OSError:
+                got = False
+        elif orient != 1 and not self._told_upright:
+            import sys
+
+            self._told_upright = True
+            print(f"note: {self.name}: images/{path.name} (and any other image with an EXIF orientation that keeps "
+                  "its size: 180 degrees or a mirror) is read turned upright, as viewers show it; its mask and "
+                  "strokes are taken to fit that", file=sys.stderr)
+        self._stored[image_id] = got
+        return got
 
     def mask_path(self, image_id: str) -> Path:
         return _png(self.root / "masks", image_id)
@@ -168,7 +210,13 @@ class FolderDataset:
             return entry
         name = entry.replace("\\", "/").rsplit("/", 1)[-1]
         stem = Path(name).stem if Path(name).suffix.lower() in IMAGE_EXTENSIONS else name
-        return stem if stem in self.image_paths else entry
+        if stem in self.image_paths:
+            return stem
+        # one name in two Unicode forms ("é" as one code point, or "e" + accent as macOS writes names)
+        import unicodedata
+
+        nfc = {unicodedata.normalize("NFC", k): k for k in self.image_paths}
+        return nfc.get(unicodedata.normalize("NFC", stem), entry)
 
     def splits_of(self, names: str | None) -> list[str]:
         """Ids of one split or several joined with '+' or ','; ``None`` = every image."""

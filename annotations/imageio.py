@@ -54,15 +54,17 @@ def _to_uint8(arr: np.ndarray) -> np.ndarray:
     return np.clip((a - lo) * (255.0 / (hi - lo)) + 0.5, 0, 255).astype(np.uint8)
 
 
-def decode_image(data: bytes, name: str = "image", max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    """Decode image bytes to ``(H, W)`` or ``(H, W, 3)`` uint8. Raises :class:`ImageError`."""
+def decode_image(data: bytes, name: str = "image", max_pixels: int = MAX_PIXELS, upright: bool = True) -> np.ndarray:
+    """Decode image bytes to ``(H, W)`` or ``(H, W, 3)`` uint8, turned upright by its EXIF
+    orientation (``upright=False``: the pixels as stored). Raises :class:`ImageError`."""
     if len(data) == 0:
         raise ImageError(f"{name}: the file is empty (0 bytes).")
     try:
         with Image.open(io.BytesIO(data)) as im:
             _check_pixels(im.size, name, max_pixels)
             im.load()
-            im = ImageOps.exif_transpose(im)
+            if upright:
+                im = ImageOps.exif_transpose(im)
             mode = im.mode
             if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
                 arr = _to_uint8(np.asarray(im))
@@ -85,8 +87,9 @@ def decode_image(data: bytes, name: str = "image", max_pixels: int = MAX_PIXELS)
     return np.ascontiguousarray(arr)
 
 
-def read_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    """Read an image file as ``(H, W)`` or ``(H, W, 3)`` uint8. Raises :class:`ImageError`."""
+def read_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS, upright: bool = True) -> np.ndarray:
+    """Read an image file as ``(H, W)`` or ``(H, W, 3)`` uint8 (upright: see :func:`decode_image`).
+    Raises :class:`ImageError`."""
     p = Path(path)
     try:
         data = p.read_bytes()
@@ -94,7 +97,7 @@ def read_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> np.ndar
         raise ImageError(f"{p.name}: file not found ({p}).") from None
     except OSError as e:
         raise ImageError(f"{p.name}: cannot read the file ({e.strerror}).") from None
-    return decode_image(data, p.name, max_pixels)
+    return decode_image(data, p.name, max_pixels, upright)
 
 
 #: EXIF orientations that :func:`decode_image` (``ImageOps.exif_transpose``) turns or flips the

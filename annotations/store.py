@@ -596,6 +596,7 @@ class Project:
                     conn.execute("UPDATE masks SET file = ? WHERE id = ?", (new[0], r["id"]))
             conn.execute("DELETE FROM tags WHERE class_idx = ?", (c.idx,))
             conn.execute("DELETE FROM classes WHERE idx = ?", (c.idx,))
+            self._bump_class_epoch(conn)
             n = conn.execute("SELECT COALESCE(MAX(idx), -1) FROM classes").fetchone()[0]
             for i in range(c.idx + 1, n + 1):
                 conn.execute("UPDATE classes SET idx = ? WHERE idx = ?", (i - 1, i))
@@ -622,6 +623,41 @@ class Project:
         self._write_file(new_rel, imageio.encode_label_png(new))
         return new_rel, new
 
+    @property
+    def background_index(self) -> int:
+        """The background class of the pseudo-labellers (the image border when an image has strokes
+        of one other class only, where a binary image starts): the one class whose name says
+        background (:data:`BACKGROUND_NAMES`), else class 0."""
+        named = [c.idx for c in self.classes() if c.name.strip().lower() in BACKGROUND_NAMES]
+        return named[0] if len(named) == 1 else 0
+
+    def masks_stamp(self, not_from: str = "") -> int:
+        """The newest mask's row id, of those whose source does not start with ``not_from``: it
+        changes whenever such a mask is stored. The app's pages compare it (``not_from="app:"``)
+        to notice masks stored by the command line, while their own edits and accepts, which they
+        know of, do not make every page reload its image."""
+        # newest first, stopping at the first row that counts (MAX with a WHERE would read them all)
+        r = self._q("SELECT id FROM masks WHERE ? = '' OR substr(source, 1, ?) != ? ORDER BY id DESC LIMIT 1",
+                    (not_from, len(not_from), not_from))
+        return int(r[0][0]) if r else 0
+
+    @property
+    def class_epoch(self) -> int:
+        """A number that changes whenever class indices change meaning (:meth:`delete_class` moves
+        the classes above it down, :meth:`set_classes` replaces them); a rename, a new colour or a
+        class added at the end keeps it. A page that loaded its classes at this epoch may go on
+        saving with its class numbers (:func:`app.handlers._check_page_classes`)."""
+        r = self._q("SELECT value FROM meta WHERE key = 'class_epoch'")
+        try:
+            return int(r[0][0]) if r else 0
+        except ValueError:
+            return 0
+
+    @staticmethod
+    def _bump_class_epoch(conn) -> None:
+        conn.execute("INSERT INTO meta (key, value) VALUES ('class_epoch', '1') ON CONFLICT(key) DO UPDATE "
+                     "SET value = CAST(CAST(value AS INTEGER) + 1 AS TEXT)")
+
     def set_classes(self, names: Sequence[str]) -> None:
         """Make the class list exactly ``names`` (only on a project with no annotations yet)."""
         current = self.class_names
@@ -635,6 +671,7 @@ class Project:
                 "has annotations; import into a new project or edit the classes first.")
         with self.transaction() as conn:
             conn.execute("DELETE FROM classes")
+            self._bump_class_epoch(conn)
             for n in names:
                 self.add_class(n)
 

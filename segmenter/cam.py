@@ -526,6 +526,40 @@ def cam_probs(cams: np.ndarray, tags_row: np.ndarray, bg: np.ndarray, config: Ta
     return scores_to_probs(_scores_with_background(cams, tags_row, bg, config))
 
 
+#: Images with more pixels than this side squared are refined (colour, affinities) on a copy of
+#: this long side and the probabilities brought back up: the affinities cost about 3 KB a pixel
+#: (a 12-megapixel photo was killed at 22 GB), and the small grid is what the CAMs resolve anyway.
+REFINE_MAX_SIDE = 512
+
+
+def _refine_probs(image: np.ndarray, probs: np.ndarray, config: TagConfig, scribbles) -> np.ndarray:
+    if config.refine == "em" and config.colour_strength > 0:
+        from segmenter.cam_em import local_colour_refine
+
+        probs = local_colour_refine(image, probs, config.colour_strength)
+    return pamr(image, probs, config.refine_iters, clamp=scribbles)
+
+
+def _refined_small(image: np.ndarray, probs: np.ndarray, config: TagConfig, scribbles) -> np.ndarray:
+    """:func:`_refine_probs` at a long side of :data:`REFINE_MAX_SIDE`, upsampled bilinearly;
+    scribbled pixels keep their class at full size."""
+    from segmenter.pseudo import functional as F
+
+    h, w = probs.shape[1:]
+    s = REFINE_MAX_SIDE / max(h, w)
+    hw = (max(2, round(h * s)), max(2, round(w * s)))
+    small_scr = None if scribbles is None else F.resize_scribbles(scribbles, hw)
+    small = _refine_probs(F.resize_image(image, hw), F.resize_probs(probs, hw), config, small_scr)
+    out = F.resize_probs(small, (h, w))
+    out = out / np.maximum(out.sum(0, keepdims=True), 1e-8)
+    if scribbles is not None and (scribbles != IGNORE).any():
+        sel = scribbles != IGNORE
+        lab = np.minimum(scribbles[sel], out.shape[0] - 1).astype(np.int64)
+        out[:, sel] = 0.0
+        out[lab, np.flatnonzero(sel.ravel()) // w, np.flatnonzero(sel.ravel()) % w] = 1.0
+    return out
+
+
 def refine(image: np.ndarray, cams: np.ndarray, tags_row: np.ndarray, bg: np.ndarray, config: TagConfig,
            scribbles: np.ndarray | None = None, probs: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """CAMs ``(C, H, W)`` -> pseudo-mask ``(H, W)`` uint8 and confidence ``(H, W)`` float32.
@@ -540,13 +574,11 @@ def refine(image: np.ndarray, cams: np.ndarray, tags_row: np.ndarray, bg: np.nda
         return np.full((h, w), IGNORE, np.uint8), np.zeros((h, w), np.float32)
     if probs is None:
         probs = cam_probs(cams, tags_row, bg, config)
-    if config.refine == "em" and config.colour_strength > 0:
-        from segmenter.cam_em import local_colour_refine
-
-        probs = local_colour_refine(image, probs, config.colour_strength)
-    if config.refine in ("pamr", "em"):
-        probs = pamr(image, probs, config.refine_iters, clamp=scribbles)
-    elif scribbles is not None:
+    if config.refine in ("pamr", "em") and h * w > REFINE_MAX_SIDE ** 2:
+        probs = _refined_small(image, probs, config, scribbles)
+    elif config.refine in ("pamr", "em"):
+        probs = _refine_probs(image, probs, config, scribbles)
+    if config.refine not in ("pamr", "em") and scribbles is not None:
         sel = scribbles != IGNORE
         probs[:, sel] = 0.0
         probs[np.minimum(scribbles[sel], probs.shape[0] - 1), np.flatnonzero(sel.ravel()) // w,

@@ -174,7 +174,7 @@ def without_absent(scribbles: np.ndarray, absent) -> np.ndarray:
 
 
 def correct_prediction(image, scribbles, prediction, num_classes: int, confidence=None,
-                       method: str | None = None):
+                       method: str | None = None, background: int = 0):
     """The ``prediction`` ((H, W) uint8 mask, optional ``confidence``) corrected by ``scribbles``:
     a :class:`~segmenter.pseudo.PseudoResult` of the pseudo-labeller ``method`` run on the
     :func:`correction_seeds` with the prediction as its prior, except where a stroke contradicts it
@@ -203,7 +203,7 @@ def correct_prediction(image, scribbles, prediction, num_classes: int, confidenc
     seeds = correction_seeds(prediction, scribbles, num_classes, confidence=confidence, doubt=doubt)
     doubted = np.where(doubt, 255, prediction).astype(np.uint8)
     r = get_method(method)(image, seeds, num_classes,
-                           prior=prediction_prior(doubted, confidence, num_classes))
+                           prior=prediction_prior(doubted, confidence, num_classes), background=background)
     conf = r.confidence
     if confidence is not None:  # seed cores are the model's word, not the person's
         lent = (seeds != 255) & (scribbles == 255)
@@ -212,7 +212,8 @@ def correct_prediction(image, scribbles, prediction, num_classes: int, confidenc
 
 
 def preview(image, scribbles, num_classes: int, method: str | None = None, prior=None, colors=None,
-            alpha: float = 0.5, prediction=None, prediction_confidence=None, max_side: int | None = None):
+            alpha: float = 0.5, prediction=None, prediction_confidence=None, max_side: int | None = None,
+            background: int = 0):
     """``(PseudoResult, overlay (H, W, 3) uint8)`` for ``image`` ((H, W) or (H, W, 3) uint8) and
     ``scribbles`` ((H, W) uint8, 255 = none); ``method`` defaults to
     :data:`segmenter.pseudo.DEFAULT_METHOD`; ``prior``: optional ``(C, H, W)`` float32;
@@ -221,8 +222,10 @@ def preview(image, scribbles, num_classes: int, method: str | None = None, prior
     ``max_side``: for display, compute at most this long side (an image larger than that gets a
     result and overlay at the reduced size: the pseudo-labeller works on a small grid anyway, and
     only its edge-aware upsampling and the overlay grow with the image; a 12-megapixel photo took
-    3.4 s at full size). Raises ``NoLabelsError`` when nothing is drawn, ``LabelMapError`` for a
-    map of the wrong size or an unknown class."""
+    3.4 s at full size). ``background``: the background class (see
+    :class:`segmenter.pseudo.PseudoLabeler`; :attr:`annotations.store.Project.background_index`).
+    Raises ``NoLabelsError`` when nothing is drawn, ``LabelMapError`` for a map of the wrong size
+    or an unknown class."""
     from segmenter.pseudo import get_method
     from segmenter.pseudo.functional import check_inputs
 
@@ -230,8 +233,9 @@ def preview(image, scribbles, num_classes: int, method: str | None = None, prior
     image, scribbles, prior, prediction, prediction_confidence = _downscaled(
         max_side, image, np.asarray(scribbles), prior, prediction, prediction_confidence)
     if prediction is not None:
-        result = correct_prediction(image, scribbles, prediction, num_classes, prediction_confidence, method)
+        result = correct_prediction(image, scribbles, prediction, num_classes, prediction_confidence, method,
+                                    background=background)
     else:
-        result = get_method(method)(image, scribbles, num_classes, prior=prior)
+        result = get_method(method)(image, scribbles, num_classes, prior=prior, background=background)
     cols = class_colors(num_classes, colors)
     return result, overlay(np.asarray(image), result.mask, cols, alpha, np.asarray(scribbles))

@@ -22,7 +22,7 @@ NONE = 255
 @dataclass
 class SimulationConfig:
     """``strokes_per_class``: strokes per class, one in each of its largest regions;
-    ``foreground_only``: no stroke for class 0; ``thickness``: stroke width in pixels;
+    ``foreground_only``: no stroke for the ``background`` class (0); ``thickness``: stroke width in pixels;
     ``erosion``: how far from the region border strokes stay, as a fraction of the region's
     largest inner distance; ``min_length``: the shortest stroke, as a fraction of the skeleton's
     longest route; ``min_area``: regions smaller than this (pixels) get no stroke; ``seed``.
@@ -41,6 +41,7 @@ class SimulationConfig:
     min_length: float = 0.9
     min_area: int = 20
     seed: int = 0
+    background: int = 0
 
     def __post_init__(self):
         if self.strokes_per_class < 1:
@@ -141,12 +142,12 @@ def stroke_in_region(region: np.ndarray, cfg: SimulationConfig, rng: np.random.G
 def simulate_scribbles(gt: np.ndarray, num_classes: int, config: SimulationConfig | None = None) -> np.ndarray:
     """Scribbles for a ground-truth mask ``gt`` ((H, W) uint8, 255 = ignore): ``(H, W)`` uint8,
     class index, 255 = none. One stroke in each of the ``strokes_per_class`` largest regions of
-    every class present (class 0 skipped when ``foreground_only``)."""
+    every class present (the background class skipped when ``foreground_only``)."""
     cfg = config or SimulationConfig()
     rng = np.random.default_rng(cfg.seed)
     out = np.full(gt.shape, NONE, np.uint8)
     for c in range(num_classes):
-        if cfg.foreground_only and c == 0:
+        if cfg.foreground_only and c == cfg.background:
             continue
         region = gt == c
         if not region.any():

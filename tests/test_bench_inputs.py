@@ -180,3 +180,97 @@ def test_bench_train_reads_each_test_image_once_and_scores_the_same(tmp_path, mo
     assert test_reads == ["im4", "im4", "im5", "im5"]
     timing = {k for k in r if k.endswith(("_seconds", "_per_s", "_ratio", "_overall"))}
     assert {k: v for k, v in r.items() if k not in timing} == {k: v for k, v in r0.items() if k not in timing}
+
+
+@pytest.mark.parametrize("classes", [["disc", "background"], ["lesion", "normal"]])
+def test_a_binary_dataset_whose_background_is_not_class_0_scores_as_the_same_data_the_usual_way(tmp_path, classes):
+    """A held-out binary dataset listing its classes as ["object", "background"]: hybrid's binary
+    rules took class 0 as the background and fell from 0.889 to 0.447 on grabcut images (bug hunt
+    46, #1). The background is now the class named so, else the one on most of the image borders,
+    and every method (baselines and the foreground-only simulation too) treats it as class 0."""
+    usual = write_dataset(tmp_path / "usual", n=4, size=64)
+    flipped = write_dataset(tmp_path / "flipped", n=4, size=64)
+    for sub in ("masks", "scribbles/real"):
+        for f in (flipped / sub).glob("*.png"):
+            a = np.array(Image.open(f))
+            Image.fromarray(np.where(a == 255, 255, 1 - a.astype(np.int16)).astype(np.uint8)).save(f)
+    (flipped / "meta.json").write_text(json.dumps({"name": "flipped", "classes": classes}))
+    from segmenter.benchmarks.pseudo import evaluate
+
+    for scr, fg_only in (("real", False), ("simulated:0", True), ("simulated:0", False)):
+        a = evaluate(usual, scr, methods=["hybrid", "grabcut", "random_walker"], foreground_only=fg_only, log=None)
+        b = evaluate(flipped, scr, methods=["hybrid", "grabcut", "random_walker"], foreground_only=fg_only, log=None)
+        assert b["background"] == 1 and a["background"] == 0
+        for m in ("hybrid", "grabcut", "random_walker"):
+            assert b["methods"][m]["miou"] == pytest.approx(a["methods"][m]["miou"], abs=0.02), (scr, m)
+        assert b["methods"]["hybrid"]["miou"] > 0.8
+
+
+@pytest.mark.parametrize("supervision", ["full", "simulated"])
+def test_a_training_image_without_a_mask_trains_as_unlabeled(tmp_path, capsys, supervision):
+    """bench train stopped with "file not found" on a training image that has no mask (a held-out
+    set with unlabeled training images), after a note saying it was left out (bug hunt 46, #3)."""
+    root = write_dataset(tmp_path / "d", n=6, split_lines=["im0", "im1", "im2", "im3"])
+    (root / "splits" / "test.txt").write_text("im4\nim5\n")
+    (root / "masks" / "im1.png").unlink()
+    out = tmp_path / "r.json"
+    rc = main(["bench", "train", "--data", str(root), "--train-split", "train", "--test-split", "test",
+               "--supervision", supervision, "--epochs", "1", "--size", "32", "--batch-size", "2",
+               "--bare-steps", "1", "--device", "cpu", "--threads", "1", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    assert (f"note: 1 training image(s) have no mask in masks/ to make their {supervision} labels from, so they "
+            "train as unlabeled images: im1") in err
+    assert json.loads(out.read_text())["n_train"] == 4
+
+
+def test_a_turned_phone_photo_whose_mask_fits_its_stored_pixels_is_read_as_stored(tmp_path, capsys):
+    """JPEGs with an EXIF orientation whose masks fit the pixels as stored (what PIL and torchvision
+    see): a 90-degree one stopped the run with a mask-size error (bug hunt 46, #4). Such an image is
+    now read as stored when its labels fit that; one whose size the orientation keeps (180 degrees)
+    is read upright with a note."""
+    root = write_dataset(tmp_path / "d", n=3, size=48)
+    for k, orient in ((0, 6), (1, 3)):
+        img = Image.open(root / "images" / f"im{k}.png").convert("RGB")
+        img = img.crop((0, 0, 48, 40))  # not square: a 90-degree turn swaps width and height
+        for sub in ("masks", "scribbles/real"):
+            m = Image.open(root / sub / f"im{k}.png")
+            m.crop((0, 0, 48, 40)).save(root / sub / f"im{k}.png")
+        exif = Image.Exif()
+        exif[0x0112] = orient
+        img.save(root / "images" / f"im{k}.jpg", quality=98, exif=exif)
+        (root / "images" / f"im{k}.png").unlink()
+    ds = FolderDataset.open(root)
+    assert ds.labels_fit_stored("im0") and ds.image("im0").shape[:2] == (40, 48)
+    assert not ds.labels_fit_stored("im1") and ds.image("im1").shape[:2] == (40, 48)
+    rc, r = bench_pseudo(root, tmp_path, "--scribbles", "real")
+    err = capsys.readouterr().err
+    assert rc == 0 and r["n_images"] == 3, err
+    assert r["methods"]["hybrid"]["miou"] > 0.5
+    assert "images/im1.jpg (and any other image with an EXIF orientation that keeps its size" in err
+
+
+def test_what_bench_pseudo_leaves_out_is_said(tmp_path, capsys):
+    """Images left out without a word (bug hunt 46, #7): a second image of one stem, images with no
+    stroke file, a mask with no scored pixel; a split naming "café" in the other Unicode form than
+    the file's was "missing"; --limit 0 ran every image and -1 dropped the last."""
+    import unicodedata
+
+    root = write_dataset(tmp_path / "d", n=4)
+    Image.open(root / "images" / "im0.png").save(root / "images" / "im0.jpg")  # same stem as im0.png
+    (root / "scribbles" / "real" / "im1.png").unlink()
+    Image.fromarray(np.full((48, 48), 255, np.uint8)).save(root / "masks" / "im2.png")
+    nfd = unicodedata.normalize("NFD", "café")
+    for sub in ("images", "masks", "scribbles/real"):
+        (root / sub / "im3.png").rename(root / sub / f"{nfd}.png")
+    (root / "splits" / "train.txt").write_text("\n".join(["im0", "im1", "im2", unicodedata.normalize("NFC", "café")]))
+    rc, r = bench_pseudo(root, tmp_path, "--scribbles", "real")
+    err = capsys.readouterr().err
+    assert rc == 0 and r["n_images"] == 3 and r["skipped_no_scribbles"] == 1 and r["unscored"] == 1, err
+    assert "note: images/im0.png left out: same name stem 'im0' as images/im0.jpg" in err
+    assert "note: 1 image(s) have no strokes in scribble set 'real', left out: im1" in err
+    assert "note: 1 image(s) have no scored pixel in their mask (all ignore), so no score: im2" in err
+    assert "no image in images/" not in err  # café found in either form
+    for bad in ("0", "-1"):
+        assert bench_pseudo(root, tmp_path, "--limit", bad)[0] == 2
+        assert f"--limit must be >= 1, got {bad}" in capsys.readouterr().err

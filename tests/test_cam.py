@@ -612,3 +612,26 @@ def test_background_warnings_of_many_classes_are_one_line():
     assert lines == ["Sky, Building, Road: never tagged absent (3 classes), so the classifier cannot tell where "
                      "they are; they are treated as background (whatever no other class claims); tag each of them "
                      "absent on images without it."], msgs
+
+
+def test_a_large_photo_is_refined_on_a_bounded_grid(monkeypatch):
+    """bench tags and bench train --supervision tags were killed at 22 GB on one 12-megapixel photo:
+    the affinities were built at full size, about 3 KB a pixel (bug hunt 46, #2). Above
+    REFINE_MAX_SIDE squared pixels the refinement runs on a copy of that long side; scribbled
+    pixels keep their class at full size."""
+    monkeypatch.setattr(cm, "REFINE_MAX_SIDE", 64)
+    img = np.zeros((300, 200, 3), np.uint8)
+    img[:, 100:] = 220
+    cams = np.zeros((3, 300, 200), np.float32)
+    cams[2, :, 110:] = 0.9  # class 2 on the bright half (a blurry CAM); class 0 the background
+    tags = np.array([1, 0, 1], np.int8)
+    scr = np.full((300, 200), 255, np.uint8)
+    scr[150, 20] = 0
+    scr[10, 190] = 2
+    sizes = []
+    real = cm.pamr
+    monkeypatch.setattr(cm, "pamr", lambda image, probs, *a, **k: sizes.append(image.shape[:2]) or real(image, probs, *a, **k))
+    mask, conf = cm.refine(img, cams, tags, np.array([0]), cm.TagConfig(refine="pamr", refine_iters=5), scribbles=scr)
+    assert sizes == [(64, 43)] and mask.shape == (300, 200) and conf.shape == (300, 200)
+    assert mask[150, 20] == 0 and mask[10, 190] == 2 and conf[10, 190] == 1.0
+    assert (mask[:, :95] == 0).mean() > 0.95 and (mask[:, 105:] == 2).mean() > 0.95

@@ -671,3 +671,30 @@ def test_a_project_of_schema_1_opens_and_records_cleared_tags(tmp_path):
     q.close()
     with sqlite3.connect(tmp_path / "p" / "project.db") as conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+
+
+def test_class_epoch_moves_only_when_class_numbers_change_meaning(tmp_path):
+    """A page may keep saving with its class numbers while the epoch stands (app.handlers)."""
+    p = Project.create(tmp_path / "p", ["bg", "cat", "dog"])
+    e = p.class_epoch
+    p.rename_class("cat", "kitten")
+    p.add_class("bird")
+    p.recolor_class("dog", "#00ff00")
+    assert p.class_epoch == e
+    p.delete_class("bird")
+    assert p.class_epoch == e + 1
+    q = Project.create(tmp_path / "q", ["bg", "fg"])
+    q.set_classes(["a", "b", "c"])
+    assert q.class_epoch == 1
+
+
+def test_masks_stamp_moves_with_masks_not_from_a_source(tmp_path):
+    p = Project.create(tmp_path / "p", ["bg", "fg"])
+    path, _ = _png(tmp_path)
+    iid = p.add_image(path).id
+    m = np.zeros((p.image_info(iid).height, p.image_info(iid).width), np.uint8)
+    assert p.masks_stamp("app:") == 0
+    p.save_mask(iid, m, "final", source="cli:accept(predicted x)")
+    first = p.masks_stamp("app:")
+    p.save_mask(iid, m, "final", source="app:mask-editor")  # the app's own: not counted
+    assert p.masks_stamp("app:") == first and p.masks_stamp() > first

@@ -60,3 +60,33 @@ def note_unseen_classes(meter, class_names: list[str], where: str) -> None:
     if unseen and gt_n.sum() > 0:
         print(f"note: {where}: no ground-truth pixel of class {', '.join(repr(u) for u in unseen)} among the images "
               "scored (255 in a mask means 'ignore', not a class).", file=sys.stderr)
+
+
+def dataset_background(ds, ids: list[str], log=print, sample: int = 20) -> int:
+    """The dataset's background class: the image border of the foreground-only rule, where a binary
+    image starts, the class a foreground-only simulation leaves out. The one class named as a
+    background (``annotations.store.BACKGROUND_NAMES``: background, bg, void ...); else, for two
+    classes, the one that covers most of the image borders in the ground truth of the first
+    ``sample`` images (["lesion", "normal"]); else class 0. Any other than 0 is said on stderr."""
+    import sys
+
+    import numpy as np
+
+    from annotations.store import BACKGROUND_NAMES
+
+    named = [i for i, n in enumerate(ds.classes) if str(n).strip().lower() in BACKGROUND_NAMES]
+    b, why = 0, ""
+    if len(named) == 1:
+        b, why = named[0], "by its name"
+    elif not named and ds.num_classes == 2:
+        counts = np.zeros(2, np.int64)
+        for iid in ids[:sample]:
+            m = ds.mask(iid)
+            edge = np.concatenate([m[0], m[-1], m[:, 0], m[:, -1]])
+            counts += np.bincount(edge[edge < 2], minlength=2)[:2]
+        if counts[1] > counts[0]:
+            b, why = 1, "it covers most of the image borders in the ground truth"
+    if b and log:
+        print(f"note: class '{ds.classes[b]}' ({b}) is taken as the background ({why}): the image border when "
+              "an image has strokes of one other class only, and where a binary image starts", file=sys.stderr)
+    return b

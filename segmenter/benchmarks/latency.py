@@ -86,10 +86,12 @@ def dataset_samples(data: Path, scribble_set: str | None, limit: int | None, siz
     if scribble_set is not None and scribble_set not in sets:
         raise AnnotationError(f"{data}: no scribble set '{scribble_set}' (sets: {', '.join(sets) or 'none'}).")
     use = scribble_set or (sets[0] if sets else None)
-    k = 0
+    if limit is not None and limit < 1:
+        raise AnnotationError(f"--limit must be >= 1, got {limit}.")
+    k, simulated = 0, 0
     for sid in ds.ids:
         if limit is not None and k >= limit:
-            return
+            break
         if with_mask and not ds.has_mask(sid):
             continue
         image, gt = ds.image_and_mask(sid) if ds.has_mask(sid) else (ds.image(sid), None)
@@ -98,11 +100,17 @@ def dataset_samples(data: Path, scribble_set: str | None, limit: int | None, siz
             if gt is None:
                 continue
             scr = simulate_scribbles(gt, ds.num_classes, SimulationConfig(seed=0))
+            simulated += bool(use)
         if not (scr != 255).any():
             continue
         k += 1
         img, maps = resize_sample(image, [scr, gt] if with_mask else [scr], size)
         yield (img, *maps)
+    if simulated:
+        import sys
+
+        print(f"note: {simulated} image(s) have no strokes in scribble set '{use}': simulated strokes from their "
+              "masks stand in", file=sys.stderr)
 
 
 def first_half_of_strokes(scribbles: np.ndarray) -> np.ndarray:

@@ -42,42 +42,45 @@ def register(bsub) -> None:
 
 
 # ----------------------------------------------------------------------------- baselines
-def grabcut_baseline(image: np.ndarray, scribbles: np.ndarray, num_classes: int) -> np.ndarray:
+def grabcut_baseline(image: np.ndarray, scribbles: np.ndarray, num_classes: int, background: int = 0) -> np.ndarray:
     """OpenCV GrabCut, 5 iterations, strokes as definite FG/BG, the rest probable background;
-    image border as background when there is no background stroke. ``(H, W)`` uint8 mask."""
+    image border as background when there is no background stroke. ``background``: the
+    background class (0 or 1). ``(H, W)`` uint8 mask."""
     import cv2
 
     from segmenter.pseudo import functional as F
 
     if num_classes != 2:
         raise ValueError("grabcut is a binary baseline")
+    bg, fg = int(background), 1 - int(background)
     img = image if image.ndim == 3 else np.repeat(image[..., None], 3, 2)
     img = np.ascontiguousarray(img[..., ::-1])  # OpenCV wants BGR
     scr = scribbles
-    if not (scr == 0).any():
-        scr = F.add_border_background(scr, 1)
+    if not (scr == bg).any():
+        scr = F.add_border_background(scr, 1, bg)
     m = np.full(scr.shape, cv2.GC_PR_BGD, np.uint8)
-    m[scr == 0] = cv2.GC_BGD
-    m[scr == 1] = cv2.GC_FGD
+    m[scr == bg] = cv2.GC_BGD
+    m[scr == fg] = cv2.GC_FGD
     if not (m == cv2.GC_FGD).any():
-        return np.zeros(scr.shape, np.uint8)
+        return np.full(scr.shape, bg, np.uint8)
     bgd = np.zeros((1, 65), np.float64)
     fgd = np.zeros((1, 65), np.float64)
     cv2.grabCut(img, m, None, bgd, fgd, 5, cv2.GC_INIT_WITH_MASK)
-    return ((m == cv2.GC_FGD) | (m == cv2.GC_PR_FGD)).astype(np.uint8)
+    return np.where((m == cv2.GC_FGD) | (m == cv2.GC_PR_FGD), fg, bg).astype(np.uint8)
 
 
-def random_walker_baseline(image: np.ndarray, scribbles: np.ndarray, num_classes: int) -> np.ndarray:
+def random_walker_baseline(image: np.ndarray, scribbles: np.ndarray, num_classes: int,
+                           background: int = 0) -> np.ndarray:
     """scikit-image ``random_walker`` at full resolution, ``mode='cg_j'``, ``beta=130``; a single
-    scribbled non-background class gets the image border as background. ``(H, W)`` uint8 mask."""
+    scribbled class other than ``background`` gets the image border as background. ``(H, W)`` uint8 mask."""
     from skimage.segmentation import random_walker
 
     from segmenter.pseudo import functional as F
 
     scr = scribbles
     classes = F.scribbled_classes(scr)
-    if classes.size == 1 and classes[0] != 0:
-        scr = F.add_border_background(scr, 1)
+    if classes.size == 1 and classes[0] != background:
+        scr = F.add_border_background(scr, 1, background)
         classes = F.scribbled_classes(scr)
     if classes.size == 1:
         return np.full(scr.shape, classes[0], np.uint8)
@@ -94,15 +97,15 @@ def random_walker_baseline(image: np.ndarray, scribbles: np.ndarray, num_classes
 
 
 # ----------------------------------------------------------------------------- the run
-def _make_runner(name: str, num_classes: int):
+def _make_runner(name: str, num_classes: int, background: int = 0):
     from segmenter.pseudo import get_method
 
     if name == "grabcut":
-        return lambda img, scr: grabcut_baseline(img, scr, num_classes)
+        return lambda img, scr: grabcut_baseline(img, scr, num_classes, background)
     if name == "random_walker":
-        return lambda img, scr: random_walker_baseline(img, scr, num_classes)
+        return lambda img, scr: random_walker_baseline(img, scr, num_classes, background)
     method = get_method(name[len("ours:"):] if name.startswith("ours:") else name)
-    return lambda img, scr: method(img, scr, num_classes).mask
+    return lambda img, scr: method(img, scr, num_classes, background=background).mask
 
 
 def _noc(runner, image, scribbles, gt, num_classes, first_mask, sim_cfg) -> tuple[int, int]:
@@ -131,14 +134,26 @@ def evaluate(data: str | Path, scribbles: str, split: str | None = None, limit: 
              methods: list[str] | None = None, curve: bool = False, foreground_only: bool = False,
              strokes: int = 1, log=print) -> dict:
     """Run the benchmark and return the report dict (keys of BENCHMARK.md §1)."""
+    import sys
+
+    from annotations.importer import name_list
+
+    def log_note(text: str) -> None:
+        if log:
+            print(f"note: {text}", file=sys.stderr)
+
     from annotations.folder import FolderDataset
-    from segmenter.benchmarks import note_unseen_classes, split_ids
+    from segmenter.benchmarks import dataset_background, note_unseen_classes, split_ids
     from segmenter.cli import UsageError
     from segmenter.metrics import MeanIoU
     from segmenter.pseudo import DEFAULT_METHOD, list_methods
     from segmenter.simulate import SimulationConfig, simulate_scribbles
 
+    if limit is not None and limit < 1:
+        raise UsageError(f"--limit must be >= 1, got {limit}.")
     ds = FolderDataset.open(data)
+    for where, why in ds.skipped:  # e.g. a second image file of one stem
+        log_note(f"{where} left out: {why}")
     ids = split_ids(ds, split, with_mask=True)
     if limit:
         ids = ids[:limit]
@@ -167,18 +182,20 @@ def evaluate(data: str | Path, scribbles: str, split: str | None = None, limit: 
     if C != 2 and "grabcut" in names:
         names = [n for n in names if n != "grabcut"]
         log("grabcut skipped: the dataset is not binary")
-    runners = {n: _make_runner(n, C) for n in names}
+    background = dataset_background(ds, ids, log)
+    runners = {n: _make_runner(n, C, background) for n in names}
     meters = {n: MeanIoU(C) for n in names}
     times = {n: [] for n in names}
     nocs = {n: [] for n in names}
     per_image = []
-    sim_cfg = SimulationConfig(seed=sim_seed, foreground_only=foreground_only, strokes_per_class=strokes)
-    skipped, warm = 0, False
+    sim_cfg = SimulationConfig(seed=sim_seed, foreground_only=foreground_only, strokes_per_class=strokes,
+                               background=background)
+    skipped, warm, unscored = [], False, []
     for k, iid in enumerate(ids):
         image, gt = ds.image_and_mask(iid)
         scr = _scribbles_for(ds, scribbles, iid, simulated, sim_cfg, C, gt)
         if scr is None or not (scr != 255).any():
-            skipped += 1
+            skipped.append(iid)
             continue
         if not warm:  # warm-up (imports, first-call costs) on the first image with strokes, not timed
             for n in names:
@@ -195,13 +212,23 @@ def evaluate(data: str | Path, scribbles: str, split: str | None = None, limit: 
             if curve:
                 nocs[n].append(_noc(runners[n], image, scr, gt, C, mask, sim_cfg))
         per_image.append(row)
+        if row[names[0]] is None or np.isnan(row[names[0]]):  # no scored pixel (an all-ignore mask): in no mean
+            unscored.append(iid)
         if log and (k + 1) % 10 == 0:
             log(f"  {k + 1}/{len(ids)} " + "  ".join(f"{n}={meters[n].miou:.3f}" for n in names))
     if not per_image:
         raise UsageError(f"{ds.name}: none of the {len(ids)} images has a stroke in scribble set '{scribbles}'.")
+    if skipped:
+        log_note(f"{len(skipped)} image(s) have no strokes in scribble set '{scribbles}', left out: "
+                 f"{name_list(skipped, 5)}")
+    if unscored:
+        log_note(f"{len(unscored)} image(s) have no scored pixel in their mask (all ignore), so no score: "
+                 f"{name_list(unscored, 5)}")
     note_unseen_classes(meters[names[0]], ds.classes, ds.name)
     report = {"task": "pseudo", "dataset": ds.name, "scribbles": scribbles, "split": split,
-              "n_images": len(per_image), "skipped_no_scribbles": skipped, "default": DEFAULT_METHOD,
+              "n_images": len(per_image), "skipped_no_scribbles": len(skipped), "unscored": len(unscored),
+              "default": DEFAULT_METHOD,
+              "background": background,
               "methods": {}, "per_image": per_image}
     for n in names:
         t = np.array(times[n]) if times[n] else np.array([np.nan])

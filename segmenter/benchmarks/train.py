@@ -174,9 +174,12 @@ def build_samples(ds, ids, supervision, labeled_fraction, no_unlabeled, seed, ta
     if missing:
         raise UsageError(f"{ds.name}: no scribble set {', '.join(repr(m) for m in missing)} (known: "
                          f"{', '.join(ds.scribble_sets()) or 'none'}, or simulated[:SEED]).")
-    samples, tag_jobs = [], []
+    samples, tag_jobs, maskless = [], [], []
     for i, iid in enumerate(ids):
         kind = kinds[i]
+        if kind is not None and kind[0] not in ("unlabeled", "scribbles") and not ds.has_mask(iid):
+            maskless.append(iid)  # nothing to make its labels from: it trains as an unlabeled image
+            kind = None
         if kind is None or kind[0] == "unlabeled":
             if no_unlabeled:
                 continue
@@ -204,6 +207,14 @@ def build_samples(ds, ids, supervision, labeled_fraction, no_unlabeled, seed, ta
             tags = {c: ("present" if present[c] else "absent") for c in range(C)}
             samples.append(Sample(img, name=iid, tags=tags))
             tag_jobs.append(len(samples) - 1)
+    if maskless:
+        import sys
+
+        from annotations.importer import name_list
+
+        print(f"note: {len(maskless)} training image(s) have no mask in masks/ to make their "
+              f"{supervision} labels from, so they train as unlabeled images"
+              f"{'' if not no_unlabeled else ' (left out: --no-unlabeled)'}: {name_list(maskless, 5)}", file=sys.stderr)
     if tag_jobs:
         _add_cam_pseudo_masks(samples, tag_jobs, C, tag_config)
     return samples

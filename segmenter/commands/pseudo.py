@@ -59,7 +59,7 @@ def pseudo_project(project, method: str | None = None, image_ids=None, layer: st
         except ImageError:  # its file is missing or damaged: the others go on, the caller names it
             unreadable.append(iid)
             continue
-        res = m(image, scr, project.num_classes)
+        res = m(image, scr, project.num_classes, background=project.background_index)
         project.save_mask(iid, res.mask, "pseudo", source=m.name, confidence=res.confidence)
         written.append(iid)
         if log:

@@ -73,14 +73,16 @@ def make_pseudo_mask(image, scribbles, num_classes: int, method: str | None = No
 
 
 def preview(image, scribbles, num_classes: int, method: str | None = None, prior=None, colors=None,
-            alpha: float = 0.5, prediction=None, prediction_confidence=None, max_side: int | None = None):
+            alpha: float = 0.5, prediction=None, prediction_confidence=None, max_side: int | None = None,
+            background: int = 0):
     """Live preview for the app: ``(PseudoResult, overlay)``; see :func:`segmenter.preview.preview`
     (``prediction``: the image's predicted mask, which the strokes then correct; ``max_side``:
     compute a large image at most this long side, for display)."""
     from segmenter.preview import preview as _preview
 
     return _preview(image, scribbles, num_classes, method=method, prior=prior, colors=colors, alpha=alpha,
-                    prediction=prediction, prediction_confidence=prediction_confidence, max_side=max_side)
+                    prediction=prediction, prediction_confidence=prediction_confidence, max_side=max_side,
+                    background=background)
 
 
 __all__ = ["DEFAULT_METHOD", "BaseConfig", "PseudoLabeler", "PseudoResult", "UnknownMethodError",

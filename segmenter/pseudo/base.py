@@ -115,10 +115,16 @@ class PseudoLabeler(ABC):
 
     # -- the template ---------------------------------------------------------------------------
     def __call__(self, image: np.ndarray, scribbles: np.ndarray, num_classes: int,
-                 prior: np.ndarray | None = None) -> PseudoResult:
+                 prior: np.ndarray | None = None, background: int = 0) -> PseudoResult:
         """Pseudo-mask of ``image`` ((H, W) or (H, W, 3) uint8) from ``scribbles`` ((H, W) uint8,
-        255 = none) for ``num_classes`` classes, optionally blending ``prior`` ((C, H, W) float32)."""
+        255 = none) for ``num_classes`` classes, optionally blending ``prior`` ((C, H, W) float32).
+        ``background``: the background class (the image border in the foreground-only rule, the
+        "probably background" start of a binary image); 0 unless a dataset lists it elsewhere."""
         F.check_inputs(image, scribbles, num_classes)
+        if background != 0:
+            if not 0 < int(background) < num_classes:
+                raise ValueError(f"background must be a class index below {num_classes}, got {background}")
+            return self._with_background(image, scribbles, num_classes, prior, int(background))
         image = np.ascontiguousarray(image)
         scribbles = np.ascontiguousarray(scribbles)
         image = F.drop_replicated_channels(image)
@@ -128,6 +134,17 @@ class PseudoLabeler(ABC):
             return self._single_class(prep, scribbles)
         probs = self.label(prep)
         return self.postprocess(prep, probs, image, scribbles, prior)
+
+    def _with_background(self, image, scribbles, num_classes: int, prior, b: int) -> PseudoResult:
+        """The result for background class ``b``: classes 0 and ``b`` swap places on the way in and
+        back on the way out, so every rule written for a background 0 holds for ``b``."""
+        lut = np.arange(256, dtype=np.uint8)
+        lut[0], lut[b] = b, 0
+        order = np.arange(num_classes)
+        order[0], order[b] = b, 0
+        swapped_prior = None if prior is None else np.asarray(prior)[order]
+        r = self(image, lut[np.asarray(scribbles)], num_classes, prior=swapped_prior)
+        return PseudoResult(probs=np.ascontiguousarray(r.probs[order]), mask=lut[r.mask], confidence=r.confidence)
 
     def prepare(self, image: np.ndarray, scribbles: np.ndarray, num_classes: int,
                 prior: np.ndarray | None) -> Prepared:

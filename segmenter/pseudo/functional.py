@@ -86,8 +86,8 @@ def border_proximity(shape: tuple[int, int], band: float) -> np.ndarray:
     return np.exp(-d / max(band * max(h, w), 1e-6)).astype(np.float32)
 
 
-def add_border_background(scribbles: np.ndarray, width: int = 2) -> np.ndarray:
-    """Foreground-only rule: mark the unscribbled image border as class 0 (background).
+def add_border_background(scribbles: np.ndarray, width: int = 2, background: int = 0) -> np.ndarray:
+    """Foreground-only rule: mark the unscribbled image border as class ``background`` (0).
 
     Returns a new ``(H, W)`` uint8 map; pixels already scribbled keep their class. Used when the
     scribbles hold exactly one class and it is not 0 (e.g. a binary image with foreground strokes
@@ -95,7 +95,7 @@ def add_border_background(scribbles: np.ndarray, width: int = 2) -> np.ndarray:
     """
     out = scribbles.copy()
     band = border_band(scribbles.shape, width) & (out == NONE)
-    out[band] = 0
+    out[band] = background
     return out
 
 
