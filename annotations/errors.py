@@ -48,3 +48,16 @@ class ClassInUseError(AnnotationError):
 
 class ProjectError(AnnotationError):
     """The project folder or database is missing, unreadable or of a newer schema."""
+
+
+def database_busy(err: BaseException) -> str | None:
+    """A sentence for SQLite's "database is locked" (another program held the project's database
+    for longer than the 30 s a write waits), else ``None`` (another failure)."""
+    import sqlite3
+
+    text = str(err).lower()
+    if isinstance(err, sqlite3.OperationalError) and ("locked" in text or "busy" in text):
+        return ("the project's database is busy: another program has been writing to it for 30 s (a long "
+                "command, a sqlite3 shell or backup tool holding it, a command stopped with Ctrl+Z); nothing "
+                "was written. Try again when it is done.")
+    return None

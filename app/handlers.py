@@ -410,12 +410,13 @@ def load_message(project: Project, token: str, image_id: int | None) -> dict:
     nonce = uuid.uuid4().hex[:8]
     if image_id is None:
         return {"type": "empty", "nonce": nonce, "project": token, "root": str(project.root), "classes": class_list(project),
-                "message": "No image. Add images in the Project panel."}
+                "class_epoch": project.class_epoch, "message": "No image. Add images in the Project panel."}
     info = project.image_info(image_id)
     try:
         img = project.load_image(image_id)
     except AnnotationError as e:  # the file was deleted or damaged outside the tool
         return {"type": "empty", "nonce": nonce, "project": token, "root": str(project.root), "classes": class_list(project),
+                "class_epoch": project.class_epoch,
                 # Project.load_image names the file and the problem, then the command-line remedy
                 "message": f"{info.name} cannot be shown: {str(e).split(': ', 1)[-1].split('. Put ', 1)[0]}. "
                            "Its annotations are kept; put the image file back, remove the image from the "
@@ -425,7 +426,8 @@ def load_message(project: Project, token: str, image_id: int | None) -> dict:
     return {
         "type": "load", "nonce": nonce, "project": token, "root": str(project.root), "image_id": info.id, "name": info.name,
         "position": position_text(project, info.id), "width": info.width, "height": info.height,
-        "image": canvas.image_data_url(img), "classes": class_list(project), "layer": "scribbles",
+        "image": canvas.image_data_url(img), "classes": class_list(project), "class_epoch": project.class_epoch,
+        "layer": "scribbles",
         "labels": canvas.rle_encode(scr) if scr is not None else None,
         "version": project.scribble_version(image_id), "tags": tags_of(project, image_id),
         "overlay_kinds": kinds, "overlay_kind": default_overlay_kind(project, image_id),
@@ -645,7 +647,8 @@ def preview_result(project: Project, image_id: int, method: str | None = None,
         conf = project.confidence(image_id, pred.kind) if pred.kind == "predicted" else None
     t0 = time.perf_counter()
     result, _overlay = preview(img, scr, project.num_classes, method=method, colors=_colors(project),
-                               prediction=predicted, prediction_confidence=conf, max_side=max_side)
+                               prediction=predicted, prediction_confidence=conf, max_side=max_side,
+                               background=project.background_index)
     dt = time.perf_counter() - t0
     with _PREVIEW_LOCK:
         _PREVIEW_CACHE[key] = result
@@ -767,9 +770,9 @@ def accept_final(project: Project, image_id: int, kind: str, seen_final: int | N
     ``seen_final``: the final mask id the page knows (0 = none). When another window saved a final
     mask since, the accept is refused (:class:`StaleWriteError`) rather than replacing their work."""
     if seen_final is not None and kind != "final" and final_id(project, image_id) != int(seen_final):
-        raise StaleWriteError("someone saved a final mask for this image since this page showed it (another "
-                              "window); nothing was replaced. Look at the 'final' overlay, then accept again "
-                              "if the one shown should replace it.")
+        raise StaleWriteError("someone saved a final mask for this image since this page showed it (in another "
+                              "window or on the command line); nothing was replaced. Look at the 'final' overlay, "
+                              "then accept again if the one shown should replace it.")
     if kind == "preview":
         prior = preview_prior(project, image_id)  # what preview_result corrects with the strokes
         result, _ = preview_result(project, image_id)
@@ -858,6 +861,12 @@ def _guard(fn: Callable[[dict], dict]) -> Callable[[dict], dict]:
         except Exception as e:  # noqa: BLE001 - a message, never a stack trace, in the page
             import logging
 
+            from annotations.errors import database_busy
+
+            busy = database_busy(e)
+            if busy is not None:  # the page sends it again by itself, as when the server does not answer
+                return {"error": busy.replace("Try again when it is done.", "Your strokes are kept in the page "
+                                              "and sent again by themselves."), "retry": True}
             logging.getLogger("weakseg.app").exception("canvas request failed")
             return {"error": f"internal error ({type(e).__name__}: {e}); your strokes are kept in the page."}
 
@@ -884,14 +893,20 @@ def _check_page_classes(project: Project, payload: dict,
                         what: str = "these strokes were not saved (they are kept in this page)",
                         then: str = ", and draw them again") -> None:
     """Refuse a request from a page whose class list is out of date: a class was deleted (and maybe
-    another added, so the count is the same) or renamed since it loaded, in another window or on
-    the command line (classes only added since, at the end, move no index: fine). Its class numbers may now name other classes, so its strokes, mask edits and
-    tags would land on the wrong class (a page told of a change in its own window updates its list).
-    The page sends ``n_classes`` and ``class_names`` (its classes, in index order)."""
+    another added, so the count is the same) since it loaded, in another window or on the command
+    line. Its class numbers may now name other classes, so its strokes, mask edits and tags would
+    land on the wrong class (a page told of a change in its own window updates its list). The page
+    sends ``n_classes``, ``class_names`` (its classes, in index order) and ``class_epoch``
+    (:attr:`annotations.store.Project.class_epoch` when it loaded them): at the same epoch a class
+    renamed or added (at the end) since moves no number, and the request goes on; without an epoch
+    the names must match (classes added since: fine)."""
     n = payload.get("n_classes")
     names = payload.get("class_names")
     now = project.class_names
     stale = isinstance(n, int) and not isinstance(n, bool) and n > len(now)
+    epoch = payload.get("class_epoch")
+    if isinstance(epoch, int) and not isinstance(epoch, bool) and epoch == project.class_epoch and not stale:
+        return  # no class deleted or replaced since the page loaded: its numbers name the same classes (renamed, maybe)
     if isinstance(names, list):  # classes added since (at the end) move no index: fine
         stale = stale or [str(x) for x in names] != list(now)[:len(names)]
     if stale:
@@ -978,8 +993,9 @@ def canvas_tag(payload: dict) -> dict:
     """``{project, image_id, class_idx, state}`` -> ``{"tags": {idx: state}, "status"}``;
     ``{project, image_id, others: "absent"}`` tags every class this image has no tag for, and no
     stroke of, as absent (one click instead of one per class), except a background class 0
-    (:func:`background_class`: a region of every image). A class with strokes on the image is
-    not tagged absent (see :func:`segmenter.commands.tag.absent_refusal`)."""
+    (:func:`background_class`: a region of every image) and classes added since the page loaded
+    (it does not show them). A class with strokes on the image is not tagged absent (see
+    :func:`segmenter.commands.tag.absent_refusal`)."""
     from segmenter.commands.tag import absent_refusal
 
     project, image_id = _req(payload)
@@ -992,9 +1008,11 @@ def canvas_tag(payload: dict) -> dict:
                 drawn.update(int(v) for v in np.unique(scr[scr != IGNORE]))
         have = project.tags(image_id)
         bg = background_class(project)
+        names = payload.get("class_names")  # classes added since the page loaded: nobody looked for them
+        known = len(names) if isinstance(names, list) else project.num_classes
         with project.transaction():
             for c in project.classes():
-                if c.idx not in have and c.idx not in drawn and c.idx != bg:
+                if c.idx not in have and c.idx not in drawn and c.idx != bg and c.idx < known:
                     project.set_tag(image_id, c.idx, "absent")
         return {"tags": tags_of(project, image_id), "status": image_status(project, image_id)}
     try:
@@ -1026,9 +1044,13 @@ def canvas_mask_layer(payload: dict) -> dict:
 def canvas_accept(payload: dict) -> dict:
     """``{project, image_id, kind}`` -> ``{"message", "status"}``: the shown mask becomes final."""
     project, image_id = _req(payload)
+    _check_page_classes(project, payload, "nothing was accepted", ", and accept again")
     seen = payload.get("final_id")
-    msg = accept_final(project, image_id, str(payload.get("kind") or "preview"),
-                       seen_final=int(seen) if isinstance(seen, (int, float)) else None)
+    try:
+        msg = accept_final(project, image_id, str(payload.get("kind") or "preview"),
+                           seen_final=int(seen) if isinstance(seen, (int, float)) else None)
+    except StaleWriteError as e:  # a final mask saved elsewhere: the page shows it now (its 'final' overlay)
+        return {"error": str(e), "refresh": refresh_message(project, str(payload.get("project")), image_id)}
     return {"message": msg, "status": image_status(project, image_id), "final_id": final_id(project, image_id)}
 
 

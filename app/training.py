@@ -39,12 +39,19 @@ def validation_miou(project: Project, checkpoint: str, image_ids: list[int]) -> 
     from segmenter.metrics import MeanIoU
     from segmenter.predict import Predictor
 
+    from annotations.errors import ImageError, NotFoundError
+
     pred = Predictor.from_checkpoint(checkpoint, expected_classes=project.class_names, device="auto")
     meter = MeanIoU(project.num_classes)
     for i in image_ids:
-        p = pred.predict([project.load_image(i)])[0]
-        meter.add(p.mask, project.mask(i, "final"))
-    return float(meter.miou)
+        try:  # an image removed (or its final mask taken back) meanwhile, elsewhere: not scored
+            image, final = project.load_image(i), project.mask(i, "final")
+        except (NotFoundError, ImageError):
+            continue
+        if final is None:
+            continue
+        meter.add(pred.predict([image])[0].mask, final)
+    return float(meter.miou) if meter.scores else None
 
 
 def train_target(project: Project, epochs: int, size: int, batch_size: int = 8):
@@ -80,7 +87,7 @@ def train_target(project: Project, epochs: int, size: int, batch_size: int = 8):
             def on_epoch_end(self, p, metrics) -> None:
                 job.report(message=f"epoch {p.epoch + 1}/{p.epochs} done")
 
-        res = Trainer(data, mcfg, tcfg, callbacks=[Report()], cancel=job.cancel).fit()
+        res = Trainer(data, mcfg, tcfg, callbacks=[Report()], cancel=job.cancel, where="the app").fit()
         if res.stopped:
             return res.message or f"training stopped ({res.stopped})"
         val_ids, where = (held, "held-out final mask") if held else (final_ids, "final mask")
@@ -88,6 +95,9 @@ def train_target(project: Project, epochs: int, size: int, batch_size: int = 8):
         if val_ids and res.checkpoint:
             job.report(message=f"validating on {len(val_ids)} {where}…")
             miou = validation_miou(project, res.checkpoint, val_ids)
+            if miou is None:  # removed meanwhile (here or on the command line)
+                return (f"model {name}: {res.epochs_done} epoch(s) in {res.train_seconds:.0f} s, saved; no validation "
+                        f"mIoU: the images held out for it were removed (or their final masks) meanwhile.{left}")
             job.report(val_miou=miou)
             return (f"model {name}: {res.epochs_done} epoch(s) in {res.train_seconds:.0f} s; validation mIoU "
                     f"{miou:.3f} on {len(val_ids)} {where}.{left}")
@@ -129,6 +139,8 @@ def predict_target(project: Project):
             msg += (f" Skipped {len(summary.unreadable)} image(s) whose file is missing or unreadable "
                     f"({name_list(summary.unreadable, 5)}): "
                     "put the files back, or remove those images.")
+        if summary.removed:
+            msg += f" {len(summary.removed)} image(s) were removed from the project meanwhile: skipped."
         return msg
 
     return run
@@ -243,8 +255,9 @@ def shown_job(project: Project) -> dict | None:
 
 def watch_key(project: Project) -> tuple[str, bool]:
     """``(key, running)``: what the Train panel shows changes when the key does (a job started,
-    changed status, or a model was saved, in any tab or on the command line); cheap enough for
-    every tab to ask every few seconds (a dict lookup and a stat)."""
+    changed status, or a model was saved, in any tab or on the command line), and the image shown
+    when its last part does (a mask stored by the command line); cheap enough for every tab to ask
+    every few seconds (a dict lookup, a stat and one query that reads the newest mask rows)."""
     job = jobs.current_job(str(project.root))
     snap = job.snapshot() if job is not None else {}
     status = snap.get("status", "")
@@ -252,7 +265,15 @@ def watch_key(project: Project) -> tuple[str, bool]:
         models = os.stat(project.models_dir).st_mtime_ns
     except OSError:
         models = 0
-    return f"{snap.get('kind', '')}:{snap.get('started', '')}:{status}:{models}", status == "running"
+    stamp = project.masks_stamp(not_from="app:")  # masks not of the app's own pages (they know theirs)
+    return f"{snap.get('kind', '')}:{snap.get('started', '')}:{status}:{models}:{stamp}", status == "running"
+
+
+def masks_changed(seen: str, key: str) -> bool:
+    """Whether masks were stored between two :func:`watch_key` keys by other than the app's pages
+    (a ``predict``, ``accept`` or ``pseudo`` on the command line)."""
+    a, b = seen.split(":"), key.split(":")
+    return len(a) == len(b) == 5 and a[4] != b[4]
 
 
 def panel_html(project: Project) -> str:

@@ -158,7 +158,8 @@ def build_ui(project: Project) -> gr.Blocks:
                                 "final masks, which flatters it). "
                                 "Then predict the other images and review the most uncertain first.</span>")
                     with gr.Row():
-                        epochs = gr.Number(value=5, label="Epochs", elem_id="ws-epochs")
+                        # a text box: a number box turned "1,5" into 15 before the handler saw it
+                        epochs = gr.Textbox(value="5", label="Epochs", elem_id="ws-epochs", lines=1, max_lines=1)
                         size = gr.Dropdown(list(training.SIZES), value=128, label="Training size (px)",
                                            elem_id="ws-train-size")
                     with gr.Row():
@@ -244,6 +245,13 @@ def build_ui(project: Project) -> gr.Blocks:
                     value = name
             return handlers.class_rows(p), gr.update(choices=choices, value=value)
 
+        def watch_baseline(p: Project) -> str:
+            """What the watch compares with from the page's first look at project ``p`` (the project
+            as shown now): a change the command line makes before the watch's first tick is seen.
+            With a job running, none (the first tick follows the job, as it always did)."""
+            key, running = training.watch_key(p)
+            return "" if running else key
+
         def on_start(filt, seen, last):
             p, note = handlers.reopen_project(last, project)
             if note:  # e.g. the folder was deleted since: the startup project, and why
@@ -255,10 +263,12 @@ def build_ui(project: Project) -> gr.Blocks:
             formats = list_formats()
             return (tok, *show(tok, image_id, filt), handlers.project_line(p), *class_outputs(p),
                     gr.update(choices=formats, value="folder" if "folder" in formats else formats[0]),
-                    training.panel_html(p), handlers.next_class_color(p), handlers.remember_project(p, project))
+                    training.panel_html(p), handlers.next_class_color(p), handlers.remember_project(p, project),
+                    watch_baseline(p))
 
         listen(demo.load, on_start, [status_filter, last_seen, last_project],
-               [token] + shown + [project_md, class_table, class_pick, fmt, train_progress, new_color, last_project])
+               [token] + shown + [project_md, class_table, class_pick, fmt, train_progress, new_color, last_project,
+                                  watch_seen])
 
         def on_current(tok, cur, seen):
             return handlers.remember_image(handlers.project_for(tok), seen, cur)
@@ -315,7 +325,12 @@ def build_ui(project: Project) -> gr.Blocks:
 
         def on_train(tok, n_epochs, px):
             p = handlers.project_for(tok)
+            from segmenter.models import trainings_note
+
+            others = trainings_note(p.models_dir)  # e.g. a `train` on the command line
             training.start_training(p, epochs=training.epochs_from_page(n_epochs), size=int(px or 128))
+            if others:
+                warning(others[0].upper() + others[1:])
             return training.panel_html(p), gr.Timer(active=True)
 
         listen(train_btn.click, on_train, [token, epochs, size], [train_progress, timer])
@@ -364,7 +379,8 @@ def build_ui(project: Project) -> gr.Blocks:
                 key, running = training.watch_key(p)
                 if key == seen:
                     return nothing
-                ended = bool(seen) and not running and key.split(":")[:2] != seen.split(":")[:2]
+                ended = bool(seen) and not running and (key.split(":")[:2] != seen.split(":")[:2]
+                                                        or training.masks_changed(seen, key))
                 again = refresh(tok, cur, filt) if ended else (gr.skip(),) * len(shown)
                 return (training.panel_html(p), gr.Timer(active=True) if running else gr.skip(), key, *again)
             except Exception:  # noqa: BLE001 - a project gone, a restart: the next action says it
@@ -376,7 +392,7 @@ def build_ui(project: Project) -> gr.Blocks:
         # ---------------------------------------------------------------- classes
         def _classes_changed(tok, p: Project, message: str, keep=None, **extra):
             info(message)
-            msg = {"type": "classes", "project": tok, "classes": handlers.class_list(p),
+            msg = {"type": "classes", "project": tok, "classes": handlers.class_list(p), "class_epoch": p.class_epoch,
                    "nonce": uuid.uuid4().hex[:8], **extra}
             # a failed job's message about the old classes is out of date now (training.shown_job)
             return (*class_outputs(p, keep), json.dumps(msg), training.panel_html(p))
@@ -522,8 +538,10 @@ def build_ui(project: Project) -> gr.Blocks:
             p = handlers.open_project(path, classes_text)
             tok = handlers.register_project(p)
             return (tok, *show(tok, handlers.resume_image(p, seen), filt), handlers.project_line(p), *class_outputs(p),
-                    training.panel_html(p), handlers.next_class_color(p), handlers.remember_project(p, project))
+                    training.panel_html(p), handlers.next_class_color(p), handlers.remember_project(p, project),
+                    watch_baseline(p))
 
         listen(open_btn.click, on_open, [proj_path, proj_classes, status_filter, last_seen],
-               [token] + shown + [project_md, class_table, class_pick, train_progress, new_color, last_project])
+               [token] + shown + [project_md, class_table, class_pick, train_progress, new_color, last_project,
+                                  watch_seen])
     return demo

@@ -14,9 +14,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import pkgutil
+import sqlite3
 import sys
 
-from annotations.errors import AnnotationError
+from annotations.errors import AnnotationError, database_busy
 
 
 class UsageError(AnnotationError):
@@ -56,5 +57,11 @@ def main(argv: list[str] | None = None) -> int:
     except AnnotationError as e:  # includes SegmenterError and UsageError
         msg = " ".join(str(e).split())
         print(f"error: {msg}", file=sys.stderr)
+        return 2
+    except sqlite3.OperationalError as e:  # another program held the project's database too long
+        busy = database_busy(e)
+        if busy is None:
+            raise
+        print(f"error: {busy}", file=sys.stderr)
         return 2
     return int(rc or 0)

@@ -430,3 +430,75 @@ def delete_model(path: str | Path) -> int:
             freed += p.stat().st_size
             p.unlink()
     return freed
+
+
+# ----------------------------------------------------------------------------- trainings under way
+#: ``models/.training-<name>.lock``: a training of this project is under way (the command line's
+#: or the app's), so another one started meanwhile is told (both share the machine).
+TRAINING_MARK = ".training-{}.lock"
+
+
+def mark_training(checkpoint: str | Path, where: str) -> Path | None:
+    """Record that a training writing ``checkpoint`` runs in this process (``where``: "the command
+    line", "the app"); the path to hand to :func:`unmark_training`, ``None`` when it cannot be written."""
+    import os
+    import socket
+
+    wpath, _ = checkpoint_paths(checkpoint)
+    mark = wpath.parent / TRAINING_MARK.format(wpath.stem)
+    try:
+        wpath.parent.mkdir(parents=True, exist_ok=True)
+        mark.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "model": wpath.stem,
+                                    "where": where, "started": time.strftime("%H:%M")}))
+    except OSError:
+        return None
+    return mark
+
+
+def unmark_training(mark: Path | None) -> None:
+    if mark is not None:
+        try:
+            mark.unlink()
+        except OSError:
+            pass
+
+
+def trainings_running(folder: str | Path) -> list[dict]:
+    """The trainings of other processes under way in ``folder`` (:func:`mark_training`), each
+    ``{"model", "where", "started"}``; the marks of processes that ended without removing theirs
+    (killed) are removed."""
+    import os
+    import socket
+
+    out = []
+    d = Path(folder)
+    for mark in sorted(d.glob(TRAINING_MARK.format("*"))) if d.is_dir() else []:
+        try:
+            doc = json.loads(mark.read_text())
+            pid = int(doc["pid"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if pid == os.getpid():
+            continue
+        if doc.get("host") == socket.gethostname():
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:  # ended without removing its mark
+                unmark_training(mark)
+                continue
+            except OSError:  # alive, another user's
+                pass
+        out.append({"model": str(doc.get("model", "")), "where": str(doc.get("where", "")),
+                    "started": str(doc.get("started", ""))})
+    return out
+
+
+def trainings_note(folder: str | Path) -> str:
+    """A sentence naming the other trainings under way in ``folder`` (``""``: none)."""
+    runs = trainings_running(folder)
+    if not runs:
+        return ""
+    what = "; ".join(f"model {r['model']} from {r['where'] or 'another process'}"
+                     + (f", since {r['started']}" if r["started"] else "") for r in runs)
+    return (f"another training of this project is under way ({what}): both share the machine, so each "
+            "takes longer.")

@@ -207,6 +207,8 @@ class PredictSummary:
     #: with the remedy (:meth:`annotations.store.Project.files_note`)
     unreadable: list = field(default_factory=list)
     unreadable_note: str = ""
+    #: ids of the images removed from the project while the run went on (skipped)
+    removed: list = field(default_factory=list)
 
     def lines(self, limit: int = 10) -> list[str]:
         """The summary: ``limit`` (``--top``) most uncertain images (0: none listed); the images
@@ -228,6 +230,10 @@ class PredictSummary:
             out += [f"  {name}  uncertainty {u:.3f}" for _, name, u in self.predicted[:limit]]
         if self.unreadable_note:
             out.append(self.unreadable_note)
+        if self.removed:
+            out.append(f"{len(self.removed)} image(s) were removed from the project while this ran (ids "
+                       f"{', '.join(map(str, self.removed[:names]))}{' …' if len(self.removed) > names else ''}): "
+                       "skipped")
         return out
 
 
@@ -324,10 +330,7 @@ def predict_project(project, model: str | None = None, image_ids=None, *, device
     Images whose file is missing or unreadable are skipped (``PredictSummary.unreadable``); when
     none can be read, :class:`~annotations.errors.ImageError` names them and the remedy.
     ``callback(done, total)`` is called after each batch (``done`` counts the skipped images too)."""
-    from annotations.errors import ImageError
-
-    from .preview import correct_prediction, without_absent
-    from .pseudo import DEFAULT_METHOD, get_method
+    from annotations.errors import ImageError, NotFoundError
 
     if batch_size < 1:
         raise SegmenterError(f"the batch size must be at least 1, got {batch_size}.")
@@ -344,6 +347,7 @@ def predict_project(project, model: str | None = None, image_ids=None, *, device
     from_strokes: list = []
     from_tags: list = []
     unreadable: list = []
+    removed: list = []  # removed from the project meanwhile (another window, the command line)
     for s in range(0, len(ids), batch_size):
         if cancel is not None and cancel.is_set():
             break
@@ -352,53 +356,69 @@ def predict_project(project, model: str | None = None, image_ids=None, *, device
             try:
                 images.append(project.load_image(i))
                 chunk.append(i)
+            except NotFoundError:
+                removed.append(i)
             except ImageError:  # its file is missing or damaged: the others go on, the summary names it
                 unreadable.append(project.image_info(i))
         if not chunk:  # no file of this batch can be read
             if callback is not None:
-                callback(len(done) + len(unreadable), len(ids))
+                callback(len(done) + len(unreadable) + len(removed), len(ids))
             continue
         absent = [[c for c, st in project.tags(i).items() if st == "absent"] for i in chunk]
         for i, im, ab, p in zip(chunk, images, absent, pred.predict(images, absent=absent)):
-            mask, conf, src, unc = p.mask, p.confidence, source, p.uncertainty
-            name = project.image_info(i).name
-            scr = project.scribbles(i, layer=layer) if scribbles else None
-            if scr is not None:
-                scr = without_absent(scr, ab)
-            if scr is not None and (scr != 255).any():
-                # the strokes the model trained on: those drawn before it was saved
-                trained = scr if saved is None else project.scribbles_at(i, saved, layer=layer)
-                trained = None if trained is None else without_absent(trained, ab)
-                err = distrusted_on(mask, trained, scr, pred.cfg.num_classes)
-                if err is not None:  # an early model: the strokes lead, as in the live preview before it
-                    r = get_method(None)(im, scr, pred.cfg.num_classes)
-                    src = f"{DEFAULT_METHOD}(strokes; {source} contradicts {err:.0%} of them)"
-                    from_strokes.append(name)
-                    # the mask is the strokes', so is its uncertainty (the model's sent a reviewer to it first)
-                    unc = image_uncertainty(r.probs)[0]
-                else:
-                    r = correct_prediction(im, scr, mask, pred.cfg.num_classes, conf)
-                    src = f"{source}+{DEFAULT_METHOD}(strokes)"
-                mask, conf = r.mask, r.confidence
-            elif scribbles and (info := project.mask_info(i, "pseudo")) and info.source.startswith("tags:"):
-                tags_mask = project.mask(i, "pseudo")
-                missed = missed_tagged(mask, project.tags(i), tags_mask, pred.cfg.num_classes)
-                if missed:  # the model dropped a tagged class: the tags' own mask leads
-                    names = ", ".join(project.class_names[c] for c in missed)
-                    tags_conf = project.confidence(i, "pseudo")
-                    lab = tags_mask != 255
-                    mask = np.where(lab, tags_mask, mask)
-                    if tags_conf is not None:
-                        conf = np.where(lab, tags_conf, conf).astype(np.float32)
-                    src = f"{info.source}({source} misses {names})"
-                    from_tags.append(name)
-            project.save_mask(i, mask, "predicted", source=src, model_version=version,
-                              confidence=conf, uncertainty=unc)
-            done.append((i, name, unc))
+            try:
+                done.append(_store_prediction(project, i, im, ab, p, pred, source, version, saved, layer,
+                                              scribbles, from_strokes, from_tags))
+            except NotFoundError:
+                removed.append(i)
         if callback is not None:
-            callback(len(done) + len(unreadable), len(ids))
+            callback(len(done) + len(unreadable) + len(removed), len(ids))
     if unreadable and not done and not (cancel is not None and cancel.is_set()):
         raise ImageError("no mask was predicted; " + project.files_note(unreadable, "skipped"))
     done.sort(key=lambda t: -t[2])
     note = project.files_note(unreadable, "skipped") if unreadable else ""
-    return PredictSummary(version, done, from_strokes, from_tags, [im.name for im in unreadable], note)
+    return PredictSummary(version, done, from_strokes, from_tags, [im.name for im in unreadable], note, removed)
+
+
+def _store_prediction(project, i, im, ab, p, pred, source, version, saved, layer, scribbles, from_strokes,
+                      from_tags) -> tuple:
+    """Store image ``i``'s prediction ``p`` (corrected by its strokes, or its strokes' or tags' own
+    mask where the model is not to be trusted, see :func:`predict_project`); ``(id, name, uncertainty)``."""
+    from .preview import correct_prediction, without_absent
+    from .pseudo import DEFAULT_METHOD, get_method
+
+    mask, conf, src, unc = p.mask, p.confidence, source, p.uncertainty
+    name = project.image_info(i).name
+    scr = project.scribbles(i, layer=layer) if scribbles else None
+    if scr is not None:
+        scr = without_absent(scr, ab)
+    if scr is not None and (scr != 255).any():
+        # the strokes the model trained on: those drawn before it was saved
+        trained = scr if saved is None else project.scribbles_at(i, saved, layer=layer)
+        trained = None if trained is None else without_absent(trained, ab)
+        err = distrusted_on(mask, trained, scr, pred.cfg.num_classes)
+        if err is not None:  # an early model: the strokes lead, as in the live preview before it
+            r = get_method(None)(im, scr, pred.cfg.num_classes)
+            src = f"{DEFAULT_METHOD}(strokes; {source} contradicts {err:.0%} of them)"
+            from_strokes.append(name)
+            # the mask is the strokes', so is its uncertainty (the model's sent a reviewer to it first)
+            unc = image_uncertainty(r.probs)[0]
+        else:
+            r = correct_prediction(im, scr, mask, pred.cfg.num_classes, conf)
+            src = f"{source}+{DEFAULT_METHOD}(strokes)"
+        mask, conf = r.mask, r.confidence
+    elif scribbles and (info := project.mask_info(i, "pseudo")) and info.source.startswith("tags:"):
+        tags_mask = project.mask(i, "pseudo")
+        missed = missed_tagged(mask, project.tags(i), tags_mask, pred.cfg.num_classes)
+        if missed:  # the model dropped a tagged class: the tags' own mask leads
+            names = ", ".join(project.class_names[c] for c in missed)
+            tags_conf = project.confidence(i, "pseudo")
+            lab = tags_mask != 255
+            mask = np.where(lab, tags_mask, mask)
+            if tags_conf is not None:
+                conf = np.where(lab, tags_conf, conf).astype(np.float32)
+            src = f"{info.source}({source} misses {names})"
+            from_tags.append(name)
+    project.save_mask(i, mask, "predicted", source=src, model_version=version,
+                      confidence=conf, uncertainty=unc)
+    return i, name, unc

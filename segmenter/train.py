@@ -50,7 +50,7 @@ import numpy as np
 from . import ddp
 from .data import COARSE, FULL, IGNORE, PSEUDO, SCRIBBLES, TAGS, Augmenter, TrainSet, images_to_tensor, normalize, photometric
 from .errors import CheckpointError, SegmenterError, TrainingStopped
-from .models import ModelConfig, create_model, load_checkpoint, save_checkpoint
+from .models import ModelConfig, create_model, load_checkpoint, mark_training, save_checkpoint, unmark_training
 
 SEMI_METHODS = ("self_training", "mean_teacher", "none")
 
@@ -251,12 +251,14 @@ class Trainer:
     """Trains an smp model on a :class:`TrainSet`; see the module docstring."""
 
     def __init__(self, data: TrainSet, model_config: ModelConfig, config: TrainConfig | None = None,
-                 callbacks=(), cancel=None):
+                 callbacks=(), cancel=None, where: str = "the command line"):
         self.data = data
         self.mcfg = model_config
         self.cfg = config or TrainConfig()
         self.callbacks = list(callbacks)
         self.cancel = cancel
+        #: who runs it, for another training started meanwhile (:func:`segmenter.models.trainings_note`)
+        self.where = where
         if model_config.num_classes != data.num_classes:
             raise SegmenterError(f"the model has {model_config.num_classes} classes, the data {data.num_classes}.")
         if model_config.size != data.size or model_config.in_channels != data.channels:
@@ -463,6 +465,7 @@ class Trainer:
         t_start = time.perf_counter()
         self.dist = ddp.setup(cfg.device)
         self.device = ddp.device_for(self.dist, cfg.device)
+        mark = mark_training(cfg.checkpoint, self.where) if cfg.checkpoint and self.dist.is_main else None
         try:
             torch.manual_seed(cfg.seed)
             if self.device.startswith("cuda"):
@@ -708,6 +711,7 @@ class Trainer:
             self._emit("on_end", result)
             return result
         finally:
+            unmark_training(mark)
             ddp.cleanup(self.dist)
 
 

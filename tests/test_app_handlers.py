@@ -307,6 +307,8 @@ def test_two_windows_on_one_final_mask_keep_each_others_work(project, token):
     r = handlers.canvas_accept({"project": token, "image_id": iid, "kind": "preview", "final_id": seen_by_a})
     assert "someone saved a final mask" in r["error"]
     assert (project.mask(iid, "final") == final).all()
+    # ... and the page is told which final mask is there now (it was refused in a loop, bug hunt 47 #5)
+    assert r["refresh"]["final_id"] == handlers.final_id(project, iid) and "final" in r["refresh"]["overlay_kinds"]
 
 
 def test_a_missing_image_file_is_said_and_does_not_block(project, token, tmp_path):
@@ -380,6 +382,43 @@ def test_an_undo_from_a_stale_page_keeps_the_pixels_another_window_drew_over_its
                                "version": ra["version"]})
     assert "error" not in r2 and (project.scribbles(iid)[5:60, 30:34] == 0).all()
     assert r["version"] >= 3
+
+def test_a_class_renamed_elsewhere_moves_no_number_so_the_page_goes_on(tmp_path):
+    """A class renamed on the command line or in another tab: the page's saves were refused as from
+    a stale class list (and its reload dropped the renamed class's strokes); Accept then stored a
+    final mask without them; "Others absent" tagged a class added since that the page never showed
+    (bug hunt 47, #1, #2, #6). The class epoch (changed by a delete, not by a rename or an add)
+    tells a rename from a delete."""
+    p = Project.create(tmp_path / "p", classes=["background", "horse"])
+    iid = p.add_image(encode_image_png(make_disc_image(64, seed=0)[0]), name="a.png").id
+    tok = handlers.register_project(p)
+    epoch = p.class_epoch
+    page = {"project": tok, "image_id": iid, "n_classes": 2, "class_names": ["background", "horse"],
+            "class_epoch": epoch}
+    scr = np.full((64, 64), 255, np.uint8)
+    scr[5:10, 5:20] = 1
+    scr[40:45, 5:20] = 0
+    handlers.rename_class(p, "horse", "pony")
+    handlers.add_class(p, "rider")
+    assert p.class_epoch == epoch  # neither moved a number
+    r = handlers.canvas_save({**page, "labels": canvas.rle_encode(scr), "version": 0})
+    assert "error" not in r, r
+    np.testing.assert_array_equal(p.scribbles(iid), scr)
+    r = handlers.canvas_tag({**page, "others": "absent"})
+    assert "error" not in r and p.tags(iid) == {}  # rider: added after the page loaded, never shown there
+    r = handlers.canvas_accept({**page, "kind": "preview", "final_id": 0})
+    assert "error" not in r and p.mask_info(iid, "final") is not None
+    handlers.delete_class(p, "rider")  # a delete moves numbers: the old epoch is refused again ...
+    assert p.class_epoch != epoch
+    r = handlers.canvas_save({**page, "labels": canvas.rle_encode(scr), "version": p.scribble_version(iid)})
+    assert "the classes were changed in another window" in r["error"]
+    r = handlers.canvas_accept({**page, "kind": "preview", "final_id": handlers.final_id(p, iid)})
+    assert "nothing was accepted" in r["error"]
+    fresh = {**page, "class_names": p.class_names, "class_epoch": p.class_epoch}  # ... a reloaded page goes on
+    assert "error" not in handlers.canvas_save({**fresh, "labels": canvas.rle_encode(scr),
+                                                "version": p.scribble_version(iid)})
+    p.close()
+
 
 
 def test_a_page_with_a_stale_class_list_of_the_same_length_is_refused(project, token):
@@ -652,10 +691,11 @@ def test_preview_corrects_the_prediction(project, token, monkeypatch):
     real = handlers.preview_function()
 
     def spy(image, scribbles, num_classes, method=None, prior=None, colors=None, alpha=0.5, prediction=None,
-            prediction_confidence=None, max_side=None):
+            prediction_confidence=None, max_side=None, background=0):
         seen["prediction"], seen["confidence"] = prediction, prediction_confidence
         return real(image, scribbles, num_classes, method=method, prior=prior, colors=colors,
-                    prediction=prediction, prediction_confidence=prediction_confidence, max_side=max_side)
+                    prediction=prediction, prediction_confidence=prediction_confidence, max_side=max_side,
+                    background=background)
 
     monkeypatch.setattr(handlers, "preview_function", lambda: spy)
     handlers.canvas_save({"project": token, "image_id": iid, "labels": canvas.rle_encode(scr), "version": 0})
@@ -1432,3 +1472,35 @@ def test_an_uploaded_nifti_volume_becomes_its_slices(project, tmp_path):
     msg = handlers.add_uploads(project, [str(bad)])
     assert msg.startswith("Added 0 image(s).") and "broken.nii.gz" in msg and "Traceback" not in msg
     assert len(project.image_ids()) == before + 4
+
+
+def test_a_busy_database_is_a_sentence_and_the_page_sends_the_strokes_again(tmp_path, monkeypatch, capsys):
+    """Another program holding project.db past the 30 s a write waits: the command line printed a
+    traceback, the page "internal error (OperationalError: database is locked)" and never sent the
+    strokes again (bug hunt 47, #7). Both now say what happened in one sentence; the page's answer
+    asks it to send them again by itself."""
+    import sqlite3
+
+    from segmenter.cli import main
+
+    p = Project.create(tmp_path / "p", classes=["background", "object"])
+    iid = p.add_image(encode_image_png(make_disc_image(64, seed=0)[0]), name="a.png").id
+    tok = handlers.register_project(p)
+
+    def locked(*a, **k):
+        raise sqlite3.OperationalError("database is locked")
+
+    monkeypatch.setattr(Project, "save_scribbles", locked)
+    monkeypatch.setattr(Project, "set_tag", locked)
+    scr = np.full((64, 64), 255, np.uint8)
+    scr[5:10, 5:20] = 1
+    r = handlers.canvas_save({"project": tok, "image_id": iid, "labels": canvas.rle_encode(scr), "version": 0})
+    assert r["retry"] is True and r["error"].startswith("the project's database is busy: another program")
+    assert "internal error" not in r["error"] and "sent again by themselves" in r["error"]
+    assert main(["tag", str(p.root), "a.png", "--present", "object"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: the project's database is busy") and "Traceback" not in err
+    monkeypatch.setattr(Project, "set_tag", lambda *a, **k: (_ for _ in ()).throw(sqlite3.OperationalError("no such table: tags")))
+    with pytest.raises(sqlite3.OperationalError):  # another database failure is not called busy
+        main(["tag", str(p.root), "a.png", "--present", "object"])
+    p.close()

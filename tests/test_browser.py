@@ -140,6 +140,14 @@ def stroke(pg, points) -> None:
     pg.mouse.up()
 
 
+def draw_saved(pg, cls: int, points) -> None:
+    """Pick class ``cls``, draw a stroke through ``points`` and wait until it is saved, with no error."""
+    pick_class(pg, cls)
+    stroke(pg, points)
+    wait_saved(pg)
+    assert not state(pg)["error"]
+
+
 def click_then_final(pg, selector: str, project_dir, image_id: int, expected: np.ndarray) -> None:
     """Click ``selector`` (e.g. the mask editor's Undo), wait for the save, and check the image's
     stored final mask is ``expected``."""
@@ -318,7 +326,7 @@ def test_undo_and_redo(page, project_dir):
 
 
 def test_train_one_epoch_and_predict(page, project_dir):
-    page.locator("#ws-epochs input").fill("1")
+    page.locator("#ws-epochs input, #ws-epochs textarea").first.fill("1")
     page.locator("#ws-train-size input").click()
     page.get_by_role("option", name="64", exact=True).click()
     page.click("#ws-train")
@@ -392,6 +400,13 @@ def test_errors_show_in_the_page(page):
     toast.first.wait_for()
     assert "Traceback" not in page.content()
     shot(page, "14-error-message")
+    # a decimal comma in the Epochs box is named, not read as 15 epochs (a number box did that)
+    page.locator("#ws-epochs input, #ws-epochs textarea").first.fill("1,5")
+    page.click("#ws-train")
+    page.locator(".toast-body, [data-testid='toast-body']").filter(
+        has_text="epochs must be a whole number from 1 to 1000, not '1,5'").first.wait_for()
+    assert "running" not in (page.locator("#ws-train-progress .ws-pbar").first.get_attribute("data-status") or "")
+    page.locator("#ws-epochs input, #ws-epochs textarea").first.fill("1")
     # a failing canvas request keeps the strokes and says so in the page
     page.evaluate("() => { const S = document.querySelector('#ws-canvas .ws-root')._ws; S.proj = S.doc.proj = 'gone'; }")
     before = state(page)
@@ -954,7 +969,7 @@ def test_keys_move_between_images_and_accept(browser, server, project_dir):
         assert "disc2.png" in pg.inner_text("#ws-title")
         pg.keyboard.press("p")
         pg.wait_for_function(f"() => document.querySelector('{ROOT}')._ws.id === {first}")
-        pg.locator("#ws-epochs input").first.press("n")  # a key typed in a box is not a command
+        pg.locator("#ws-epochs input, #ws-epochs textarea").first.press("n")  # a key typed in a box is not a command
         time.sleep(0.5)
         assert state(pg)["id"] == first
         pick_class(pg, 1)
@@ -1352,10 +1367,7 @@ def test_delete_a_class_after_a_confirmation(browser, server, tmp_path):
         r, g, b = (int(car[k:k + 2], 16) for k in (1, 3, 5))
         assert buttons[1][2] == f"rgb({r}, {g}, {b})"
         assert state(pg)["counts"] == {"1": 120}  # car's strokes are class 1 now, object's are gone
-        pick_class(pg, 1)
-        stroke(pg, [(0.3, 0.8), (0.7, 0.8)])
-        wait_saved(pg)
-        assert not state(pg)["error"]
+        draw_saved(pg, 1, [(0.3, 0.8), (0.7, 0.8)])
         with Project.open(root) as p:
             stored_map = p.scribbles(iid)
             assert p.class_names == ["background", "car"]
@@ -1414,7 +1426,7 @@ def test_a_job_started_in_one_tab_shows_in_the_other(browser, server, tmp_path):
         open_project(pb, root)
         bar = "#ws-train-progress .ws-pbar"
         assert pb.get_attribute(bar, "data-status") == "idle"
-        pa.locator("#ws-epochs input").fill("1")
+        pa.locator("#ws-epochs input, #ws-epochs textarea").first.fill("1")
         pa.locator("#ws-train-size input").click()
         pa.get_by_role("option", name="64", exact=True).click()
         pa.click("#ws-train")
@@ -1478,7 +1490,7 @@ def test_keys_still_work_after_a_toolbar_slider_was_used(browser, server):
         pg.wait_for_function(f"() => {{ const d = document.querySelector('{ROOT}')._ws.doc;"
                              f" return d.labels.filter((v) => v === 1).length === {before}; }}")
         wait_saved(pg)
-        pg.locator("#ws-epochs input").first.press("e")  # a key typed in a text box is still text
+        pg.locator("#ws-epochs input, #ws-epochs textarea").first.press("e")  # a key typed in a text box is still text
         assert state(pg)["tool"] == "class-1"
 
 
@@ -1652,3 +1664,38 @@ def test_ctrl_enter_with_no_overlay_and_a_stroke_of_a_class_tagged_absent(browse
         assert "object was tagged absent on this image" in pg.inner_text(f"{ROOT} .ws-status")
         assert pg.evaluate(f"() => document.querySelector('{ROOT}')._ws.tags['1']") == "present"
         assert stored(project_dir, iid)[2] == {1: "present"}
+
+
+def test_changes_made_on_the_command_line_reach_an_open_page(browser, server, tmp_path):
+    """Bug hunt 47: a class renamed on the command line made the page refuse every stroke as from a
+    stale class list (a rename moves no number); a final mask stored by the command line's
+    ``accept`` left the page without a Final overlay, its Accept refused in a loop. The page now
+    saves under the renamed class and, within a watch tick, shows the final mask made elsewhere."""
+    root = small_project(tmp_path / "cli", ["c0.png", "c1.png"], classes=("background", "object", "extra"))
+    with window(browser, server) as pg:
+        open_project(pg, root)
+        first = state(pg)["id"]
+        with Project.open(root) as p:  # another process's connection, as the command line's
+            p.rename_class("object", "disc")
+        draw_saved(pg, 1, [(0.45, 0.45), (0.55, 0.55)])
+        with Project.open(root) as p:
+            scr = p.scribbles(first)
+            assert scr is not None and (scr == 1).sum() == state(pg)["counts"]["1"]
+            mask = np.zeros((SIZE, SIZE), np.uint8)
+            mask[20:40, 20:40] = 1
+            p.save_mask(first, mask, "final", source="cli:accept(predicted m)")
+        pg.wait_for_function(f"() => document.querySelector('{ROOT}')._ws.overlayKinds.includes('final')",
+                             timeout=15_000)
+        assert "final" in pg.inner_text("#ws-image-list")
+        shot(pg, "38-cli-changes-reach-the-page")
+        # a class deleted elsewhere moves numbers: the stroke is refused, and Accept does not store a
+        # final mask without it (it did, from the stored strokes, and said it was accepted)
+        with Project.open(root) as p:
+            p.delete_class("extra", force=True)
+            finals = len(p.mask_history(first, "final"))
+        stroke(pg, [(0.3, 0.6), (0.4, 0.7)])
+        pg.wait_for_function(f"() => (document.querySelector('{ROOT}').dataset.error || '').includes('classes were changed')")
+        pg.click(f"{ROOT} .ws-accept")
+        pg.wait_for_function(f"() => (document.querySelector('{ROOT}').dataset.error || '').includes('Not accepted: your strokes')")
+        with Project.open(root) as p:
+            assert len(p.mask_history(first, "final")) == finals

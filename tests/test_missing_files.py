@@ -263,3 +263,35 @@ def test_a_file_resaved_with_other_bytes_but_the_same_picture_size_is_still_usab
     path.write_bytes(good)
     later(p, info)
     assert p.file_usable(info) and abs(path.stat().st_mtime - added) < 1e-3
+
+
+def test_an_image_removed_while_predict_runs_is_skipped_and_named(tmp_path):
+    """remove-image (the command line, another tab) while predict ran aborted the run at that image
+    with "no image with id N" and no summary; the app's validation after training failed the same
+    way (bug hunt 47, #8, #9). The image is now skipped and counted; the others are predicted."""
+    import torch
+
+    from app.training import validation_miou
+    from segmenter.models import ModelConfig, create_model, save_checkpoint
+    from segmenter.predict import predict_project
+
+    p = _project(tmp_path, n=4, strokes=False)
+    torch.manual_seed(0)
+    cfg = ModelConfig(classes=p.class_names, size=64)
+    ckpt = save_checkpoint(p.models_dir / "raw", create_model(cfg), cfg)
+    ids = p.image_ids()
+    gone = ids[2]
+
+    def cb(done, total):
+        if done == 1:  # after the first batch, another program removes the third image
+            p.delete_image(gone)
+
+    s = predict_project(p, image_ids=ids, device="cpu", batch_size=1, callback=cb)
+    missing = p.image_by_name("d1.png").id  # its file is gone (as in the other tests here)
+    assert sorted(i for i, _, _ in s.predicted) == sorted(i for i in ids if i not in (gone, missing))
+    assert s.removed == [gone] and s.unreadable == ["d1.png"]
+    assert any(f"1 image(s) were removed from the project while this ran (ids {gone})" in ln for ln in s.lines())
+    mask = np.zeros((p.image_info(ids[0]).height, p.image_info(ids[0]).width), np.uint8)
+    p.save_mask(ids[0], mask, "final", source="test")
+    assert validation_miou(p, str(ckpt), [ids[0], gone]) is not None  # the removed one is not scored
+    assert validation_miou(p, str(ckpt), [gone]) is None

@@ -115,3 +115,35 @@ def test_delete_checks_every_name_first_and_keep_spares_the_model_in_use(tmp_pat
     assert "no trained model in " in capsys.readouterr().out
     assert main(["models", str(p.root), "--keep", "-1"]) == 2
     assert "--keep must be a whole number >= 0" in capsys.readouterr().err
+
+
+def test_a_training_under_way_is_named_to_another_one(tmp_path, capsys):
+    """The app started a training while one ran from the command line, without a word (bug hunt
+    47, #10). A training marks itself in models/ while it runs; another one started meanwhile is
+    told (the mark of a process that died is cleared)."""
+    import subprocess
+    import sys
+
+    from segmenter.models import mark_training, trainings_note, trainings_running, unmark_training
+
+    folder = tmp_path / "models"
+    mine = mark_training(folder / "here", "the app")
+    assert trainings_running(folder) == []  # this process's own training is not another one
+    child = subprocess.Popen([sys.executable, "-c",
+                              "import sys, time; from segmenter.models import mark_training; "
+                              f"mark_training({str(folder / 'cli-run')!r}, 'the command line'); "
+                              "print('ok', flush=True); time.sleep(60)"],
+                             stdout=subprocess.PIPE, text=True, cwd=os.path.dirname(os.path.dirname(__file__)))
+    try:
+        assert child.stdout.readline().strip() == "ok"
+        runs = trainings_running(folder)
+        assert [(r["model"], r["where"]) for r in runs] == [("cli-run", "the command line")]
+        note = trainings_note(folder)
+        assert note.startswith("another training of this project is under way (model cli-run from the command "
+                               "line, since ") and note.endswith("each takes longer.")
+    finally:
+        child.kill()
+        child.wait()
+    assert trainings_running(folder) == [] and not (folder / ".training-cli-run.lock").exists()  # died: cleared
+    unmark_training(mine)
+    assert not mine.exists()

@@ -243,14 +243,18 @@ def test_cancel_stops_cleanly_and_keeps_the_last_checkpoint(tmp_path):
     data = TrainSet.build(disc_samples(8), 2, 64)
     stop = threading.Event()
 
+    ck = tmp_path / "c"
+    marks = []
+
     class CancelInEpoch2(TrainCallback):
         def on_step(self, p):
+            marks.append((tmp_path / ".training-c.lock").is_file())  # "under way", for another training
             if p.epoch == 1:
                 stop.set()
 
-    ck = tmp_path / "c"
     res = Trainer(data, mcfg(), small(epochs=4, checkpoint=str(ck)), callbacks=[CancelInEpoch2()], cancel=stop).fit()
     assert res.stopped == "cancelled" and "last good checkpoint" in res.message
+    assert marks and all(marks) and not (tmp_path / ".training-c.lock").exists()  # gone once it stopped
     assert res.epochs_done == 1 and res.steps == 3
     assert load_checkpoint(ck).state["epoch"] == 1
 

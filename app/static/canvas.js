@@ -110,7 +110,8 @@
     if (!k) return;
     try {
       localStorage.setItem(k, JSON.stringify({labels: rleEncode(d.labels), version: d.version, W: d.W, H: d.H,
-                                              classes: S.classes.map((c) => c.name), t: Date.now()}));
+                                              classes: S.classes.map((c) => c.name), epoch: S.classEpoch,
+                                              t: Date.now()}));
     } catch (e) { /* storage full or off: the page still holds them */ }
   }
   function unstash(d) {
@@ -131,11 +132,13 @@
                            'another image size and cannot be put back.');
       return false;
     }
-    // classes are matched by name: a class deleted (or added) since moves the numbers of the others
-    const map = kept.classes.map((n) => names.indexOf(n));
+    // no class deleted since (the same class epoch): the numbers hold, whatever was renamed; else
+    // classes are matched by name (a class deleted moved the numbers of the others)
+    const sameEpoch = kept.epoch !== undefined && kept.epoch === S.classEpoch && kept.classes.length <= names.length;
+    const map = kept.classes.map((n, i) => (sameEpoch ? i : names.indexOf(n)));
     const labels = rleDecode(kept.labels, d.W * d.H);
     let gone = 0;
-    if (kept.classes.length !== names.length || map.some((j, i) => j !== i)) {
+    if (map.some((j, i) => j !== i)) {
       for (let p = 0; p < labels.length; p++) {
         const v = labels[p];
         if (v === 255) continue;
@@ -355,7 +358,7 @@
   function pageClasses() {
     // what this page knows of the project's classes: the server refuses a save or a tag from a page
     // whose class numbers are out of date (a class deleted and another added elsewhere)
-    return {n_classes: S.classes.length, class_names: S.classes.map((c) => c.name)};
+    return {n_classes: S.classes.length, class_names: S.classes.map((c) => c.name), class_epoch: S.classEpoch};
   }
   async function call(name, payload, how) {
     // how (optional): gets .unanswered = true when the server gave no answer at all
@@ -372,6 +375,8 @@
     if (r && r.error) {
       showError(r.error);
       if (r.gone) forget(req.project, req.image_id, true);
+      if (r.retry && how) how.unanswered = true;  // the database was busy: sent again by itself, as unanswered
+      if (r.refresh) refresh(r.refresh);  // e.g. the final mask another window saved: its overlay, its id
       return null;
     }
     if (r === null || r === undefined || typeof r !== 'object') {
@@ -446,7 +451,9 @@
       d.dirty = true;  // keep the strokes; they go with the next save
       stash(d);  // and in the browser, should the page be reloaded meanwhile (or as a refusal asks)
       setStatus(how.unanswered ? 'Not saved: your strokes are kept in this page and will be saved with the next stroke.'
-        : 'Not saved: your strokes are kept in this page (and in this browser, should it reload); the message says why.');
+        : d.layer === 'mask'
+          ? 'Not saved: your mask edits are kept in this page, not if it reloads; the message says why.'
+          : 'Not saved: your strokes are kept in this page (and in this browser, should it reload); the message says why.');
       // no answer (the server is down or restarting): try again by itself until it answers
       if (how.unanswered && !d.retry) d.retry = setTimeout(() => { d.retry = null; flush(d); }, 3000);
       updateFlags();
@@ -685,9 +692,14 @@
       await waitSaved(d);
       await waitSaved(S.docs.mask);
       if (id !== S.id || proj !== S.proj) return;
+      if (d && (d.dirty || d.failed)) {  // the final mask would leave out the strokes the person sees
+        showError('Not accepted: your strokes on this image are not saved yet (their save was refused or got no ' +
+                  'answer), and the final mask would leave them out; accept again once they are saved.');
+        return;
+      }
       // the full-size mask is computed now (a large photo takes seconds): say so meanwhile
       setStatus('Accepting: computing the full-size mask\u2026');
-      r = await call('canvas_accept', {image_id: id, kind: S.overlayKind, final_id: S.finalId});
+      r = await call('canvas_accept', {image_id: id, kind: S.overlayKind, final_id: S.finalId, ...pageClasses()});
     } finally {
       S.accepting = false;
       delete root.dataset.accepting;
@@ -913,6 +925,7 @@
     S.proj = msg.project || S.proj;
     if (msg.project && msg.root) S.roots[msg.project] = msg.root;
     if (msg.type === 'classes' && msg.deleted != null) remapClasses(S.proj, msg.deleted);
+    if (msg.class_epoch !== undefined) S.classEpoch = msg.class_epoch;  // before setClasses: a stash is put back by it
     if (msg.classes) setClasses(msg.classes);
     if (msg.type === 'classes') {
       if (msg.refresh) refresh(msg.refresh);  // the tags and status as they are now

@@ -144,6 +144,11 @@ def cmd_train(args) -> int:
     if gone and os.environ.get("RANK", "0") == "0":  # once per run under torchrun
         print(f"note: {gone}", file=sys.stderr)
     note_other_layers(project, args.layer)  # other labels carry the run; say whose strokes it leaves out
+    from segmenter.models import trainings_note
+
+    others = trainings_note(project.models_dir)
+    if others and os.environ.get("RANK", "0") == "0":
+        print(f"note: {others}", file=sys.stderr)
     project.close() if hasattr(project, "close") else None
     callbacks = [] if args.quiet else [ProgressBar()]
     trainer = Trainer(data, mcfg, tcfg, callbacks=callbacks)
