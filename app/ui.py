@@ -179,7 +179,8 @@ def build_ui(project: Project) -> gr.Blocks:
                     watch_seen = gr.State("")
                 with gr.Accordion("Classes", open=False, elem_id="ws-classes-panel"):
                     class_table = gr.Dataframe(headers=["index", "name", "colour"], interactive=False,
-                                               elem_id="ws-class-table", label="Classes")
+                                               elem_id="ws-class-table", label="Classes",
+                                               column_widths=["22%", "50%", "28%"], wrap=True)
                     with gr.Row():
                         new_class = gr.Textbox(label="New class", placeholder="e.g. car", elem_id="ws-new-class")
                         new_color = gr.ColorPicker(label="Colour", value="#3cb44b", elem_id="ws-new-color")

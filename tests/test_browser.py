@@ -1699,3 +1699,19 @@ def test_changes_made_on_the_command_line_reach_an_open_page(browser, server, tm
         pg.wait_for_function(f"() => (document.querySelector('{ROOT}').dataset.error || '').includes('Not accepted: your strokes')")
         with Project.open(root) as p:
             assert len(p.mask_history(first, "final")) == finals
+
+
+def test_a_long_class_name_wraps_in_the_class_table(browser, server, tmp_path):
+    """A 64-character class name widened the class table past its panel: the colour column was out
+    of sight (bug hunt 45). The name now wraps inside fixed column widths."""
+    name = "averylongclassnamefortheleftventriclemyocardiumregionxxxxxxxxxxx"[:64]
+    root = small_project(tmp_path / "long", ["l0.png"], classes=("background", name))
+    with window(browser, server) as pg:
+        open_project(pg, root)
+        pg.click("#ws-classes-panel button:has-text('Classes')")
+        cell = pg.locator("#ws-class-table").get_by_text("#", exact=False).filter(has_text="#e").first
+        cell.wait_for()
+        table = pg.locator("#ws-class-table").bounding_box()
+        box = cell.bounding_box()
+        assert box["x"] + box["width"] <= table["x"] + table["width"] + 1, (box, table)
+        shot(pg, "39-long-class-name")
