@@ -274,3 +274,15 @@ def test_what_bench_pseudo_leaves_out_is_said(tmp_path, capsys):
     for bad in ("0", "-1"):
         assert bench_pseudo(root, tmp_path, "--limit", bad)[0] == 2
         assert f"--limit must be >= 1, got {bad}" in capsys.readouterr().err
+
+
+def test_large_images_are_reported_one_by_one(tmp_path, monkeypatch):
+    """The full-resolution baselines take minutes a 12-megapixel photo and progress came every 10
+    images: a run looked hung (bug hunt 46, #5). Large images are reported one by one, with times."""
+    from segmenter.benchmarks import pseudo as bp
+
+    monkeypatch.setattr(bp, "BIG_IMAGE_PIXELS", 48 * 48 - 1)
+    root = write_dataset(tmp_path / "d", n=3)
+    lines = []
+    bp.evaluate(root, "real", methods=["hybrid"], log=lines.append)
+    assert [ln.split()[0] for ln in lines] == ["1/3", "2/3", "3/3"] and "(im0, 48x48: hybrid " in lines[0]

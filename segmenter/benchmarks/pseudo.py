@@ -97,6 +97,12 @@ def random_walker_baseline(image: np.ndarray, scribbles: np.ndarray, num_classes
 
 
 # ----------------------------------------------------------------------------- the run
+#: Images larger than this are reported one by one (with each method's seconds): the baselines run
+#: at full resolution, as BENCHMARK.md fixes them, and take minutes on a 12-megapixel photo (the
+#: random walker 141 s at 1500 x 2000), so a run of such photos looked hung between its reports.
+BIG_IMAGE_PIXELS = 2_000_000
+
+
 def _make_runner(name: str, num_classes: int, background: int = 0):
     from segmenter.pseudo import get_method
 
@@ -214,8 +220,11 @@ def evaluate(data: str | Path, scribbles: str, split: str | None = None, limit: 
         per_image.append(row)
         if row[names[0]] is None or np.isnan(row[names[0]]):  # no scored pixel (an all-ignore mask): in no mean
             unscored.append(iid)
-        if log and (k + 1) % 10 == 0:
-            log(f"  {k + 1}/{len(ids)} " + "  ".join(f"{n}={meters[n].miou:.3f}" for n in names))
+        big = image.shape[0] * image.shape[1] > BIG_IMAGE_PIXELS
+        if log and ((k + 1) % 10 == 0 or big):
+            log(f"  {k + 1}/{len(ids)} " + "  ".join(f"{n}={meters[n].miou:.3f}" for n in names)
+                + (f"  ({iid}, {image.shape[1]}x{image.shape[0]}: " + ", ".join(f"{n} {times[n][-1]:.1f} s" for n in names)
+                   + ")" if big else ""))
     if not per_image:
         raise UsageError(f"{ds.name}: none of the {len(ids)} images has a stroke in scribble set '{scribbles}'.")
     if skipped:
