@@ -285,7 +285,11 @@ def build_ui(project: Project) -> gr.Blocks:
 
         for btn, action in ((prev_btn, "prev"), (next_btn, "next"), (todo_btn, "unannotated"),
                             (unsure_btn, "uncertain")):
-            listen(btn.click, functools.partial(navigate, action=action), [token, current, status_filter], shown)
+            # "multiple": the page sends N / P / U pressed quickly one at a time, each once the image of
+            # the one before is shown (static/canvas.js navigate); Gradio's default dropped a click
+            # made while the event before it was still finishing
+            listen(btn.click, functools.partial(navigate, action=action), [token, current, status_filter], shown,
+                   trigger_mode="multiple")
 
         def on_select(tok, filt, evt: gr.SelectData):
             p = handlers.project_for(tok)

@@ -35,7 +35,7 @@
     proj: null, roots: {}, id: null, W: 0, H: 0, classes: [], lut: [], cls: 1, erase: false, fill: false, path: null, size: 6, zoom: 1,
     mode: 'scribbles', docs: {}, doc: null, overlayKind: 'preview', overlayKinds: ['preview'],
     overlayWanted: false, overlayBusy: false, previewStroke: 0, label: '', opacity: 0.45, tags: {}, imgData: null,
-    drawing: false, last: null, pointerId: null, status: '', seq: 0,
+    drawing: false, last: null, pointerId: null, status: '', seq: 0, navPending: null, navQueue: [], navTimer: null,
     hist: {}, before: null,  // docKey -> {undo: [], redo: []} of {idx, before, after}; labels at stroke start
     // previewStroke: the end time of the stroke whose preview is awaited (0: the next preview is not a stroke's)
   };
@@ -850,6 +850,31 @@
   opacity.addEventListener('input', () => { S.opacity = Number(opacity.value) / 100; applyOpacity(); });
   q('.ws-accept').addEventListener('click', accept);
   q('.ws-error').addEventListener('click', clearError);
+  // N, P, U pressed while the page still loads the image of the last press: Gradio drops a click on
+  // a button whose event is under way, so three quick presses moved one image. Presses are queued
+  // (ten at most) and sent one per image shown; a press whose answer loads nothing (the last image)
+  // lets the next go after NAV_WAIT ms.
+  const NAV_WAIT = 3000, NAV_QUEUE = 10, NAV_GAP = 80;
+  function navigate(buttonId) {
+    if (S.navPending) {
+      if (S.navQueue.length < NAV_QUEUE) S.navQueue.push(buttonId);
+      return;
+    }
+    const b = document.getElementById(buttonId);
+    if (!b) return;
+    S.navPending = buttonId;
+    clearTimeout(S.navTimer);
+    S.navTimer = setTimeout(navDone, NAV_WAIT);
+    b.click();
+  }
+  function navDone() {
+    // the image of the last press is shown (or it loaded nothing): the next queued press goes
+    clearTimeout(S.navTimer);
+    const next = S.navQueue.shift();
+    if (!next) { S.navPending = null; return; }
+    // a moment later: a click made while Gradio still finishes the event that showed this image is lost
+    S.navTimer = setTimeout(() => { S.navPending = null; navigate(next); }, NAV_GAP);
+  }
   const NON_TEXT_INPUTS = new Set(['range', 'checkbox', 'radio', 'button', 'submit', 'reset', 'color', 'file', 'image']);
   document.addEventListener('keydown', (e) => {
     if (!root.isConnected || S.id == null || root.offsetParent === null) return;
@@ -867,10 +892,7 @@
     else if (k === 'c' || k === 'C') stepClass(e.shiftKey ? -1 : 1);
     else if (k === 'e' || k === 'E') { S.erase = true; markTools(); }
     else if (k === 'f' || k === 'F') { S.fill = !S.fill; markTools(); }
-    else if (NAV_KEYS[k.toLowerCase()] && !S.drawing) {  // the page's own buttons: Python picks the image
-      const b = document.getElementById(NAV_KEYS[k.toLowerCase()]);
-      if (b) b.click();
-    }
+    else if (NAV_KEYS[k.toLowerCase()] && !S.drawing) navigate(NAV_KEYS[k.toLowerCase()]);
     else if (k === '[') { size.value = String(Math.max(1, S.size - 2)); size.dispatchEvent(new Event('input')); }
     else if (k === ']') { size.value = String(Math.min(Number(size.max), S.size + 2)); size.dispatchEvent(new Event('input')); }
     else if (k === '+' || k === '=') setZoom(S.zoom * 1.25);
@@ -939,6 +961,7 @@
       setStatus(msg.message || '');
       markTools();
       updateFlags();
+      if (S.navPending) navDone();
       return;
     }
     if (msg.type !== 'load') return;
@@ -987,6 +1010,7 @@
     }
     requestOverlay();
     root.dataset.ready = '1';
+    if (S.navPending) navDone();  // the next N / P / U pressed meanwhile
   }
   function onValue(raw) {
     let msg = raw === undefined ? props.value : raw;
