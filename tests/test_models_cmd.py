@@ -147,3 +147,35 @@ def test_a_training_under_way_is_named_to_another_one(tmp_path, capsys):
     assert trainings_running(folder) == [] and not (folder / ".training-cli-run.lock").exists()  # died: cleared
     unmark_training(mine)
     assert not mine.exists()
+
+
+def test_a_model_being_trained_is_not_slimmed_or_deleted(tmp_path, capsys):
+    """Deleting or slimming the model a training writes every epoch: the training wrote it back (or
+    failed); the command now refuses that model by name and spares it in --keep and a bare --slim."""
+    import subprocess
+    import sys
+
+    p = Project.create(tmp_path / "p", CLASSES)
+    p.models_dir.mkdir(exist_ok=True)
+    _checkpoint(p.models_dir / "old", resumable=False)
+    _checkpoint(p.models_dir / "run", resumable=True)
+    child = subprocess.Popen([sys.executable, "-c",
+                              "import time; from segmenter.models import mark_training; "
+                              f"mark_training({str(p.models_dir / 'run')!r}, 'the command line'); "
+                              "print('ok', flush=True); time.sleep(60)"],
+                             stdout=subprocess.PIPE, text=True, cwd=os.path.dirname(os.path.dirname(__file__)))
+    try:
+        assert child.stdout.readline().strip() == "ok"
+        assert main(["models", str(p.root), "--delete", "run"]) == 2
+        assert "model run is being trained (from the command line, since " in capsys.readouterr().err
+        assert main(["models", str(p.root), "--slim", "run"]) == 2
+        assert "nothing was slimmed" in capsys.readouterr().err
+        assert main(["models", str(p.root)]) == 0
+        assert "being trained (from the command line" in capsys.readouterr().out
+        assert main(["models", str(p.root), "--keep", "0"]) == 0
+        assert (p.models_dir / "run.safetensors").is_file()
+        assert main(["models", str(p.root), "--slim"]) == 0
+        assert load_checkpoint(p.models_dir / "run.safetensors", CLASSES).optimizer_state() is not None
+    finally:
+        child.kill()
+        child.wait()

@@ -67,7 +67,7 @@ def cmd_models(args) -> int:
     from annotations.store import Project
     from segmenter.cli import UsageError
     from segmenter.errors import CheckpointError, SegmenterError
-    from segmenter.models import delete_model, list_models, slim_checkpoint
+    from segmenter.models import delete_model, list_models, slim_checkpoint, trainings_running
     from segmenter.predict import resolve_model
 
     project = Project.open(args.project)
@@ -87,8 +87,21 @@ def cmd_models(args) -> int:
         print(f"no trained model in {folder}; 'train' makes one.")
         return 0
 
+    training = {r["model"]: r for r in trainings_running(folder)}
+
+    def not_training(chosen, what: str) -> None:
+        busy = [e.name for e in chosen if e.name in training]
+        if busy:
+            r = training[busy[0]]
+            raise UsageError(f"model {busy[0]} is being trained (from {r['where'] or 'another process'}"
+                             f"{', since ' + r['started'] if r['started'] else ''}): nothing was {what}; "
+                             "run this again once that training ends.")
+
     if args.slim is not None:
         chosen = _named(entries, args.slim) if args.slim else [e for e in entries if not e.error]
+        if args.slim:
+            not_training(chosen, "slimmed")
+        chosen = [e for e in chosen if e.name not in training]  # every model: the ones in training wait
         saved, done = 0, 0
         for e in chosen:
             if e.error:
@@ -112,6 +125,9 @@ def cmd_models(args) -> int:
         else:
             newest = entries[len(entries) - args.keep:] if args.keep else []
             chosen = [e for e in entries if e not in newest and e is not in_use]
+        if args.delete:
+            not_training(chosen, "deleted")
+        chosen = [e for e in chosen if e.name not in training]  # --keep spares a model being trained
         freed = sum(delete_model(e.weights) for e in chosen)
         rest = len(entries) - len(chosen)
         note = ""
@@ -129,6 +145,11 @@ def cmd_models(args) -> int:
     width = max(len(e.name) for e in entries)
     for e in entries:
         mark = "*" if e is in_use else " "
+        if e.name in training:
+            r = training[e.name]
+            print(f"{mark} {e.name:<{width}}  {_mb(e.bytes):>9}  being trained (from {r['where'] or 'another process'}"
+                  f"{', since ' + r['started'] if r['started'] else ''})")
+            continue
         if e.error:
             print(f"{mark} {e.name:<{width}}  {_mb(e.bytes):>9}  unusable: {e.error}")
             continue
