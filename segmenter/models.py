@@ -399,8 +399,25 @@ def list_models(folder: str | Path) -> list[ModelEntry]:
                 e.error = str(err).split(": ", 1)[-1] if isinstance(err, CheckpointError) else "the config is invalid"
             if not e.error and not wpath.is_file():
                 e.error = "the weights (.safetensors) are missing"
+            elif not e.error and not _weights_complete(wpath):
+                e.error = "the weights (.safetensors) are cut short or not safetensors"
         out.append(e)
     return sorted(out, key=lambda m: (saved_at(checkpoint_paths(d / m.name)[1]), m.name))
+
+
+def _weights_complete(path: Path) -> bool:
+    """Whether a safetensors file holds every byte its header names (read from the header alone)."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            n = int.from_bytes(f.read(8), "little")
+            if n <= 0 or 8 + n > size:
+                return False
+            header = json.loads(f.read(n))
+        ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"]
+        return 8 + n + max(ends, default=0) <= size
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        return False
 
 
 def slim_checkpoint(path: str | Path) -> int:

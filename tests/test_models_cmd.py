@@ -4,9 +4,12 @@ Every training run left a 229 MB checkpoint (weights, optimiser state, EMA teach
 ``models/`` and nothing listed or removed them (bug hunt 45)."""
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -117,33 +120,38 @@ def test_delete_checks_every_name_first_and_keep_spares_the_model_in_use(tmp_pat
     assert "--keep must be a whole number >= 0" in capsys.readouterr().err
 
 
+@contextlib.contextmanager
+def _training_elsewhere(checkpoint):
+    """Another process marked as training ``checkpoint`` (:func:`segmenter.models.mark_training`)
+    until the block ends; then it dies without clearing its mark, as a killed training does."""
+    child = subprocess.Popen([sys.executable, "-c",
+                              "import time; from segmenter.models import mark_training; "
+                              f"mark_training({str(checkpoint)!r}, 'the command line'); "
+                              "print('ok', flush=True); time.sleep(60)"],
+                             stdout=subprocess.PIPE, text=True, cwd=os.path.dirname(os.path.dirname(__file__)))
+    try:
+        assert child.stdout.readline().strip() == "ok"
+        yield
+    finally:
+        child.kill()
+        child.wait()
+
+
 def test_a_training_under_way_is_named_to_another_one(tmp_path, capsys):
     """The app started a training while one ran from the command line, without a word (bug hunt
     47, #10). A training marks itself in models/ while it runs; another one started meanwhile is
     told (the mark of a process that died is cleared)."""
-    import subprocess
-    import sys
-
     from segmenter.models import mark_training, trainings_note, trainings_running, unmark_training
 
     folder = tmp_path / "models"
     mine = mark_training(folder / "here", "the app")
     assert trainings_running(folder) == []  # this process's own training is not another one
-    child = subprocess.Popen([sys.executable, "-c",
-                              "import sys, time; from segmenter.models import mark_training; "
-                              f"mark_training({str(folder / 'cli-run')!r}, 'the command line'); "
-                              "print('ok', flush=True); time.sleep(60)"],
-                             stdout=subprocess.PIPE, text=True, cwd=os.path.dirname(os.path.dirname(__file__)))
-    try:
-        assert child.stdout.readline().strip() == "ok"
+    with _training_elsewhere(folder / "cli-run"):
         runs = trainings_running(folder)
         assert [(r["model"], r["where"]) for r in runs] == [("cli-run", "the command line")]
         note = trainings_note(folder)
         assert note.startswith("another training of this project is under way (model cli-run from the command "
                                "line, since ") and note.endswith("each takes longer.")
-    finally:
-        child.kill()
-        child.wait()
     assert trainings_running(folder) == [] and not (folder / ".training-cli-run.lock").exists()  # died: cleared
     unmark_training(mine)
     assert not mine.exists()
@@ -152,20 +160,11 @@ def test_a_training_under_way_is_named_to_another_one(tmp_path, capsys):
 def test_a_model_being_trained_is_not_slimmed_or_deleted(tmp_path, capsys):
     """Deleting or slimming the model a training writes every epoch: the training wrote it back (or
     failed); the command now refuses that model by name and spares it in --keep and a bare --slim."""
-    import subprocess
-    import sys
-
     p = Project.create(tmp_path / "p", CLASSES)
     p.models_dir.mkdir(exist_ok=True)
     _checkpoint(p.models_dir / "old", resumable=False)
     _checkpoint(p.models_dir / "run", resumable=True)
-    child = subprocess.Popen([sys.executable, "-c",
-                              "import time; from segmenter.models import mark_training; "
-                              f"mark_training({str(p.models_dir / 'run')!r}, 'the command line'); "
-                              "print('ok', flush=True); time.sleep(60)"],
-                             stdout=subprocess.PIPE, text=True, cwd=os.path.dirname(os.path.dirname(__file__)))
-    try:
-        assert child.stdout.readline().strip() == "ok"
+    with _training_elsewhere(p.models_dir / "run"):
         assert main(["models", str(p.root), "--delete", "run"]) == 2
         assert "model run is being trained (from the command line, since " in capsys.readouterr().err
         assert main(["models", str(p.root), "--slim", "run"]) == 2
@@ -176,6 +175,33 @@ def test_a_model_being_trained_is_not_slimmed_or_deleted(tmp_path, capsys):
         assert (p.models_dir / "run.safetensors").is_file()
         assert main(["models", str(p.root), "--slim"]) == 0
         assert load_checkpoint(p.models_dir / "run.safetensors", CLASSES).optimizer_state() is not None
-    finally:
-        child.kill()
-        child.wait()
+
+
+def test_keep_counts_only_models_and_never_removes_more_than_it_must(tmp_path, capsys):
+    """--keep 5 with 3 models deleted the oldest (a negative slice); junk .json files counted among
+    the newest N, so good models went and a user's notes.json could go too; the '*' sat on a model
+    for other classes that predict refuses; a cut-short weights file was 'usable' and --slim said it
+    'had no optimiser state' (bug hunt 48, #1, #2, #7, #8)."""
+    p = Project.create(tmp_path / "p", CLASSES)
+    p.models_dir.mkdir(exist_ok=True)
+    for name in ("a", "b", "c"):
+        _checkpoint(p.models_dir / name, resumable=False)
+    assert main(["models", str(p.root), "--keep", "5"]) == 0
+    assert "deleted 0 model(s)" in capsys.readouterr().out
+    assert sorted(f.stem for f in p.models_dir.glob("*.safetensors")) == ["a", "b", "c"]
+    (p.models_dir / "notes.json").write_text('{"mine": 1}')  # the user's file, no checkpoint
+    assert main(["models", str(p.root), "--keep", "2"]) == 0
+    assert "deleted 1 model(s): a," in capsys.readouterr().out
+    assert (p.models_dir / "notes.json").is_file() and (p.models_dir / "b.safetensors").is_file()
+    cut = p.models_dir / "c.safetensors"
+    cut.write_bytes(cut.read_bytes()[: cut.stat().st_size // 2])
+    assert main(["models", str(p.root)]) == 0
+    out = capsys.readouterr().out
+    assert "unusable: the weights (.safetensors) are cut short" in out
+    assert main(["models", str(p.root), "--slim", "c"]) == 2
+    assert "nothing was slimmed" in capsys.readouterr().err
+    q = Project.create(tmp_path / "q", ["background", "horse", "rider"])  # no model fits its classes
+    q.models_dir.mkdir(exist_ok=True)
+    _checkpoint(q.models_dir / "old", resumable=False)
+    assert main(["models", str(q.root)]) == 0
+    assert "* " not in capsys.readouterr().out

@@ -78,7 +78,8 @@ def cmd_models(args) -> int:
         used = resolve_model(project, None)
     except SegmenterError:
         used = None
-    in_use = next((e for e in entries if e.weights == used), None)
+    # the model predict and the app use: the newest made for the classes as they are (none fits: none)
+    in_use = next((e for e in fitting if e.weights == used), None)
     if args.keep is not None and args.keep < 0:
         raise UsageError(f"--keep must be a whole number >= 0, not {args.keep}.")
     if not entries:
@@ -101,30 +102,34 @@ def cmd_models(args) -> int:
         chosen = _named(entries, args.slim) if args.slim else [e for e in entries if not e.error]
         if args.slim:
             not_training(chosen, "slimmed")
+            bad = next((e for e in chosen if e.error), None)
+            if bad is not None:  # every name is checked before anything is changed
+                raise UsageError(f"model {bad.name}: {bad.error}; nothing was slimmed (delete it with --delete "
+                                 f"{bad.name}).")
         chosen = [e for e in chosen if e.name not in training]  # every model: the ones in training wait
-        saved, done = 0, 0
+        saved, done, failed, bare = 0, 0, [], 0
         for e in chosen:
-            if e.error:
-                raise UsageError(f"model {e.name}: {e.error}; delete it with --delete {e.name}.")
             try:
                 n = slim_checkpoint(e.weights)
             except CheckpointError as err:
-                print(f"model {e.name} left as it is: {' '.join(str(err).split())}")
+                failed.append(f"{e.name} ({' '.join(str(err).split())})")
                 continue
             saved += n
             done += n > 0
-        left = len(chosen) - done
+            bare += n == 0
         print(f"slimmed {done} model(s), {_mb(saved)} freed" +
-              (f"; {left} had no optimiser state to drop" if left else "") +
-              ("; 'train --resume' from a slimmed model starts the optimiser afresh" if done else "") + ".")
-        return 0
+              (f"; {bare} had no optimiser state to drop" if bare else "") +
+              ("; 'train --resume' from a slimmed model starts the optimiser afresh" if done else "") + "." +
+              (f" Left as they are, unreadable: {'; '.join(failed)}." if failed else ""))
+        return 2 if failed else 0
 
     if args.delete or args.keep is not None:
         if args.delete:
             chosen = _named(entries, args.delete)
-        else:
-            newest = entries[len(entries) - args.keep:] if args.keep else []
-            chosen = [e for e in entries if e not in newest and e is not in_use]
+        else:  # the N newest usable models stay; files that are no model are not this command's to remove
+            usable = [e for e in entries if not e.error]
+            newest = usable[max(0, len(usable) - args.keep):] if args.keep else []
+            chosen = [e for e in usable if e not in newest and e is not in_use]
         if args.delete:
             not_training(chosen, "deleted")
         chosen = [e for e in chosen if e.name not in training]  # --keep spares a model being trained
