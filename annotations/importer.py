@@ -224,6 +224,28 @@ def mask_as_exported(project, info, kinds: tuple[str, ...] | str | None = None):
     return export_mask(project, info, ExportOptions(masks="final", only_kinds=chosen), raise_unreadable=True)
 
 
+def _pseudo_as_exported(project, info, entry: dict, exported: str | None):
+    """The pseudo-mask an export made from the strokes of the image ``info`` as they were when it
+    was written (``exported``, manifest.json's time; the layer from the recorded source
+    ``...(strokes of 'LAYER' at export)``), or ``None``: strokes changed or undone since would make
+    another one now, and what was exported must not count as an edit made elsewhere."""
+    import re
+
+    from .formats._common import pseudo_from_strokes
+
+    m = re.search(r"strokes of '(.*)' at export\)$", str(entry.get("source") or ""))
+    if not isinstance(exported, str) or m is None or entry.get("kind") != "pseudo":
+        return None
+    then = project.scribbles_at(info.id, exported, m.group(1))
+    if then is None:
+        return None
+    try:
+        got = pseudo_from_strokes(project, info.id, m.group(1), scribbles=then)
+    except (ImportError, AnnotationError):
+        return None
+    return None if got is None else got[0]
+
+
 def _same(a, b) -> bool:
     return a is not None and np.shape(a) == np.shape(b) and np.array_equal(a, b)
 
@@ -286,6 +308,10 @@ class MaskRule:
             if at_export:
                 got = mask_as_exported(project, info)
                 if got is not None and _same(got[0], mask):
+                    self.unchanged += 1
+                    return False
+                then = _pseudo_as_exported(project, info, entry, merge.exported)
+                if then is not None and _same(then, mask):  # strokes changed (undone) since: what was written
                     self.unchanged += 1
                     return False
                 if got is None and exported is None and not self.keep_recorded_kind:

@@ -75,7 +75,8 @@ def train_target(project: Project, epochs: int, size: int, batch_size: int = 8):
         data = TrainSet.build(samples, project.num_classes, size)
         name = f"app-unet-resnet18-{time.strftime('%Y%m%d-%H%M%S')}"
         mcfg = ModelConfig(classes=project.class_names, size=size)
-        tcfg = TrainConfig(epochs=epochs, batch_size=batch_size, checkpoint=str(project.models_dir / name))
+        tcfg = TrainConfig(epochs=epochs, batch_size=batch_size, checkpoint=str(project.models_dir / name),
+                           background=project.background_index)
 
         class Report(TrainCallback):
             def on_step(self, p) -> None:

@@ -398,13 +398,13 @@ def _store_prediction(project, i, im, ab, p, pred, source, version, saved, layer
         trained = None if trained is None else without_absent(trained, ab)
         err = distrusted_on(mask, trained, scr, pred.cfg.num_classes)
         if err is not None:  # an early model: the strokes lead, as in the live preview before it
-            r = get_method(None)(im, scr, pred.cfg.num_classes)
+            r = get_method(None)(im, scr, pred.cfg.num_classes, background=project.background_index)
             src = f"{DEFAULT_METHOD}(strokes; {source} contradicts {err:.0%} of them)"
             from_strokes.append(name)
             # the mask is the strokes', so is its uncertainty (the model's sent a reviewer to it first)
             unc = image_uncertainty(r.probs)[0]
         else:
-            r = correct_prediction(im, scr, mask, pred.cfg.num_classes, conf)
+            r = correct_prediction(im, scr, mask, pred.cfg.num_classes, conf, background=project.background_index)
             src = f"{source}+{DEFAULT_METHOD}(strokes)"
         mask, conf = r.mask, r.confidence
     elif scribbles and (info := project.mask_info(i, "pseudo")) and info.source.startswith("tags:"):

@@ -96,6 +96,7 @@ class TrainConfig:
     checkpoint: str | None = None   # stem or .safetensors path, written every epoch
     resume: str | None = None
     encoder_weights: str | None = None  # local .safetensors of pretrained encoder weights
+    background: int = 0  # the pseudo-labellers' background class (Project.background_index)
     log_every: int = 1
 
     def __post_init__(self):
@@ -323,7 +324,7 @@ class Trainer:
         todo = np.flatnonzero(((d.kind & SCRIBBLES) > 0) & ((d.kind & (FULL | COARSE | PSEUDO)) == 0))
         method = get_method(cfg.propagate)
         for i in todo:
-            r = method(_pseudo_image(d.images[i]), d.scribbles[i], d.num_classes)
+            r = method(_pseudo_image(d.images[i]), d.scribbles[i], d.num_classes, background=cfg.background)
             self._set_pseudo(i, r.mask, r.confidence)
         return len(todo)
 
@@ -390,7 +391,8 @@ class Trainer:
             k = 0
             for j, i in enumerate(idx):
                 if rerun[j]:
-                    r = method(_pseudo_image(d.images[i]), d.scribbles[i], d.num_classes, prior=probs_np[j])
+                    r = method(_pseudo_image(d.images[i]), d.scribbles[i], d.num_classes, prior=probs_np[j],
+                               background=cfg.background)
                     changed += self._set_pseudo(i, r.mask, r.confidence)
                 else:
                     changed += self._set_pseudo(i, lab[k], conf[k])

@@ -378,16 +378,22 @@ def test_strokes_undone_after_an_export_stay_undone_when_the_export_is_imported_
     s[1:3, 1:6] = 1
     p.save_scribbles(a, s, layer="real")
     p.save_scribbles(b, s, layer="real")
+    d = ids["d"]  # no mask: the export makes its pseudo-mask from the strokes
+    p.save_scribbles(d, s, layer="real")
     p.set_tag(b, 1, "present")
     export_project(p, fmt, tmp_path / "out")
     time.sleep(0.01)
     assert p.undo_scribbles(a, "real") == 0  # the person takes the strokes back after the export
+    assert p.undo_scribbles(d, "real") == 0
     p.set_tag(b, 1, "unknown")  # ... and a tag (weak imports did not look at the export's time)
     got = import_path(p, tmp_path / "out")  # read as the format its manifest names
     assert p.scribbles(a, "real") is None and p.scribble_version(a, "real") == 0, got.lines()
     np.testing.assert_array_equal(p.scribbles(b, "real"), s)
     assert p.tags(b) == {}
-    assert any("2 image(s)" in n and "strokes" in n and "kept" in n for n in got.notes), got.notes
+    # the pseudo-mask the export made from d's strokes, undone since, is no edit made elsewhere
+    assert p.mask_info(d, "final") is None and p.scribble_version(d, "real") == 0, got.lines()
+    assert any(n.startswith("note: 2 image(s) had the strokes this export holds undone") for n in got.notes), got.notes
+    assert any("1 image(s)" in n and "tags (" not in n and "tags" in n and "kept" in n for n in got.notes), got.notes
     import_path(p, tmp_path / "out", {"scribbles": "replace"})
     np.testing.assert_array_equal(p.scribbles(a, "real"), s)
     q = Project.create(tmp_path / "q", ["bg", "fg"])  # a project that never had the strokes takes them
@@ -585,3 +591,35 @@ def test_reimport_skips_a_stale_prediction_exported_corrected_by_strokes(tmp_pat
     assert not np.array_equal(exported, p.mask(ids["c"], "predicted"))
     s = import_path(p, tmp_path / "out")
     assert s.masks == 0 and p.mask_info(ids["c"], "final") is None, s.lines()
+
+
+def test_a_project_whose_background_is_not_class_0_gets_the_same_masks_everywhere(tmp_path):
+    """classes "object,background": the pseudo-mask an export made from strokes (and predict's and
+    the trainer's) took class 0 as the background, 0.165 IoU against 0.801 from `pseudo` and the live
+    preview (bug hunt 48, #4). Every path now takes the class named background."""
+    from conftest import make_disc_image
+    from segmenter.commands.pseudo import pseudo_project
+
+    img, gt, _ = make_disc_image(64, seed=2)
+    src = tmp_path / "disc.png"
+    Image.fromarray(img).save(src)
+    fg_only = np.full(gt.shape, 255, np.uint8)
+    ys, xs = np.nonzero(gt == 1)
+    fg_only[ys[len(ys) // 2], xs.min() + 3: xs.max() - 3] = 1  # one foreground stroke, nothing else
+    masks = {}
+    for names, fg in ((["background", "object"], 1), (["object", "background"], 0)):
+        p = Project.create(tmp_path / "-".join(names), names)
+        iid = p.add_image(src).id
+        p.save_scribbles(iid, np.where(fg_only == 1, fg, 255).astype(np.uint8))
+        export_project(p, "folder", tmp_path / f"out-{fg}")
+        exported = np.array(Image.open(next((tmp_path / f"out-{fg}" / "masks").glob("*.png"))))
+        pseudo_project(p)
+        stored = p.mask(iid, "pseudo")
+        np.testing.assert_array_equal(exported, stored)
+        masks[fg] = stored == fg  # the object's pixels
+    np.testing.assert_array_equal(masks[0], masks[1])
+    assert image_iou_fg(masks[0], gt == 1) > 0.8
+
+
+def image_iou_fg(a, b) -> float:
+    return float((a & b).sum() / max((a | b).sum(), 1))

@@ -303,23 +303,27 @@ def test_scribbles_are_propagated_into_pseudo_masks_before_training():
 
 
 def test_refinement_can_rerun_the_pseudo_method_with_the_model_as_prior(monkeypatch):
+    """... and both steps take the project's background class (an "object,background" project's
+    strokes were propagated with class 0 as the background; bug hunt 48, #4)."""
     from segmenter import pseudo
 
-    calls = []
+    calls, backgrounds = [], []
     real = pseudo.get_method
 
     def spy(name=None, **kw):
         m = real(name, **kw)
 
-        def call(image, scribbles, C, prior=None):
+        def call(image, scribbles, C, prior=None, background=0):
             calls.append(prior is not None)
-            return m(image, scribbles, C, prior=prior)
+            backgrounds.append(background)
+            return m(image, scribbles, C, prior=prior, background=background)
         return call
     monkeypatch.setattr(pseudo, "get_method", spy)
     data = TrainSet.build(disc_samples(4, "scribbles"), 2, 64)
-    res = Trainer(data, mcfg(), small(epochs=2, rounds=2, refine="pseudo")).fit()
+    res = Trainer(data, mcfg(), small(epochs=2, rounds=2, refine="pseudo", background=1)).fit()
     assert len(res.rounds) == 1
     assert calls == [False] * 4 + [True] * 4  # propagation, then the rerun with the model's probabilities
+    assert backgrounds == [1] * 8
     for i in range(4):
         hard = data.scribbles[i] != IGNORE
         assert np.array_equal(data.dense[i][hard], data.scribbles[i][hard])

@@ -247,24 +247,25 @@ def absent_classes(project, image_id: int) -> list[int]:
     return [c for c, st in project.tags(image_id).items() if st == "absent"]
 
 
-def pseudo_from_strokes(project, image_id: int, layer: str):
+def pseudo_from_strokes(project, image_id: int, layer: str, scribbles=None):
     """``(mask, MaskInfo)``: the pseudo-mask of the current strokes of ``layer`` made at export by
     the default method of :mod:`segmenter.pseudo` (what ``python -m segmenter pseudo`` stores:
     ``get_method(None)(image, scribbles, num_classes)``), strokes of a class tagged absent on the
     image left out (:func:`segmenter.preview.without_absent`: the tag wins). The MaskInfo (kind
     ``pseudo``, nothing stored: ``id`` 0, no file) says where it came from. ``None`` when no
-    stroke is left; ``ImportError`` when the engine cannot be imported."""
+    stroke is left; ``ImportError`` when the engine cannot be imported. ``scribbles``: these
+    strokes instead of the layer's current ones (an import recomputing what an export wrote)."""
     from segmenter.preview import without_absent  # lazily: annotations imports without the engine
     from segmenter.pseudo import get_method
 
-    scr = project.scribbles(image_id, layer)
+    scr = project.scribbles(image_id, layer) if scribbles is None else scribbles
     if scr is None:
         return None
     scr = without_absent(scr, absent_classes(project, image_id))
     if not (scr != IGNORE).any():
         return None
     method = get_method(None)
-    r = method(project.load_image(image_id), scr, project.num_classes)
+    r = method(project.load_image(image_id), scr, project.num_classes, background=project.background_index)
     mi = MaskInfo(id=0, image_id=int(image_id), kind="pseudo", source=f"{method.name}(strokes of '{layer}' at export)",
                   model_version=None, uncertainty=None, created=_now(), file="", conf_file=None)
     return r.mask, mi
@@ -310,7 +311,7 @@ def _corrected(project, image_id: int, mi, layer: str | None, absent: list[int])
     conf = imageio.read_label_map(project.root / mi.conf_file).astype(np.float32) / 255.0 if mi.conf_file else None
     prediction = np.where(np.isin(mask, shown), IGNORE, mask).astype(np.uint8)
     out = _resegment(project.load_image(image_id), scr if drawn.any() else None, prediction,
-                     project.num_classes, conf, list(absent))
+                     project.num_classes, conf, list(absent), background=project.background_index)
     marks = []
     if by_strokes:
         marks.append(f"{DEFAULT_METHOD}(strokes of '{layer}' at export)")
@@ -321,7 +322,8 @@ def _corrected(project, image_id: int, mi, layer: str | None, absent: list[int])
     return out, dataclasses.replace(mi, source=f"{mi.source}+{'+'.join(marks)}"), by_strokes, shown
 
 
-def _resegment(image, scribbles, prediction, num_classes: int, confidence, absent: list[int]) -> np.ndarray:
+def _resegment(image, scribbles, prediction, num_classes: int, confidence, absent: list[int],
+               background: int = 0) -> np.ndarray:
     """``prediction`` (255 where unknown) corrected by ``scribbles`` (``None``: no stroke) with
     :func:`segmenter.preview.correct_prediction`; with no stroke, its own pixels are the seeds (as
     that function lends them far from every stroke; all of them when none is confident). No pixel
@@ -331,7 +333,7 @@ def _resegment(image, scribbles, prediction, num_classes: int, confidence, absen
     from segmenter.pseudo import get_method
 
     if scribbles is not None:
-        r = correct_prediction(image, scribbles, prediction, num_classes, confidence)
+        r = correct_prediction(image, scribbles, prediction, num_classes, confidence, background=background)
     else:
         seeds = correction_seeds(prediction, np.full(prediction.shape, IGNORE, np.uint8), num_classes,
                                  confidence=confidence)
@@ -341,7 +343,8 @@ def _resegment(image, scribbles, prediction, num_classes: int, confidence, absen
             left = [c for c in range(num_classes) if c not in absent]
             return np.where(prediction == IGNORE, left[0], prediction).astype(np.uint8) if len(left) == 1 \
                 else prediction
-        r = get_method(None)(image, seeds, num_classes, prior=prediction_prior(prediction, confidence, num_classes))
+        r = get_method(None)(image, seeds, num_classes, prior=prediction_prior(prediction, confidence, num_classes),
+                             background=background)
     out = np.asarray(r.mask, np.uint8).copy()
     bad = np.isin(out, absent)
     if bad.any():  # the pseudo-labeller's next choice there, never a class tagged absent
@@ -656,6 +659,7 @@ class LabelMerge:
         self.replace_scribbles = opt_choice(options, "scribbles", ("keep", "replace"), "keep") == "replace"
         self.replace_tags = opt_choice(options, "tags", ("keep", "replace"), "keep") == "replace"
         self.kept_scribbles: set[int] = set()  # image ids
+        self.undone_scribbles: set[int] = set()  # exported strokes undone in the project since
         self.kept_tags: set[int] = set()
         self.tags_set = 0
         #: when the export being imported was written (its manifest's ``exported``), if known: a tag
@@ -678,7 +682,7 @@ class LabelMerge:
             # stay gone (a layer that never had these strokes takes them, as below)
             then = project.scribbles_at(image_id, self.exported, layer)
             if then is not None and then.shape == np.shape(scribbles) and np.array_equal(then, scribbles):
-                self.kept_scribbles.add(int(image_id))
+                self.undone_scribbles.add(int(image_id))
                 return False
         if cur is not None:
             if cur.shape == np.shape(scribbles) and np.array_equal(cur, scribbles):
@@ -713,16 +717,21 @@ class LabelMerge:
     def notes(self) -> list[str]:
         """One note counting the images whose own strokes / tags were kept, and how to take the dataset's."""
         kept = self.kept_scribbles | self.kept_tags
+        out = []
+        if self.undone_scribbles:
+            out.append(f"note: {len(self.undone_scribbles)} image(s) had the strokes this export holds undone or "
+                       "cleared in the project since it was written; they stay so (to take them back, import again "
+                       "with --option scribbles=replace)")
         if not kept:
-            return []
+            return out
         opts = (["--option scribbles=replace"] if self.kept_scribbles else []) + \
             (["--option tags=replace"] if self.kept_tags else [])
         if self.kept_scribbles and self.kept_tags:
             what = f"strokes ({len(self.kept_scribbles)}) or tags ({len(self.kept_tags)})"
         else:
             what = "strokes" if self.kept_scribbles else "tags"
-        return [f"note: {len(kept)} image(s) already in the project have {what} that differ from the dataset's; "
-                f"the project's were kept (to take the dataset's instead, import again with {' '.join(opts)})"]
+        return out + [f"note: {len(kept)} image(s) already in the project have {what} that differ from the dataset's; "
+                      f"the project's were kept (to take the dataset's instead, import again with {' '.join(opts)})"]
 
 
 def _load(x):

@@ -132,7 +132,7 @@ def cmd_train(args) -> int:
     tcfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=args.device,
                        amp=not args.no_amp, rounds=args.rounds, semi=args.semi,
                        propagate=args.propagate, refine=args.refine, checkpoint=str(project.models_dir / name), resume=str(resume) if resume else None,
-                       encoder_weights=args.encoder_weights)
+                       encoder_weights=args.encoder_weights, background=project.background_index)
     # images whose file is gone from the project folder or damaged are left out of the run (ProjectSamples)
     gone = (project.files_note(samples.missing, "left out of training",
                                why="is gone from the project folder or can no longer be read")
