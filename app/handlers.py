@@ -911,8 +911,10 @@ def _check_page_classes(project: Project, payload: dict,
         stale = stale or [str(x) for x in names] != list(now)[:len(names)]
     if stale:
         had = ", ".join(str(x) for x in names) if isinstance(names, list) else f"{n} classes"
+        moved = isinstance(epoch, int) and not isinstance(epoch, bool) and epoch != project.class_epoch
+        why = "a class was deleted or the classes replaced, which moves class numbers; " if moved else ""
         raise AppError(f"the classes were changed in another window or on the command line since this page "
-                       f"loaded (this page has {had}; the project now has {', '.join(now)}), so this page's "
+                       f"loaded ({why}this page has {had}; the project now has {', '.join(now)}), so this page's "
                        f"class numbers are out of date and {what}. Reload the page (F5) to get the classes as "
                        f"they are now{then}.")
 

@@ -412,6 +412,7 @@ def test_a_class_renamed_elsewhere_moves_no_number_so_the_page_goes_on(tmp_path)
     assert p.class_epoch != epoch
     r = handlers.canvas_save({**page, "labels": canvas.rle_encode(scr), "version": p.scribble_version(iid)})
     assert "the classes were changed in another window" in r["error"]
+    assert "(a class was deleted or the classes replaced, which moves class numbers; this page has" in r["error"]
     r = handlers.canvas_accept({**page, "kind": "preview", "final_id": handlers.final_id(p, iid)})
     assert "nothing was accepted" in r["error"]
     fresh = {**page, "class_names": p.class_names, "class_epoch": p.class_epoch}  # ... a reloaded page goes on
