@@ -76,6 +76,14 @@ _BASE_COLORS = [
 #: (``annotations.formats._common.INSTANCE_BACKGROUND_NAMES``): "other" or "clutter" can be a class
 #: that someone wants polygons of.
 BACKGROUND_NAMES = ("background", "_background_", "bg", "void", "unlabeled", "unlabelled", "none", "other", "clutter")
+
+
+def background_named(names: Sequence[str]) -> list[int]:
+    """The indices of the classes whose name says background (:data:`BACKGROUND_NAMES`); the
+    pseudo-labellers take the background from it when there is exactly one."""
+    return [i for i, n in enumerate(names) if str(n).strip().lower() in BACKGROUND_NAMES]
+
+
 #: The classes of a project created without any (a placeholder that an imported dataset replaces).
 DEFAULT_CLASSES = ("background", "object")
 #: Class 0's colour when it is a real class (camvid's Sky, say), not a background.
@@ -628,7 +636,7 @@ class Project:
         """The background class of the pseudo-labellers (the image border when an image has strokes
         of one other class only, where a binary image starts): the one class whose name says
         background (:data:`BACKGROUND_NAMES`), else class 0."""
-        named = [c.idx for c in self.classes() if c.name.strip().lower() in BACKGROUND_NAMES]
+        named = background_named(self.class_names)
         return named[0] if len(named) == 1 else 0
 
     def masks_stamp(self, not_from: str = "") -> int:

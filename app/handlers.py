@@ -905,13 +905,15 @@ def _check_page_classes(project: Project, payload: dict,
     now = project.class_names
     stale = isinstance(n, int) and not isinstance(n, bool) and n > len(now)
     epoch = payload.get("class_epoch")
-    if isinstance(epoch, int) and not isinstance(epoch, bool) and epoch == project.class_epoch and not stale:
+    epoch = epoch if isinstance(epoch, int) and not isinstance(epoch, bool) else None
+    now_epoch = project.class_epoch
+    if epoch == now_epoch and not stale:
         return  # no class deleted or replaced since the page loaded: its numbers name the same classes (renamed, maybe)
     if isinstance(names, list):  # classes added since (at the end) move no index: fine
         stale = stale or [str(x) for x in names] != list(now)[:len(names)]
     if stale:
         had = ", ".join(str(x) for x in names) if isinstance(names, list) else f"{n} classes"
-        moved = isinstance(epoch, int) and not isinstance(epoch, bool) and epoch != project.class_epoch
+        moved = epoch is not None and epoch != now_epoch
         why = "a class was deleted or the classes replaced, which moves class numbers; " if moved else ""
         raise AppError(f"the classes were changed in another window or on the command line since this page "
                        f"loaded ({why}this page has {had}; the project now has {', '.join(now)}), so this page's "

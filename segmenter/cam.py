@@ -552,12 +552,17 @@ def _refined_small(image: np.ndarray, probs: np.ndarray, config: TagConfig, scri
     small = _refine_probs(F.resize_image(image, hw), F.resize_probs(probs, hw), config, small_scr)
     out = F.resize_probs(small, (h, w))
     out = out / np.maximum(out.sum(0, keepdims=True), 1e-8)
-    if scribbles is not None and (scribbles != IGNORE).any():
-        sel = scribbles != IGNORE
-        lab = np.minimum(scribbles[sel], out.shape[0] - 1).astype(np.int64)
-        out[:, sel] = 0.0
-        out[lab, np.flatnonzero(sel.ravel()) // w, np.flatnonzero(sel.ravel()) % w] = 1.0
-    return out
+    return out if scribbles is None else _clamp_scribbles(out, scribbles)
+
+
+def _clamp_scribbles(probs: np.ndarray, scribbles: np.ndarray) -> np.ndarray:
+    """``probs`` ``(C, H, W)`` with every scribbled pixel one-hot on its class (in place)."""
+    w = probs.shape[2]
+    sel = scribbles != IGNORE
+    probs[:, sel] = 0.0
+    probs[np.minimum(scribbles[sel], probs.shape[0] - 1), np.flatnonzero(sel.ravel()) // w,
+          np.flatnonzero(sel.ravel()) % w] = 1.0
+    return probs
 
 
 def refine(image: np.ndarray, cams: np.ndarray, tags_row: np.ndarray, bg: np.ndarray, config: TagConfig,
@@ -574,15 +579,11 @@ def refine(image: np.ndarray, cams: np.ndarray, tags_row: np.ndarray, bg: np.nda
         return np.full((h, w), IGNORE, np.uint8), np.zeros((h, w), np.float32)
     if probs is None:
         probs = cam_probs(cams, tags_row, bg, config)
-    if config.refine in ("pamr", "em") and h * w > REFINE_MAX_SIDE ** 2:
-        probs = _refined_small(image, probs, config, scribbles)
-    elif config.refine in ("pamr", "em"):
-        probs = _refine_probs(image, probs, config, scribbles)
-    if config.refine not in ("pamr", "em") and scribbles is not None:
-        sel = scribbles != IGNORE
-        probs[:, sel] = 0.0
-        probs[np.minimum(scribbles[sel], probs.shape[0] - 1), np.flatnonzero(sel.ravel()) // w,
-              np.flatnonzero(sel.ravel()) % w] = 1.0
+    if config.refine in ("pamr", "em"):
+        big = h * w > REFINE_MAX_SIDE ** 2
+        probs = (_refined_small if big else _refine_probs)(image, probs, config, scribbles)
+    elif scribbles is not None:
+        probs = _clamp_scribbles(probs, scribbles)
     mask = probs.argmax(0).astype(np.uint8)
     conf = np.clip(probs.max(0), 0.0, 1.0).astype(np.float32)
     if config.min_confidence > 0:

@@ -322,11 +322,13 @@ def load_checkpoint(path: str | Path, expected_classes: list[str] | None = None)
                       optimizer_meta=doc.get("optimizer"), path=wpath)
 
 
-def saved_at(jpath: Path) -> str:
+def saved_at(jpath: Path, doc: dict | None = None) -> str:
     """When a checkpoint was saved, as an ISO time in UTC: its JSON's ``saved_utc`` (a copied
-    project folder, a class renamed or a model slimmed since keep it), else the JSON's mtime."""
+    project folder, a class renamed or a model slimmed since keep it), else the JSON's mtime.
+    ``doc``: the JSON already read."""
     try:
-        got = json.loads(Path(jpath).read_text(encoding="utf-8")).get("saved_utc")
+        doc = json.loads(Path(jpath).read_text(encoding="utf-8")) if doc is None else doc
+        got = doc.get("saved_utc")
         if isinstance(got, str) and got:
             return datetime.fromisoformat(got).astimezone(timezone.utc).isoformat(timespec="milliseconds")
     except (OSError, ValueError, AttributeError, TypeError):
@@ -361,6 +363,7 @@ class ModelEntry:
 
     name: str
     weights: Path
+    saved_utc: str = ""  # :func:`saved_at`: the order of the models
     classes: list = field(default_factory=list)
     arch: str = ""
     encoder: str = ""
@@ -384,6 +387,7 @@ def list_models(folder: str | Path) -> list[ModelEntry]:
         wpath, jpath = checkpoint_paths(d / stem)
         size = sum(p.stat().st_size for p in (wpath, jpath) if p.is_file())
         e = ModelEntry(name=stem, weights=wpath, bytes=size)
+        doc = None
         if not jpath.is_file():
             e.error = "no config (.json): an interrupted save, or not this tool's"
         else:
@@ -401,8 +405,9 @@ def list_models(folder: str | Path) -> list[ModelEntry]:
                 e.error = "the weights (.safetensors) are missing"
             elif not e.error and not _weights_complete(wpath):
                 e.error = "the weights (.safetensors) are cut short or not safetensors"
+        e.saved_utc = saved_at(jpath, doc if isinstance(doc, dict) else None)
         out.append(e)
-    return sorted(out, key=lambda m: (saved_at(checkpoint_paths(d / m.name)[1]), m.name))
+    return sorted(out, key=lambda m: (m.saved_utc, m.name))
 
 
 def _weights_complete(path: Path) -> bool:
@@ -510,12 +515,16 @@ def trainings_running(folder: str | Path) -> list[dict]:
     return out
 
 
+def training_text(run: dict) -> str:
+    """Where and since when a training of :func:`trainings_running` runs: ``from the app, since 14:02``."""
+    return f"from {run['where'] or 'another process'}" + (f", since {run['started']}" if run["started"] else "")
+
+
 def trainings_note(folder: str | Path) -> str:
     """A sentence naming the other trainings under way in ``folder`` (``""``: none)."""
     runs = trainings_running(folder)
     if not runs:
         return ""
-    what = "; ".join(f"model {r['model']} from {r['where'] or 'another process'}"
-                     + (f", since {r['started']}" if r["started"] else "") for r in runs)
+    what = "; ".join(f"model {r['model']} {training_text(r)}" for r in runs)
     return (f"another training of this project is under way ({what}): both share the machine, so each "
             "takes longer.")

@@ -72,9 +72,9 @@ def dataset_background(ds, ids: list[str], log=print, sample: int = 20) -> int:
 
     import numpy as np
 
-    from annotations.store import BACKGROUND_NAMES
+    from annotations.store import background_named
 
-    named = [i for i, n in enumerate(ds.classes) if str(n).strip().lower() in BACKGROUND_NAMES]
+    named = background_named(ds.classes)
     b, why = 0, ""
     if len(named) == 1:
         b, why = named[0], "by its name"

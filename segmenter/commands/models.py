@@ -67,7 +67,7 @@ def cmd_models(args) -> int:
     from annotations.store import Project
     from segmenter.cli import UsageError
     from segmenter.errors import CheckpointError, SegmenterError
-    from segmenter.models import delete_model, list_models, slim_checkpoint, trainings_running
+    from segmenter.models import delete_model, list_models, slim_checkpoint, training_text, trainings_running
     from segmenter.predict import resolve_model
 
     project = Project.open(args.project)
@@ -94,8 +94,7 @@ def cmd_models(args) -> int:
         busy = [e.name for e in chosen if e.name in training]
         if busy:
             r = training[busy[0]]
-            raise UsageError(f"model {busy[0]} is being trained (from {r['where'] or 'another process'}"
-                             f"{', since ' + r['started'] if r['started'] else ''}): nothing was {what}; "
+            raise UsageError(f"model {busy[0]} is being trained ({training_text(r)}): nothing was {what}; "
                              "run this again once that training ends.")
 
     if args.slim is not None:
@@ -151,9 +150,7 @@ def cmd_models(args) -> int:
     for e in entries:
         mark = "*" if e is in_use else " "
         if e.name in training:
-            r = training[e.name]
-            print(f"{mark} {e.name:<{width}}  {_mb(e.bytes):>9}  being trained (from {r['where'] or 'another process'}"
-                  f"{', since ' + r['started'] if r['started'] else ''})")
+            print(f"{mark} {e.name:<{width}}  {_mb(e.bytes):>9}  being trained ({training_text(training[e.name])})")
             continue
         if e.error:
             print(f"{mark} {e.name:<{width}}  {_mb(e.bytes):>9}  unusable: {e.error}")
